@@ -1,0 +1,55 @@
+/**
+ * One error class for all of reef, compared on its stable `code` (never on message text).
+ * Factories keep codes and messages consistent; the FUSE adapter maps codes to errnos in one place.
+ */
+export type ReefErrorCode =
+  | 'BAD_INPUT'
+  | 'BAD_GUID'
+  | 'NOT_FOUND'
+  | 'BLOCK_CORRUPT'
+  | 'BLOCK_TOO_LARGE'
+  | 'STORE_CORRUPT'
+  | 'BAD_ENCODING'
+  | 'HEAD_MALFORMED'
+  | 'HEAD_WRONG_KEY'
+  | 'HEAD_BAD_SIGNATURE'
+  | 'HEAD_ROLLBACK'
+  | 'HEAD_FORK'
+  | 'LOG_CORRUPT'
+  | 'NO_IDENTITY'
+  | 'IO'
+  // POSIX-flavoured codes raised by the fs core; mount/ maps them to errnos.
+  | 'ENOENT' | 'EEXIST' | 'ENOTEMPTY' | 'EISDIR' | 'ENOTDIR' | 'ENAMETOOLONG' | 'EFBIG'
+  | 'EACCES' | 'EPERM' | 'EINVAL' | 'EROFS' | 'EBADF' | 'ENODATA' | 'ERANGE' | 'EXDEV'
+  | 'ELOOP' | 'EMLINK' | 'ENOSPC' | 'ENOTSUP' | 'E2BIG'
+
+export class ReefError extends Error {
+  readonly code: ReefErrorCode
+  override readonly cause?: unknown
+
+  constructor (code: ReefErrorCode, message: string, cause?: unknown) {
+    super(message)
+    this.name = 'ReefError'
+    this.code = code
+    this.cause = cause
+  }
+
+  static badInput (what: string): ReefError { return new ReefError('BAD_INPUT', what) }
+  static badGuid (text: string, why: string): ReefError {
+    return new ReefError('BAD_GUID', `malformed GUID ${JSON.stringify(short(text))}: ${why}`)
+  }
+  static notFound (what: string): ReefError { return new ReefError('NOT_FOUND', `not found: ${what}`) }
+  static blockCorrupt (guid: string, where: string): ReefError {
+    return new ReefError('BLOCK_CORRUPT', `block ${guid} is corrupt in ${where}: its bytes do not hash to its BGUID`)
+  }
+  static badEncoding (what: string, cause?: unknown): ReefError {
+    return new ReefError('BAD_ENCODING', `malformed ${what}`, cause)
+  }
+  static posix (code: ReefErrorCode, what: string): ReefError { return new ReefError(code, `${code}: ${what}`) }
+}
+
+export function isReefError (err: unknown, code?: ReefErrorCode): err is ReefError {
+  return err instanceof ReefError && (code === undefined || err.code === code)
+}
+
+function short (s: string): string { return s.length > 80 ? s.slice(0, 77) + '...' : s }

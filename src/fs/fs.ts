@@ -1,0 +1,762 @@
+/**
+ * The POSIX file-system core, testable without a mount. State is the last version plus the
+ * writer log: every mutation is validated, appended to the log as a record, then applied to
+ * the in-memory inodes by the same `apply` that replays the log after a crash. `fold` turns
+ * the dirty state into new blocks (copy-on-write: changed chunks and the paths to the root),
+ * a version root, and a signed head (through the `commit` callback of the composition root).
+ */
+import type { CID } from 'multiformats/cid'
+import type { Block } from '../block/index.js'
+import { ReefError } from '../errors.js'
+import { buildDir, checkName, DirReader, type Entry, type Kind } from '../object/dir.js'
+import { MAX_FILE_SIZE, rewriteFile } from '../object/file.js'
+import { encodeVersion, type VersionRoot } from '../object/version.js'
+import type { Op } from '../log/record.js'
+import type { WriterLog } from '../log/index.js'
+import type { BlockStore } from '../store/types.js'
+import { type Attr, Inode, keyName, nameKey, PAGE, ROOT_INO } from './inode.js'
+
+export interface Cred { uid: number, gid: number }
+
+export interface VersionInfo { vguid: CID, root: VersionRoot }
+
+export interface FsOptions {
+  store: BlockStore
+  /** The writer log; absent for a read-only view of a version. */
+  log?: WriterLog
+  version?: VersionInfo
+  /** Called by fold with the new version root block; must make it durable and advance the head. */
+  commit?: (block: Block, root: VersionRoot) => Promise<void>
+  author?: Uint8Array
+  now?: () => bigint
+}
+
+export const XATTR_CREATE = 1
+export const XATTR_REPLACE = 2
+export const XATTR_SIZE_MAX = 64 * 1024
+const enc = new TextEncoder()
+
+const posix = ReefError.posix
+const nowNs = (): bigint => BigInt(Date.now()) * 1_000_000n
+const inoKey = (ino: number): Uint8Array => {
+  const b = new Uint8Array(8)
+  new DataView(b.buffer).setBigUint64(0, BigInt(ino))
+  return b
+}
+
+export class ReefFS {
+  readonly inodes = new Map<number, Inode>()
+  readonly store: BlockStore
+  readonly log?: WriterLog
+  version?: VersionInfo
+  nextIno = ROOT_INO + 1
+  /** Bytes held in dirty pages: the composition root folds early when this grows. */
+  dirtyBytes = 0
+  private readonly dirtyDirs = new Set<number>()
+  private readonly dirtyFiles = new Set<number>()
+  private tableBase?: CID
+  private tableDirty = false
+  private readonly tableDropped = new Set<number>()
+  private readonly commitFn?: FsOptions['commit']
+  private readonly author: Uint8Array
+  private readonly now: () => bigint
+  private chain: Promise<unknown> = Promise.resolve()
+  private unfolded = 0
+
+  private constructor (opts: FsOptions) {
+    this.store = opts.store
+    this.log = opts.log
+    this.version = opts.version
+    this.commitFn = opts.commit
+    this.author = opts.author ?? new Uint8Array(32)
+    this.now = opts.now ?? nowNs
+  }
+
+  /** Opens a version (or an empty file system) and replays the unfolded part of the log. */
+  static async open (opts: FsOptions): Promise<ReefFS> {
+    const fs = new ReefFS(opts)
+    const v = opts.version?.root
+    const t = fs.now()
+    const root = v?.rootAttrs !== undefined ? Inode.fromEntry(ROOT_INO, v.rootAttrs) : new Inode(ROOT_INO, 'dir', 0o755, 0, 0, t)
+    root.dirBase = v?.root
+    if (v === undefined) {
+      root.children = new Map()
+      fs.dirtyDirs.add(ROOT_INO)
+    }
+    fs.inodes.set(ROOT_INO, root)
+    if (v !== undefined) {
+      fs.nextIno = Math.max(v.nextIno, ROOT_INO + 1)
+      fs.tableBase = v.links
+    }
+    if (opts.log !== undefined) await fs.replay(opts.log, v)
+    return fs
+  }
+
+  private async replay (log: WriterLog, v: VersionRoot | undefined): Promise<void> {
+    let records = log.replayed
+    if (v?.log !== undefined) {
+      const at = records.findIndex(r => r.cid.equals(v.log))
+      if (at >= 0) records = records.slice(at + 1)
+    }
+    if (records.length === 0) {
+      if (log.replayed.length === 0 && v?.vv !== undefined) {
+        const self = Buffer.from(log.writer).toString('hex')
+        log.resumeAfter(v.log, v.vv[self] ?? 0, v.vv)
+      }
+      return
+    }
+    // Records name inodes by number, so everything they may touch must be in memory first.
+    await this.loadAll()
+    for (const r of records) {
+      try {
+        await this.apply(r.record.op)
+        this.unfolded++
+      } catch (err) {
+        // A record that no longer applies (e.g. a write to a file unlinked before the crash)
+        // changes nothing reachable; skipping it is what the live system would have shown.
+        if (!(err instanceof ReefError)) throw err
+      }
+    }
+  }
+
+  /** Loads every directory of the tree (used before replaying a log). */
+  async loadAll (): Promise<void> {
+    const stack = [this.inodes.get(ROOT_INO) as Inode]
+    while (stack.length > 0) {
+      const d = stack.pop() as Inode
+      for (const ino of (await this.children(d)).values()) {
+        const c = this.inodes.get(ino)
+        if (c?.kind === 'dir') stack.push(c)
+      }
+    }
+  }
+
+  // ---- reading ---------------------------------------------------------------------------
+
+  node (ino: number): Inode {
+    const n = this.inodes.get(ino)
+    if (n === undefined) throw posix('ENOENT', `no inode ${ino}`)
+    return n
+  }
+
+  get root (): Inode { return this.node(ROOT_INO) }
+
+  /** Children of a directory (name key -> ino), loading them from its tree on first use. */
+  async children (dir: Inode): Promise<Map<string, number>> {
+    if (dir.children !== undefined) return dir.children
+    if (dir.kind !== 'dir') throw posix('ENOTDIR', `inode ${dir.ino} is not a directory`)
+    if (dir.loading === undefined) {
+      dir.loading = this.loadDir(dir).finally(() => { dir.loading = undefined })
+    }
+    return await dir.loading
+  }
+
+  private async loadDir (dir: Inode): Promise<Map<string, number>> {
+    const map = new Map<string, number>()
+    if (dir.dirBase !== undefined) {
+      for await (const e of new DirReader(dir.dirBase, this.store).entries()) {
+        const n = await this.inodeFor(e, dir)
+        map.set(nameKey(e.name), n.ino)
+      }
+    }
+    if (dir.children === undefined) dir.children = map
+    return dir.children
+  }
+
+  private async inodeFor (e: Entry, dir: Inode): Promise<Inode> {
+    if (e.ino !== undefined) {
+      const known = this.inodes.get(e.ino)
+      if (known !== undefined) return known
+    }
+    let n: Inode
+    if (e.linked === true && e.ino !== undefined) {
+      if (this.tableBase === undefined) throw ReefError.badEncoding('linked entry without a link table')
+      const t = await new DirReader(this.tableBase, this.store).lookup(inoKey(e.ino))
+      if (t === undefined) throw ReefError.badEncoding(`link table lacks inode ${e.ino}`)
+      n = Inode.fromEntry(e.ino, t)
+      n.inTable = true
+    } else {
+      // Every entry reef writes carries an ino; one without (a foreign tree) gets the next free
+      // one, and its directory is rewritten at the next fold so the number sticks.
+      const ino = e.ino ?? this.nextIno++
+      if (e.ino === undefined) this.markDirDirty(dir.ino)
+      n = Inode.fromEntry(ino, e)
+      n.parent = dir.ino
+    }
+    if (n.ino >= this.nextIno) this.nextIno = n.ino + 1
+    this.inodes.set(n.ino, n)
+    return n
+  }
+
+  async lookup (dir: Inode, name: Uint8Array): Promise<Inode | undefined> {
+    if (dir.kind !== 'dir') throw posix('ENOTDIR', `inode ${dir.ino} is not a directory`)
+    const ino = (await this.children(dir)).get(nameKey(name))
+    return ino === undefined ? undefined : this.inodes.get(ino)
+  }
+
+  /** Resolves an absolute path ("/a/b") without following a final symlink. */
+  async resolve (path: string | Uint8Array): Promise<Inode> {
+    const p = typeof path === 'string' ? enc.encode(path) : path
+    let cur = this.root
+    let start = 0
+    for (let i = 0; i <= p.length; i++) {
+      if (i === p.length || p[i] === 0x2f) {
+        if (i > start) {
+          const name = p.subarray(start, i)
+          if (cur.kind !== 'dir') throw posix('ENOTDIR', 'a path component is not a directory')
+          if (name.length > 255) throw posix('ENAMETOOLONG', 'a path component exceeds 255 bytes')
+          const next = await this.lookup(cur, name)
+          if (next === undefined) throw posix('ENOENT', Buffer.from(p).toString())
+          cur = next
+        }
+        start = i + 1
+      }
+    }
+    return cur
+  }
+
+  getattr (ino: number): Attr { return this.node(ino).attr() }
+
+  async readdir (dir: Inode): Promise<Array<{ name: Uint8Array, ino: number }>> {
+    const out: Array<{ name: Uint8Array, ino: number }> = []
+    for (const [k, ino] of await this.children(dir)) out.push({ name: keyName(k), ino })
+    return out
+  }
+
+  readlink (n: Inode): Uint8Array {
+    if (n.kind !== 'symlink' || n.target === undefined) throw posix('EINVAL', 'not a symlink')
+    return n.target
+  }
+
+  /** Reads file content: dirty pages first, then the base tree, zeros past both. */
+  async read (n: Inode, offset: number, length: number): Promise<Uint8Array> {
+    if (n.kind === 'dir') throw posix('EISDIR', 'read of a directory')
+    if (n.kind !== 'file') throw posix('EINVAL', 'read of a non-file')
+    const end = Math.min(n.size, offset + length)
+    if (offset >= end) return new Uint8Array(0)
+    const out = new Uint8Array(end - offset)
+    let pos = offset
+    while (pos < end) {
+      const p = Math.floor(pos / PAGE)
+      const page = n.pages?.get(p)
+      if (page !== undefined) {
+        const to = Math.min(end, (p + 1) * PAGE)
+        out.set(page.subarray(pos - p * PAGE, to - p * PAGE), pos - offset)
+        pos = to
+        continue
+      }
+      // Extend over consecutive non-dirty pages and read them from the base in one go.
+      let to = Math.min(end, (p + 1) * PAGE)
+      while (to < end && n.pages?.has(Math.floor(to / PAGE)) !== true) to = Math.min(end, to + PAGE)
+      const baseEnd = Math.min(to, n.baseLimit)
+      if (pos < baseEnd) {
+        const r = n.baseReader(this.store)
+        if (r !== undefined) out.set(await r.read(pos, baseEnd - pos), pos - offset)
+      }
+      pos = to
+    }
+    return out
+  }
+
+  getxattr (n: Inode, name: string): Uint8Array {
+    const v = n.xattrs.get(name)
+    if (v === undefined) throw posix('ENODATA', `no attribute ${name}`)
+    return v
+  }
+
+  listxattr (n: Inode): string[] { return [...n.xattrs.keys()] }
+
+  // ---- mutations: validate, log, apply ---------------------------------------------------
+
+  /** Runs mutations one at a time (and never during a fold). */
+  private exclusive<T> (fn: () => Promise<T>): Promise<T> {
+    const run = this.chain.then(fn, fn)
+    this.chain = run.catch(() => {})
+    return run
+  }
+
+  get readOnly (): boolean { return this.log === undefined }
+  /** Records applied since the last fold. */
+  get pending (): number { return this.unfolded }
+
+  private async commit (op: Op): Promise<void> {
+    if (this.log === undefined) throw posix('EROFS', 'read-only file system')
+    this.log.append(op)
+    this.unfolded++
+    await this.apply(op)
+  }
+
+  private async dirFor (ino: number, name: Uint8Array): Promise<{ dir: Inode, existing?: Inode }> {
+    const dir = this.node(ino)
+    if (dir.kind !== 'dir') throw posix('ENOTDIR', `inode ${ino} is not a directory`)
+    checkName(name)
+    return { dir, existing: await this.lookup(dir, name) }
+  }
+
+  private async make (kind: Kind, parent: number, name: Uint8Array, mode: number, cred: Cred, target?: Uint8Array): Promise<Inode> {
+    return await this.exclusive(async () => {
+      const { existing } = await this.dirFor(parent, name)
+      if (existing !== undefined) throw posix('EEXIST', Buffer.from(name).toString())
+      const ino = this.nextIno
+      const time = this.now()
+      const base = { parent, name, ino, uid: cred.uid, gid: cred.gid, time }
+      if (kind === 'symlink') {
+        if (target === undefined || target.length === 0) throw posix('ENOENT', 'empty symlink target')
+        if (target.length > 4095) throw posix('ENAMETOOLONG', 'symlink target exceeds 4095 bytes')
+        await this.commit({ op: 'symlink', ...base, target })
+      } else {
+        await this.commit({ op: kind === 'dir' ? 'mkdir' : 'create', ...base, mode: mode & 0o7777 })
+      }
+      return this.node(ino)
+    })
+  }
+
+  async create (parent: number, name: Uint8Array, mode: number, cred: Cred): Promise<Inode> {
+    return await this.make('file', parent, name, mode, cred)
+  }
+
+  async mkdir (parent: number, name: Uint8Array, mode: number, cred: Cred): Promise<Inode> {
+    return await this.make('dir', parent, name, mode, cred)
+  }
+
+  async symlink (parent: number, name: Uint8Array, target: Uint8Array, cred: Cred): Promise<Inode> {
+    return await this.make('symlink', parent, name, 0o777, cred, target)
+  }
+
+  async write (ino: number, offset: number, data: Uint8Array): Promise<number> {
+    return await this.exclusive(async () => {
+      const n = this.node(ino)
+      if (n.kind === 'dir') throw posix('EISDIR', 'write to a directory')
+      if (n.kind !== 'file') throw posix('EINVAL', 'write to a non-file')
+      if (!Number.isSafeInteger(offset) || offset < 0) throw posix('EINVAL', 'bad offset')
+      if (offset + data.length > MAX_FILE_SIZE) throw posix('EFBIG', 'write past the maximum file size')
+      if (data.length === 0) return 0
+      await this.commit({ op: 'write', ino, offset, data, time: this.now() })
+      return data.length
+    })
+  }
+
+  async truncate (ino: number, size: number): Promise<void> {
+    await this.exclusive(async () => {
+      const n = this.node(ino)
+      if (n.kind === 'dir') throw posix('EISDIR', 'truncate of a directory')
+      if (n.kind !== 'file') throw posix('EINVAL', 'truncate of a non-file')
+      if (!Number.isSafeInteger(size) || size < 0) throw posix('EINVAL', 'bad size')
+      if (size > MAX_FILE_SIZE) throw posix('EFBIG', 'size past the maximum file size')
+      await this.commit({ op: 'truncate', ino, size, time: this.now() })
+    })
+  }
+
+  async unlink (parent: number, name: Uint8Array): Promise<void> {
+    await this.exclusive(async () => {
+      const { existing } = await this.dirFor(parent, name)
+      if (existing === undefined) throw posix('ENOENT', Buffer.from(name).toString())
+      if (existing.kind === 'dir') throw posix('EISDIR', 'unlink of a directory')
+      await this.commit({ op: 'unlink', parent, name, time: this.now() })
+    })
+  }
+
+  async rmdir (parent: number, name: Uint8Array): Promise<void> {
+    await this.exclusive(async () => {
+      const { existing } = await this.dirFor(parent, name)
+      if (existing === undefined) throw posix('ENOENT', Buffer.from(name).toString())
+      if (existing.kind !== 'dir') throw posix('ENOTDIR', 'rmdir of a non-directory')
+      if ((await this.children(existing)).size > 0) throw posix('ENOTEMPTY', 'directory not empty')
+      await this.commit({ op: 'rmdir', parent, name, time: this.now() })
+    })
+  }
+
+  async rename (parent: number, name: Uint8Array, newParent: number, newName: Uint8Array): Promise<void> {
+    await this.exclusive(async () => {
+      const { existing: src } = await this.dirFor(parent, name)
+      if (src === undefined) throw posix('ENOENT', Buffer.from(name).toString())
+      const { dir: dst, existing: target } = await this.dirFor(newParent, newName)
+      if (target === src) return
+      if (src.kind === 'dir') {
+        // Moving a directory into its own subtree would detach it from the root.
+        for (let a: Inode | undefined = dst; a !== undefined && a.ino !== ROOT_INO; a = this.inodes.get(a.parent)) {
+          if (a === src) throw posix('EINVAL', 'cannot move a directory into itself')
+        }
+      }
+      if (target !== undefined) {
+        if (target.kind === 'dir' && src.kind !== 'dir') throw posix('EISDIR', 'rename of a non-directory over a directory')
+        if (target.kind !== 'dir' && src.kind === 'dir') throw posix('ENOTDIR', 'rename of a directory over a non-directory')
+        if (target.kind === 'dir' && (await this.children(target)).size > 0) throw posix('ENOTEMPTY', 'target directory not empty')
+      }
+      await this.commit({ op: 'rename', parent, name, newParent, newName, time: this.now() })
+    })
+  }
+
+  async link (ino: number, newParent: number, newName: Uint8Array): Promise<Inode> {
+    return await this.exclusive(async () => {
+      const n = this.node(ino)
+      if (n.kind === 'dir') throw posix('EPERM', 'hard link to a directory')
+      const { existing } = await this.dirFor(newParent, newName)
+      if (existing !== undefined) throw posix('EEXIST', Buffer.from(newName).toString())
+      if (n.nlink >= 65000) throw posix('EMLINK', 'too many links')
+      await this.commit({ op: 'link', ino, parent: newParent, name: newName, time: this.now() })
+      return n
+    })
+  }
+
+  async setattr (ino: number, a: { mode?: number, uid?: number, gid?: number, atime?: bigint, mtime?: bigint }): Promise<void> {
+    await this.exclusive(async () => {
+      this.node(ino)
+      const op: Op = { op: 'setattr', ino, time: this.now() }
+      if (a.mode !== undefined) op.mode = a.mode & 0o7777
+      if (a.uid !== undefined && a.uid !== -1 && a.uid !== 0xffffffff) op.uid = a.uid
+      if (a.gid !== undefined && a.gid !== -1 && a.gid !== 0xffffffff) op.gid = a.gid
+      if (a.atime !== undefined) op.atime = a.atime
+      if (a.mtime !== undefined) op.mtime = a.mtime
+      await this.commit(op)
+    })
+  }
+
+  async setxattr (ino: number, name: string, value: Uint8Array, flags = 0): Promise<void> {
+    await this.exclusive(async () => {
+      const n = this.node(ino)
+      if (!name.startsWith('user.') || name.length <= 5) throw posix('ENOTSUP', `xattr namespace of ${name}`)
+      if (name.length > 255) throw posix('ERANGE', 'xattr name too long')
+      if (value.length > XATTR_SIZE_MAX) throw posix('E2BIG', 'xattr value too large')
+      if ((flags & XATTR_CREATE) !== 0 && n.xattrs.has(name)) throw posix('EEXIST', name)
+      if ((flags & XATTR_REPLACE) !== 0 && !n.xattrs.has(name)) throw posix('ENODATA', name)
+      await this.commit({ op: 'setattr', ino, time: this.now(), xattrName: name, xattrValue: value })
+    })
+  }
+
+  async removexattr (ino: number, name: string): Promise<void> {
+    await this.exclusive(async () => {
+      const n = this.node(ino)
+      if (!n.xattrs.has(name)) throw posix('ENODATA', name)
+      await this.commit({ op: 'setattr', ino, time: this.now(), xattrName: name, xattrRemove: true })
+    })
+  }
+
+  open (n: Inode): void { n.openCount++ }
+
+  release (n: Inode): void {
+    n.openCount = Math.max(0, n.openCount - 1)
+    if (n.openCount === 0 && n.nlink === 0) this.forget(n)
+  }
+
+  /** Makes every appended record durable (fdatasync of the log). */
+  sync (): void { this.log?.sync() }
+
+  // ---- apply: the single place where state changes (live and on replay) -----------------
+
+  private markDirDirty (ino: number): void {
+    while (ino !== 0 && !this.dirtyDirs.has(ino)) {
+      this.dirtyDirs.add(ino)
+      ino = this.inodes.get(ino)?.parent ?? 0
+    }
+  }
+
+  private markEntryDirty (n: Inode): void {
+    if (n.ino === ROOT_INO) this.markDirDirty(ROOT_INO)
+    else if (n.inTable) this.tableDirty = true
+    else this.markDirDirty(n.parent)
+  }
+
+  private forget (n: Inode): void {
+    this.inodes.delete(n.ino)
+    this.dirtyFiles.delete(n.ino)
+    if (n.pages !== undefined) this.dirtyBytes -= n.pages.size * PAGE
+    if (n.inTable) {
+      this.tableDropped.add(n.ino)
+      this.tableDirty = true
+    }
+  }
+
+  private async detach (dir: Inode, name: Uint8Array, time: bigint): Promise<Inode> {
+    const kids = await this.children(dir)
+    const key = nameKey(name)
+    const ino = kids.get(key)
+    if (ino === undefined) throw posix('ENOENT', Buffer.from(name).toString())
+    const n = this.node(ino)
+    kids.delete(key)
+    dir.size = kids.size
+    dir.mtime = dir.ctime = time
+    this.markDirDirty(dir.ino)
+    if (n.kind === 'dir') {
+      dir.nlink--
+      dir.subdirs--
+    }
+    return n
+  }
+
+  private async attachChild (dir: Inode, name: Uint8Array, n: Inode, time: bigint): Promise<void> {
+    const kids = await this.children(dir)
+    kids.set(nameKey(name), n.ino)
+    dir.size = kids.size
+    dir.mtime = dir.ctime = time
+    if (n.kind === 'dir') {
+      dir.nlink++
+      dir.subdirs++
+    }
+    if (!n.inTable) n.parent = dir.ino
+    this.markDirDirty(dir.ino)
+  }
+
+  private drop (n: Inode, time: bigint): void {
+    n.nlink = n.kind === 'dir' ? 0 : n.nlink - 1
+    n.ctime = time
+    if (n.nlink > 0) {
+      this.markEntryDirty(n)
+      return
+    }
+    if (n.openCount === 0) this.forget(n)
+    else if (n.inTable) this.tableDirty = true
+  }
+
+  async apply (op: Op): Promise<void> {
+    switch (op.op) {
+      case 'create':
+      case 'mkdir':
+      case 'symlink': {
+        const dir = this.node(op.parent)
+        const kind: Kind = op.op === 'create' ? 'file' : op.op === 'mkdir' ? 'dir' : 'symlink'
+        const n = new Inode(op.ino, kind, op.op === 'symlink' ? 0o777 : op.mode, op.uid, op.gid, op.time)
+        if (kind === 'dir') n.children = new Map()
+        if (op.op === 'symlink') {
+          n.target = op.target
+          n.size = op.target.length
+        }
+        this.inodes.set(n.ino, n)
+        if (n.ino >= this.nextIno) this.nextIno = n.ino + 1
+        await this.attachChild(dir, op.name, n, op.time)
+        if (kind === 'dir') this.markDirDirty(n.ino)
+        if (kind === 'file') this.dirtyFiles.add(n.ino)
+        return
+      }
+      case 'write': {
+        const n = this.node(op.ino)
+        await this.applyWrite(n, op.offset, op.data)
+        n.mtime = n.ctime = op.time
+        this.markEntryDirty(n)
+        return
+      }
+      case 'truncate': {
+        const n = this.node(op.ino)
+        this.applyTruncate(n, op.size)
+        n.mtime = n.ctime = op.time
+        this.markEntryDirty(n)
+        return
+      }
+      case 'unlink':
+      case 'rmdir': {
+        const n = await this.detach(this.node(op.parent), op.name, op.time)
+        this.drop(n, op.time)
+        return
+      }
+      case 'rename': {
+        const src = this.node(op.parent)
+        const dst = this.node(op.newParent)
+        const target = await this.lookup(dst, op.newName)
+        const n = await this.detach(src, op.name, op.time)
+        if (target !== undefined && target !== n) {
+          await this.detach(dst, op.newName, op.time)
+          this.drop(target, op.time)
+        }
+        n.ctime = op.time
+        await this.attachChild(dst, op.newName, n, op.time)
+        this.markEntryDirty(n)
+        return
+      }
+      case 'link': {
+        const n = this.node(op.ino)
+        if (!n.inTable) {
+          // The inode moves to the link table; its old entry becomes a reference to it.
+          this.markDirDirty(n.parent)
+          n.inTable = true
+          n.parent = 0
+        }
+        n.nlink++
+        n.ctime = op.time
+        this.tableDirty = true
+        await this.attachChild(this.node(op.parent), op.name, n, op.time)
+        return
+      }
+      case 'setattr': {
+        const n = this.node(op.ino)
+        if (op.mode !== undefined) n.mode = op.mode & 0o7777
+        if (op.uid !== undefined) n.uid = op.uid
+        if (op.gid !== undefined) n.gid = op.gid
+        if (op.atime !== undefined) n.atime = op.atime
+        if (op.mtime !== undefined) n.mtime = op.mtime
+        if (op.xattrName !== undefined) {
+          if (op.xattrRemove === true) n.xattrs.delete(op.xattrName)
+          else if (op.xattrValue !== undefined) n.xattrs.set(op.xattrName, op.xattrValue)
+        }
+        n.ctime = op.time
+        this.markEntryDirty(n)
+        return
+      }
+      case 'attach':
+        throw posix('ENOTSUP', 'attach records are not applied by this version')
+    }
+  }
+
+  private async page (n: Inode, p: number, whole: boolean): Promise<Uint8Array> {
+    if (n.pages === undefined) n.pages = new Map()
+    let page = n.pages.get(p)
+    if (page !== undefined) return page
+    page = new Uint8Array(PAGE)
+    const start = p * PAGE
+    if (!whole && start < n.baseLimit) {
+      const r = n.baseReader(this.store)
+      if (r !== undefined) page.set(await r.read(start, Math.min(PAGE, n.baseLimit - start)))
+    }
+    // A concurrent filler may have won while we awaited.
+    const raced = n.pages.get(p)
+    if (raced !== undefined) return raced
+    n.pages.set(p, page)
+    this.dirtyBytes += PAGE
+    return page
+  }
+
+  private async applyWrite (n: Inode, offset: number, data: Uint8Array): Promise<void> {
+    const end = offset + data.length
+    for (let p = Math.floor(offset / PAGE); p * PAGE < end; p++) {
+      const ps = p * PAGE
+      const page = await this.page(n, p, offset <= ps && end >= ps + PAGE)
+      const from = Math.max(offset, ps)
+      const to = Math.min(end, ps + PAGE)
+      page.set(data.subarray(from - offset, to - offset), from - ps)
+    }
+    if (end > n.size) n.size = end
+    n.markDirty(offset, end)
+    this.dirtyFiles.add(n.ino)
+  }
+
+  private applyTruncate (n: Inode, size: number): void {
+    if (size < n.size) {
+      if (n.pages !== undefined) {
+        for (const p of [...n.pages.keys()]) {
+          if (p * PAGE >= size) {
+            n.pages.delete(p)
+            this.dirtyBytes -= PAGE
+          }
+        }
+        const last = n.pages.get(Math.floor(size / PAGE))
+        if (last !== undefined) last.fill(0, size % PAGE)
+      }
+      if (size < n.baseLimit) n.baseLimit = size
+      n.markDirty(size, size)
+    }
+    n.markDirty(Math.min(size, n.size), Math.max(size, n.size))
+    n.size = size
+    this.dirtyFiles.add(n.ino)
+  }
+
+  // ---- fold: dirty state -> blocks -> version -> signed head -----------------------------
+
+  get dirty (): boolean {
+    return this.dirtyDirs.size > 0 || this.dirtyFiles.size > 0 || this.tableDirty || this.unfolded > 0
+  }
+
+  /**
+   * Folds everything applied so far into a new version. Mutations wait while it runs; reads
+   * do not. Returns the new version, or undefined when nothing changed.
+   */
+  async fold (message?: string, force = false): Promise<VersionInfo | undefined> {
+    return await this.exclusive(async () => {
+      if (this.log === undefined) throw posix('EROFS', 'read-only file system')
+      if (!this.dirty && !force) return undefined
+      const blocks: Block[] = []
+      const emit = (b: Block): void => { blocks.push(b) }
+      const put = async (bs: Block[]): Promise<void> => { await this.store.putMany(bs) }
+
+      for (const ino of this.dirtyFiles) {
+        const n = this.inodes.get(ino)
+        if (n === undefined || n.kind !== 'file' || !n.contentDirty) continue
+        const old = n.base !== undefined ? await (n.baseReader(this.store)?.leaves() ?? []) : []
+        const root = await rewriteFile({
+          old,
+          newSize: n.size,
+          dirtyStart: Math.min(n.dirtyLo, n.baseLimit),
+          dirtyEnd: n.dirtyHi,
+          read: async (o, l) => await this.read(n, o, l),
+          put
+        })
+        if (n.pages !== undefined) this.dirtyBytes -= n.pages.size * PAGE
+        n.settle(root.cid)
+      }
+
+      const root = this.root
+      await this.foldDir(root, emit)
+      let links = this.tableBase
+      if (this.tableDirty) links = await this.foldTable(emit)
+
+      const prev = this.version
+      const seq = (prev?.root.seq ?? 0n) + 1n
+      const vroot: VersionRoot = {
+        root: root.dirBase as CID,
+        rootAttrs: root.toEntry(new Uint8Array(0)),
+        parents: prev !== undefined ? [prev.vguid] : [],
+        seq,
+        time: Date.now(),
+        author: this.author,
+        nextIno: this.nextIno,
+        vv: this.log.versionVector
+      }
+      if (links !== undefined) vroot.links = links
+      if (message !== undefined) vroot.message = message
+      const last = this.log.last
+      if (last !== undefined) vroot.log = last
+      const vblock = encodeVersion(vroot)
+      blocks.push(vblock)
+      await put(blocks)
+      this.log.sync()
+      if (this.commitFn !== undefined) await this.commitFn(vblock, vroot)
+      // The version (and its head) are durable: the log up to here is no longer needed.
+      this.log.checkpoint()
+      this.version = { vguid: vblock.cid, root: vroot }
+      this.tableBase = links
+      this.tableDirty = false
+      this.tableDropped.clear()
+      this.dirtyDirs.clear()
+      this.dirtyFiles.clear()
+      this.unfolded = 0
+      return this.version
+    })
+  }
+
+  private async foldDir (dir: Inode, emit: (b: Block) => void): Promise<void> {
+    if (!this.dirtyDirs.has(dir.ino) && dir.dirBase !== undefined) return
+    const entries: Entry[] = []
+    let subdirs = 0
+    for (const [key, ino] of await this.children(dir)) {
+      const n = this.node(ino)
+      const name = keyName(key)
+      if (n.kind === 'dir') {
+        subdirs++
+        await this.foldDir(n, emit)
+      }
+      if (n.inTable) {
+        entries.push({ name, kind: n.kind, mode: 0, uid: 0, gid: 0, size: 0, mtime: 0n, atime: 0n, ctime: 0n, ino: n.ino, linked: true })
+      } else {
+        entries.push(n.toEntry(name))
+      }
+    }
+    const { cid, count } = buildDir(entries, emit)
+    dir.dirBase = cid
+    dir.size = count
+    dir.subdirs = subdirs
+    dir.nlink = 2 + subdirs
+  }
+
+  private async foldTable (emit: (b: Block) => void): Promise<CID | undefined> {
+    const byIno = new Map<number, Entry>()
+    if (this.tableBase !== undefined) {
+      for await (const e of new DirReader(this.tableBase, this.store).entries()) {
+        if (e.ino !== undefined && !this.tableDropped.has(e.ino)) byIno.set(e.ino, e)
+      }
+    }
+    for (const n of this.inodes.values()) {
+      if (n.inTable && n.nlink > 0) byIno.set(n.ino, n.toEntry(inoKey(n.ino)))
+      if (n.inTable && n.nlink === 0) byIno.delete(n.ino)
+    }
+    if (byIno.size === 0) return undefined
+    return buildDir([...byIno.values()].map(e => ({ ...e, name: inoKey(e.ino as number) })), emit).cid
+  }
+}

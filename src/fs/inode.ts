@@ -1,0 +1,155 @@
+/**
+ * In-memory inodes of a mounted version. A file inode's content is its base file tree (as of
+ * the last fold) overlaid with dirty 64 KiB pages written since; a directory's children are
+ * loaded from its base directory tree on first use.
+ */
+import type { CID } from 'multiformats/cid'
+import type { Entry, Kind } from '../object/dir.js'
+import { FileReader } from '../object/file.js'
+import type { BlockGetter } from '../store/types.js'
+
+export const S_IFREG = 0o100000
+export const S_IFDIR = 0o040000
+export const S_IFLNK = 0o120000
+export const PAGE = 64 * 1024
+export const ROOT_INO = 1
+
+export const nameKey = (name: Uint8Array): string => Buffer.from(name.buffer, name.byteOffset, name.byteLength).toString('latin1')
+export const keyName = (key: string): Uint8Array => new Uint8Array(Buffer.from(key, 'latin1'))
+
+export interface Attr {
+  ino: number
+  mode: number
+  nlink: number
+  uid: number
+  gid: number
+  size: number
+  blocks: number
+  atime: bigint
+  mtime: bigint
+  ctime: bigint
+  kind: Kind
+}
+
+export class Inode {
+  kind: Kind
+  mode: number
+  uid: number
+  gid: number
+  nlink: number
+  size: number
+  atime: bigint
+  mtime: bigint
+  ctime: bigint
+  xattrs = new Map<string, Uint8Array>()
+  /** Containing directory (dirs and singly-linked files); 0 for the root and table residents. */
+  parent = 0
+  /** Hard-linked at some point: lives in the version's link table. */
+  inTable = false
+  /** Open handles: an unlinked file stays readable until the last one closes. */
+  openCount = 0
+
+  // files
+  base?: CID
+  baseLimit = 0
+  pages?: Map<number, Uint8Array>
+  dirtyLo = Infinity
+  dirtyHi = 0
+  private reader?: FileReader
+
+  // directories
+  dirBase?: CID
+  children?: Map<string, number>
+  loading?: Promise<Map<string, number>>
+  subdirs = 0
+
+  // symlinks
+  target?: Uint8Array
+
+  constructor (readonly ino: number, kind: Kind, mode: number, uid: number, gid: number, time: bigint) {
+    this.kind = kind
+    this.mode = mode & 0o7777
+    this.uid = uid
+    this.gid = gid
+    this.nlink = kind === 'dir' ? 2 : 1
+    this.size = 0
+    this.atime = this.mtime = this.ctime = time
+  }
+
+  static fromEntry (ino: number, e: Entry): Inode {
+    const n = new Inode(ino, e.kind, e.mode, e.uid, e.gid, e.mtime)
+    n.atime = e.atime
+    n.ctime = e.ctime
+    n.size = e.size
+    if (e.xattrs !== undefined) for (const [k, v] of Object.entries(e.xattrs)) n.xattrs.set(k, v)
+    if (e.kind === 'file') {
+      n.base = e.cid
+      n.baseLimit = e.size
+      n.nlink = e.nlink ?? 1
+    } else if (e.kind === 'dir') {
+      n.dirBase = e.cid
+      n.nlink = e.nlink ?? 2
+      n.subdirs = n.nlink - 2
+      n.size = e.size
+    } else {
+      n.target = e.target
+      n.size = e.target?.length ?? 0
+    }
+    return n
+  }
+
+  toEntry (name: Uint8Array): Entry {
+    const e: Entry = {
+      name, kind: this.kind, mode: this.mode, uid: this.uid, gid: this.gid, size: this.size,
+      mtime: this.mtime, atime: this.atime, ctime: this.ctime, ino: this.ino
+    }
+    if (this.kind === 'file') e.cid = this.base
+    if (this.kind === 'dir') {
+      e.cid = this.dirBase
+      e.nlink = this.nlink
+    }
+    if (this.kind === 'symlink') e.target = this.target
+    if (this.kind === 'file' && this.nlink > 1) e.nlink = this.nlink
+    if (this.xattrs.size > 0) e.xattrs = Object.fromEntries(this.xattrs)
+    return e
+  }
+
+  attr (): Attr {
+    const type = this.kind === 'dir' ? S_IFDIR : this.kind === 'symlink' ? S_IFLNK : S_IFREG
+    return {
+      ino: this.ino,
+      mode: type | this.mode,
+      nlink: this.nlink,
+      uid: this.uid,
+      gid: this.gid,
+      size: this.size,
+      blocks: Math.ceil(this.size / 512),
+      atime: this.atime,
+      mtime: this.mtime,
+      ctime: this.ctime,
+      kind: this.kind
+    }
+  }
+
+  get contentDirty (): boolean { return this.dirtyLo < this.dirtyHi || (this.kind === 'file' && this.base === undefined) }
+
+  baseReader (store: BlockGetter): FileReader | undefined {
+    if (this.base === undefined) return undefined
+    if (this.reader === undefined || !this.reader.root.equals(this.base)) this.reader = new FileReader(this.base, store)
+    return this.reader
+  }
+
+  markDirty (lo: number, hi: number): void {
+    if (lo < this.dirtyLo) this.dirtyLo = lo
+    if (hi > this.dirtyHi) this.dirtyHi = hi
+  }
+
+  /** After a fold: the new base holds everything; no dirty pages remain. */
+  settle (base: CID): void {
+    this.base = base
+    this.baseLimit = this.size
+    this.pages = undefined
+    this.dirtyLo = Infinity
+    this.dirtyHi = 0
+  }
+}

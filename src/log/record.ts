@@ -1,0 +1,124 @@
+/**
+ * Writer-log records (Ivy): one block per file-system operation, appended by one writer.
+ *   { t: 'r', w: writer public key, n: counter, vv: { writerHex: counter }, p?: prev record,
+ *     tm: ms, op: name, a: { ...arguments } }
+ * Records name files by inode number. `vv` is the writer's version vector when it wrote the
+ * record: with one writer it is { self: n }; merging several writers' logs (a view) orders
+ * records by it and flags concurrent updates. Records are blocks: the log frame's checksum is
+ * the record's BGUID digest, so a record can be replicated and verified like any block.
+ */
+import { CID } from 'multiformats/cid'
+import type { Block } from '../block/index.js'
+import { ReefError } from '../errors.js'
+import { decodeCbor, encodeBlock, field } from '../object/codec.js'
+import type { Kind } from '../object/dir.js'
+
+export type Op =
+  | { op: 'create', parent: number, name: Uint8Array, ino: number, mode: number, uid: number, gid: number, time: bigint }
+  | { op: 'mkdir', parent: number, name: Uint8Array, ino: number, mode: number, uid: number, gid: number, time: bigint }
+  | { op: 'symlink', parent: number, name: Uint8Array, ino: number, target: Uint8Array, uid: number, gid: number, time: bigint }
+  | { op: 'write', ino: number, offset: number, data: Uint8Array, time: bigint }
+  | { op: 'truncate', ino: number, size: number, time: bigint }
+  | { op: 'unlink', parent: number, name: Uint8Array, time: bigint }
+  | { op: 'rmdir', parent: number, name: Uint8Array, time: bigint }
+  | { op: 'rename', parent: number, name: Uint8Array, newParent: number, newName: Uint8Array, time: bigint }
+  | { op: 'link', ino: number, parent: number, name: Uint8Array, time: bigint }
+  | { op: 'setattr', ino: number, time: bigint, mode?: number, uid?: number, gid?: number, atime?: bigint, mtime?: bigint, xattrName?: string, xattrValue?: Uint8Array, xattrRemove?: boolean }
+  | { op: 'attach', parent: number, name: Uint8Array, ino: number, kind: Kind, cid: CID, time: bigint }
+
+export type OpName = Op['op']
+
+type FieldType = 'int' | 'time' | 'bytes' | 'str' | 'cid' | 'kind' | 'bool'
+// [op field, wire key, type, optional]
+const SCHEMA: Record<OpName, Array<[string, string, FieldType, boolean?]>> = {
+  create: [['parent', 'p', 'int'], ['name', 'n', 'bytes'], ['ino', 'i', 'int'], ['mode', 'm', 'int'], ['uid', 'u', 'int'], ['gid', 'g', 'int'], ['time', 't', 'time']],
+  mkdir: [['parent', 'p', 'int'], ['name', 'n', 'bytes'], ['ino', 'i', 'int'], ['mode', 'm', 'int'], ['uid', 'u', 'int'], ['gid', 'g', 'int'], ['time', 't', 'time']],
+  symlink: [['parent', 'p', 'int'], ['name', 'n', 'bytes'], ['ino', 'i', 'int'], ['target', 'y', 'bytes'], ['uid', 'u', 'int'], ['gid', 'g', 'int'], ['time', 't', 'time']],
+  write: [['ino', 'i', 'int'], ['offset', 'o', 'int'], ['data', 'd', 'bytes'], ['time', 't', 'time']],
+  truncate: [['ino', 'i', 'int'], ['size', 's', 'int'], ['time', 't', 'time']],
+  unlink: [['parent', 'p', 'int'], ['name', 'n', 'bytes'], ['time', 't', 'time']],
+  rmdir: [['parent', 'p', 'int'], ['name', 'n', 'bytes'], ['time', 't', 'time']],
+  rename: [['parent', 'p', 'int'], ['name', 'n', 'bytes'], ['newParent', 'p2', 'int'], ['newName', 'n2', 'bytes'], ['time', 't', 'time']],
+  link: [['ino', 'i', 'int'], ['parent', 'p', 'int'], ['name', 'n', 'bytes'], ['time', 't', 'time']],
+  setattr: [['ino', 'i', 'int'], ['time', 't', 'time'], ['mode', 'm', 'int', true], ['uid', 'u', 'int', true], ['gid', 'g', 'int', true],
+    ['atime', 'at', 'time', true], ['mtime', 'mt', 'time', true], ['xattrName', 'xn', 'str', true], ['xattrValue', 'xv', 'bytes', true], ['xattrRemove', 'xr', 'bool', true]],
+  attach: [['parent', 'p', 'int'], ['name', 'n', 'bytes'], ['ino', 'i', 'int'], ['kind', 'k', 'kind'], ['cid', 'c', 'cid'], ['time', 't', 'time']]
+}
+
+export interface LogRecord {
+  writer: Uint8Array
+  n: number
+  vv: Record<string, number>
+  prev?: CID
+  time: number
+  op: Op
+}
+
+export function encodeRecord (r: LogRecord): Block {
+  const schema = SCHEMA[r.op.op]
+  const a: Record<string, unknown> = {}
+  const opv = r.op as unknown as Record<string, unknown>
+  for (const [k, wire, , optional] of schema) {
+    const v = opv[k]
+    if (v === undefined) {
+      if (optional !== true) throw new ReefError('BAD_INPUT', `log record ${r.op.op} lacks ${k}`)
+      continue
+    }
+    a[wire] = v
+  }
+  const o: Record<string, unknown> = { t: 'r', w: r.writer, n: r.n, vv: r.vv, tm: r.time, op: r.op.op, a }
+  if (r.prev !== undefined) o.p = r.prev
+  return encodeBlock(o)
+}
+
+export function decodeRecord (bytes: Uint8Array): LogRecord {
+  const what = 'log record'
+  const o = decodeCbor(bytes, what)
+  if (o.t !== 'r') throw ReefError.badEncoding(`${what}: wrong type tag`)
+  const name = field(o, 'op', what).str() as OpName
+  const schema = SCHEMA[name]
+  if (schema === undefined) throw ReefError.badEncoding(`${what}: unknown op ${name}`)
+  const a = field(o, 'a', what).map()
+  const op: Record<string, unknown> = { op: name }
+  for (const [k, wire, type, optional] of schema) {
+    if (a[wire] === undefined) {
+      if (optional === true) continue
+      throw ReefError.badEncoding(`${what}: ${name} lacks ${k}`)
+    }
+    const f = field(a, wire, what)
+    switch (type) {
+      case 'int': op[k] = f.int(); break
+      case 'time': {
+        const v = a[wire]
+        if (typeof v === 'bigint') op[k] = v
+        else if (typeof v === 'number' && Number.isSafeInteger(v)) op[k] = BigInt(v)
+        else throw ReefError.badEncoding(`${what}: ${k} is not a time`)
+        break
+      }
+      case 'bytes': op[k] = f.bytes(); break
+      case 'str': op[k] = f.str(); break
+      case 'cid': op[k] = f.cid(); break
+      case 'bool': if (typeof a[wire] !== 'boolean') throw ReefError.badEncoding(`${what}: ${k} is not a bool`); op[k] = a[wire]; break
+      case 'kind': {
+        const s = f.str()
+        if (s !== 'file' && s !== 'dir' && s !== 'symlink') throw ReefError.badEncoding(`${what}: bad kind`)
+        op[k] = s
+        break
+      }
+    }
+  }
+  const vvRaw = field(o, 'vv', what).map()
+  const vv: Record<string, number> = {}
+  for (const [w, n] of Object.entries(vvRaw)) vv[w] = field({ n }, 'n', what).int()
+  const r: LogRecord = {
+    writer: field(o, 'w', what).bytes(),
+    n: field(o, 'n', what).int(),
+    vv,
+    time: field(o, 'tm', what).int(),
+    op: op as unknown as Op
+  }
+  if (o.p !== undefined) r.prev = field(o, 'p', what).cid()
+  return r
+}
+
+export { CID }

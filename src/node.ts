@@ -1,0 +1,139 @@
+/**
+ * The composition root: a data directory opened as a reef node. Wires the disk store, the head
+ * book, the identity and the writer log into file systems and versions. Everything else in
+ * src/ receives its collaborators as arguments; this is the one place that builds them.
+ *
+ * Data directory layout:
+ *   identity.key   32-byte ed25519 seed (0600)       config.json  { name, aguid }
+ *   store/         LMDB: blocks, heads, forks         log/         writer-log segments
+ */
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import type { CID } from 'multiformats/cid'
+import { parseGuid } from './block/index.js'
+import { generateKeyPair, keyPairFromSeed, type KeyPair } from './crypto/sign.js'
+import { ReefError } from './errors.js'
+import { ReefFS, type VersionInfo } from './fs/fs.js'
+import { WriterLog } from './log/index.js'
+import { aguidFor, encodeHead, HeadBook, signHead } from './naming/index.js'
+import { decodeVersion } from './object/version.js'
+import { LmdbBlockStore, LmdbHeadStore, LmdbStore } from './store/lmdb.js'
+
+export function defaultDataDir (): string {
+  const xdg = process.env.XDG_DATA_HOME
+  const base = xdg !== undefined && xdg !== '' ? xdg : path.join(os.homedir(), '.local', 'share')
+  return path.join(base, 'reef')
+}
+
+export interface NodeConfig { name: string, aguid: string }
+
+export interface HistoryItem { seq: bigint, time: number, vguid: CID, message?: string }
+
+export class ReefNode {
+  private constructor (
+    readonly dataDir: string,
+    readonly keys: KeyPair,
+    readonly config: NodeConfig,
+    readonly db: LmdbStore,
+    readonly store: LmdbBlockStore,
+    readonly heads: HeadBook
+  ) {}
+
+  get aguid (): CID { return parseGuid(this.config.aguid) }
+
+  /** Creates the identity and data directory if missing (idempotent). Returns true if created. */
+  static init (dataDir: string, name = 'default'): boolean {
+    fs.mkdirSync(dataDir, { recursive: true, mode: 0o700 })
+    const keyFile = path.join(dataDir, 'identity.key')
+    let created = false
+    if (!fs.existsSync(keyFile)) {
+      const tmp = keyFile + '.tmp'
+      fs.writeFileSync(tmp, Buffer.from(generateKeyPair().secretKey), { mode: 0o600 })
+      fs.renameSync(tmp, keyFile)
+      created = true
+    }
+    const cfgFile = path.join(dataDir, 'config.json')
+    if (!fs.existsSync(cfgFile)) {
+      const keys = readKeys(keyFile)
+      const cfg: NodeConfig = { name, aguid: aguidFor(keys.publicKey, name).toString() }
+      fs.writeFileSync(cfgFile + '.tmp', JSON.stringify(cfg, null, 2) + '\n')
+      fs.renameSync(cfgFile + '.tmp', cfgFile)
+      created = true
+    }
+    return created
+  }
+
+  static async open (dataDir: string, opts: { noSync?: boolean } = {}): Promise<ReefNode> {
+    const keyFile = path.join(dataDir, 'identity.key')
+    if (!fs.existsSync(keyFile)) {
+      throw new ReefError('NO_IDENTITY', `no reef data directory at ${dataDir} (run: reef init --data-dir ${dataDir})`)
+    }
+    const keys = readKeys(keyFile)
+    let config: NodeConfig
+    try {
+      config = JSON.parse(fs.readFileSync(path.join(dataDir, 'config.json'), 'utf8'))
+    } catch (err) {
+      throw new ReefError('STORE_CORRUPT', `unreadable ${path.join(dataDir, 'config.json')}: ${(err as Error).message}`)
+    }
+    const db = new LmdbStore({ path: path.join(dataDir, 'store'), noSync: opts.noSync })
+    return new ReefNode(dataDir, keys, config, db, new LmdbBlockStore(db), new HeadBook(new LmdbHeadStore(db)))
+  }
+
+  /** The version the signed head of `aguid` points at, if any. */
+  async currentVersion (aguid: CID = this.aguid): Promise<VersionInfo | undefined> {
+    const h = await this.heads.current(aguid)
+    if (h === undefined) return undefined
+    return { vguid: h.vguid, root: decodeVersion(await this.store.get(h.vguid)) }
+  }
+
+  async version (vguid: CID): Promise<VersionInfo> {
+    return { vguid, root: decodeVersion(await this.store.get(vguid)) }
+  }
+
+  /** Opens this node's own file system for writing: current version plus its log replayed. */
+  async openFs (): Promise<ReefFS> {
+    const log = new WriterLog(path.join(this.dataDir, 'log'), this.keys.publicKey).open()
+    return await ReefFS.open({
+      store: this.store,
+      log,
+      version: await this.currentVersion(),
+      author: this.keys.publicKey,
+      commit: async (block, root) => {
+        const head = signHead(this.keys, this.config.name, block.cid, root.seq, BigInt(root.time))
+        await this.heads.accept(encodeHead(head), this.aguid)
+      }
+    })
+  }
+
+  /** A read-only view of one version. */
+  async openVersion (v: VersionInfo): Promise<ReefFS> {
+    return await ReefFS.open({ store: this.store, version: v })
+  }
+
+  /** Versions from the head back along first parents, newest first. */
+  async history (aguid: CID = this.aguid, limit = 1_000_000): Promise<HistoryItem[]> {
+    const out: HistoryItem[] = []
+    let v = await this.currentVersion(aguid)
+    while (v !== undefined && out.length < limit) {
+      const item: HistoryItem = { seq: v.root.seq, time: v.root.time, vguid: v.vguid }
+      if (v.root.message !== undefined) item.message = v.root.message
+      out.push(item)
+      const parent = v.root.parents[0]
+      if (parent === undefined) break
+      if (!(await this.store.has(parent))) break
+      v = await this.version(parent)
+    }
+    return out
+  }
+
+  async close (): Promise<void> {
+    await this.db.close()
+  }
+}
+
+function readKeys (keyFile: string): KeyPair {
+  const seed = fs.readFileSync(keyFile)
+  if (seed.length !== 32) throw new ReefError('STORE_CORRUPT', `${keyFile} is not a 32-byte ed25519 seed`)
+  return keyPairFromSeed(new Uint8Array(seed))
+}

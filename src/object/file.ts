@@ -1,0 +1,271 @@
+/**
+ * Files as trees of content-defined chunks (Pond's data blocks under indirect blocks).
+ *   chunk:  raw block, MIN_CHUNK..MAX_CHUNK bytes
+ *   node:   dag-cbor { t: 'f', s: size, h: height, l: [[cid, bytes], ...] }
+ *           height 0 links chunks, height n links nodes of height n-1.
+ * The root node's CID is the file's GUID. Reads walk the tree by byte offsets, so any range
+ * is read without fetching the rest of the file.
+ */
+import type { CID } from 'multiformats/cid'
+import type { Block } from '../block/index.js'
+import { makeBlock, RAW } from '../block/index.js'
+import { ReefError } from '../errors.js'
+import type { BlockGetter, BlockPutter } from '../store/types.js'
+import { Chunker, nextCut, MAX_CHUNK } from './chunker.js'
+import { decodeCbor, encodeBlock, field } from './codec.js'
+import { group } from './tree.js'
+
+/** Largest file size reef accepts: 2^44 bytes (16 TiB), beyond any real use, well within doubles. */
+export const MAX_FILE_SIZE = 2 ** 44
+
+export interface Link { cid: CID, size: number }
+
+export interface FileNode {
+  size: number
+  height: number
+  links: Link[]
+}
+
+export function encodeFileNode (n: FileNode): Block {
+  return encodeBlock({ t: 'f', s: n.size, h: n.height, l: n.links.map(l => [l.cid, l.size]) })
+}
+
+export function decodeFileNode (bytes: Uint8Array): FileNode {
+  const what = 'file node'
+  const o = decodeCbor(bytes, what)
+  if (o.t !== 'f') throw ReefError.badEncoding(`${what}: wrong type tag`)
+  const size = field(o, 's', what).int()
+  const height = field(o, 'h', what).int()
+  const links: Link[] = []
+  let total = 0
+  for (const raw of field(o, 'l', what).array()) {
+    if (!Array.isArray(raw) || raw.length !== 2) throw ReefError.badEncoding(`${what}: bad link`)
+    const pair = { c: raw[0], n: raw[1] }
+    const cid = field(pair, 'c', what).cid()
+    const n = field(pair, 'n', what).int()
+    links.push({ cid, size: n })
+    total += n
+  }
+  if (total !== size || height > 16) throw ReefError.badEncoding(`${what}: sizes do not add up`)
+  return { size, height, links }
+}
+
+/** Builds the tree over a list of chunk links; returns the root link. Emits every node block. */
+export function buildTree (chunks: Link[], emit: (b: Block) => void): Link {
+  let level = chunks
+  let height = 0
+  for (;;) {
+    if (level.length <= 1 && height > 0) return level[0]
+    const groups = level.length === 0 ? [[]] : group(level, l => l.cid.multihash.digest)
+    const next: Link[] = []
+    for (const g of groups) {
+      const size = g.reduce((a, l) => a + l.size, 0)
+      const b = encodeFileNode({ size, height, links: g })
+      emit(b)
+      next.push({ cid: b.cid, size })
+    }
+    level = next
+    height++
+    if (groups.length === 1) return next[0]
+  }
+}
+
+/**
+ * Streams bytes into chunks and a file tree. `flush` batches block writes: the caller decides
+ * durability (one lmdb commit per batch rather than per chunk).
+ */
+export class FileBuilder {
+  private readonly chunker = new Chunker()
+  private readonly links: Link[] = []
+  private pending: Block[] = []
+  private pendingBytes = 0
+  size = 0
+
+  constructor (private readonly put: (blocks: Block[]) => Promise<void>) {}
+
+  async write (piece: Uint8Array): Promise<void> {
+    if (this.size + piece.length > MAX_FILE_SIZE) throw ReefError.posix('EFBIG', 'file exceeds the maximum file size')
+    this.size += piece.length
+    for (const chunk of this.chunker.push(piece)) this.add(chunk)
+    if (this.pendingBytes >= 8 * MAX_CHUNK) await this.flush()
+  }
+
+  async finish (): Promise<Link> {
+    for (const chunk of this.chunker.end()) this.add(chunk)
+    const root = buildTree(this.links, b => this.queue(b))
+    await this.flush()
+    return root
+  }
+
+  private add (chunk: Uint8Array): void {
+    const b = makeBlock(chunk, RAW)
+    this.links.push({ cid: b.cid, size: chunk.length })
+    this.queue(b)
+  }
+
+  private queue (b: Block): void {
+    this.pending.push(b)
+    this.pendingBytes += b.bytes.length
+  }
+
+  private async flush (): Promise<void> {
+    if (this.pending.length === 0) return
+    const batch = this.pending
+    this.pending = []
+    this.pendingBytes = 0
+    await this.put(batch)
+  }
+}
+
+export async function fileFromBytes (bytes: Uint8Array, put: (blocks: Block[]) => Promise<void>): Promise<Link> {
+  const fb = new FileBuilder(put)
+  await fb.write(bytes)
+  return await fb.finish()
+}
+
+/** A leaf chunk and where it starts in the file. */
+export interface Leaf { cid: CID, size: number, offset: number }
+
+/**
+ * Random-access reader over a file tree; caches decoded nodes, so repeated reads of one file
+ * cost one block read per chunk touched.
+ */
+export class FileReader {
+  private readonly nodes = new Map<string, FileNode>()
+
+  constructor (readonly root: CID, private readonly store: BlockGetter) {}
+
+  async node (cid: CID): Promise<FileNode> {
+    const key = cid.toString()
+    let n = this.nodes.get(key)
+    if (n === undefined) {
+      n = decodeFileNode(await this.store.get(cid))
+      if (this.nodes.size > 4096) this.nodes.clear()
+      this.nodes.set(key, n)
+    }
+    return n
+  }
+
+  async size (): Promise<number> { return (await this.node(this.root)).size }
+
+  /** All leaf chunks in order (metadata only: no chunk data is read). */
+  async leaves (): Promise<Leaf[]> {
+    const out: Leaf[] = []
+    let offset = 0
+    const walk = async (cid: CID): Promise<void> => {
+      const n = await this.node(cid)
+      for (const l of n.links) {
+        if (n.height === 0) {
+          out.push({ cid: l.cid, size: l.size, offset })
+          offset += l.size
+        } else {
+          await walk(l.cid)
+        }
+      }
+    }
+    await walk(this.root)
+    return out
+  }
+
+  /** Reads up to `length` bytes at `offset` (short at end of file). */
+  async read (offset: number, length: number): Promise<Uint8Array> {
+    const root = await this.node(this.root)
+    const end = Math.min(root.size, offset + length)
+    if (offset >= end) return new Uint8Array(0)
+    const out = new Uint8Array(end - offset)
+    const visit = async (n: FileNode, base: number): Promise<void> => {
+      let pos = base
+      for (const l of n.links) {
+        const lEnd = pos + l.size
+        if (lEnd > offset && pos < end) {
+          if (n.height === 0) {
+            const bytes = await this.store.get(l.cid)
+            if (bytes.length !== l.size) throw ReefError.badEncoding(`chunk ${l.cid.toString()}: size differs from its link`)
+            const from = Math.max(offset, pos)
+            const to = Math.min(end, lEnd)
+            out.set(bytes.subarray(from - pos, to - pos), from - offset)
+          } else {
+            await visit(await this.node(l.cid), pos)
+          }
+        }
+        if (lEnd >= end) break
+        pos = lEnd
+      }
+    }
+    await visit(root, 0)
+    return out
+  }
+
+  async * stream (): AsyncGenerator<Uint8Array> {
+    for (const leaf of await this.leaves()) {
+      const bytes = await this.store.get(leaf.cid)
+      if (bytes.length !== leaf.size) throw ReefError.badEncoding(`chunk ${leaf.cid.toString()}: size differs from its link`)
+      yield bytes
+    }
+  }
+}
+
+/**
+ * Copy-on-write rewrite of a file after in-place edits. Chunks wholly before the first dirty
+ * byte are kept; chunking restarts at the chunk holding it and stops as soon as a new cut point
+ * past the last dirty byte lands on an old chunk boundary, after which old chunks are reused.
+ * Only the changed chunks and the tree path to the root are new blocks.
+ *
+ * `read(offset, length)` returns the new content; dirty is [first, last) in new-file offsets.
+ */
+export async function rewriteFile (opts: {
+  old: Leaf[]
+  newSize: number
+  dirtyStart: number
+  dirtyEnd: number
+  read: (offset: number, length: number) => Promise<Uint8Array>
+  put: (blocks: Block[]) => Promise<void>
+}): Promise<Link> {
+  const { old, newSize } = opts
+  const oldSize = old.length === 0 ? 0 : old[old.length - 1].offset + old[old.length - 1].size
+  const dStart = Math.min(opts.dirtyStart, oldSize, newSize)
+  const dEnd = oldSize !== newSize ? Math.max(opts.dirtyEnd, oldSize, newSize) : opts.dirtyEnd
+  const links: Link[] = []
+  const blocks: Block[] = []
+  let i = 0
+  while (i < old.length && old[i].offset + old[i].size <= dStart) links.push(old[i++])
+  let pos = i < old.length ? old[i].offset : (links.length === 0 ? 0 : oldSize)
+  // Old boundaries at or after dEnd where chunking can rejoin the old chunk sequence.
+  const boundaries = new Map<number, number>()
+  for (let j = i; j < old.length; j++) if (old[j].offset >= dEnd && old[j].offset < newSize) boundaries.set(old[j].offset, j)
+
+  const WINDOW = 4 * MAX_CHUNK
+  let buf = new Uint8Array(0)
+  let bufStart = pos
+  while (pos < newSize) {
+    const resume = boundaries.get(pos)
+    if (resume !== undefined) {
+      for (let j = resume; j < old.length; j++) links.push(old[j])
+      pos = newSize
+      break
+    }
+    if (bufStart + buf.length - pos < MAX_CHUNK && bufStart + buf.length < newSize) {
+      const want = Math.min(WINDOW, newSize - (bufStart + buf.length))
+      const more = await opts.read(bufStart + buf.length, want)
+      if (more.length !== want) throw new ReefError('IO', 'short read while rewriting a file')
+      const keep = buf.subarray(pos - bufStart)
+      const joined = new Uint8Array(keep.length + more.length)
+      joined.set(keep)
+      joined.set(more, keep.length)
+      buf = joined
+      bufStart = pos
+    }
+    const from = pos - bufStart
+    const final = bufStart + buf.length >= newSize
+    const n = nextCut(buf, from, buf.length, final)
+    const chunk = buf.slice(from, from + n)
+    const b = makeBlock(chunk, RAW)
+    blocks.push(b)
+    links.push({ cid: b.cid, size: n })
+    pos += n
+    if (blocks.length >= 16) await opts.put(blocks.splice(0))
+  }
+  const root = buildTree(links, b => blocks.push(b))
+  await opts.put(blocks)
+  return root
+}
