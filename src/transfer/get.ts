@@ -1,10 +1,20 @@
 /**
  * `reef get`: restores an entry block, a version, a directory or file tree, or a raw block to a
- * local path, byte-identical, with modes, times (nanoseconds) and symlinks. Hard links recorded
- * in a version's link table are restored as hard links. The target must not exist yet: get
- * never overwrites.
+ * local path, byte-identical, with modes, times and symlinks. Hard links recorded in a version's
+ * link table are restored as hard links. The target must not exist yet: get never overwrites.
+ *
+ * Atomicity: everything is restored under a hidden temporary sibling of the target, which is
+ * renamed onto the target only once complete; on any error (a corrupt block, a full disk) the
+ * temporary is removed, so a failed get leaves no partial target behind.
+ *
+ * Time precision: the stored times are nanoseconds, but Node 20 can only set times through a
+ * double of seconds, which libuv truncates to whole microseconds. `utimeArg` makes the result
+ * exact to the microsecond (truncated toward zero) for |t| < 2^33 s (years 1698..2242); beyond
+ * that a double cannot resolve a microsecond and the error is at most about 2 µs.
  */
 import fs from 'node:fs'
+import path from 'node:path'
+import { randomBytes } from 'node:crypto'
 import type { CID } from 'multiformats/cid'
 import { RAW, DAG_CBOR } from '../block/index.js'
 import { ReefError } from '../errors.js'
@@ -27,13 +37,46 @@ function targetFree (out: string): void {
   try {
     fs.lstatSync(out)
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return
-    throw ReefError.badInput(`cannot use ${out}: ${(err as NodeJS.ErrnoException).code}`)
+    const code = (err as NodeJS.ErrnoException).code
+    if (code !== 'ENOENT') throw ReefError.badInput(`cannot use ${out}: ${code}`)
+    let parent: fs.Stats
+    try {
+      parent = fs.statSync(path.dirname(path.resolve(out)))
+    } catch (err) {
+      throw ReefError.badInput(`cannot use ${out}: its parent directory: ${(err as NodeJS.ErrnoException).code}`)
+    }
+    if (!parent.isDirectory()) throw ReefError.badInput(`cannot use ${out}: its parent is not a directory (ENOTDIR)`)
+    return
   }
   throw ReefError.badInput(`${out} already exists; reef get never overwrites`)
 }
 
-const toDate = (ns: bigint): number => Number(ns) / 1e9
+/**
+ * A time argument for fs.utimes/lutimes that sets `ns` to the microsecond. Node 20 turns a
+ * negative number into "now" (so a pre-1970 time would be silently lost) but passes a numeric
+ * string through, and libuv truncates the double toward zero to whole microseconds; aiming at
+ * the middle of the wanted microsecond keeps the double's rounding from landing one below it.
+ */
+export function utimeArg (ns: bigint): string {
+  const us = ns / 1000n // truncates toward zero, like libuv
+  const aim = us * 1000n + (ns < 0n ? -500n : 500n)
+  const neg = aim < 0n
+  const abs = neg ? -aim : aim
+  return `${neg ? '-' : ''}${abs / 1_000_000_000n}.${(abs % 1_000_000_000n).toString().padStart(9, '0')}`
+}
+
+/** Removes a partial restore, making its directories writable first (they may be 0555). */
+async function removeTree (p: Buffer): Promise<void> {
+  const walk = async (q: Buffer): Promise<void> => {
+    const st = await fs.promises.lstat(q).catch(() => undefined)
+    if (st?.isDirectory() !== true) return
+    await fs.promises.chmod(q, 0o700).catch(() => {})
+    const names = await fs.promises.readdir(q, { encoding: 'buffer' }).catch(() => [] as Buffer[])
+    for (const n of names) await walk(Buffer.concat([q, Buffer.from('/'), n]))
+  }
+  await walk(p)
+  await fs.promises.rm(p, { recursive: true, force: true })
+}
 
 export async function getTo (store: BlockGetter, cid: CID, out: string, opts: GetOptions = {}): Promise<GetResult> {
   targetFree(out)
@@ -41,33 +84,37 @@ export async function getTo (store: BlockGetter, cid: CID, out: string, opts: Ge
   const bytes = await store.get(cid)
   const kind = cid.code === RAW ? 'raw' : cid.code === DAG_CBOR ? objectKind(cid, bytes) : 'raw'
   res.kind = kind
+  if (kind === 'log') throw ReefError.badInput(`${cid.toString()} is a log record, not a file or tree (use reef block get)`)
+  const tmp = Buffer.from(path.join(path.dirname(path.resolve(out)), `.reef-get-${randomBytes(6).toString('hex')}.tmp`))
   const r = new Restorer(store, res, opts)
   try {
     switch (kind) {
       case 'entry':
-        await r.entry(out, decodeEntryBlock(bytes))
+        await r.entry(tmp, decodeEntryBlock(bytes))
         break
       case 'version': {
         const v = decodeVersion(bytes)
         r.table = v.links
         const rootEntry: Entry = v.rootAttrs ?? { name: new Uint8Array(0), kind: 'dir', mode: 0o755, uid: 0, gid: 0, size: 0, mtime: 0n, atime: 0n, ctime: 0n }
-        await r.entry(out, { ...rootEntry, cid: v.root, kind: 'dir' })
+        await r.entry(tmp, { ...rootEntry, cid: v.root, kind: 'dir' })
         break
       }
       case 'dir':
-        await r.dir(out, cid)
+        await r.dir(tmp, cid)
         break
       case 'file':
-        await r.file(out, cid)
+        await r.file(tmp, cid)
         break
-      case 'log':
-        throw ReefError.badInput(`${cid.toString()} is a log record, not a file or tree (use reef block get)`)
       default:
-        await fs.promises.writeFile(out, bytes, { flag: 'wx' })
+        await fs.promises.writeFile(tmp, bytes, { flag: 'wx', mode: 0o600 })
         res.files++
         res.bytes += bytes.length
     }
+    // rename(2) would replace a file or an empty directory created meanwhile: check once more.
+    targetFree(out)
+    await fs.promises.rename(tmp, out)
   } catch (err) {
+    await removeTree(tmp).catch(() => {})
     const code = (err as NodeJS.ErrnoException).code
     if (err instanceof ReefError || code === undefined) throw err
     throw new ReefError('IO', `cannot write ${out}: ${code} (${(err as Error).message})`, err)
@@ -77,7 +124,7 @@ export async function getTo (store: BlockGetter, cid: CID, out: string, opts: Ge
 
 class Restorer {
   table?: CID
-  private readonly linked = new Map<number, string>()
+  private readonly linked = new Map<number, string | Buffer>()
   private tableReader?: DirReader
   isRoot = process.getuid?.() === 0
 
@@ -94,21 +141,21 @@ class Restorer {
       this.tableReader ??= new DirReader(this.table, this.store)
       const t = await this.tableReader.lookup(inoKey(e.ino))
       if (t === undefined) throw ReefError.badEncoding(`link table lacks inode ${e.ino}`)
-      this.linked.set(e.ino, out.toString())
+      this.linked.set(e.ino, out)
       e = { ...t, name: e.name }
     }
     if (e.kind === 'symlink') {
       await fs.promises.symlink(Buffer.from(e.target as Uint8Array), out)
       this.res.symlinks++
       if (this.isRoot) await fs.promises.lchown(out, e.uid, e.gid).catch(() => {})
-      await fs.promises.lutimes(out, toDate(e.atime), toDate(e.mtime))
+      await fs.promises.lutimes(out, utimeArg(e.atime), utimeArg(e.mtime))
       return
     }
     if (e.kind === 'file') await this.file(out, e.cid as CID)
     else await this.dir(out, e.cid as CID)
     if (this.isRoot) await fs.promises.chown(out, e.uid, e.gid).catch(() => {})
     await fs.promises.chmod(out, e.mode)
-    await fs.promises.utimes(out, toDate(e.atime), toDate(e.mtime))
+    await fs.promises.utimes(out, utimeArg(e.atime), utimeArg(e.mtime))
   }
 
   async file (out: string | Buffer, cid: CID): Promise<void> {

@@ -1,8 +1,9 @@
 /**
  * `reef put`: stores a local file or tree as blocks and returns an entry block naming it, so
- * the top item keeps its name, mode and times. Names are read as bytes (any legal name), times
- * at nanosecond precision; symlinks are stored, not followed. Hard links inside the tree become
- * separate entries sharing the same chunks (content addressing stores the data once).
+ * the top item keeps its name, mode and mtime. Names are read as bytes (any legal name), mtimes
+ * at nanosecond precision (atime and ctime are not recorded, see baseEntry); symlinks are
+ * stored, not followed. Hard links inside the tree become separate entries sharing the same
+ * chunks (content addressing stores the data once).
  */
 import fs from 'node:fs'
 import path from 'node:path'
@@ -50,6 +51,12 @@ class Writer {
   }
 }
 
+/**
+ * atime and ctime are recorded as the mtime: they are not part of what a tree is. Reading the
+ * tree to store it moves atime (relatime updates it on the first read after a write), and ctime
+ * moves on any chmod/touch and can never be restored; recording either would give the same tree
+ * a new GUID on every put, and a restored tree a different GUID from its original.
+ */
 function baseEntry (name: Uint8Array, st: fs.BigIntStats): Omit<Entry, 'kind' | 'size'> {
   return {
     name,
@@ -57,8 +64,8 @@ function baseEntry (name: Uint8Array, st: fs.BigIntStats): Omit<Entry, 'kind' | 
     uid: Number(st.uid),
     gid: Number(st.gid),
     mtime: st.mtimeNs,
-    atime: st.atimeNs,
-    ctime: st.ctimeNs
+    atime: st.mtimeNs,
+    ctime: st.mtimeNs
   }
 }
 
