@@ -1,231 +1,269 @@
 #!/usr/bin/env node
 /**
- * The reef CLI: parses arguments, calls the node, prints. Nothing else lives here.
- * Data commands take --json; errors print one line naming the problem and exit non-zero.
+ * The reef CLI entry: parses arguments, calls the node, prints. The data commands live in
+ * bin/program.ts; this file adds the ones that own the process (init, mount, unmount, checkout,
+ * status, sync) and forwards data commands to a running daemon of the same data directory.
  */
-import { Command, Option } from 'commander'
 import fs from 'node:fs'
 import path from 'node:path'
-import cliProgress from 'cli-progress'
-import type { CID } from 'multiformats/cid'
-import { isAguid, makeBlock, parseGuid, RAW } from '../src/block/index.js'
+import type { Command } from 'commander'
+import '../src/polyfills.js'
 import { ReefError } from '../src/errors.js'
-import { defaultDataDir, ReefNode } from '../src/node.js'
-import { putPath } from '../src/transfer/put.js'
-import { getTo } from '../src/transfer/get.js'
-import { DirReader, type Entry } from '../src/object/dir.js'
-import { decodeVersion } from '../src/object/version.js'
+import { ReefNode } from '../src/node.js'
+import { ControlServer } from '../src/control/server.js'
+import { daemonRunning, request } from '../src/control/client.js'
+import { SOCKET_NAME } from '../src/control/protocol.js'
+import { MountDaemon, cleanupStaleMount } from '../mount/daemon.js'
+import { isFuseMounted } from '../mount/fuse.js'
+import { type CliContext, exitCodeFor, resolveVersionArg, runProgram, toJson } from './program.js'
 
-const program = new Command()
-program
-  .name('reef')
-  .description('reef: a versioned peer-to-peer file system')
-  .addOption(new Option('--data-dir <dir>', 'data directory').default(defaultDataDir(), '$XDG_DATA_HOME/reef'))
-  .showHelpAfterError()
+/** Thrown by openNode when a daemon serves the data directory: main re-sends the command line there. */
+class ForwardToDaemon extends Error {
+  readonly silent = true
+  constructor (readonly dataDir: string) { super('forward to daemon') }
+}
 
-/** JSON.stringify calls CID#toJSON ({"/": ...}) before a replacer sees it: print GUIDs as plain strings. */
-function jsonValue (_key: string, v: unknown): unknown {
-  if (typeof v === 'bigint') return v.toString()
-  if (v !== null && typeof v === 'object' && !Array.isArray(v)) {
-    const keys = Object.keys(v)
-    if (keys.length === 1 && keys[0] === '/' && typeof (v as Record<string, unknown>)['/'] === 'string') return (v as Record<string, unknown>)['/']
+let stdinCache: Buffer | undefined
+async function readStdin (): Promise<Buffer> {
+  if (stdinCache !== undefined) return stdinCache
+  const chunks: Buffer[] = []
+  for await (const c of process.stdin) chunks.push(c as Buffer)
+  stdinCache = Buffer.concat(chunks)
+  return stdinCache
+}
+
+const out = (s: string | Uint8Array): void => { process.stdout.write(s) }
+const err = (s: string): void => { process.stderr.write(s) }
+
+interface RunResult { stdout: string, stderr: string, exitCode: number }
+
+/** Runs a forwarded command line inside a daemon, against the daemon's own node. */
+export async function runInDaemon (node: ReefNode, args: unknown): Promise<RunResult> {
+  const a = args as { argv: string[], cwd: string, stdin?: string }
+  const stdout: Buffer[] = []
+  let stderr = ''
+  const ctx: CliContext = {
+    out: s => { stdout.push(Buffer.from(s)) },
+    err: s => { stderr += s },
+    readStdin: async () => Buffer.from(a.stdin ?? '', 'base64'),
+    cwd: a.cwd,
+    tty: false,
+    openNode: async () => ({ node, release: async () => {} })
   }
-  return v
+  const exitCode = await runProgram(ctx, a.argv)
+  return { stdout: Buffer.concat(stdout).toString('base64'), stderr, exitCode }
 }
 
-const dataDir = (): string => path.resolve(program.opts().dataDir as string)
-
-function print (json: boolean | undefined, value: unknown, text: () => string): void {
-  if (json === true) process.stdout.write(JSON.stringify(value, jsonValue) + '\n')
-  else process.stdout.write(text() + '\n')
-}
-
-async function withNode<T> (fn: (node: ReefNode) => Promise<T>): Promise<T> {
-  const node = await ReefNode.open(dataDir())
-  try {
-    return await fn(node)
-  } finally {
-    await node.close()
-  }
-}
-
-function progress (total: number): { tick: (n: number) => void, stop: () => void } {
-  if (process.stderr.isTTY !== true || total < 32 * 1024 * 1024) return { tick: () => {}, stop: () => {} }
-  const bar = new cliProgress.SingleBar({
-    stream: process.stderr,
-    format: '{bar} {percentage}% | {value}/{total} MiB | {speed} MiB/s',
-    hideCursor: true
-  }, cliProgress.Presets.shades_classic)
-  const start = Date.now()
-  let done = 0
-  bar.start(Math.ceil(total / 2 ** 20), 0, { speed: '0' })
-  return {
-    tick: n => {
-      done += n
-      bar.update(Math.floor(done / 2 ** 20), { speed: (done / 2 ** 20 / Math.max(0.001, (Date.now() - start) / 1000)).toFixed(0) })
+/** Serves the control socket for a daemon; returns a function that stops everything. */
+async function serveControl (node: ReefNode, d: MountDaemon, socket: string, onStop: () => Promise<void>): Promise<ControlServer> {
+  const server = new ControlServer(node.dataDir, {
+    ping: async () => 'pong',
+    status: async () => d.status(),
+    sync: async (args) => {
+      const v = await d.sync((args as { message?: string } | undefined)?.message)
+      return { vguid: v?.vguid.toString(), seq: v?.root.seq.toString() }
     },
-    stop: () => bar.stop()
-  }
+    stop: async () => {
+      setImmediate(() => { void onStop() })
+      return { stopping: true }
+    },
+    run: async (args) => await runInDaemon(node, args)
+  }, socket)
+  await server.listen()
+  return server
 }
 
-function duSize (p: string): number {
-  let total = 0
-  const stack = [p]
-  while (stack.length > 0) {
-    const cur = stack.pop() as string
-    const st = fs.lstatSync(cur)
-    if (st.isDirectory()) for (const n of fs.readdirSync(cur)) stack.push(path.join(cur, n))
-    else if (st.isFile()) total += st.size
-  }
-  return total
-}
+function lifecycle (program: Command): void {
+  const dataDir = (): string => path.resolve(program.opts().dataDir as string)
 
-const fmtTime = (ms: number): string => new Date(ms).toISOString()
-
-program.command('init')
-  .description('create the identity key and data directory (idempotent)')
-  .option('--name <name>', 'name of this file system (with the key, it gives the AGUID)', 'default')
-  .option('--json', 'print JSON')
-  .action(async (opts: { name: string, json?: boolean }) => {
-    const created = ReefNode.init(dataDir(), opts.name)
-    await withNode(async node => {
-      let v = await node.currentVersion()
-      if (v === undefined) {
-        const rfs = await node.openFs()
-        v = await rfs.fold('init', true)
-        rfs.log?.close()
-      }
-      print(opts.json, { dataDir: node.dataDir, aguid: node.aguid, created, vguid: v?.vguid }, () =>
-        `${created ? 'initialized' : 'already initialized'} ${node.dataDir}\nAGUID ${node.aguid.toString()}`)
-    })
-  })
-
-program.command('put')
-  .description('store a file or a whole tree; prints its GUID last')
-  .argument('<path>', 'file, directory or symlink to store')
-  .option('--json', 'print JSON')
-  .action(async (target: string, opts: { json?: boolean }) => {
-    await withNode(async node => {
-      let total = 0
-      if (process.stderr.isTTY === true) { try { total = duSize(target) } catch {} }
-      const bar = progress(total)
-      const res = await putPath(node.store, target, { onBytes: bar.tick })
-      bar.stop()
-      for (const s of res.skipped) process.stderr.write(`reef: skipped ${s} (not a file, directory or symlink)\n`)
-      print(opts.json, { guid: res.cid, kind: res.entry.kind, files: res.files, dirs: res.dirs, symlinks: res.symlinks, bytes: res.bytes, skipped: res.skipped }, () =>
-        `${res.entry.kind} ${res.files} files ${res.dirs} dirs ${res.symlinks} symlinks ${res.bytes} bytes\n${res.cid.toString()}`)
-    })
-  })
-
-program.command('get')
-  .description('restore a GUID (put result, VGUID, AGUID, tree or raw block) to a new path')
-  .argument('<guid>', 'BGUID, VGUID or AGUID')
-  .requiredOption('-o, --output <path>', 'where to restore (must not exist)')
-  .option('--json', 'print JSON')
-  .action(async (guid: string, opts: { output: string, json?: boolean }) => {
-    let cid = parseGuid(guid)
-    await withNode(async node => {
-      if (isAguid(cid)) {
-        const v = await node.currentVersion(cid)
-        if (v === undefined) throw ReefError.notFound(`no head known for ${guid}`)
-        cid = v.vguid
-      }
-      const res = await getTo(node.store, cid, opts.output)
-      print(opts.json, { guid: cid, output: opts.output, ...res }, () =>
-        `restored ${res.kind} to ${opts.output}: ${res.files} files ${res.dirs} dirs ${res.symlinks} symlinks ${res.bytes} bytes`)
-    })
-  })
-
-const block = program.command('block').description('raw blocks')
-block.command('put')
-  .description('store stdin as one raw block; prints its BGUID')
-  .option('--json', 'print JSON')
-  .action(async (opts: { json?: boolean }) => {
-    const chunks: Buffer[] = []
-    for await (const c of process.stdin) chunks.push(c as Buffer)
-    const b = makeBlock(new Uint8Array(Buffer.concat(chunks)), RAW)
-    await withNode(async node => { await node.store.put(b) })
-    print(opts.json, { bguid: b.cid, size: b.bytes.length }, () => b.cid.toString())
-  })
-block.command('get')
-  .description('write one block to stdout, verified against its BGUID')
-  .argument('<bguid>', 'block GUID')
-  .action(async (guid: string) => {
-    const cid = parseGuid(guid)
-    const bytes = await withNode(async node => await node.store.get(cid))
-    await new Promise<void>((resolve, reject) => process.stdout.write(bytes, err => err != null ? reject(err) : resolve()))
-  })
-
-program.command('history')
-  .description('list the versions of a file system, newest first')
-  .argument('[aguid]', 'AGUID (default: this data directory\'s)')
-  .option('--json', 'print JSON')
-  .action(async (aguid: string | undefined, opts: { json?: boolean }) => {
-    await withNode(async node => {
-      const a = aguid !== undefined ? parseGuid(aguid) : node.aguid
-      if (!isAguid(a)) throw ReefError.badGuid(aguid ?? '', 'not an AGUID')
-      const items = await node.history(a)
-      if (items.length === 0 && (await node.heads.current(a)) === undefined) throw ReefError.notFound(`no head known for ${a.toString()}`)
-      print(opts.json, { aguid: a, versions: items }, () =>
-        items.map(i => `${String(i.seq).padStart(5)}  ${fmtTime(i.time)}  ${i.vguid.toString()}  ${i.message ?? ''}`.trimEnd()).join('\n'))
-    })
-  })
-
-program.command('show')
-  .description('list the tree of a version (or a directory)')
-  .argument('<guid>', 'VGUID, SEQ of this file system, or a put GUID')
-  .option('--json', 'print JSON')
-  .action(async (guid: string, opts: { json?: boolean }) => {
-    await withNode(async node => {
-      let root: CID
-      let vguid: CID | undefined
-      if (/^\d+$/.test(guid)) {
-        const item = (await node.history()).find(i => i.seq === BigInt(guid))
-        if (item === undefined) throw ReefError.notFound(`no version with seq ${guid}`)
-        vguid = item.vguid
-      } else {
-        vguid = parseGuid(guid)
-      }
-      const bytes = await node.store.get(vguid)
+  program.command('init')
+    .description('create the identity key and data directory (idempotent)')
+    .option('--name <name>', 'name of this file system (with the key, it gives the AGUID)', 'default')
+    .option('--json', 'print JSON')
+    .action(async (opts: { name: string, json?: boolean }) => {
+      const created = ReefNode.init(dataDir(), opts.name)
+      const node = await ReefNode.open(dataDir())
       try {
-        root = decodeVersion(bytes).root
-      } catch {
-        root = vguid
+        let v = await node.currentVersion()
+        if (v === undefined) {
+          const rfs = await node.openFs()
+          v = await rfs.fold('init', true)
+          rfs.log?.close()
+        }
+        const text = `${created ? 'initialized' : 'already initialized'} ${node.dataDir}\nAGUID ${node.aguid.toString()}`
+        out((opts.json === true ? toJson({ dataDir: node.dataDir, aguid: node.aguid, created, vguid: v?.vguid }) : text) + '\n')
+      } finally {
+        await node.close()
       }
-      const rows: Array<{ path: string, kind: string, mode: string, size: number, mtime: string, guid?: string, target?: string }> = []
-      const walk = async (dir: CID, prefix: string): Promise<void> => {
-        for await (const e of new DirReader(dir, node.store).entries()) {
-          const p = prefix + Buffer.from(e.name).toString()
-          rows.push(row(p, e))
-          if (e.kind === 'dir' && e.cid !== undefined) await walk(e.cid, p + '/')
+    })
+
+  const foreground = async (mountpoint: string, opts: { foldInterval?: string, json?: boolean }, checkout?: string): Promise<void> => {
+    const dir = dataDir()
+    if (checkout === undefined && ReefNode.init(dir)) err(`reef: created a new data directory at ${dir}\n`)
+    const node = await ReefNode.open(dir)
+    let stopping: Promise<void> | undefined
+    let server: ControlServer | undefined
+    let d: MountDaemon | undefined
+    let version: Awaited<ReturnType<ReefNode['version']>> | undefined
+    const stop = async (): Promise<void> => {
+      stopping ??= (async () => {
+        try {
+          const v = await d?.stop()
+          if (v !== undefined) err(`reef: folded into version ${v.root.seq} (${v.vguid.toString()}); unmounted ${mountpoint}\n`)
+        } catch (e) {
+          err(`reef: unmount: ${(e as Error).message}\n`)
+          process.exitCode = 1
+        } finally {
+          await server?.close()
+          await node.close()
+        }
+      })()
+      await stopping
+    }
+    try {
+      version = checkout !== undefined ? await node.version(await resolveVersionArg(node, checkout)) : undefined
+      const foldIntervalMs = opts.foldInterval !== undefined ? Math.round(Number(opts.foldInterval) * 1000) : undefined
+      if (foldIntervalMs !== undefined && !(foldIntervalMs >= 0)) throw ReefError.badInput(`bad --fold-interval ${opts.foldInterval}`)
+      d = await MountDaemon.start(node, { mountpoint, foldIntervalMs, checkout: version })
+      server = await serveControl(node, d, checkout === undefined ? SOCKET_NAME : `checkout-${process.pid}.sock`, stop)
+    } catch (e) {
+      await stop()
+      throw e
+    }
+    process.once('SIGINT', () => { void stop() })
+    process.once('SIGTERM', () => { void stop() })
+    const what = checkout !== undefined ? `version ${version?.root.seq} (read-only)` : node.aguid.toString()
+    err(`reef: mounted ${what} on ${path.resolve(mountpoint)} (data: ${node.dataDir}); Ctrl-C or \`reef unmount ${mountpoint}\` to unmount\n`)
+    if (opts.json === true) out(toJson(d.status()) + '\n')
+    await new Promise<void>(resolve => { const t = setInterval(() => { if (stopping !== undefined) { clearInterval(t); void stopping.then(resolve) } }, 200) })
+  }
+
+  program.command('mount')
+    .description('mount this data directory\'s file system on DIR (foreground; creates the data directory if needed)')
+    .argument('<dir>', 'mount point (created if missing)')
+    .option('--fold-interval <seconds>', 'fold writes into a version after this many seconds of activity', '5')
+    .option('--json', 'print the mount status as JSON once mounted')
+    .action(async (mountpoint: string, opts: { foldInterval?: string, json?: boolean }) => {
+      await foreground(mountpoint, opts)
+    })
+
+  program.command('checkout')
+    .description('mount one old version read-only on DIR (foreground)')
+    .argument('<version>', 'VGUID or sequence number')
+    .argument('<dir>', 'mount point (created if missing)')
+    .action(async (version: string, mountpoint: string) => {
+      await foreground(mountpoint, {}, version)
+    })
+
+  program.command('unmount')
+    .description('fold pending writes and unmount DIR (also cleans up a mount left by a killed daemon)')
+    .argument('<dir>', 'mount point')
+    .action(async (mountpoint: string) => {
+      const mnt = path.resolve(mountpoint)
+      const dir = dataDir()
+      const sockets = fs.existsSync(dir) ? fs.readdirSync(dir).filter(f => f === SOCKET_NAME || /^checkout-\d+\.sock$/.test(f)) : []
+      for (const s of sockets) {
+        let st: { mountpoint?: string, pid?: number }
+        try {
+          st = await request(dir, 'status', undefined, 5000, s) as typeof st
+        } catch { continue }
+        if (st.mountpoint !== mnt) continue
+        await request(dir, 'stop', undefined, 5000, s)
+        // The daemon folds, unmounts and exits; wait (bounded) until the mount is gone.
+        const deadline = Date.now() + 120_000
+        while (isFuseMounted(mnt) && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 50))
+        if (isFuseMounted(mnt)) throw new ReefError('IO', `${mnt} is still mounted after 120 s`)
+        out(`unmounted ${mnt}\n`)
+        return
+      }
+      if (await cleanupStaleMount(mnt).catch(() => false)) {
+        out(`cleaned up a stale mount on ${mnt}\n`)
+        return
+      }
+      throw ReefError.badInput(`no reef daemon of ${dir} serves ${mnt}`)
+    })
+
+  program.command('status')
+    .description('show the running daemon of this data directory, or the stored head')
+    .option('--json', 'print JSON')
+    .action(async (opts: { json?: boolean }) => {
+      const dir = dataDir()
+      let st: Record<string, unknown>
+      if (await daemonRunning(dir)) {
+        st = { daemon: true, ...(await request(dir, 'status') as Record<string, unknown>) }
+      } else {
+        const node = await ReefNode.open(dir)
+        try {
+          const v = await node.currentVersion()
+          st = { daemon: false, dataDir: dir, aguid: node.aguid.toString(), vguid: v?.vguid.toString(), seq: v?.root.seq.toString() }
+        } finally {
+          await node.close()
         }
       }
-      await walk(root, '/')
-      print(opts.json, { guid: vguid, entries: rows }, () =>
-        rows.map(r => `${r.kind.padEnd(7)} ${r.mode} ${String(r.size).padStart(10)} ${r.mtime} ${r.path}${r.target !== undefined ? ' -> ' + r.target : ''}`).join('\n'))
+      out((opts.json === true ? toJson(st) : Object.entries(st).filter(([, v]) => v !== undefined).map(([k, v]) => `${k}: ${String(v)}`).join('\n')) + '\n')
     })
-  })
 
-function row (p: string, e: Entry): { path: string, kind: string, mode: string, size: number, mtime: string, guid?: string, target?: string } {
-  const r: ReturnType<typeof row> = { path: p, kind: e.linked === true ? 'link' : e.kind, mode: e.mode.toString(8).padStart(4, '0'), size: e.size, mtime: fmtTime(Number(e.mtime / 1_000_000n)) }
-  if (e.cid !== undefined) r.guid = e.cid.toString()
-  if (e.target !== undefined) r.target = Buffer.from(e.target).toString()
-  return r
+  program.command('sync')
+    .description('fold pending writes into a new version now and wait for it')
+    .option('-m, --message <text>', 'message recorded in the version')
+    .option('--json', 'print JSON')
+    .action(async (opts: { message?: string, json?: boolean }) => {
+      const dir = dataDir()
+      let res: { vguid?: string, seq?: string }
+      if (await daemonRunning(dir)) {
+        res = await request(dir, 'sync', { message: opts.message }) as typeof res
+      } else {
+        // No daemon: replay the log (e.g. after a crash) and fold it here.
+        const node = await ReefNode.open(dir)
+        try {
+          const rfs = await node.openFs()
+          const v = (await rfs.fold(opts.message)) ?? rfs.version
+          rfs.log?.close()
+          res = { vguid: v?.vguid.toString(), seq: v?.root.seq.toString() }
+        } finally {
+          await node.close()
+        }
+      }
+      out((opts.json === true ? toJson(res) : `version ${res.seq ?? '-'} ${res.vguid ?? ''}`.trimEnd()) + '\n')
+    })
 }
 
-export async function main (argv: string[]): Promise<void> {
-  try {
-    await program.parseAsync(argv)
-  } catch (err) {
-    if (err instanceof ReefError) {
-      process.stderr.write(`reef: ${err.message} [${err.code}]\n`)
-      process.exitCode = 1
-      return
-    }
-    const e = err as NodeJS.ErrnoException
-    process.stderr.write(`reef: ${e.code !== undefined ? e.code + ': ' : ''}${e.message}\n`)
-    process.exitCode = 1
+async function main (): Promise<void> {
+  const args = process.argv.slice(2)
+  const ctx: CliContext = {
+    out,
+    err,
+    readStdin,
+    cwd: process.cwd(),
+    tty: process.stderr.isTTY === true,
+    openNode: async (dataDir) => {
+      if (await daemonRunning(dataDir)) {
+        forwarded = dataDir
+        throw new ForwardToDaemon(dataDir)
+      }
+      const node = await ReefNode.open(dataDir)
+      return { node, release: async () => await node.close() }
+    },
+    lifecycle
   }
+  let code = await runProgram(ctx, args)
+  if (forwarded !== undefined) {
+    try {
+      const r = await request(forwarded, 'run', { argv: args, cwd: process.cwd(), stdin: stdinCache?.toString('base64') }) as RunResult
+      out(Buffer.from(r.stdout, 'base64'))
+      err(r.stderr)
+      code = r.exitCode
+    } catch (e) {
+      code = exitCodeFor(e, ctx)
+    }
+  }
+  process.exitCode = code
 }
 
-await main(process.argv)
+let forwarded: string | undefined
+process.on('uncaughtException', e => {
+  err(`reef: internal error: ${e.stack ?? String(e)}\n`)
+  process.exitCode = 70
+})
+
+await main()

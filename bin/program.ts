@@ -1,0 +1,259 @@
+/**
+ * The reef command tree. `createProgram(ctx)` builds a fresh commander program whose output,
+ * input and node all come from `ctx`, so the same commands run in the CLI process or, while a
+ * daemon serves the data directory, inside the daemon (see bin/reef.ts and forwarding).
+ */
+import { Command, CommanderError, Option } from 'commander'
+import fs from 'node:fs'
+import path from 'node:path'
+import cliProgress from 'cli-progress'
+import type { CID } from 'multiformats/cid'
+import { isAguid, makeBlock, parseGuid, RAW } from '../src/block/index.js'
+import { ReefError } from '../src/errors.js'
+import { defaultDataDir, type ReefNode } from '../src/node.js'
+import { putPath } from '../src/transfer/put.js'
+import { getTo } from '../src/transfer/get.js'
+import { decodeEntryBlock, DirReader, type Entry } from '../src/object/dir.js'
+import { decodeVersion, objectKind } from '../src/object/version.js'
+
+export interface CliContext {
+  out: (s: string | Uint8Array) => void
+  err: (s: string) => void
+  readStdin: () => Promise<Buffer>
+  cwd: string
+  /** stderr is a terminal (progress bars). */
+  tty: boolean
+  /** Opens the node of a data directory; release closes it if it was opened for this command. */
+  openNode: (dataDir: string) => Promise<{ node: ReefNode, release: () => Promise<void> }>
+  /** Commands that need the process itself (mount, unmount, status, sync, init). */
+  lifecycle?: (program: Command) => void
+}
+
+/** JSON.stringify calls CID#toJSON ({"/": ...}) before a replacer sees it: print GUIDs as plain strings. */
+function jsonValue (_key: string, v: unknown): unknown {
+  if (typeof v === 'bigint') return v.toString()
+  if (v !== null && typeof v === 'object' && !Array.isArray(v)) {
+    const keys = Object.keys(v)
+    if (keys.length === 1 && keys[0] === '/' && typeof (v as Record<string, unknown>)['/'] === 'string') return (v as Record<string, unknown>)['/']
+  }
+  return v
+}
+
+export function toJson (value: unknown): string { return JSON.stringify(value, jsonValue) }
+
+const fmtTime = (ms: number): string => new Date(ms).toISOString()
+
+function duSize (p: string): number {
+  let total = 0
+  const stack = [p]
+  for (let guard = 0; stack.length > 0 && guard < 10_000_000; guard++) {
+    const cur = stack.pop() as string
+    const st = fs.lstatSync(cur)
+    if (st.isDirectory()) for (const n of fs.readdirSync(cur)) stack.push(path.join(cur, n))
+    else if (st.isFile()) total += st.size
+  }
+  return total
+}
+
+export function createProgram (ctx: CliContext): Command {
+  const program = new Command()
+  program
+    .name('reef')
+    .description('reef: a versioned peer-to-peer file system')
+    .addOption(new Option('--data-dir <dir>', 'data directory').default(defaultDataDir(), '$XDG_DATA_HOME/reef'))
+    // Usage errors (missing argument, unknown option or command) print one line with a code like
+    // every other error, and exit 2; subcommands inherit both settings.
+    .exitOverride()
+    .configureOutput({
+      writeOut: s => ctx.out(s),
+      writeErr: s => ctx.err(s),
+      outputError: (str, write) => write(`reef: ${str.trim().replace(/^error: /, '')} (see --help) [BAD_INPUT]\n`)
+    })
+
+  const dataDir = (): string => path.resolve(ctx.cwd, program.opts().dataDir as string)
+  const abs = (p: string): string => path.resolve(ctx.cwd, p)
+  const print = (json: boolean | undefined, value: unknown, text: () => string): void => {
+    ctx.out((json === true ? toJson(value) : text()) + '\n')
+  }
+  async function withNode<T> (fn: (node: ReefNode) => Promise<T>): Promise<T> {
+    const { node, release } = await ctx.openNode(dataDir())
+    try {
+      return await fn(node)
+    } finally {
+      await release()
+    }
+  }
+  const progress = (total: number): { tick: (n: number) => void, stop: () => void } => {
+    if (!ctx.tty || total < 32 * 1024 * 1024) return { tick: () => {}, stop: () => {} }
+    const bar = new cliProgress.SingleBar({
+      stream: process.stderr,
+      format: '{bar} {percentage}% | {value}/{total} MiB | {speed} MiB/s',
+      hideCursor: true
+    }, cliProgress.Presets.shades_classic)
+    const start = Date.now()
+    let done = 0
+    bar.start(Math.ceil(total / 2 ** 20), 0, { speed: '0' })
+    return {
+      tick: n => {
+        done += n
+        bar.update(Math.floor(done / 2 ** 20), { speed: (done / 2 ** 20 / Math.max(0.001, (Date.now() - start) / 1000)).toFixed(0) })
+      },
+      stop: () => bar.stop()
+    }
+  }
+
+  ctx.lifecycle?.(program)
+
+  program.command('put')
+    .description('store a file or a whole tree; prints its GUID last')
+    .argument('<path>', 'file, directory or symlink to store')
+    .option('--json', 'print JSON')
+    .action(async (target: string, opts: { json?: boolean }) => {
+      await withNode(async node => {
+        let total = 0
+        if (ctx.tty) { try { total = duSize(abs(target)) } catch {} }
+        const bar = progress(total)
+        const res = await putPath(node.store, abs(target), { onBytes: bar.tick })
+        bar.stop()
+        for (const s of res.skipped) ctx.err(`reef: skipped ${s} (not a file, directory or symlink)\n`)
+        print(opts.json, { guid: res.cid, kind: res.entry.kind, files: res.files, dirs: res.dirs, symlinks: res.symlinks, bytes: res.bytes, skipped: res.skipped }, () =>
+          `${res.entry.kind} ${res.files} files ${res.dirs} dirs ${res.symlinks} symlinks ${res.bytes} bytes\n${res.cid.toString()}`)
+      })
+    })
+
+  program.command('get')
+    .description('restore a GUID (put result, VGUID, AGUID, tree or raw block) to a new path')
+    .argument('<guid>', 'BGUID, VGUID or AGUID')
+    .requiredOption('-o, --output <path>', 'where to restore (must not exist)')
+    .option('--json', 'print JSON')
+    .action(async (guid: string, opts: { output: string, json?: boolean }) => {
+      let cid = parseGuid(guid)
+      await withNode(async node => {
+        if (isAguid(cid)) {
+          const v = await node.currentVersion(cid)
+          if (v === undefined) throw ReefError.notFound(`no head known for ${guid}`)
+          cid = v.vguid
+        }
+        const res = await getTo(node.store, cid, abs(opts.output))
+        print(opts.json, { guid: cid, output: opts.output, ...res }, () =>
+          `restored ${res.kind} to ${opts.output}: ${res.files} files ${res.dirs} dirs ${res.symlinks} symlinks ${res.bytes} bytes`)
+      })
+    })
+
+  const block = program.command('block').description('raw blocks')
+  block.command('put')
+    .description('store stdin as one raw block; prints its BGUID')
+    .option('--json', 'print JSON')
+    .action(async (opts: { json?: boolean }) => {
+      const b = makeBlock(new Uint8Array(await ctx.readStdin()), RAW)
+      await withNode(async node => { await node.store.put(b) })
+      print(opts.json, { bguid: b.cid, size: b.bytes.length }, () => b.cid.toString())
+    })
+  block.command('get')
+    .description('write one block to stdout, verified against its BGUID')
+    .argument('<bguid>', 'block GUID')
+    .action(async (guid: string) => {
+      const cid = parseGuid(guid)
+      ctx.out(await withNode(async node => await node.store.get(cid)))
+    })
+
+  program.command('history')
+    .description('list the versions of a file system, newest first')
+    .argument('[aguid]', 'AGUID (default: this data directory\'s)')
+    .option('--json', 'print JSON')
+    .action(async (aguid: string | undefined, opts: { json?: boolean }) => {
+      await withNode(async node => {
+        const a = aguid !== undefined ? parseGuid(aguid) : node.aguid
+        if (!isAguid(a)) throw ReefError.badGuid(aguid ?? '', 'not an AGUID')
+        const items = await node.history(a)
+        if (items.length === 0) throw ReefError.notFound(`no head known for ${a.toString()}`)
+        print(opts.json, { aguid: a, versions: items }, () =>
+          items.map(i => `${String(i.seq).padStart(5)}  ${fmtTime(i.time)}  ${i.vguid.toString()}  ${i.message ?? ''}`.trimEnd()).join('\n'))
+      })
+    })
+
+  program.command('show')
+    .description('list the tree of a version (or of a put directory)')
+    .argument('<guid>', 'VGUID, SEQ of this file system, or a directory GUID')
+    .option('--json', 'print JSON')
+    .action(async (guid: string, opts: { json?: boolean }) => {
+      await withNode(async node => {
+        const vguid = await resolveVersionArg(node, guid)
+        const bytes = await node.store.get(vguid)
+        const rows: Row[] = []
+        const walk = async (dir: CID, prefix: string): Promise<void> => {
+          for await (const e of new DirReader(dir, node.store).entries()) {
+            const p = prefix + Buffer.from(e.name).toString()
+            rows.push(row(p, e))
+            if (e.kind === 'dir' && e.cid !== undefined) await walk(e.cid, p + '/')
+          }
+        }
+        switch (objectKind(vguid, bytes)) {
+          case 'version':
+            await walk(decodeVersion(bytes).root, '/')
+            break
+          case 'dir':
+            await walk(vguid, '/')
+            break
+          case 'entry': {
+            // A put GUID: a directory lists its tree, a file or symlink is its one row.
+            const e = decodeEntryBlock(bytes)
+            if (e.kind === 'dir' && e.cid !== undefined) await walk(e.cid, '/')
+            else rows.push(row(Buffer.from(e.name).toString(), e))
+            break
+          }
+          default:
+            throw ReefError.badInput(`${vguid.toString()} is not a version, directory or put GUID`)
+        }
+        print(opts.json, { guid: vguid, entries: rows }, () =>
+          rows.map(r => `${r.kind.padEnd(7)} ${r.mode} ${String(r.size).padStart(10)} ${r.mtime} ${r.path}${r.target !== undefined ? ' -> ' + r.target : ''}`).join('\n'))
+      })
+    })
+
+  return program
+}
+
+/** A VGUID string, or a sequence number of this data directory's file system. */
+export async function resolveVersionArg (node: ReefNode, arg: string): Promise<CID> {
+  if (/^\d+$/.test(arg)) {
+    const item = (await node.history()).find(i => i.seq === BigInt(arg))
+    if (item === undefined) throw ReefError.notFound(`no version with seq ${arg}`)
+    return item.vguid
+  }
+  return parseGuid(arg)
+}
+
+interface Row { path: string, kind: string, mode: string, size: number, mtime: string, guid?: string, target?: string }
+
+function row (p: string, e: Entry): Row {
+  const r: Row = { path: p, kind: e.linked === true ? 'link' : e.kind, mode: e.mode.toString(8).padStart(4, '0'), size: e.size, mtime: fmtTime(Number(e.mtime / 1_000_000n)) }
+  if (e.cid !== undefined) r.guid = e.cid.toString()
+  if (e.target !== undefined) r.target = Buffer.from(e.target).toString()
+  return r
+}
+
+/** Runs one command line (without "node reef") and returns its exit code; never throws. */
+export async function runProgram (ctx: CliContext, args: string[]): Promise<number> {
+  const program = createProgram(ctx)
+  try {
+    await program.parseAsync(args, { from: 'user' })
+    return 0
+  } catch (err) {
+    return exitCodeFor(err, ctx)
+  }
+}
+
+export function exitCodeFor (err: unknown, ctx: Pick<CliContext, 'err'>): number {
+  if ((err as { silent?: boolean })?.silent === true) return 0
+  if (err instanceof CommanderError) {
+    // Already printed (help on stdout, a usage error on stderr via outputError).
+    return err.exitCode === 0 ? 0 : 2
+  }
+  if (err instanceof ReefError) {
+    ctx.err(`reef: ${err.message} [${err.code}]\n`)
+    return 1
+  }
+  const e = err as NodeJS.ErrnoException
+  ctx.err(`reef: ${e.code !== undefined ? e.code + ': ' : ''}${e.message}\n`)
+  return 1
+}

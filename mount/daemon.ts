@@ -1,0 +1,181 @@
+/**
+ * The mount daemon: mounts a reef file system on a directory, folds the writer log into
+ * versions every few seconds of activity (and on demand, and at unmount), and cleans up a mount
+ * left behind by a killed daemon. FUSE options and why:
+ *   use_ino              st_ino from reef (stable across remounts, shared by hard links)
+ *   big_writes,max_write=131072
+ *                        128 KiB writes instead of 4 KiB: one handler call per 128 KiB
+ *   max_read=131072      same for reads
+ *   attr/entry_timeout   1 s: the only writer to this tree is this mount, so the kernel may cache
+ *                        what it learnt; 1 s bounds staleness of .reef/versions and lets `stat`
+ *                        storms skip the daemon
+ *   negative_timeout=0   a name created right after a failed lookup must be seen at once
+ *   kernel_cache         keep page cache across opens: file content only changes through this
+ *                        mount (owner) or never (checkouts, .reef/versions)
+ *   default_permissions  the kernel enforces mode bits (EACCES) with the attrs we report
+ *   allow_other          other local users (and tests running as another uid) can reach it
+ */
+import { execFile } from 'node:child_process'
+import fs from 'node:fs'
+import path from 'node:path'
+import { promisify } from 'node:util'
+import { ReefError } from '../src/errors.js'
+import type { ReefFS, VersionInfo } from '../src/fs/fs.js'
+import type { ReefNode } from '../src/node.js'
+import type { Logger } from './errno.js'
+import { type FuseInstance, isFuseMounted, mountFuse, unmountFuse } from './fuse.js'
+import { buildOps, type VersionSource } from './ops.js'
+
+const run = promisify(execFile)
+
+export interface MountOptions {
+  mountpoint: string
+  /** Fold after this many ms of write activity (default 5000). */
+  foldIntervalMs?: number
+  /** Fold early once this many bytes are held in dirty pages (default 64 MiB). */
+  maxDirtyBytes?: number
+  /** Mount this version read-only instead of the live file system. */
+  checkout?: VersionInfo
+  log?: Logger
+}
+
+/** Removes a FUSE mount whose daemon died ("Transport endpoint is not connected"). */
+export async function cleanupStaleMount (mnt: string): Promise<boolean> {
+  if (!isFuseMounted(mnt)) return false
+  try {
+    await fs.promises.stat(mnt)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOTCONN') {
+      await run('fusermount', ['-uz', mnt])
+      return true
+    }
+    throw err
+  }
+  throw new ReefError('BAD_INPUT', `${mnt} is already a live FUSE mount`)
+}
+
+export class MountDaemon {
+  private fuse?: FuseInstance
+  private timer?: NodeJS.Timeout
+  private folding?: Promise<VersionInfo | undefined>
+  private readonly versionCache = new Map<string, ReefFS>()
+  private stopped = false
+  lastError?: string
+  folds = 0
+
+  private constructor (readonly node: ReefNode, readonly fs: ReefFS, readonly opts: MountOptions, private readonly log: Logger) {}
+
+  static async start (node: ReefNode, opts: MountOptions): Promise<MountDaemon> {
+    const log = opts.log ?? ((line: string) => process.stderr.write(`reef: ${line}\n`))
+    const mnt = path.resolve(opts.mountpoint)
+    if (await cleanupStaleMount(mnt)) log(`cleaned up a stale mount on ${mnt}`)
+    fs.mkdirSync(mnt, { recursive: true })
+    const rfs = opts.checkout !== undefined ? await node.openVersion(opts.checkout) : await node.openFs()
+    const d = new MountDaemon(node, rfs, { ...opts, mountpoint: mnt }, log)
+    const ops = buildOps({
+      fs: rfs,
+      versions: d.versionSource(),
+      log,
+      readOnly: opts.checkout !== undefined,
+      onChange: () => d.scheduleFold(),
+      statfsPath: node.dataDir
+    })
+    d.fuse = await mountFuse(mnt, ops, {
+      useIno: true,
+      attrTimeout: 1,
+      entryTimeout: 1,
+      negativeTimeout: 0,
+      allowOther: true,
+      defaultPermissions: true,
+      kernelCache: true,
+      fsname: `reef:${node.config.name}`,
+      subtype: 'reef',
+      options: ['big_writes', 'max_write=131072', 'max_read=131072'],
+      timeout: false
+    })
+    // Anything the log replay recovered becomes a version right away.
+    if (!rfs.readOnly && rfs.dirty) d.scheduleFold(0)
+    return d
+  }
+
+  private versionSource (): VersionSource {
+    return {
+      list: async () => (await this.node.history()).map(h => h.seq).reverse(),
+      open: async (seq) => {
+        const key = seq.toString()
+        let v = this.versionCache.get(key)
+        if (v === undefined) {
+          const item = (await this.node.history()).find(h => h.seq === seq)
+          if (item === undefined) throw ReefError.posix('ENOENT', `no version ${seq}`)
+          v = await this.node.openVersion(await this.node.version(item.vguid))
+          if (this.versionCache.size >= 16) this.versionCache.delete(this.versionCache.keys().next().value as string)
+          this.versionCache.set(key, v)
+        }
+        return v
+      },
+      current: async () => this.fs.version?.vguid
+    }
+  }
+
+  scheduleFold (delay = this.opts.foldIntervalMs ?? 5000): void {
+    if (this.stopped || this.fs.readOnly) return
+    if (this.fs.dirtyBytes >= (this.opts.maxDirtyBytes ?? 64 * 1024 * 1024)) delay = 0
+    if (this.timer !== undefined) {
+      if (delay > 0) return
+      clearTimeout(this.timer)
+    }
+    this.timer = setTimeout(() => {
+      this.timer = undefined
+      this.sync().catch(err => {
+        this.lastError = (err as Error).message
+        this.log(`fold failed: ${(err as Error).stack ?? String(err)}`)
+      })
+    }, delay)
+  }
+
+  /** Folds pending writes into a version now; concurrent callers share one fold. */
+  async sync (message?: string): Promise<VersionInfo | undefined> {
+    if (this.fs.readOnly) return this.fs.version
+    while (this.folding !== undefined) await this.folding.catch(() => {})
+    this.folding = this.fs.fold(message)
+    try {
+      const v = await this.folding
+      if (v !== undefined) this.folds++
+      return v ?? this.fs.version
+    } finally {
+      this.folding = undefined
+    }
+  }
+
+  status (): Record<string, unknown> {
+    return {
+      mountpoint: this.opts.mountpoint,
+      dataDir: this.node.dataDir,
+      aguid: this.node.aguid.toString(),
+      readOnly: this.fs.readOnly,
+      vguid: this.fs.version?.vguid.toString(),
+      seq: this.fs.version?.root.seq.toString(),
+      pendingRecords: this.fs.pending,
+      dirtyBytes: this.fs.dirtyBytes,
+      folds: this.folds,
+      lastError: this.lastError,
+      pid: process.pid
+    }
+  }
+
+  /** Folds, unmounts and releases everything. Safe to call twice. */
+  async stop (): Promise<VersionInfo | undefined> {
+    if (this.stopped) return this.fs.version
+    if (this.timer !== undefined) clearTimeout(this.timer)
+    this.timer = undefined
+    let v: VersionInfo | undefined
+    try {
+      v = await this.sync('unmount')
+    } finally {
+      this.stopped = true
+      if (this.fuse !== undefined) await unmountFuse(this.fuse).catch(err => this.log(`unmount: ${(err as Error).message}`))
+      this.fs.log?.close()
+    }
+    return v
+  }
+}

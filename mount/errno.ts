@@ -1,0 +1,59 @@
+/**
+ * The one place where reef errors become errnos (after gocryptfs's fs.ToErrno). Every FUSE
+ * handler's failure passes through `toErrno`; anything unexpected is EIO and a log line,
+ * never an exception escaping into the binding.
+ */
+import os from 'node:os'
+import { ReefError } from '../src/errors.js'
+
+const E = os.constants.errno
+
+const BY_CODE: Record<string, number> = {
+  ENOENT: E.ENOENT,
+  EEXIST: E.EEXIST,
+  ENOTEMPTY: E.ENOTEMPTY,
+  EISDIR: E.EISDIR,
+  ENOTDIR: E.ENOTDIR,
+  ENAMETOOLONG: E.ENAMETOOLONG,
+  EFBIG: E.EFBIG,
+  EACCES: E.EACCES,
+  EPERM: E.EPERM,
+  EINVAL: E.EINVAL,
+  EROFS: E.EROFS,
+  EBADF: E.EBADF,
+  ENODATA: E.ENODATA,
+  ERANGE: E.ERANGE,
+  EXDEV: E.EXDEV,
+  ELOOP: E.ELOOP,
+  EMLINK: E.EMLINK,
+  ENOSPC: E.ENOSPC,
+  ENOTSUP: E.EOPNOTSUPP,
+  E2BIG: E.E2BIG,
+  BAD_INPUT: E.EINVAL,
+  // A block that is missing or fails verification is an I/O error for the reader.
+  NOT_FOUND: E.EIO,
+  BLOCK_CORRUPT: E.EIO,
+  BAD_ENCODING: E.EIO,
+  IO: E.EIO
+}
+
+export type Logger = (line: string) => void
+
+/** Negative errno for any thrown value; logs what is not an ordinary POSIX outcome. */
+export function toErrno (err: unknown, op: string, log: Logger): number {
+  if (err instanceof ReefError) {
+    const n = BY_CODE[err.code]
+    if (n !== undefined) {
+      if (n === E.EIO) log(`${op}: ${err.code}: ${err.message}`)
+      return -n
+    }
+  }
+  const sys = (err as NodeJS.ErrnoException)?.code
+  if (typeof sys === 'string' && typeof (E as Record<string, number>)[sys] === 'number') {
+    return -(E as Record<string, number>)[sys]
+  }
+  log(`${op}: unexpected ${(err as Error)?.stack ?? String(err)}`)
+  return -E.EIO
+}
+
+export const ERRNO = E

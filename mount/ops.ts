@@ -1,0 +1,406 @@
+/**
+ * FUSE operations <-> fs core calls. Paths are resolved to inodes here; `.reef/versions/N/`
+ * is served from read-only views of old versions. Every handler runs through `wrap`, which
+ * turns any failure into an errno (mount/errno.ts) so the daemon keeps serving.
+ */
+import os from 'node:os'
+import type { CID } from 'multiformats/cid'
+import { ReefError } from '../src/errors.js'
+import type { Cred, ReefFS } from '../src/fs/fs.js'
+import { type Attr, type Inode, ROOT_INO, S_IFDIR } from '../src/fs/inode.js'
+import { ERRNO, toErrno, type Logger } from './errno.js'
+import type { FuseContext, FuseOps, FuseStat, FuseStatfs } from './fuse.js'
+
+export interface VersionSource {
+  /** Sequence numbers of every version, oldest first. */
+  list (): Promise<bigint[]>
+  /** A read-only view of version `seq`. */
+  open (seq: bigint): Promise<ReefFS>
+  /** VGUID of the current version (after folding pending writes). */
+  current (): Promise<CID | undefined>
+}
+
+const O_ACCMODE = 3
+const RESERVED = '.reef'
+const VIRTUAL_INO = 2 ** 52
+const VERSION_INO_BASE = 2 ** 51
+const enc = new TextEncoder()
+const posix = ReefError.posix
+
+type Target =
+  | { kind: 'node', fs: ReefFS, node: Inode, ro: boolean, seq?: bigint }
+  | { kind: 'virtual', which: 'reef' | 'versions' }
+
+interface Handle { fs: ReefFS, node: Inode, writable: boolean }
+
+export interface OpsOptions {
+  fs: ReefFS
+  versions: VersionSource
+  log: Logger
+  /** Read-only mount (a checkout): every mutation is EROFS. */
+  readOnly?: boolean
+  /** Called after each mutation; the daemon schedules folds from it. */
+  onChange?: () => void
+  statfsPath?: string
+}
+
+function splitPath (p: string): { parent: string, name: Uint8Array } {
+  const i = p.lastIndexOf('/')
+  return { parent: i <= 0 ? '/' : p.slice(0, i), name: enc.encode(p.slice(i + 1)) }
+}
+
+function toStat (a: Attr, ino: number): FuseStat {
+  return {
+    mode: a.mode,
+    ino,
+    nlink: a.nlink,
+    uid: a.uid,
+    gid: a.gid,
+    size: a.size,
+    blocks: a.blocks,
+    blksize: 4096,
+    atimeNs: a.atime,
+    mtimeNs: a.mtime,
+    ctimeNs: a.ctime
+  }
+}
+
+export function buildOps (o: OpsOptions): FuseOps {
+  const live = o.fs
+  const handles = new Map<number, Handle>()
+  let nextFh = 1
+  const rootAttr = (): Attr => live.root.attr()
+
+  const virtualStat = (which: 'reef' | 'versions'): FuseStat => {
+    const r = rootAttr()
+    return { mode: S_IFDIR | 0o555, ino: VIRTUAL_INO + (which === 'reef' ? 1 : 2), nlink: 2, uid: r.uid, gid: r.gid, size: 0, blocks: 0, blksize: 4096, atimeNs: r.atime, mtimeNs: r.mtime, ctimeNs: r.ctime }
+  }
+
+  const inoOf = (t: Extract<Target, { kind: 'node' }>): number =>
+    t.seq === undefined ? t.node.ino : VERSION_INO_BASE + Number(t.seq % 1_048_576n) * 2 ** 31 + (t.node.ino % 2 ** 31)
+
+  async function resolve (path: string): Promise<Target> {
+    if (path === '/' + RESERVED || path.startsWith('/' + RESERVED + '/')) {
+      const rest = path.slice(RESERVED.length + 2)
+      if (rest === '') return { kind: 'virtual', which: 'reef' }
+      if (rest === 'versions') return { kind: 'virtual', which: 'versions' }
+      if (!rest.startsWith('versions/')) throw posix('ENOENT', path)
+      const sub = rest.slice('versions/'.length)
+      const slash = sub.indexOf('/')
+      const seqText = slash < 0 ? sub : sub.slice(0, slash)
+      if (!/^[1-9]\d{0,18}$/.test(seqText)) throw posix('ENOENT', path)
+      const seq = BigInt(seqText)
+      const vfs = await o.versions.open(seq)
+      const node = slash < 0 ? vfs.root : await vfs.resolve(sub.slice(slash))
+      return { kind: 'node', fs: vfs, node, ro: true, seq }
+    }
+    return { kind: 'node', fs: live, node: await live.resolve(path), ro: o.readOnly === true }
+  }
+
+  async function nodeTarget (path: string): Promise<Extract<Target, { kind: 'node' }>> {
+    const t = await resolve(path)
+    if (t.kind !== 'node') throw posix('EROFS', `${path} is part of reef's read-only control tree`)
+    return t
+  }
+
+  /** The directory a new name goes into; refuses read-only places and the reserved name. */
+  async function writableParent (path: string): Promise<{ dir: Inode, name: Uint8Array }> {
+    const { parent, name } = splitPath(path)
+    const t = await resolve(parent)
+    if (t.kind !== 'node' || t.ro) throw posix('EROFS', 'read-only file system')
+    if (t.node.ino === ROOT_INO && Buffer.from(name).toString() === RESERVED) throw posix('EEXIST', `/${RESERVED} is reserved`)
+    return { dir: t.node, name }
+  }
+
+  async function writableNode (path: string): Promise<Inode> {
+    const t = await nodeTarget(path)
+    if (t.ro) throw posix('EROFS', 'read-only file system')
+    return t.node
+  }
+
+  const cred = (ctx: FuseContext): Cred => ({ uid: ctx?.uid ?? 0, gid: ctx?.gid ?? 0 })
+
+  function openHandle (h: Handle): number {
+    const fh = nextFh++
+    if (nextFh > 0xfffffff0) nextFh = 1
+    handles.set(fh, h)
+    h.fs.open(h.node)
+    return fh
+  }
+
+  function handle (fd: number): Handle {
+    const h = handles.get(fd)
+    if (h === undefined) throw posix('EBADF', `no open file ${fd}`)
+    return h
+  }
+
+  const changed = (): void => { o.onChange?.() }
+
+  // Every op: run, map failures to errnos, never throw into the binding. The binding passes
+  // (...args, cb, ctx); handlers receive (...args, ctx).
+  /* eslint-disable @typescript-eslint/no-explicit-any */
+  function wrap (name: string, fn: (...args: any[]) => Promise<number | void>): any {
+    return (...args: any[]) => {
+      const cb = args[args.length - 2] as (err: number) => void
+      const ctx = args[args.length - 1] as FuseContext
+      let p: Promise<number | void>
+      try {
+        p = fn(...args.slice(0, -2), ctx)
+      } catch (err) {
+        cb(toErrno(err, name, o.log))
+        return
+      }
+      p.then(r => cb(typeof r === 'number' ? r : 0), err => cb(toErrno(err, name, o.log)))
+    }
+  }
+  function wrapValue (name: string, fn: (...args: any[]) => Promise<unknown>): any {
+    return (...args: any[]) => {
+      const cb = args[args.length - 2] as (err: number, v?: unknown) => void
+      const ctx = args[args.length - 1] as FuseContext
+      let p: Promise<unknown>
+      try {
+        p = fn(...args.slice(0, -2), ctx)
+      } catch (err) {
+        cb(toErrno(err, name, o.log))
+        return
+      }
+      p.then(v => cb(0, v), err => cb(toErrno(err, name, o.log)))
+    }
+  }
+  /* eslint-enable @typescript-eslint/no-explicit-any */
+
+  const ops: FuseOps = {
+    init: (cb) => cb(0),
+
+    getattr: wrapValue('getattr', async (path: string): Promise<FuseStat> => {
+      const t = await resolve(path)
+      if (t.kind === 'virtual') return virtualStat(t.which)
+      return toStat(t.node.attr(), inoOf(t))
+    }),
+
+    fgetattr: wrapValue('fgetattr', async (path: string, fd: number): Promise<FuseStat> => {
+      const h = handles.get(fd)
+      if (h === undefined) return await (async () => { const t = await nodeTarget(path); return toStat(t.node.attr(), inoOf(t)) })()
+      const t = h.fs === live ? { kind: 'node' as const, fs: live, node: h.node, ro: false } : await nodeTarget(path)
+      return toStat(h.node.attr(), inoOf(t))
+    }),
+
+    access: wrap('access', async (path: string) => { await resolve(path) }),
+
+    statfs: wrapValue('statfs', async (): Promise<FuseStatfs> => {
+      const s = await import('node:fs').then(m => m.promises.statfs(o.statfsPath ?? os.tmpdir()))
+      return { bsize: s.bsize, frsize: s.bsize, blocks: s.blocks, bfree: s.bfree, bavail: s.bavail, files: 1e9, ffree: 1e9 - live.inodes.size, favail: 1e9 - live.inodes.size, namemax: 255 }
+    }),
+
+    readdir: (path: string, cb: (err: number, names?: string[], stats?: FuseStat[]) => void) => {
+      void (async () => {
+        const t = await resolve(path)
+        const names = ['.', '..']
+        const stats: FuseStat[] = []
+        if (t.kind === 'virtual') {
+          stats.push(virtualStat(t.which), t.which === 'reef' ? toStat(rootAttr(), ROOT_INO) : virtualStat('reef'))
+          if (t.which === 'reef') {
+            names.push('versions')
+            stats.push(virtualStat('versions'))
+          } else {
+            for (const seq of await o.versions.list()) {
+              names.push(String(seq))
+              stats.push({ ...virtualStat('versions'), ino: VERSION_INO_BASE + Number(seq % 1_048_576n) * 2 ** 31 + ROOT_INO })
+            }
+          }
+          return { names, stats }
+        }
+        if (t.node.kind !== 'dir') throw posix('ENOTDIR', path)
+        const self = toStat(t.node.attr(), inoOf(t))
+        stats.push(self, self)
+        if (t.seq === undefined && t.node.ino === ROOT_INO) {
+          names.push(RESERVED)
+          stats.push(virtualStat('reef'))
+        }
+        for (const e of await t.fs.readdir(t.node)) {
+          const n = t.fs.node(e.ino)
+          const name = Buffer.from(e.name).toString()
+          if (t.seq === undefined && t.node.ino === ROOT_INO && name === RESERVED) continue
+          names.push(name)
+          stats.push(toStat(n.attr(), inoOf({ ...t, node: n })))
+        }
+        return { names, stats }
+      })().then(r => cb(0, r.names, r.stats), err => cb(toErrno(err, 'readdir', o.log)))
+    },
+
+    readlink: wrapValue('readlink', async (path: string): Promise<string> => {
+      const t = await nodeTarget(path)
+      return Buffer.from(t.fs.readlink(t.node)).toString()
+    }),
+
+    open: wrapValue('open', async (path: string, flags: number): Promise<number> => {
+      const t = await nodeTarget(path)
+      const writable = (flags & O_ACCMODE) !== 0
+      if (writable && t.ro) throw posix('EROFS', 'read-only file system')
+      if (t.node.kind === 'dir' && writable) throw posix('EISDIR', path)
+      return openHandle({ fs: t.fs, node: t.node, writable })
+    }),
+
+    opendir: wrapValue('opendir', async (path: string): Promise<number> => {
+      await resolve(path)
+      return 0
+    }),
+
+    create: wrapValue('create', async (path: string, mode: number, ctx: FuseContext): Promise<number> => {
+      const { dir, name } = await writableParent(path)
+      const node = await live.create(dir.ino, name, mode, cred(ctx))
+      changed()
+      return openHandle({ fs: live, node, writable: true })
+    }),
+
+    read: (path: string, fd: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) => {
+      const h = handles.get(fd)
+      if (h === undefined) { cb(-ERRNO.EBADF); return }
+      h.fs.read(h.node, pos, len).then(data => {
+        buf.set(data)
+        cb(data.length)
+      }, err => cb(toErrno(err, 'read', o.log)))
+    },
+
+    write: (path: string, fd: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) => {
+      const h = handles.get(fd)
+      if (h === undefined) { cb(-ERRNO.EBADF); return }
+      if (!h.writable || h.fs !== live) { cb(-ERRNO.EBADF); return }
+      // The binding reuses `buf` once we call back; the fs keeps its own copy.
+      live.write(h.node.ino, pos, new Uint8Array(buf.subarray(0, len))).then(n => {
+        changed()
+        cb(n)
+      }, err => cb(toErrno(err, 'write', o.log)))
+    },
+
+    flush: wrap('flush', async () => {}),
+
+    fsync: wrap('fsync', async () => {
+      live.sync()
+    }),
+
+    fsyncdir: wrap('fsyncdir', async () => {
+      live.sync()
+    }),
+
+    release: wrap('release', async (_path: string, fd: number) => {
+      const h = handles.get(fd)
+      if (h === undefined) return
+      handles.delete(fd)
+      h.fs.release(h.node)
+    }),
+
+    releasedir: wrap('releasedir', async () => {}),
+
+    truncate: wrap('truncate', async (path: string, size: number) => {
+      const n = await writableNode(path)
+      await live.truncate(n.ino, size)
+      changed()
+    }),
+
+    ftruncate: wrap('ftruncate', async (path: string, fd: number, size: number) => {
+      const h = handle(fd)
+      if (h.fs !== live) throw posix('EROFS', 'read-only file system')
+      await live.truncate(h.node.ino, size)
+      changed()
+    }),
+
+    unlink: wrap('unlink', async (path: string) => {
+      const { dir, name } = await writableParent(path)
+      await live.unlink(dir.ino, name)
+      changed()
+    }),
+
+    mkdir: wrap('mkdir', async (path: string, mode: number, ctx: FuseContext) => {
+      const { dir, name } = await writableParent(path)
+      await live.mkdir(dir.ino, name, mode, cred(ctx))
+      changed()
+    }),
+
+    rmdir: wrap('rmdir', async (path: string) => {
+      const { dir, name } = await writableParent(path)
+      await live.rmdir(dir.ino, name)
+      changed()
+    }),
+
+    rename: wrap('rename', async (src: string, dest: string) => {
+      const a = await writableParent(src)
+      const b = await writableParent(dest)
+      await live.rename(a.dir.ino, a.name, b.dir.ino, b.name)
+      changed()
+    }),
+
+    link: wrap('link', async (src: string, dest: string) => {
+      const n = await writableNode(src)
+      const b = await writableParent(dest)
+      await live.link(n.ino, b.dir.ino, b.name)
+      changed()
+    }),
+
+    symlink: wrap('symlink', async (target: string, linkPath: string, ctx: FuseContext) => {
+      const { dir, name } = await writableParent(linkPath)
+      await live.symlink(dir.ino, name, enc.encode(target), cred(ctx))
+      changed()
+    }),
+
+    chmod: wrap('chmod', async (path: string, mode: number) => {
+      const n = await writableNode(path)
+      await live.setattr(n.ino, { mode })
+      changed()
+    }),
+
+    chown: wrap('chown', async (path: string, uid: number, gid: number) => {
+      const n = await writableNode(path)
+      await live.setattr(n.ino, { uid, gid })
+      changed()
+    }),
+
+    utimens: wrap('utimens', async (path: string, atime: bigint | null, mtime: bigint | null) => {
+      const n = await writableNode(path)
+      await live.setattr(n.ino, { atime: atime ?? undefined, mtime: mtime ?? undefined })
+      changed()
+    }),
+
+    mknod: wrap('mknod', async () => { throw posix('EPERM', 'device and special files are not supported') }),
+
+    setxattr: wrap('setxattr', async (path: string, name: string, value: Buffer, _position: number, flags: number) => {
+      if (name === 'user.reef.guid') throw posix('EPERM', 'user.reef.guid is read-only')
+      const n = await writableNode(path)
+      await live.setxattr(n.ino, name, new Uint8Array(value), flags)
+      changed()
+    }),
+
+    getxattr: wrapValue('getxattr', async (path: string, name: string): Promise<Buffer> => {
+      const r = await resolve(path)
+      if (r.kind === 'virtual') throw posix('ENODATA', name)
+      const t = r
+      if (name === 'user.reef.guid') return Buffer.from(await guidOf(t))
+      return Buffer.from(t.fs.getxattr(t.node, name))
+    }),
+
+    listxattr: wrapValue('listxattr', async (path: string): Promise<string[]> => {
+      const t = await resolve(path)
+      return t.kind === 'virtual' ? [] : t.fs.listxattr(t.node)
+    }),
+
+    removexattr: wrap('removexattr', async (path: string, name: string) => {
+      const n = await writableNode(path)
+      await live.removexattr(n.ino, name)
+      changed()
+    })
+  }
+
+  /** Current BGUID of a file/dir (VGUID for a root); folds first so the answer is exact. */
+  async function guidOf (t: Extract<Target, { kind: 'node' }>): Promise<string> {
+    if (t.fs === live && !live.readOnly && live.dirty) await live.fold()
+    if (t.node.ino === ROOT_INO) {
+      const v = t.fs === live ? await o.versions.current() : t.fs.version?.vguid
+      if (v !== undefined) return v.toString()
+    }
+    const cid = t.node.kind === 'dir' ? t.node.dirBase : t.node.base
+    if (cid === undefined) throw posix('ENODATA', 'no GUID for this entry')
+    return cid.toString()
+  }
+
+  return ops
+}
