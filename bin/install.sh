@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs everything reef needs on a fresh Debian + Node 20 machine (run as root), then the
+# npm dependencies (which build the patched FUSE binding and compile reef). Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export DEBIAN_FRONTEND=noninteractive
+
+pkgs=()
+for p in fuse libfuse2 libfuse-dev pkg-config rsync attr; do
+  dpkg -s "$p" >/dev/null 2>&1 || pkgs+=("$p")
+done
+for tool in make:make g++:g++ gcc:gcc git:git; do
+  command -v "${tool%%:*}" >/dev/null 2>&1 || pkgs+=("${tool##*:}")
+done
+command -v python3 >/dev/null 2>&1 || pkgs+=(python3)
+if [ ${#pkgs[@]} -gt 0 ]; then
+  echo "reef: installing ${pkgs[*]}" >&2
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+fi
+# /dev/fuse must exist for mounts; modprobe is harmless where the module is built in.
+[ -e /dev/fuse ] || modprobe fuse 2>/dev/null || true
+
+npm install --no-audit --no-fund --loglevel=error
