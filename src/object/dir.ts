@@ -112,7 +112,9 @@ export function decodeEntry (raw: unknown): Entry {
   }
   if (o.hl === true) e.linked = true
   if (e.kind === 'symlink' && e.target === undefined) throw ReefError.badEncoding(`${what}: symlink without target`)
-  if (e.kind !== 'symlink' && e.cid === undefined) throw ReefError.badEncoding(`${what}: ${e.kind} without content link`)
+  if (e.linked === true && e.ino === undefined) throw ReefError.badEncoding(`${what}: link-table reference without an inode number`)
+  // A link-table reference names its inode only; the content link lives in the table entry.
+  if (e.kind !== 'symlink' && e.cid === undefined && e.linked !== true) throw ReefError.badEncoding(`${what}: ${e.kind} without content link`)
   return e
 }
 
