@@ -6,12 +6,16 @@
  *   big_writes,max_write=131072
  *                        128 KiB writes instead of 4 KiB: one handler call per 128 KiB
  *   max_read=131072      same for reads
- *   attr/entry_timeout   1 s: the only writer to this tree is this mount, so the kernel may cache
- *                        what it learnt; 1 s bounds staleness of .reef/versions and lets `stat`
- *                        storms skip the daemon
+ *   attr_timeout=0       libfuse's high-level API gives every *path* its own kernel inode, so the
+ *                        names of a hard-linked file are separate kernel inodes: attributes
+ *                        cached for one go stale when the file changes through the other
+ *                        (`ln a b; stat a` showed nlink 1, `rm b; stat a` nlink 2). Always ask.
+ *   entry_timeout=1      name -> node lookups may be cached 1 s: every namespace change goes
+ *                        through this mount, which updates the kernel's dentries itself
  *   negative_timeout=0   a name created right after a failed lookup must be seen at once
- *   kernel_cache         keep page cache across opens: file content only changes through this
- *                        mount (owner) or never (checkouts, .reef/versions)
+ *   auto_cache           keep page cache across opens unless size/mtime changed since the last
+ *                        open (not kernel_cache: with hard links, a write through one name left
+ *                        the other name's cached pages stale forever)
  *   default_permissions  the kernel enforces mode bits (EACCES) with the attrs we report
  *   allow_other          other local users (and tests running as another uid) can reach it
  */
@@ -82,12 +86,12 @@ export class MountDaemon {
     })
     d.fuse = await mountFuse(mnt, ops, {
       useIno: true,
-      attrTimeout: 1,
+      attrTimeout: 0,
       entryTimeout: 1,
       negativeTimeout: 0,
       allowOther: true,
       defaultPermissions: true,
-      kernelCache: true,
+      autoCache: true,
       fsname: `reef:${node.config.name}`,
       subtype: 'reef',
       options: ['big_writes', 'max_write=131072', 'max_read=131072'],
