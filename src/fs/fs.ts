@@ -34,6 +34,8 @@ export interface FsOptions {
 export const XATTR_CREATE = 1
 export const XATTR_REPLACE = 2
 export const XATTR_SIZE_MAX = 64 * 1024
+/** Data carried by one write record. */
+export const MAX_WRITE_RECORD = 1024 * 1024
 const enc = new TextEncoder()
 
 const posix = ReefError.posix
@@ -331,7 +333,11 @@ export class ReefFS {
       if (!Number.isSafeInteger(offset) || offset < 0) throw posix('EINVAL', 'bad offset')
       if (offset + data.length > MAX_FILE_SIZE) throw posix('EFBIG', 'write past the maximum file size')
       if (data.length === 0) return 0
-      await this.commit({ op: 'write', ino, offset, data, time: this.now() })
+      // Log records are blocks (at most MAX_BLOCK_SIZE): large writes become several records.
+      const time = this.now()
+      for (let done = 0; done < data.length; done += MAX_WRITE_RECORD) {
+        await this.commit({ op: 'write', ino, offset: offset + done, data: data.subarray(done, done + MAX_WRITE_RECORD), time })
+      }
       return data.length
     })
   }

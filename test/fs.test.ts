@@ -1,0 +1,237 @@
+// The fs core without a mount: operations, folds into versions, log replay after a crash,
+// hard links through the link table, copy-on-write sharing between versions.
+import t from 'tap'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import crypto from 'node:crypto'
+import { ReefNode } from '../src/node.js'
+import type { ReefFS } from '../src/fs/fs.js'
+import { isReefError } from '../src/errors.js'
+import { ROOT_INO } from '../src/fs/inode.js'
+
+const enc = (s: string): Uint8Array => new TextEncoder().encode(s)
+const cred = { uid: 1000, gid: 1000 }
+
+async function setup (t: Tap.Test): Promise<{ dir: string, node: ReefNode, fs: ReefFS, reopen: () => Promise<ReefFS> }> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'reef-fs-'))
+  ReefNode.init(dir)
+  const node = await ReefNode.open(dir, { noSync: true })
+  const state = { node, fs: await node.openFs() }
+  t.teardown(async () => {
+    state.fs.log?.close()
+    await state.node.close()
+    fs.rmSync(dir, { recursive: true, force: true })
+  })
+  return {
+    dir,
+    node,
+    get fs () { return state.fs },
+    // Simulates a crash: drop the in-memory state without folding, reopen from disk.
+    reopen: async () => {
+      state.fs.log?.close()
+      await state.node.close()
+      state.node = await ReefNode.open(dir, { noSync: true })
+      state.fs = await state.node.openFs()
+      return state.fs
+    }
+  } as unknown as { dir: string, node: ReefNode, fs: ReefFS, reopen: () => Promise<ReefFS> }
+}
+
+async function code (p: Promise<unknown>): Promise<string | undefined> {
+  try {
+    await p
+    return undefined
+  } catch (err) {
+    return isReefError(err) ? err.code : String(err)
+  }
+}
+
+const text = async (rfs: ReefFS, p: string): Promise<string> => {
+  const n = await rfs.resolve(p)
+  return Buffer.from(await rfs.read(n, 0, n.size)).toString()
+}
+
+t.test('create, write, read, fold, reopen: same tree, new version', async t => {
+  const s = await setup(t)
+  const f = await s.fs.create(ROOT_INO, enc('a.txt'), 0o644, cred)
+  await s.fs.write(f.ino, 0, enc('hello world'))
+  await s.fs.write(f.ino, 6, enc('reef!'))
+  t.equal(await text(s.fs, '/a.txt'), 'hello reef!')
+  const d = await s.fs.mkdir(ROOT_INO, enc('dir'), 0o755, cred)
+  await s.fs.symlink(d.ino, enc('ln'), enc('../a.txt'), cred)
+  const v = await s.fs.fold('first')
+  t.ok(v, 'fold made a version')
+  t.equal(v?.root.seq, 1n)
+  t.equal(v?.root.message, 'first')
+  t.equal(await s.fs.fold(), undefined, 'nothing to fold twice')
+  const r = await s.reopen()
+  t.equal(await text(r, '/a.txt'), 'hello reef!')
+  const ln = await r.resolve('/dir/ln')
+  t.equal(Buffer.from(r.readlink(ln)).toString(), '../a.txt')
+  const a = (await r.resolve('/a.txt')).attr()
+  t.equal(a.uid, 1000)
+  t.equal(a.mode & 0o7777, 0o644)
+  t.equal(a.ino, f.ino, 'inode numbers are stable across reopen')
+  t.equal((await r.resolve('/dir')).attr().nlink, 2)
+  t.equal(r.root.attr().nlink, 3, 'root nlink counts its subdirectory')
+})
+
+t.test('the log is replayed after a crash: nothing synced is lost', async t => {
+  const s = await setup(t)
+  await s.fs.fold('base', true)
+  const f = await s.fs.create(ROOT_INO, enc('x'), 0o600, cred)
+  const data = crypto.randomBytes(300_000)
+  await s.fs.write(f.ino, 0, data)
+  await s.fs.truncate(f.ino, 200_000)
+  await s.fs.mkdir(ROOT_INO, enc('d'), 0o700, cred)
+  await s.fs.rename(ROOT_INO, enc('x'), (await s.fs.resolve('/d')).ino, enc('y'))
+  await s.fs.setattr(f.ino, { mtime: 123_456_789_123n, atime: 5n })
+  s.fs.sync()
+  const r = await s.reopen()
+  t.ok(r.dirty, 'replayed records are pending')
+  const y = await r.resolve('/d/y')
+  t.equal(y.size, 200_000)
+  t.same(Buffer.from(await r.read(y, 0, 300_000)), data.subarray(0, 200_000))
+  t.equal(y.attr().mtime, 123_456_789_123n)
+  t.equal(y.attr().atime, 5n)
+  t.equal(await code(r.resolve('/x')), 'ENOENT')
+  const v = await r.fold()
+  t.equal(v?.root.seq, 2n, 'the replayed records fold into the next version')
+  const r2 = await s.reopen()
+  t.notOk(r2.dirty, 'after the fold the log is empty')
+  t.same(Buffer.from(await r2.read(await r2.resolve('/d/y'), 0, 300_000)), data.subarray(0, 200_000))
+})
+
+t.test('errnos of the core', async t => {
+  const s = await setup(t)
+  const d = await s.fs.mkdir(ROOT_INO, enc('d'), 0o755, cred)
+  const f = await s.fs.create(d.ino, enc('f'), 0o644, cred)
+  t.equal(await code(s.fs.create(d.ino, enc('f'), 0o644, cred)), 'EEXIST')
+  t.equal(await code(s.fs.mkdir(ROOT_INO, enc('d'), 0o755, cred)), 'EEXIST')
+  t.equal(await code(s.fs.rmdir(ROOT_INO, enc('d'))), 'ENOTEMPTY')
+  t.equal(await code(s.fs.unlink(ROOT_INO, enc('d'))), 'EISDIR')
+  t.equal(await code(s.fs.rmdir(d.ino, enc('f'))), 'ENOTDIR')
+  t.equal(await code(s.fs.create(f.ino, enc('g'), 0o644, cred)), 'ENOTDIR')
+  t.equal(await code(s.fs.create(ROOT_INO, new Uint8Array(256).fill(0x61), 0o644, cred)), 'ENAMETOOLONG')
+  t.equal(await code(s.fs.unlink(ROOT_INO, enc('nope'))), 'ENOENT')
+  t.equal(await code(s.fs.truncate(f.ino, 2 ** 50)), 'EFBIG')
+  t.equal(await code(s.fs.write(f.ino, 2 ** 50, enc('x'))), 'EFBIG')
+  t.equal(await code(s.fs.write(d.ino, 0, enc('x'))), 'EISDIR')
+  t.equal(await code(s.fs.rename(ROOT_INO, enc('d'), d.ino, enc('inside'))), 'EINVAL')
+  const e = await s.fs.mkdir(ROOT_INO, enc('e'), 0o755, cred)
+  await s.fs.create(e.ino, enc('g'), 0o644, cred)
+  t.equal(await code(s.fs.rename(d.ino, enc('f'), ROOT_INO, enc('e'))), 'EISDIR')
+  t.equal(await code(s.fs.rename(ROOT_INO, enc('d'), ROOT_INO, enc('e'))), 'ENOTEMPTY')
+  t.equal(await code(s.fs.setxattr(f.ino, 'trusted.x', enc('v'))), 'ENOTSUP')
+  t.equal(await code(s.fs.removexattr(f.ino, 'user.none')), 'ENODATA')
+  t.equal(await code(s.fs.link(d.ino, ROOT_INO, enc('dl'))), 'EPERM')
+  t.equal(s.fs.pending, 4, 'only the 4 successful operations are in the log')
+})
+
+t.test('rename over an existing file and of directories', async t => {
+  const s = await setup(t)
+  const a = await s.fs.create(ROOT_INO, enc('a'), 0o644, cred)
+  await s.fs.write(a.ino, 0, enc('new'))
+  const b = await s.fs.create(ROOT_INO, enc('b'), 0o644, cred)
+  await s.fs.write(b.ino, 0, enc('old'))
+  await s.fs.rename(ROOT_INO, enc('a'), ROOT_INO, enc('b'))
+  t.equal(await text(s.fs, '/b'), 'new')
+  t.equal(await code(s.fs.resolve('/a')), 'ENOENT')
+  const d1 = await s.fs.mkdir(ROOT_INO, enc('d1'), 0o755, cred)
+  await s.fs.mkdir(ROOT_INO, enc('d2'), 0o755, cred)
+  await s.fs.create(d1.ino, enc('inner'), 0o644, cred)
+  await s.fs.rename(ROOT_INO, enc('d1'), ROOT_INO, enc('d2'))
+  t.ok(await s.fs.resolve('/d2/inner'))
+  t.equal(s.fs.root.attr().nlink, 3)
+  await s.fs.fold()
+  const r = await s.reopen()
+  t.equal(await text(r, '/b'), 'new')
+  t.ok(await r.resolve('/d2/inner'))
+  t.equal(r.root.attr().nlink, 3)
+})
+
+t.test('hard links share one inode across folds and reopen', async t => {
+  const s = await setup(t)
+  const d = await s.fs.mkdir(ROOT_INO, enc('d'), 0o755, cred)
+  const f = await s.fs.create(ROOT_INO, enc('f'), 0o644, cred)
+  await s.fs.write(f.ino, 0, enc('one'))
+  await s.fs.link(f.ino, d.ino, enc('g'))
+  t.equal(f.attr().nlink, 2)
+  await s.fs.fold()
+  await s.fs.write(f.ino, 0, enc('two'))
+  await s.fs.fold()
+  let r = await s.reopen()
+  const g = await r.resolve('/d/g')
+  const f2 = await r.resolve('/f')
+  t.equal(g, f2, 'both names resolve to one inode')
+  t.equal(g.attr().nlink, 2)
+  t.equal(await text(r, '/d/g'), 'two')
+  await r.unlink(ROOT_INO, enc('f'))
+  t.equal(g.attr().nlink, 1)
+  await r.fold()
+  r = await s.reopen()
+  t.equal(await text(r, '/d/g'), 'two')
+  t.equal((await r.resolve('/d/g')).attr().nlink, 1)
+})
+
+t.test('sparse files, truncate grow and shrink, unlinked open files', async t => {
+  const s = await setup(t)
+  const f = await s.fs.create(ROOT_INO, enc('sparse'), 0o644, cred)
+  await s.fs.write(f.ino, 10_000_000, enc('end'))
+  t.equal(f.size, 10_000_003)
+  const hole = await s.fs.read(f, 5_000_000, 100)
+  t.ok(hole.every(b => b === 0), 'holes read as zeros')
+  await s.fs.fold()
+  await s.fs.truncate(f.ino, 5)
+  await s.fs.truncate(f.ino, 10_000_003)
+  t.ok((await s.fs.read(f, 9_999_990, 13)).every(b => b === 0), 'shrink then grow exposes zeros, not old data')
+  await s.fs.fold()
+  const r = await s.reopen()
+  const f2 = await r.resolve('/sparse')
+  t.ok((await r.read(f2, 9_999_990, 13)).every(b => b === 0))
+  const u = await r.create(ROOT_INO, enc('tmp'), 0o644, cred)
+  r.open(u)
+  await r.write(u.ino, 0, enc('still here'))
+  await r.unlink(ROOT_INO, enc('tmp'))
+  t.equal(Buffer.from(await r.read(u, 0, 100)).toString(), 'still here', 'an unlinked open file stays readable')
+  await r.fold()
+  r.release(u)
+  t.equal(await code(r.resolve('/tmp')), 'ENOENT')
+})
+
+t.test('versions are immutable and share unchanged blocks', async t => {
+  const s = await setup(t)
+  const f = await s.fs.create(ROOT_INO, enc('big'), 0o644, cred)
+  const data = crypto.randomBytes(4 * 1024 * 1024)
+  await s.fs.write(f.ino, 0, data)
+  const v1 = await s.fs.fold()
+  const keysBefore = new Set<string>()
+  for await (const k of s.node.store.keys()) keysBefore.add(Buffer.from(k).toString('hex'))
+  await s.fs.write(f.ino, 2_000_000, enc('patch'))
+  const v2 = await s.fs.fold()
+  let added = 0
+  for await (const k of s.node.store.keys()) if (!keysBefore.has(Buffer.from(k).toString('hex'))) added++
+  t.ok(added <= 8, `a 5-byte patch of a 4 MiB file adds only a few blocks (${added})`)
+  const old = await s.node.openVersion(v1!)
+  const oldF = await old.resolve('/big')
+  t.same(Buffer.from(await old.read(oldF, 0, data.length)), data, 'the old version still reads the old bytes')
+  t.equal(await code(old.write(oldF.ino, 0, enc('x'))), 'EROFS')
+  const now = await s.node.openVersion(v2!)
+  t.equal(Buffer.from(await now.read(await now.resolve('/big'), 2_000_000, 5)).toString(), 'patch')
+  const hist = await s.node.history()
+  t.same(hist.map(h => h.seq), [2n, 1n])
+})
+
+t.test('xattrs survive folds', async t => {
+  const s = await setup(t)
+  const f = await s.fs.create(ROOT_INO, enc('x'), 0o644, cred)
+  await s.fs.setxattr(f.ino, 'user.color', enc('blue'))
+  t.equal(await code(s.fs.setxattr(f.ino, 'user.color', enc('red'), 1)), 'EEXIST')
+  t.equal(await code(s.fs.setxattr(f.ino, 'user.size', enc('1'), 2)), 'ENODATA')
+  await s.fs.fold()
+  const r = await s.reopen()
+  const x = await r.resolve('/x')
+  t.equal(Buffer.from(r.getxattr(x, 'user.color')).toString(), 'blue')
+  t.same(r.listxattr(x), ['user.color'])
+})
