@@ -1,0 +1,194 @@
+// The reef CLI on bad input: every failure exits non-zero with one short line on stderr ending
+// in a bracketed error code, prints nothing on stdout, leaves no partial target behind, and
+// changes nothing stored (every block key and every head record compared before and after).
+import tap from 'tap'
+import crypto from 'node:crypto'
+import fs from 'node:fs'
+import path from 'node:path'
+import * as dagCbor from '@ipld/dag-cbor'
+import { CID } from 'multiformats/cid'
+import * as Digest from 'multiformats/hashes/digest'
+import {
+  type CliResult, errorCode, lastWord, overwriteBlock, reef, show, storeSnapshot, tempDir
+} from './helpers/cli.js'
+
+const t = tap
+const base = tempDir(t)
+const data = path.join(base, 'data')
+const work = path.join(base, 'work')
+fs.mkdirSync(work)
+
+/** A well-formed GUID of the same codec as `like` whose block exists nowhere. */
+function absent (codec: number): string {
+  return CID.createV1(codec, Digest.create(0x12, crypto.randomBytes(32))).toString()
+}
+
+type Test = typeof tap
+
+/** Asserts the failure shape every bad command must have. */
+function failed (t: Test, r: CliResult, code: string, exit = 1): void {
+  t.equal(r.code, exit, `exit ${exit}: ${show(r)}`)
+  t.equal(errorCode(r), code, `error code [${code}]: ${show(r)}`)
+  t.equal(r.stdout.length, 0, 'nothing on stdout')
+  const lines = r.stderr.trim().split('\n')
+  t.equal(lines.length, 1, `one line on stderr: ${r.stderr}`)
+  t.ok(lines[0].length < 300, 'a short message')
+  t.notMatch(r.stderr, /\n\s+at /, 'no stack trace')
+}
+
+t.test('commands need an initialized data directory', async t => {
+  const none = path.join(base, 'never-initialized')
+  for (const args of [['put', work], ['get', absent(0x71), '-o', path.join(base, 'x')], ['history'], ['show', '1'], ['block', 'get', absent(0x55)]]) {
+    failed(t, await reef(none, args), 'NO_IDENTITY')
+  }
+  t.notOk(fs.existsSync(path.join(base, 'x')))
+})
+
+let guid = '' // a stored tree whose last file spans several chunks
+let fileGuid = ''
+let entryDigest: Uint8Array
+let before: Awaited<ReturnType<typeof storeSnapshot>>
+
+t.test('setup: init and put a tree', async t => {
+  t.equal((await reef(data, ['init'])).code, 0)
+  const src = path.join(work, 'tree')
+  fs.mkdirSync(path.join(src, 'b-dir'), { recursive: true })
+  fs.writeFileSync(path.join(src, 'a-first'), 'restored before the corrupt file')
+  fs.writeFileSync(path.join(src, 'b-dir', 'inner'), 'also restored before')
+  fs.writeFileSync(path.join(src, 'z-big'), crypto.randomBytes(700_000))
+  const r = await reef(data, ['put', src])
+  t.equal(r.code, 0, show(r))
+  guid = lastWord(r)
+  const s = JSON.parse((await reef(data, ['show', guid, '--json'])).out)
+  fileGuid = s.entries.find((e: { path: string }) => e.path === '/z-big').guid
+  t.ok(fileGuid, 'show --json names the big file\'s tree')
+  entryDigest = CID.parse(guid).multihash.digest
+  before = await storeSnapshot(data)
+  t.ok(before.blocks.length > 5, 'blocks stored')
+  t.equal(before.heads.length, 1, 'one head (from init)')
+})
+
+const unchanged = async (t: Test, what: string): Promise<void> => {
+  t.same(await storeSnapshot(data), before, `${what}: store unchanged (block keys and heads)`)
+}
+
+t.test('missing or unreadable path for put', async t => {
+  failed(t, await reef(data, ['put', path.join(work, 'does-not-exist')]), 'BAD_INPUT')
+  failed(t, await reef(data, ['put', path.join(work, 'tree', 'a-first', 'below-a-file')]), 'BAD_INPUT')
+  failed(t, await reef(data, ['put']), 'BAD_INPUT', 2) // usage error
+  failed(t, await reef(data, ['put', '--no-such-option', work]), 'BAD_INPUT', 2)
+  failed(t, await reef(data, ['no-such-command']), 'BAD_INPUT', 2)
+  failed(t, await reef(data, ['get', guid]), 'BAD_INPUT', 2) // -o is required
+  await unchanged(t, 'bad put')
+})
+
+t.test('malformed GUIDs', async t => {
+  const entry = CID.parse(guid)
+  const malformed = [
+    'zzz',
+    '',
+    ' ',
+    guid.slice(0, -3), // truncated
+    guid.slice(0, -1) + (guid.endsWith('a') ? 'b' : 'a') + 'x', // bad length
+    'QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG', // CIDv0
+    CID.createV1(0x71, Digest.create(0x13, entry.multihash.digest)).toString(), // sha512 code, 32 bytes
+    'bafkqaaa', // identity multihash
+    '-rf'
+  ]
+  const commands = (g: string): string[][] => [['get', g, '-o', path.join(work, 'never')], ['block', 'get', g], ['show', g], ['history', g]]
+  // Every command with one malformed GUID, then each malformed GUID with one command in turn.
+  const cases = [...commands('zzz'), ...malformed.map((g, i) => commands(g)[i % 4])]
+  const results = await Promise.all(cases.map(async args => ({ args, r: await reef(data, args) })))
+  for (const { args, r } of results) {
+    if (args.includes('-rf')) {
+      // Looks like an option: a usage error rather than a GUID error; either way it fails.
+      t.not(r.code, 0, `${args.join(' ')}: ${show(r)}`)
+      t.ok(errorCode(r) === 'BAD_INPUT' || errorCode(r) === 'BAD_GUID', show(r))
+      continue
+    }
+    failed(t, r, 'BAD_GUID')
+  }
+  // history wants an AGUID, not a block GUID.
+  failed(t, await reef(data, ['history', guid]), 'BAD_GUID')
+  t.notOk(fs.existsSync(path.join(work, 'never')), 'no target created')
+  await unchanged(t, 'malformed GUIDs')
+})
+
+t.test('well-formed but unknown GUIDs', async t => {
+  const aguid = JSON.parse((await reef(data, ['init', '--json'])).out).aguid as string
+  const otherAguid = CID.createV1(CID.parse(aguid).code, Digest.create(0x12, crypto.randomBytes(32))).toString()
+  failed(t, await reef(data, ['get', absent(0x71), '-o', path.join(work, 'never')]), 'NOT_FOUND')
+  failed(t, await reef(data, ['get', absent(0x55), '-o', path.join(work, 'never')]), 'NOT_FOUND')
+  failed(t, await reef(data, ['get', otherAguid, '-o', path.join(work, 'never')]), 'NOT_FOUND')
+  failed(t, await reef(data, ['block', 'get', absent(0x55)]), 'NOT_FOUND')
+  failed(t, await reef(data, ['show', absent(0x71)]), 'NOT_FOUND')
+  failed(t, await reef(data, ['show', '999']), 'NOT_FOUND')
+  failed(t, await reef(data, ['history', otherAguid]), 'NOT_FOUND')
+  t.notOk(fs.existsSync(path.join(work, 'never')), 'no target created')
+  await unchanged(t, 'unknown GUIDs')
+})
+
+t.test('unwritable or existing targets', async t => {
+  const existing = path.join(work, 'existing')
+  fs.writeFileSync(existing, 'keep me')
+  const existingDir = path.join(work, 'existing-dir')
+  fs.mkdirSync(existingDir)
+  const dangling = path.join(work, 'dangling-link')
+  fs.symlinkSync('nowhere', dangling)
+  failed(t, await reef(data, ['get', guid, '-o', existing]), 'BAD_INPUT')
+  t.equal(fs.readFileSync(existing, 'utf8'), 'keep me', 'existing file untouched')
+  failed(t, await reef(data, ['get', guid, '-o', existingDir]), 'BAD_INPUT')
+  t.same(fs.readdirSync(existingDir), [], 'existing (empty) dir untouched')
+  failed(t, await reef(data, ['get', guid, '-o', dangling]), 'BAD_INPUT')
+  t.equal(fs.readlinkSync(dangling), 'nowhere', 'a dangling symlink is an existing target too')
+  failed(t, await reef(data, ['get', guid, '-o', path.join(existing, 'below-a-file')]), 'BAD_INPUT')
+  failed(t, await reef(data, ['get', guid, '-o', path.join(work, 'no', 'such', 'parent')]), 'BAD_INPUT')
+  if (process.getuid?.() !== 0) {
+    const ro = path.join(work, 'read-only')
+    fs.mkdirSync(ro, { mode: 0o555 })
+    const r = await reef(data, ['get', guid, '-o', path.join(ro, 'x')])
+    t.not(r.code, 0, show(r))
+    t.ok(errorCode(r), show(r))
+    fs.chmodSync(ro, 0o755)
+  }
+  t.same(fs.readdirSync(work).sort(), ['dangling-link', 'existing', 'existing-dir', 'tree'], 'no temp files left in the target\'s parent')
+  await unchanged(t, 'bad targets')
+})
+
+t.test('block put refuses a block over the size limit', async t => {
+  failed(t, await reef(data, ['block', 'put'], { input: Buffer.alloc(2 * 1024 * 1024 + 1, 7) }), 'BLOCK_TOO_LARGE')
+  await unchanged(t, 'oversized block')
+})
+
+t.test('a corrupt block fails get with BLOCK_CORRUPT and leaves no partial target', async t => {
+  // Corrupt one data chunk in the middle of the last file restored (z-big sorts last).
+  type FileNode = { t: string, h: number, l: Array<[CID, number]> }
+  const readNode = async (g: string): Promise<FileNode> => dagCbor.decode(Buffer.from((await reef(data, ['block', 'get', g])).stdout))
+  let node = await readNode(fileGuid)
+  t.equal(node.t, 'f', 'show --json gave a file tree')
+  t.ok(node.h > 0 || node.l.length >= 3, 'a 700 kB file spans several chunks')
+  while (node.h > 0) node = await readNode(node.l[Math.floor(node.l.length / 2)][0].toString())
+  const chunk = node.l[Math.floor(node.l.length / 2)][0]
+  t.equal(chunk.code, 0x55, 'a raw data chunk')
+  const ok = await reef(data, ['block', 'get', chunk.toString()])
+  t.equal(ok.code, 0, 'the chunk reads before corruption')
+  await overwriteBlock(data, chunk.multihash.digest, old => { const b = Buffer.from(old); b[100] ^= 0x01; return b })
+  before = await storeSnapshot(data)
+
+  const out = path.join(work, 'restored')
+  failed(t, await reef(data, ['get', guid, '-o', out]), 'BLOCK_CORRUPT')
+  t.notOk(fs.existsSync(out), 'no partial target')
+  t.same(fs.readdirSync(work).sort(), ['dangling-link', 'existing', 'existing-dir', 'tree'], 'no temp files left behind')
+  failed(t, await reef(data, ['block', 'get', chunk.toString()]), 'BLOCK_CORRUPT')
+  failed(t, await reef(data, ['get', fileGuid, '-o', out]), 'BLOCK_CORRUPT') // the file tree alone
+  t.notOk(fs.existsSync(out), 'no partial file either')
+  await unchanged(t, 'corrupt chunk')
+
+  // A corrupt root (the entry block itself) fails before anything is written.
+  await overwriteBlock(data, entryDigest, old => Buffer.concat([old, Buffer.from([0])]))
+  before = await storeSnapshot(data)
+  failed(t, await reef(data, ['get', guid, '-o', out]), 'BLOCK_CORRUPT')
+  failed(t, await reef(data, ['show', guid]), 'BLOCK_CORRUPT')
+  t.notOk(fs.existsSync(out))
+  await unchanged(t, 'corrupt entry block')
+})

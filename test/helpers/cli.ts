@@ -1,0 +1,219 @@
+/**
+ * Helpers for the CLI tests: run `node dist/bin/reef.js` as a real child process, read its
+ * error code, make and remove temp dirs, look inside the LMDB store, and compare two trees
+ * byte for byte (names as Buffers, so non-UTF-8 names compare exactly).
+ */
+import { spawn } from 'node:child_process'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { open } from 'lmdb'
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..')
+export const REEF_BIN = path.join(ROOT, 'dist', 'bin', 'reef.js')
+
+export interface CliResult {
+  code: number | null
+  signal: NodeJS.Signals | null
+  stdout: Buffer
+  /** stdout as UTF-8 text. */
+  out: string
+  stderr: string
+}
+
+export interface RunOptions {
+  input?: Buffer | string
+  cwd?: string
+  env?: NodeJS.ProcessEnv
+}
+
+/** Runs `reef --data-dir DATA ...args`; resolves (never rejects) with the exit code and output. */
+export async function reef (dataDir: string | undefined, args: string[], opts: RunOptions = {}): Promise<CliResult> {
+  const argv = [REEF_BIN, ...(dataDir !== undefined ? ['--data-dir', dataDir] : []), ...args]
+  return await new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, argv, {
+      cwd: opts.cwd ?? os.tmpdir(),
+      env: { ...process.env, NODE_NO_WARNINGS: '1', ...opts.env },
+      stdio: ['pipe', 'pipe', 'pipe']
+    })
+    const out: Buffer[] = []
+    const err: Buffer[] = []
+    child.stdout.on('data', (b: Buffer) => out.push(b))
+    child.stderr.on('data', (b: Buffer) => err.push(b))
+    child.on('error', reject)
+    child.stdin.on('error', () => {}) // the child may exit before reading all of stdin
+    child.stdin.end(opts.input ?? '')
+    child.on('close', (code, signal) => {
+      const stdout = Buffer.concat(out)
+      resolve({ code, signal, stdout, out: stdout.toString('utf8'), stderr: Buffer.concat(err).toString('utf8') })
+    })
+  })
+}
+
+/** The bracketed error code ending the CLI's error line, e.g. "BAD_GUID", or undefined. */
+export function errorCode (r: CliResult): string | undefined {
+  const m = /\[([A-Z0-9_]+)\]\s*$/.exec(r.stderr)
+  return m?.[1]
+}
+
+/** The last word of the last non-empty line of stdout (where put prints its GUID). */
+export function lastWord (r: CliResult): string {
+  const lines = r.out.split('\n').filter(l => l.trim() !== '')
+  const words = (lines.at(-1) ?? '').trim().split(/\s+/)
+  return words.at(-1) ?? ''
+}
+
+/** Describes a result for assertion messages. */
+export function show (r: CliResult): string {
+  // eslint-disable-next-line no-control-regex
+  const text = /^[\t\n\x20-\x7e\u00a0-\uffff]*$/.test(r.out) && !r.out.includes('\ufffd') ? r.out.slice(0, 400) : `<${r.stdout.length} bytes>`
+  return `exit ${String(r.code)}${r.signal !== null ? ' ' + r.signal : ''}; stdout: ${text}; stderr: ${r.stderr.slice(0, 800)}`
+}
+
+/** Removes a tree even if it holds read-only directories (mode 0555 and the like). */
+export function rmTree (p: string | Buffer): void {
+  const walk = (q: Buffer): void => {
+    let st: fs.Stats
+    try { st = fs.lstatSync(q) } catch { return }
+    if (!st.isDirectory()) return
+    try { fs.chmodSync(q, 0o700) } catch {}
+    for (const n of fs.readdirSync(q, { encoding: 'buffer' })) walk(Buffer.concat([q, Buffer.from('/'), n]))
+  }
+  walk(Buffer.isBuffer(p) ? p : Buffer.from(p))
+  fs.rmSync(p, { recursive: true, force: true })
+}
+
+/** A fresh temp dir removed when the test ends. */
+export function tempDir (t: { teardown: (fn: () => void) => void }, prefix = 'reef-cli-'): string {
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), prefix))
+  t.teardown(() => rmTree(d))
+  return d
+}
+
+export const STORE_DIR = (dataDir: string): string => path.join(dataDir, 'store')
+
+/** Everything a failed command must leave alone: every block key and every head record (hex). */
+export async function storeSnapshot (dataDir: string): Promise<{ blocks: string[], heads: string[] }> {
+  const env = open({ path: STORE_DIR(dataDir), compression: false, maxDbs: 8 })
+  try {
+    const blocks = env.openDB<Buffer, Buffer>({ name: 'blocks', keyEncoding: 'binary', encoding: 'binary' })
+    const heads = env.openDB<Buffer, Buffer>({ name: 'heads', keyEncoding: 'binary', encoding: 'binary' })
+    const b: string[] = []
+    for (const k of blocks.getKeys()) b.push(Buffer.from(k as Buffer).toString('hex'))
+    const h: string[] = []
+    for (const { key, value } of heads.getRange({})) h.push(`${Buffer.from(key as Buffer).toString('hex')}=${Buffer.from(value as Buffer).toString('hex')}`)
+    return { blocks: b.sort(), heads: h.sort() }
+  } finally {
+    await env.close()
+  }
+}
+
+/** Overwrites the stored bytes of a block (keyed by its 32-byte sha256 digest) with `bytes`. */
+export async function overwriteBlock (dataDir: string, digest: Uint8Array, bytes: (old: Buffer) => Buffer): Promise<void> {
+  const env = open({ path: STORE_DIR(dataDir), compression: false, maxDbs: 8 })
+  try {
+    const blocks = env.openDB<Buffer, Buffer>({ name: 'blocks', keyEncoding: 'binary', encoding: 'binary' })
+    const key = Buffer.from(digest)
+    const old = blocks.getBinary(key)
+    if (old === undefined) throw new Error(`no block ${key.toString('hex')} in the store`)
+    await blocks.put(key, bytes(Buffer.from(old)))
+  } finally {
+    await env.close()
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tree comparison
+
+/** Time arguments for fs.utimes that set `ns` exactly to the microsecond (see src/transfer/get.ts). */
+export function utimeArg (ns: bigint): string {
+  const us = ns / 1000n
+  const aim = us * 1000n + (ns < 0n ? -500n : 500n)
+  const neg = aim < 0n
+  const abs = neg ? -aim : aim
+  return `${neg ? '-' : ''}${abs / 1_000_000_000n}.${(abs % 1_000_000_000n).toString().padStart(9, '0')}`
+}
+
+/** |t| below this (2^33 s, years 1698..2242) restores exact to the microsecond; beyond, within ~2 µs. */
+export const EXACT_US_LIMIT_NS = (2n ** 33n) * 1_000_000_000n
+
+/** What `reef get` guarantees for a stored nanosecond time: truncation toward zero to whole µs. */
+export function expectedMtime (ns: bigint): bigint { return (ns / 1000n) * 1000n }
+
+export function mtimeMatches (orig: bigint, restored: bigint): boolean {
+  const abs = orig < 0n ? -orig : orig
+  if (abs < EXACT_US_LIMIT_NS) return restored === expectedMtime(orig)
+  const d = restored - orig
+  return (d < 0n ? -d : d) <= 3000n
+}
+
+const join = (a: Buffer, n: Buffer): Buffer => Buffer.concat([a, Buffer.from('/'), n])
+const shown = (rel: Buffer): string => JSON.stringify(rel.toString('latin1'))
+
+export interface CompareOptions {
+  /** Compare the top item's own mode and mtime too (default true). */
+  top?: boolean
+}
+
+/**
+ * Compares trees `a` (original) and `b` (restored): names (as bytes), kinds, file bytes, modes,
+ * mtimes (see mtimeMatches), uid/gid and symlink targets. Returns one line per difference.
+ */
+export function compareTrees (a: string | Buffer, b: string | Buffer, opts: CompareOptions = {}): string[] {
+  const diffs: string[] = []
+  const visit = (pa: Buffer, pb: Buffer, rel: Buffer, top: boolean): void => {
+    const sa = fs.lstatSync(pa, { bigint: true })
+    let sb: fs.BigIntStats
+    try { sb = fs.lstatSync(pb, { bigint: true }) } catch (err) {
+      diffs.push(`${shown(rel)}: missing in restored tree (${(err as NodeJS.ErrnoException).code})`)
+      return
+    }
+    const kind = (s: fs.BigIntStats): string => s.isSymbolicLink() ? 'symlink' : s.isDirectory() ? 'dir' : s.isFile() ? 'file' : 'other'
+    if (kind(sa) !== kind(sb)) {
+      diffs.push(`${shown(rel)}: kind ${kind(sa)} != ${kind(sb)}`)
+      return
+    }
+    if (!top || opts.top !== false) {
+      if (!sa.isSymbolicLink() && (sa.mode & 0o7777n) !== (sb.mode & 0o7777n)) diffs.push(`${shown(rel)}: mode ${sa.mode.toString(8)} != ${sb.mode.toString(8)}`)
+      if (!mtimeMatches(sa.mtimeNs, sb.mtimeNs)) diffs.push(`${shown(rel)}: mtime ${sa.mtimeNs} != ${sb.mtimeNs} (expected ${expectedMtime(sa.mtimeNs)})`)
+      if (sa.uid !== sb.uid || sa.gid !== sb.gid) diffs.push(`${shown(rel)}: owner ${sa.uid}:${sa.gid} != ${sb.uid}:${sb.gid}`)
+    }
+    if (sa.isSymbolicLink()) {
+      const ta = fs.readlinkSync(pa, { encoding: 'buffer' })
+      const tb = fs.readlinkSync(pb, { encoding: 'buffer' })
+      if (!ta.equals(tb)) diffs.push(`${shown(rel)}: symlink target ${shown(ta)} != ${shown(tb)}`)
+    } else if (sa.isFile()) {
+      if (sa.size !== sb.size) diffs.push(`${shown(rel)}: size ${sa.size} != ${sb.size}`)
+      else if (!fs.readFileSync(pa).equals(fs.readFileSync(pb))) diffs.push(`${shown(rel)}: contents differ`)
+    } else if (sa.isDirectory()) {
+      const na = fs.readdirSync(pa, { encoding: 'buffer' }).sort(Buffer.compare)
+      const nb = fs.readdirSync(pb, { encoding: 'buffer' }).sort(Buffer.compare)
+      const setB = new Set(nb.map(n => n.toString('hex')))
+      const setA = new Set(na.map(n => n.toString('hex')))
+      for (const n of nb) if (!setA.has(n.toString('hex'))) diffs.push(`${shown(join(rel, n))}: extra in restored tree`)
+      for (const n of na) {
+        if (!setB.has(n.toString('hex'))) diffs.push(`${shown(join(rel, n))}: missing in restored tree`)
+        else visit(join(pa, n), join(pb, n), join(rel, n), false)
+      }
+    }
+  }
+  visit(Buffer.isBuffer(a) ? a : Buffer.from(a), Buffer.isBuffer(b) ? b : Buffer.from(b), Buffer.from('.'), true)
+  return diffs
+}
+
+/** Counts the entries of a tree (for assertions that a comparison covered something). */
+export function countTree (p: string | Buffer): { files: number, dirs: number, symlinks: number } {
+  const c = { files: 0, dirs: 0, symlinks: 0 }
+  const walk = (q: Buffer): void => {
+    const st = fs.lstatSync(q)
+    if (st.isSymbolicLink()) c.symlinks++
+    else if (st.isFile()) c.files++
+    else if (st.isDirectory()) {
+      c.dirs++
+      for (const n of fs.readdirSync(q, { encoding: 'buffer' })) walk(join(q, n))
+    }
+  }
+  walk(Buffer.isBuffer(p) ? p : Buffer.from(p))
+  return c
+}
