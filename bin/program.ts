@@ -223,10 +223,13 @@ export async function resolveVersionArg (node: ReefNode, arg: string): Promise<C
   return parseGuid(arg)
 }
 
-interface Row { path: string, kind: string, mode: string, size: number, mtime: string, guid?: string, target?: string }
+interface Row { path: string, kind: string, mode: string, size: number, mtime: string, mtimeNs: string, guid?: string, target?: string }
 
 function row (p: string, e: Entry): Row {
-  const r: Row = { path: p, kind: e.linked === true ? 'link' : e.kind, mode: e.mode.toString(8).padStart(4, '0'), size: e.size, mtime: fmtTime(Number(e.mtime / 1_000_000n)) }
+  // Floor to the millisecond: BigInt division truncates toward zero, which would show a
+  // pre-1970 time one millisecond late. mtimeNs keeps the stored nanoseconds exactly.
+  const ms = e.mtime / 1_000_000n - (e.mtime % 1_000_000n < 0n ? 1n : 0n)
+  const r: Row = { path: p, kind: e.linked === true ? 'link' : e.kind, mode: e.mode.toString(8).padStart(4, '0'), size: e.size, mtime: fmtTime(Number(ms)), mtimeNs: e.mtime.toString() }
   if (e.cid !== undefined) r.guid = e.cid.toString()
   if (e.target !== undefined) r.target = Buffer.from(e.target).toString()
   return r
