@@ -1,0 +1,276 @@
+// The reef CLI end to end, as a real child process (node dist/bin/reef.js) against a temp data
+// directory: init, put/get of files and trees (bytes, modes, mtimes, symlinks), block put/get,
+// history, show, --json on every data command and --help on every command.
+import tap from 'tap'
+import crypto from 'node:crypto'
+import fs from 'node:fs'
+import path from 'node:path'
+import { CID } from 'multiformats/cid'
+import {
+  compareTrees, countTree, errorCode, expectedMtime, lastWord, reef, show, tempDir, utimeArg
+} from './helpers/cli.js'
+
+const sha256 = (b: Uint8Array): Buffer => crypto.createHash('sha256').update(b).digest()
+
+/** Parses --json output: exactly one JSON document on stdout. */
+function json (t: Pick<typeof tap, 'equal' | 'fail'>, r: Awaited<ReturnType<typeof reef>>): any {
+  t.equal(r.code, 0, `exit 0: ${show(r)}`)
+  try {
+    return JSON.parse(r.out)
+  } catch (err) {
+    t.fail(`stdout is not JSON: ${r.out.slice(0, 200)}`)
+    return {}
+  }
+}
+
+const t = tap
+const base = tempDir(t)
+const data = path.join(base, 'data', 'nested') // init creates missing parents
+
+t.test('init creates the identity and is idempotent', async t => {
+  const r1 = await reef(data, ['init'])
+  t.equal(r1.code, 0, show(r1))
+  const key = path.join(data, 'identity.key')
+  const st1 = fs.statSync(key, { bigint: true })
+  t.equal(st1.mode & 0o777n, 0o600n, 'key file is 0600')
+  t.equal(st1.size, 32n, 'key file holds a 32-byte seed')
+  t.ok(fs.statSync(path.join(data, 'store')).isDirectory(), 'store created')
+  const keyBytes = fs.readFileSync(key)
+  t.match(r1.out, /AGUID \S+/)
+  const aguid1 = /AGUID (\S+)/.exec(r1.out)?.[1]
+
+  const r2 = await reef(data, ['init', '--json'])
+  const j = json(t, r2)
+  t.equal(j.created, false, 'second init reports it created nothing')
+  t.equal(j.aguid, aguid1, 'same AGUID')
+  t.equal(path.resolve(j.dataDir), path.resolve(data))
+  t.type(j.vguid, 'string')
+  t.ok(fs.readFileSync(key).equals(keyBytes), 'key bytes unchanged')
+  const st2 = fs.statSync(key, { bigint: true })
+  t.equal(st2.mtimeNs, st1.mtimeNs, 'key file not rewritten')
+  t.equal(st2.ino, st1.ino, 'key file not replaced')
+  t.equal(st2.mode & 0o777n, 0o600n, 'key file still 0600')
+
+  // A third data dir with the same key gives a different AGUID only if the name differs.
+  const other = path.join(base, 'other')
+  const r3 = await reef(other, ['init', '--json'])
+  const j3 = json(t, r3)
+  t.equal(j3.created, true)
+  t.not(j3.aguid, j.aguid, 'a different identity has a different AGUID')
+})
+
+t.test('--help on every command', async t => {
+  const cmds = [[], ['init'], ['put'], ['get'], ['block'], ['block', 'put'], ['block', 'get'], ['history'], ['show']]
+  await Promise.all(cmds.map(async c => {
+    const r = await reef(data, [...c, '--help'])
+    t.equal(r.code, 0, `${c.join(' ')} --help exits 0: ${show(r)}`)
+    t.match(r.out, new RegExp(`Usage: reef ${c.join(' ')}`.trimEnd()), `${c.join(' ')} --help shows its usage`)
+  }))
+})
+
+/** Builds a tree exercising kinds, names, modes and times. Returns the times it set exactly. */
+function buildTree (root: string): void {
+  fs.mkdirSync(root)
+  const p = (...s: string[]): string => path.join(root, ...s)
+  fs.mkdirSync(p('sub', 'deeper', 'deepest'), { recursive: true })
+  fs.mkdirSync(p('empty-dir'))
+  fs.writeFileSync(p('empty-file'), '')
+  fs.writeFileSync(p('small.txt'), 'hello reef\n')
+  fs.writeFileSync(p('sub', 'binary.bin'), crypto.randomBytes(300_000)) // several chunks
+  fs.writeFileSync(p('sub', 'deeper', 'deepest', 'leaf'), 'leaf')
+  fs.writeFileSync(p('-starts-with-dash'), 'dash')
+  fs.writeFileSync(p('with space and\nnewline'), 'odd name')
+  fs.writeFileSync(p('ünïcødé-🐟'), 'unicode')
+  fs.writeFileSync(Buffer.from(p('latin1-') + '\xff\xfe', 'latin1'), 'not utf-8') // non-UTF-8 bytes
+  fs.writeFileSync(p('x'.repeat(255)), 'long name')
+  fs.symlinkSync('small.txt', p('rel-link'))
+  fs.symlinkSync('../small.txt', p('sub', 'up-link'))
+  fs.symlinkSync('/nonexistent/reef/target', p('abs-dangling'))
+  fs.symlinkSync('does-not-exist', p('dangling'))
+  fs.symlinkSync('sub/deeper', p('dir-link'))
+  fs.chmodSync(p('small.txt'), 0o444)
+  fs.chmodSync(p('-starts-with-dash'), 0o755)
+  fs.chmodSync(p('empty-file'), 0o600)
+  fs.chmodSync(p('sub', 'binary.bin'), 0o700)
+  // Explicit times, exact to the microsecond: pre-1970, far future (within 2^33 s), fractional.
+  fs.utimesSync(p('empty-file'), utimeArg(-1_234_567_890_123_456_000n), utimeArg(-1_234_567_890_123_456_000n))
+  fs.utimesSync(p('small.txt'), utimeArg(7_000_000_000_000_001_000n), utimeArg(7_000_000_000_000_001_000n))
+  fs.lutimesSync(p('dangling'), utimeArg(-86_400_000_000_000n), utimeArg(-86_400_000_000_000n))
+  fs.chmodSync(p('empty-dir'), 0o555)
+  fs.chmodSync(p('sub', 'deeper', 'deepest'), 0o700)
+  fs.chmodSync(p('sub', 'deeper'), 0o555)
+}
+
+t.test('put and get a tree: bytes, modes, mtimes, symlinks, odd names', async t => {
+  const dir = tempDir(t)
+  const src = path.join(dir, 'tree')
+  buildTree(src)
+  const r = await reef(data, ['put', src])
+  t.equal(r.code, 0, show(r))
+  const guid = lastWord(r)
+  t.ok(CID.parse(guid), 'last word of stdout is a GUID')
+  t.match(r.out, /9 files/, 'text output counts the files')
+
+  const out = path.join(dir, 'restored')
+  const g = await reef(data, ['get', guid, '-o', out])
+  t.equal(g.code, 0, show(g))
+  t.same(compareTrees(src, out), [], 'restored tree equals the original')
+  const c = countTree(out)
+  t.same(c, { files: 9, dirs: 5, symlinks: 5 }, 'the comparison covered every entry')
+
+  // The mtime guarantee, checked directly on entries whose original has sub-µs nanoseconds.
+  const subUs = ['small.txt', 'sub/binary.bin', 'ünïcødé-🐟', 'sub/deeper/deepest/leaf', 'rel-link']
+  for (const f of subUs) {
+    const a = fs.lstatSync(path.join(src, f), { bigint: true }).mtimeNs
+    const b = fs.lstatSync(path.join(out, f), { bigint: true }).mtimeNs
+    t.equal(b, expectedMtime(a), `${f}: mtime restored to the microsecond (${a} -> ${b})`)
+  }
+  t.equal(fs.lstatSync(path.join(out, 'empty-file'), { bigint: true }).mtimeNs, -1_234_567_890_123_456_000n, 'pre-1970 mtime exact')
+  t.equal(fs.lstatSync(path.join(out, 'small.txt'), { bigint: true }).mtimeNs, 7_000_000_000_000_001_000n, 'far-future mtime exact')
+  t.equal(fs.lstatSync(path.join(out, 'dangling'), { bigint: true }).mtimeNs, -86_400_000_000_000n, 'symlink mtime exact')
+  t.equal(fs.readlinkSync(path.join(out, 'abs-dangling')), '/nonexistent/reef/target', 'dangling absolute link kept verbatim')
+
+  // Determinism: same tree, same GUID; the restored copy (times already whole µs) re-puts to
+  // the same GUID once every original time is whole µs too.
+  const again = await reef(data, ['put', src])
+  t.equal(lastWord(again), guid, 'putting the same tree twice gives the same GUID')
+
+  fs.mkdirSync(path.join(dir, 'r2'))
+  const j = json(t, await reef(data, ['get', guid, '-o', path.join(dir, 'r2', 'tree'), '--json']))
+  t.equal(j.guid, guid)
+  t.equal(j.kind, 'entry')
+  t.equal(j.files, 9)
+  t.equal(j.symlinks, 5)
+  const rt = await reef(data, ['put', path.join(dir, 'r2', 'tree')])
+  t.not(lastWord(rt), guid, 'original has sub-µs times the restored copy cannot carry')
+  const rt2 = await reef(data, ['put', path.join(dir, 'r2', 'tree'), '--json'])
+  const restoredGuid = json(t, rt2).guid
+  const r3 = path.join(dir, 'r3')
+  fs.mkdirSync(r3)
+  t.equal((await reef(data, ['get', restoredGuid, '-o', path.join(r3, 'tree')])).code, 0)
+  t.equal(lastWord(await reef(data, ['put', path.join(r3, 'tree')])), restoredGuid,
+    'put(get(x)) == x once times are whole µs: the round trip keeps every recorded attribute')
+})
+
+t.test('put --json and show of a put GUID', async t => {
+  const dir = tempDir(t)
+  const src = path.join(dir, 'tree')
+  buildTree(src)
+  const j = json(t, await reef(data, ['put', src, '--json']))
+  t.equal(j.kind, 'dir')
+  t.equal(j.files, 9)
+  t.equal(j.dirs, 5)
+  t.equal(j.symlinks, 5)
+  t.same(j.skipped, [])
+  t.equal(j.bytes, 300_000 + 11 + 4 + 4 + 8 + 7 + 9 + 9)
+  const s = json(t, await reef(data, ['show', j.guid, '--json']))
+  const byPath = new Map<string, any>(s.entries.map((e: any) => [e.path, e]))
+  t.equal(s.entries.length, 18, 'every entry below the top is listed')
+  t.equal(byPath.get('/small.txt')?.mode, '0444')
+  t.equal(byPath.get('/small.txt')?.size, 11)
+  t.equal(byPath.get('/sub/deeper')?.mode, '0555')
+  t.equal(byPath.get('/dangling')?.target, 'does-not-exist')
+  t.equal(byPath.get('/empty-file')?.mtime, new Date(-1_234_567_890_124).toISOString())
+  t.ok(byPath.has('/with space and\nnewline'), 'odd names listed in JSON exactly')
+  // put stores mtimes to the nanosecond (only restoring is limited to microseconds).
+  let subUs = 0
+  for (const rel of ['small.txt', 'sub/binary.bin', 'ünïcødé-🐟', 'rel-link', 'empty-file', 'sub/deeper']) {
+    const ns = fs.lstatSync(path.join(src, rel), { bigint: true }).mtimeNs
+    if (ns % 1000n !== 0n) subUs++
+    t.equal(byPath.get('/' + rel)?.mtimeNs, ns.toString(), `${rel}: stored mtime is the source's, to the ns`)
+  }
+  t.ok(subUs >= 2, 'some stored times have sub-microsecond digits (ns really kept)')
+  const text = await reef(data, ['show', j.guid])
+  t.equal(text.code, 0, show(text))
+  t.match(text.out, /\/sub\/deeper\/deepest\/leaf\n/, 'text listing has nested paths')
+  t.match(text.out, /\/rel-link -> small\.txt/, 'text listing shows symlink targets')
+})
+
+t.test('put and get a single file, an empty file and a top-level symlink', async t => {
+  const dir = tempDir(t)
+  const cases: Array<[string, () => void]> = [
+    ['one.bin', () => fs.writeFileSync(path.join(dir, 'one.bin'), crypto.randomBytes(100_000), { mode: 0o640 })],
+    ['empty', () => fs.writeFileSync(path.join(dir, 'empty'), '')],
+    ['link', () => fs.symlinkSync('../nowhere', path.join(dir, 'link'))]
+  ]
+  for (const [name, make] of cases) {
+    make()
+    const r = await reef(data, ['put', path.join(dir, name)])
+    t.equal(r.code, 0, show(r))
+    const out = path.join(dir, 'out-' + name)
+    const g = await reef(data, ['get', lastWord(r), '-o', out])
+    t.equal(g.code, 0, show(g))
+    t.same(compareTrees(path.join(dir, name), out), [], `${name} restored identically`)
+  }
+  t.equal(fs.readlinkSync(path.join(dir, 'out-link')), '../nowhere')
+})
+
+t.test('block put / block get round-trip binary data', async t => {
+  const inputs: Array<[string, Buffer]> = [
+    ['empty', Buffer.alloc(0)],
+    ['every byte value', Buffer.from(Array.from({ length: 512 }, (_, i) => i % 256))],
+    ['1 MiB random', crypto.randomBytes(1024 * 1024)]
+  ]
+  for (const [what, bytes] of inputs) {
+    const p = await reef(data, ['block', 'put'], { input: bytes })
+    t.equal(p.code, 0, show(p))
+    const bguid = p.out.trim()
+    t.ok(Buffer.from(CID.parse(bguid).multihash.digest).equals(sha256(bytes)), `${what}: BGUID is the sha256 of the bytes`)
+    const g = await reef(data, ['block', 'get', bguid])
+    t.equal(g.code, 0, show(g))
+    t.equal(g.stdout.length, bytes.length, `${what}: length`)
+    t.ok(g.stdout.equals(bytes), `${what}: byte-identical`)
+    const j = json(t, await reef(data, ['block', 'put', '--json'], { input: bytes }))
+    t.equal(j.bguid, bguid, `${what}: --json gives the same BGUID`)
+    t.equal(j.size, bytes.length)
+  }
+})
+
+t.test('get of a raw block writes its bytes to a file', async t => {
+  const dir = tempDir(t)
+  const bytes = crypto.randomBytes(5000)
+  const bguid = (await reef(data, ['block', 'put'], { input: bytes })).out.trim()
+  const g = await reef(data, ['get', bguid, '-o', path.join(dir, 'raw')])
+  t.equal(g.code, 0, show(g))
+  t.ok(fs.readFileSync(path.join(dir, 'raw')).equals(bytes))
+})
+
+t.test('history and show of this file system', async t => {
+  const h = await reef(data, ['history'])
+  t.equal(h.code, 0, show(h))
+  const lines = h.out.trim().split('\n')
+  t.equal(lines.length, 1, 'one version after init')
+  const [seq, time, vguid, message] = lines[0].trim().split(/\s+/)
+  t.equal(seq, '1')
+  t.ok(Number.isFinite(Date.parse(time)), 'time is a date')
+  t.ok(CID.parse(vguid), 'VGUID parses')
+  t.equal(message, 'init')
+
+  const j = json(t, await reef(data, ['history', '--json']))
+  const aguid = json(t, await reef(data, ['init', '--json'])).aguid
+  t.equal(j.aguid, aguid)
+  t.equal(j.versions.length, 1)
+  t.equal(j.versions[0].seq, '1')
+  t.equal(j.versions[0].vguid, vguid)
+  t.equal(j.versions[0].message, 'init')
+  t.ok(Math.abs(j.versions[0].time - Date.parse(time)) < 1000)
+
+  const ja = json(t, await reef(data, ['history', aguid, '--json']))
+  t.same(ja, j, 'history AGUID == history of this data directory')
+
+  for (const arg of ['1', vguid]) {
+    const s = json(t, await reef(data, ['show', arg, '--json']))
+    t.equal(s.guid, vguid, `show ${arg} resolves to the VGUID`)
+    t.same(s.entries, [], 'the init version is an empty tree')
+  }
+
+  // get of the AGUID and of the VGUID restore the (empty) version root.
+  const dir = tempDir(t)
+  for (const [i, g] of [aguid, vguid].entries()) {
+    const r = await reef(data, ['get', g, '-o', path.join(dir, `v${i}`), '--json'])
+    const jr = json(t, r)
+    t.equal(jr.kind, 'version')
+    t.equal(jr.guid, vguid)
+    t.same(fs.readdirSync(path.join(dir, `v${i}`)), [])
+  }
+})
