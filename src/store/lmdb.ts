@@ -8,6 +8,7 @@
 import { open, type RootDatabase, type Database } from 'lmdb'
 import type { CID } from 'multiformats/cid'
 import { type Block, blockKey, verifyBlock } from '../block/index.js'
+import { sha256 } from '../crypto/hash.js'
 import { ReefError } from '../errors.js'
 import type { BlockStore, HeadStore } from './types.js'
 
@@ -22,17 +23,31 @@ export class LmdbStore {
   readonly blocks: Database<Uint8Array, Uint8Array>
   readonly heads: Database<Uint8Array, string>
   readonly forkDb: Database<Uint8Array, string>
+  private readonly noSync: boolean
   private closed = false
 
   constructor (opts: LmdbOptions) {
+    // noSubdir is explicit: lmdb-js otherwise guesses from a dot in the last path component
+    // ("/var/lib/reef.store" would become one file named so instead of a directory).
+    this.noSync = opts.noSync === true
     try {
-      this.env = open({ path: opts.path, compression: false, noSync: opts.noSync === true, maxDbs: 8 })
+      this.env = open({ path: opts.path, noSubdir: false, compression: false, noSync: opts.noSync === true, maxDbs: 8 })
       this.blocks = this.env.openDB({ name: 'blocks', keyEncoding: 'binary', encoding: 'binary' })
       this.heads = this.env.openDB({ name: 'heads', keyEncoding: 'ordered-binary', encoding: 'binary' })
       this.forkDb = this.env.openDB({ name: 'forks', keyEncoding: 'ordered-binary', encoding: 'binary' })
     } catch (err) {
       throw new ReefError('STORE_CORRUPT', `cannot open the block store at ${opts.path}: ${(err as Error).message}`, err)
     }
+  }
+
+  /**
+   * Waits for a committed write to reach the disk. lmdb-js defaults to overlappingSync, where a
+   * write's promise resolves at commit (visible) and the fsync lands later: awaiting `flushed`
+   * is what makes "durable once the promise resolves" true.
+   */
+  async durable (write: Promise<unknown>): Promise<void> {
+    await write
+    if (!this.noSync) await this.env.flushed
   }
 
   async close (): Promise<void> {
@@ -62,18 +77,21 @@ export class LmdbBlockStore implements BlockStore {
 
   async has (cid: CID): Promise<boolean> { return this.hasSync(cid) }
 
+  // lmdb-js keeps a reference to a binary value and copies it only when the write thread commits,
+  // so a caller reusing its buffer before the promise resolves would store other bytes under
+  // this BGUID: hand lmdb a private copy.
   async put (block: Block): Promise<void> {
-    await this.db.blocks.put(blockKey(block.cid) as Buffer, block.bytes)
+    await this.db.durable(this.db.blocks.put(blockKey(block.cid) as Buffer, copy(block.bytes)))
   }
 
   async putMany (blocks: Iterable<Block>): Promise<void> {
     const pending: Array<Promise<boolean>> = []
-    for (const b of blocks) pending.push(this.db.blocks.put(blockKey(b.cid) as Buffer, b.bytes))
-    await Promise.all(pending)
+    for (const b of blocks) pending.push(this.db.blocks.put(blockKey(b.cid) as Buffer, copy(b.bytes)))
+    await this.db.durable(Promise.all(pending))
   }
 
   async delete (cid: CID): Promise<void> {
-    await this.db.blocks.remove(blockKey(cid) as Buffer)
+    await this.db.durable(this.db.blocks.remove(blockKey(cid) as Buffer))
   }
 
   async * keys (): AsyncIterable<Uint8Array> {
@@ -84,6 +102,9 @@ export class LmdbBlockStore implements BlockStore {
     if (this.ownsEnv) await this.db.close()
   }
 }
+
+const copy = (b: Uint8Array): Buffer => Buffer.from(b)
+const hex = (b: Uint8Array): string => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('hex')
 
 interface HeadEntry { seq: bigint, bytes: Uint8Array }
 
@@ -110,20 +131,23 @@ export class LmdbHeadStore implements HeadStore {
   async putHeadIfHigher (aguid: CID, seq: bigint, bytes: Uint8Array): Promise<HeadEntry | undefined> {
     const key = aguid.toString()
     // The read-compare-write runs inside one write transaction, so two processes cannot both win.
-    return await this.db.heads.transaction(() => {
+    let blocking: HeadEntry | undefined
+    await this.db.durable(this.db.heads.transaction(() => {
       const cur = this.db.heads.getBinary(key)
       if (cur !== undefined) {
         const e = decodeEntry(cur)
-        if (e.seq >= seq) return e
+        if (e.seq >= seq) { blocking = e; return }
       }
-      void this.db.heads.put(key, encodeEntry({ seq, bytes }))
-      return undefined
-    })
+      void this.db.heads.put(key, encodeEntry({ seq, bytes })) // encodeEntry copies
+    }))
+    return blocking
   }
 
   async recordFork (aguid: CID, seq: bigint, bytes: Uint8Array): Promise<void> {
-    const key = `${aguid.toString()}/${seq.toString().padStart(20, '0')}/${Date.now()}`
-    await this.db.forkDb.put(key, encodeEntry({ seq, bytes }))
+    // Keyed by the evidence's own hash: two forks recorded in the same millisecond both stay,
+    // and the same evidence delivered again is stored once.
+    const key = `${aguid.toString()}/${seq.toString().padStart(20, '0')}/${hex(sha256(bytes))}`
+    await this.db.durable(this.db.forkDb.put(key, encodeEntry({ seq, bytes })))
   }
 
   async forks (aguid: CID): Promise<HeadEntry[]> {

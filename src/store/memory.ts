@@ -1,5 +1,5 @@
 import type { CID } from 'multiformats/cid'
-import { type Block, blockKey, verifyBlock } from '../block/index.js'
+import { type Block, blockKey, sameBytes, verifyBlock } from '../block/index.js'
 import { ReefError } from '../errors.js'
 import type { BlockStore, HeadStore } from './types.js'
 
@@ -11,7 +11,8 @@ export class MemoryBlockStore implements BlockStore {
   async get (cid: CID): Promise<Uint8Array> {
     const bytes = this.blocks.get(hex(blockKey(cid)))
     if (bytes === undefined) throw ReefError.notFound(`block ${cid.toString()}`)
-    return verifyBlock(cid, bytes, 'the memory store')
+    // A copy, as the disk store returns: a caller that mutates what it got must not corrupt the store.
+    return verifyBlock(cid, bytes, 'the memory store').slice()
   }
 
   async has (cid: CID): Promise<boolean> { return this.blocks.has(hex(blockKey(cid))) }
@@ -38,7 +39,8 @@ export class MemoryHeadStore implements HeadStore {
   private readonly forkLog = new Map<string, Array<{ seq: bigint, bytes: Uint8Array }>>()
 
   async getHead (aguid: CID): Promise<{ seq: bigint, bytes: Uint8Array } | undefined> {
-    return this.heads.get(aguid.toString())
+    const e = this.heads.get(aguid.toString())
+    return e === undefined ? undefined : { seq: e.seq, bytes: e.bytes.slice() }
   }
 
   async putHeadIfHigher (aguid: CID, seq: bigint, bytes: Uint8Array): Promise<{ seq: bigint, bytes: Uint8Array } | undefined> {
@@ -50,12 +52,14 @@ export class MemoryHeadStore implements HeadStore {
 
   async recordFork (aguid: CID, seq: bigint, bytes: Uint8Array): Promise<void> {
     const list = this.forkLog.get(aguid.toString()) ?? []
+    // The same evidence delivered again is stored once (as in the disk store).
+    if (list.some(f => f.seq === seq && sameBytes(f.bytes, bytes))) return
     list.push({ seq, bytes: bytes.slice() })
     this.forkLog.set(aguid.toString(), list)
   }
 
   async forks (aguid: CID): Promise<Array<{ seq: bigint, bytes: Uint8Array }>> {
-    return this.forkLog.get(aguid.toString()) ?? []
+    return (this.forkLog.get(aguid.toString()) ?? []).map(f => ({ seq: f.seq, bytes: f.bytes.slice() }))
   }
 
   async close (): Promise<void> {}
