@@ -235,3 +235,31 @@ t.test('xattrs survive folds', async t => {
   t.equal(Buffer.from(r.getxattr(x, 'user.color')).toString(), 'blue')
   t.same(r.listxattr(x), ['user.color'])
 })
+
+t.test('sparse terabyte files fold in time proportional to what was written', async t => {
+  const s = await setup(t)
+  const f = await s.fs.create(ROOT_INO, enc('huge'), 0o644, cred)
+  await s.fs.truncate(f.ino, 2 ** 40)
+  await s.fs.write(f.ino, 2 ** 40 - 3, enc('end'))
+  await s.fs.write(f.ino, 123_456_789, enc('middle'))
+  const keysBefore = new Set<string>()
+  for await (const k of s.node.store.keys()) keysBefore.add(Buffer.from(k).toString('hex'))
+  await s.fs.fold()
+  let added = 0
+  for await (const k of s.node.store.keys()) if (!keysBefore.has(Buffer.from(k).toString('hex'))) added++
+  t.ok(added < 20, `a 1 TiB sparse file with two writes is a handful of blocks (${added})`)
+  const r = await s.reopen()
+  const h = await r.resolve('/huge')
+  t.equal(h.size, 2 ** 40)
+  t.equal(Buffer.from(await r.read(h, 2 ** 40 - 3, 10)).toString(), 'end')
+  t.equal(Buffer.from(await r.read(h, 123_456_789, 6)).toString(), 'middle')
+  t.ok((await r.read(h, 2 ** 39, 4096)).every(b => b === 0), 'the hole reads as zeros')
+  // Editing one end again keeps the hole: the fold stays small.
+  await r.write(h.ino, 0, enc('start'))
+  await r.fold()
+  const r2 = await s.reopen()
+  const h2 = await r2.resolve('/huge')
+  t.equal(Buffer.from(await r2.read(h2, 0, 5)).toString(), 'start')
+  t.equal(Buffer.from(await r2.read(h2, 123_456_789, 6)).toString(), 'middle')
+  t.equal(Buffer.from(await r2.read(h2, 2 ** 40 - 3, 3)).toString(), 'end')
+})

@@ -9,7 +9,7 @@ import type { CID } from 'multiformats/cid'
 import type { Block } from '../block/index.js'
 import { ReefError } from '../errors.js'
 import { buildDir, checkName, DirReader, type Entry, type Kind } from '../object/dir.js'
-import { MAX_FILE_SIZE, rewriteFile } from '../object/file.js'
+import { type Extent, type Leaf, MAX_FILE_SIZE, rewriteFile } from '../object/file.js'
 import { encodeVersion, type VersionRoot } from '../object/version.js'
 import type { Op } from '../log/record.js'
 import type { WriterLog } from '../log/index.js'
@@ -44,6 +44,47 @@ const inoKey = (ino: number): Uint8Array => {
   const b = new Uint8Array(8)
   new DataView(b.buffer).setBigUint64(0, BigInt(ino))
   return b
+}
+
+/**
+ * Where a file's current content is data and where it is a hole: dirty pages are data, the
+ * base tree below baseLimit is data except its own hole links, and everything else (never
+ * written, or cut off by a truncate) is a hole. Lets a fold skip the holes of sparse files.
+ */
+function extentsOf (n: Inode, old: Leaf[]): (pos: number) => Extent {
+  const pages = n.pages !== undefined ? [...n.pages.keys()].sort((a, b) => a - b) : []
+  const nextPageStart = (p: number): number => {
+    let lo = 0
+    let hi = pages.length
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1
+      if (pages[mid] <= p) lo = mid + 1
+      else hi = mid
+    }
+    return lo < pages.length ? pages[lo] * PAGE : Infinity
+  }
+  return (pos: number): Extent => {
+    const p = Math.floor(pos / PAGE)
+    if (n.pages?.has(p) === true) {
+      let q = p
+      while (n.pages.has(q + 1)) q++
+      return { hole: false, end: Math.min((q + 1) * PAGE, n.size) }
+    }
+    const limit = Math.min(nextPageStart(p), n.size)
+    if (pos < n.baseLimit) {
+      let lo = 0
+      let hi = old.length - 1
+      while (lo < hi) {
+        const mid = (lo + hi + 1) >> 1
+        if (old[mid].offset <= pos) lo = mid
+        else hi = mid - 1
+      }
+      const leaf = old[lo]
+      const end = Math.min(leaf.offset + leaf.size, limit, n.baseLimit)
+      return { hole: leaf.cid === undefined, end: Math.max(end, pos + 1) }
+    }
+    return { hole: true, end: Math.max(limit, pos + 1) }
+  }
 }
 
 export class ReefFS {
@@ -682,10 +723,11 @@ export class ReefFS {
           dirtyStart: Math.min(n.dirtyLo, n.baseLimit),
           dirtyEnd: n.dirtyHi,
           read: async (o, l) => await this.read(n, o, l),
+          extent: extentsOf(n, old),
           put
         })
         if (n.pages !== undefined) this.dirtyBytes -= n.pages.size * PAGE
-        n.settle(root.cid)
+        n.settle(root.cid as CID)
       }
 
       const root = this.root

@@ -2,7 +2,8 @@
  * Files as trees of content-defined chunks (Pond's data blocks under indirect blocks).
  *   chunk:  raw block, MIN_CHUNK..MAX_CHUNK bytes
  *   node:   dag-cbor { t: 'f', s: size, h: height, l: [[cid, bytes], ...] }
- *           height 0 links chunks, height n links nodes of height n-1.
+ *           height 0 links chunks, height n links nodes of height n-1. At height 0 a link
+ *           [null, bytes] is a hole: that many zero bytes, stored as nothing.
  * The root node's CID is the file's GUID. Reads walk the tree by byte offsets, so any range
  * is read without fetching the rest of the file.
  */
@@ -18,7 +19,8 @@ import { group } from './tree.js'
 /** Largest file size reef accepts: 2^44 bytes (16 TiB), beyond any real use, well within doubles. */
 export const MAX_FILE_SIZE = 2 ** 44
 
-export interface Link { cid: CID, size: number }
+/** A link to a chunk or node; a height-0 link without a cid is a hole of `size` zero bytes. */
+export interface Link { cid?: CID, size: number }
 
 export interface FileNode {
   size: number
@@ -27,7 +29,7 @@ export interface FileNode {
 }
 
 export function encodeFileNode (n: FileNode): Block {
-  return encodeBlock({ t: 'f', s: n.size, h: n.height, l: n.links.map(l => [l.cid, l.size]) })
+  return encodeBlock({ t: 'f', s: n.size, h: n.height, l: n.links.map(l => [l.cid ?? null, l.size]) })
 }
 
 export function decodeFileNode (bytes: Uint8Array): FileNode {
@@ -41,14 +43,19 @@ export function decodeFileNode (bytes: Uint8Array): FileNode {
   for (const raw of field(o, 'l', what).array()) {
     if (!Array.isArray(raw) || raw.length !== 2) throw ReefError.badEncoding(`${what}: bad link`)
     const pair = { c: raw[0], n: raw[1] }
-    const cid = field(pair, 'c', what).cid()
     const n = field(pair, 'n', what).int()
-    links.push({ cid, size: n })
+    if (pair.c === null && height === 0) {
+      links.push({ size: n })
+    } else {
+      links.push({ cid: field(pair, 'c', what).cid(), size: n })
+    }
     total += n
   }
   if (total !== size || height > 16) throw ReefError.badEncoding(`${what}: sizes do not add up`)
   return { size, height, links }
 }
+
+const HOLE_DIGEST = new Uint8Array(32).fill(0xff)
 
 /** Builds the tree over a list of chunk links; returns the root link. Emits every node block. */
 export function buildTree (chunks: Link[], emit: (b: Block) => void): Link {
@@ -56,7 +63,7 @@ export function buildTree (chunks: Link[], emit: (b: Block) => void): Link {
   let height = 0
   for (;;) {
     if (level.length <= 1 && height > 0) return level[0]
-    const groups = level.length === 0 ? [[]] : group(level, l => l.cid.multihash.digest)
+    const groups = level.length === 0 ? [[]] : group(level, l => l.cid?.multihash.digest ?? HOLE_DIGEST)
     const next: Link[] = []
     for (const g of groups) {
       const size = g.reduce((a, l) => a + l.size, 0)
@@ -123,8 +130,13 @@ export async function fileFromBytes (bytes: Uint8Array, put: (blocks: Block[]) =
   return await fb.finish()
 }
 
-/** A leaf chunk and where it starts in the file. */
-export interface Leaf { cid: CID, size: number, offset: number }
+function linkCid (l: Link): CID {
+  if (l.cid === undefined) throw ReefError.badEncoding('file node: hole link above height 0')
+  return l.cid
+}
+
+/** A leaf chunk (or hole) and where it starts in the file. */
+export interface Leaf { cid?: CID, size: number, offset: number }
 
 /**
  * Random-access reader over a file tree; caches decoded nodes, so repeated reads of one file
@@ -159,7 +171,7 @@ export class FileReader {
           out.push({ cid: l.cid, size: l.size, offset })
           offset += l.size
         } else {
-          await walk(l.cid)
+          await walk(linkCid(l))
         }
       }
     }
@@ -179,13 +191,16 @@ export class FileReader {
         const lEnd = pos + l.size
         if (lEnd > offset && pos < end) {
           if (n.height === 0) {
-            const bytes = await this.store.get(l.cid)
-            if (bytes.length !== l.size) throw ReefError.badEncoding(`chunk ${l.cid.toString()}: size differs from its link`)
-            const from = Math.max(offset, pos)
-            const to = Math.min(end, lEnd)
-            out.set(bytes.subarray(from - pos, to - pos), from - offset)
+            // A hole leaves `out` as allocated: zeros.
+            if (l.cid !== undefined) {
+              const bytes = await this.store.get(l.cid)
+              if (bytes.length !== l.size) throw ReefError.badEncoding(`chunk ${l.cid.toString()}: size differs from its link`)
+              const from = Math.max(offset, pos)
+              const to = Math.min(end, lEnd)
+              out.set(bytes.subarray(from - pos, to - pos), from - offset)
+            }
           } else {
-            await visit(await this.node(l.cid), pos)
+            await visit(await this.node(linkCid(l)), pos)
           }
         }
         if (lEnd >= end) break
@@ -198,6 +213,10 @@ export class FileReader {
 
   async * stream (): AsyncGenerator<Uint8Array> {
     for (const leaf of await this.leaves()) {
+      if (leaf.cid === undefined) {
+        for (let left = leaf.size; left > 0; left -= MAX_CHUNK) yield new Uint8Array(Math.min(left, MAX_CHUNK))
+        continue
+      }
       const bytes = await this.store.get(leaf.cid)
       if (bytes.length !== leaf.size) throw ReefError.badEncoding(`chunk ${leaf.cid.toString()}: size differs from its link`)
       yield bytes
@@ -206,12 +225,21 @@ export class FileReader {
 }
 
 /**
+ * What the new content holds from `pos`: data, or a hole (zeros never written), up to `end`.
+ * Holes of at least HOLE_MIN bytes are stored as hole links instead of chunks of zeros, so a
+ * sparse file costs blocks only for what was written.
+ */
+export type Extent = { hole: boolean, end: number }
+export const HOLE_MIN = MAX_CHUNK
+
+/**
  * Copy-on-write rewrite of a file after in-place edits. Chunks wholly before the first dirty
  * byte are kept; chunking restarts at the chunk holding it and stops as soon as a new cut point
  * past the last dirty byte lands on an old chunk boundary, after which old chunks are reused.
  * Only the changed chunks and the tree path to the root are new blocks.
  *
- * `read(offset, length)` returns the new content; dirty is [first, last) in new-file offsets.
+ * `read(offset, length)` returns the new content; dirty is [first, last) in new-file offsets;
+ * `extent(pos)` (optional) tells where holes are, so they are skipped rather than read.
  */
 export async function rewriteFile (opts: {
   old: Leaf[]
@@ -220,8 +248,10 @@ export async function rewriteFile (opts: {
   dirtyEnd: number
   read: (offset: number, length: number) => Promise<Uint8Array>
   put: (blocks: Block[]) => Promise<void>
+  extent?: (pos: number) => Extent
 }): Promise<Link> {
   const { old, newSize } = opts
+  const extent = opts.extent ?? ((): Extent => ({ hole: false, end: newSize }))
   const oldSize = old.length === 0 ? 0 : old[old.length - 1].offset + old[old.length - 1].size
   const dStart = Math.min(opts.dirtyStart, oldSize, newSize)
   const dEnd = oldSize !== newSize ? Math.max(opts.dirtyEnd, oldSize, newSize) : opts.dirtyEnd
@@ -234,9 +264,21 @@ export async function rewriteFile (opts: {
   const boundaries = new Map<number, number>()
   for (let j = i; j < old.length; j++) if (old[j].offset >= dEnd && old[j].offset < newSize) boundaries.set(old[j].offset, j)
 
+  /** Where the data run starting at `p` ends: at the next hole worth skipping, or the end. */
+  const dataEnd = (p: number): number => {
+    let q = p
+    for (let guard = 0; q < newSize && guard < 1_000_000; guard++) {
+      const e = extent(q)
+      if (e.hole && e.end - q >= HOLE_MIN) return q
+      q = Math.max(e.end, q + 1)
+    }
+    return Math.min(q, newSize)
+  }
+
   const WINDOW = 4 * MAX_CHUNK
   let buf = new Uint8Array(0)
   let bufStart = pos
+  let runEnd = -1
   while (pos < newSize) {
     const resume = boundaries.get(pos)
     if (resume !== undefined) {
@@ -244,8 +286,22 @@ export async function rewriteFile (opts: {
       pos = newSize
       break
     }
-    if (bufStart + buf.length - pos < MAX_CHUNK && bufStart + buf.length < newSize) {
-      const want = Math.min(WINDOW, newSize - (bufStart + buf.length))
+    const e = extent(pos)
+    if (e.hole && e.end - pos >= HOLE_MIN) {
+      const end = Math.min(e.end, newSize)
+      // Holes join old boundaries like chunks do: stop at the first one past the dirty range.
+      let stop = end
+      for (const [b] of boundaries) if (b > pos && b < stop) stop = b
+      links.push({ size: stop - pos })
+      pos = stop
+      buf = new Uint8Array(0)
+      bufStart = pos
+      runEnd = -1
+      continue
+    }
+    if (runEnd <= pos) runEnd = dataEnd(pos)
+    if (bufStart + buf.length - pos < MAX_CHUNK && bufStart + buf.length < runEnd) {
+      const want = Math.min(WINDOW, runEnd - (bufStart + buf.length))
       const more = await opts.read(bufStart + buf.length, want)
       if (more.length !== want) throw new ReefError('IO', 'short read while rewriting a file')
       const keep = buf.subarray(pos - bufStart)
@@ -256,7 +312,7 @@ export async function rewriteFile (opts: {
       bufStart = pos
     }
     const from = pos - bufStart
-    const final = bufStart + buf.length >= newSize
+    const final = bufStart + buf.length >= runEnd
     const n = nextCut(buf, from, buf.length, final)
     const chunk = buf.slice(from, from + n)
     const b = makeBlock(chunk, RAW)
