@@ -13,8 +13,9 @@ import { ReefError } from '../src/errors.js'
 import { defaultDataDir, type ReefNode } from '../src/node.js'
 import { putPath } from '../src/transfer/put.js'
 import { getTo } from '../src/transfer/get.js'
-import { decodeEntryBlock, DirReader, type Entry } from '../src/object/dir.js'
+import { decodeEntryBlock, DirReader, type Entry, linkTableKey } from '../src/object/dir.js'
 import { decodeVersion, objectKind } from '../src/object/version.js'
+import { FileReader } from '../src/object/file.js'
 
 export interface CliContext {
   out: (s: string | Uint8Array) => void
@@ -173,25 +174,39 @@ export function createProgram (ctx: CliContext): Command {
     })
 
   program.command('show')
-    .description('list the tree of a version (or of a put directory)')
-    .argument('<guid>', 'VGUID, SEQ of this file system, or a directory GUID')
+    .description('list the tree of a version (or of a put GUID, a directory or a file)')
+    .argument('<guid>', 'VGUID, SEQ of this file system, or a put, directory or file GUID')
     .option('--json', 'print JSON')
     .action(async (guid: string, opts: { json?: boolean }) => {
       await withNode(async node => {
         const vguid = await resolveVersionArg(node, guid)
         const bytes = await node.store.get(vguid)
         const rows: Row[] = []
+        let table: DirReader | undefined
         const walk = async (dir: CID, prefix: string): Promise<void> => {
-          for await (const e of new DirReader(dir, node.store).entries()) {
+          for await (let e of new DirReader(dir, node.store).entries()) {
             const p = prefix + Buffer.from(e.name).toString()
+            if (e.linked === true && e.ino !== undefined && table !== undefined) {
+              // A hard-linked file: its attributes live in the version's link table.
+              const t = await table.lookup(linkTableKey(e.ino))
+              if (t !== undefined) e = { ...t, name: e.name }
+            }
             rows.push(row(p, e))
             if (e.kind === 'dir' && e.cid !== undefined) await walk(e.cid, p + '/')
           }
         }
         switch (objectKind(vguid, bytes)) {
-          case 'version':
-            await walk(decodeVersion(bytes).root, '/')
+          case 'version': {
+            const v = decodeVersion(bytes)
+            if (v.links !== undefined) table = new DirReader(v.links, node.store)
+            await walk(v.root, '/')
             break
+          }
+          case 'file': {
+            const size = await new FileReader(vguid, node.store).size()
+            rows.push({ path: '/', kind: 'file', mode: '----', size, mtime: '-', mtimeNs: '-', guid: vguid.toString() })
+            break
+          }
           case 'dir':
             await walk(vguid, '/')
             break
@@ -203,7 +218,7 @@ export function createProgram (ctx: CliContext): Command {
             break
           }
           default:
-            throw ReefError.badInput(`${vguid.toString()} is not a version, directory or put GUID`)
+            throw ReefError.badInput(`${vguid.toString()} is not a version, directory, file or put GUID`)
         }
         print(opts.json, { guid: vguid, entries: rows }, () =>
           rows.map(r => `${r.kind.padEnd(7)} ${r.mode} ${String(r.size).padStart(10)} ${r.mtime} ${r.path}${r.target !== undefined ? ' -> ' + r.target : ''}`).join('\n'))

@@ -8,7 +8,7 @@
 import type { CID } from 'multiformats/cid'
 import type { Block } from '../block/index.js'
 import { ReefError } from '../errors.js'
-import { buildDir, checkName, DirReader, type Entry, type Kind } from '../object/dir.js'
+import { buildDir, checkName, DirReader, type Entry, type Kind, linkTableKey } from '../object/dir.js'
 import { type Extent, type Leaf, MAX_FILE_SIZE, rewriteFile } from '../object/file.js'
 import { encodeVersion, type VersionRoot } from '../object/version.js'
 import type { Op } from '../log/record.js'
@@ -40,11 +40,6 @@ const enc = new TextEncoder()
 
 const posix = ReefError.posix
 const nowNs = (): bigint => BigInt(Date.now()) * 1_000_000n
-const inoKey = (ino: number): Uint8Array => {
-  const b = new Uint8Array(8)
-  new DataView(b.buffer).setBigUint64(0, BigInt(ino))
-  return b
-}
 
 /**
  * Where a file's current content is data and where it is a hole: dirty pages are data, the
@@ -214,7 +209,7 @@ export class ReefFS {
     let n: Inode
     if (e.linked === true && e.ino !== undefined) {
       if (this.tableBase === undefined) throw ReefError.badEncoding('linked entry without a link table')
-      const t = await new DirReader(this.tableBase, this.store).lookup(inoKey(e.ino))
+      const t = await new DirReader(this.tableBase, this.store).lookup(linkTableKey(e.ino))
       if (t === undefined) throw ReefError.badEncoding(`link table lacks inode ${e.ino}`)
       n = Inode.fromEntry(e.ino, t)
       n.inTable = true
@@ -801,10 +796,10 @@ export class ReefFS {
       }
     }
     for (const n of this.inodes.values()) {
-      if (n.inTable && n.nlink > 0) byIno.set(n.ino, n.toEntry(inoKey(n.ino)))
+      if (n.inTable && n.nlink > 0) byIno.set(n.ino, n.toEntry(linkTableKey(n.ino)))
       if (n.inTable && n.nlink === 0) byIno.delete(n.ino)
     }
     if (byIno.size === 0) return undefined
-    return buildDir([...byIno.values()].map(e => ({ ...e, name: inoKey(e.ino as number) })), emit).cid
+    return buildDir([...byIno.values()].map(e => ({ ...e, name: linkTableKey(e.ino as number) })), emit).cid
   }
 }

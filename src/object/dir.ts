@@ -244,3 +244,10 @@ export function decodeEntryBlock (bytes: Uint8Array): Entry {
   if (o.t !== 'e') throw ReefError.badEncoding('entry block: wrong type tag')
   return decodeEntry(o.e)
 }
+
+/** Key of an inode in a version's link table (a directory tree keyed by 8-byte big-endian ino). */
+export function linkTableKey (ino: number): Uint8Array {
+  const b = new Uint8Array(8)
+  new DataView(b.buffer).setBigUint64(0, BigInt(ino))
+  return b
+}

@@ -18,7 +18,7 @@ import { randomBytes } from 'node:crypto'
 import type { CID } from 'multiformats/cid'
 import { RAW, DAG_CBOR } from '../block/index.js'
 import { ReefError } from '../errors.js'
-import { decodeEntryBlock, DirReader, type Entry } from '../object/dir.js'
+import { decodeEntryBlock, DirReader, type Entry, linkTableKey } from '../object/dir.js'
 import { FileReader } from '../object/file.js'
 import { decodeVersion, objectKind } from '../object/version.js'
 import type { BlockGetter } from '../store/types.js'
@@ -27,11 +27,6 @@ export interface GetResult { kind: string, files: number, dirs: number, symlinks
 
 export interface GetOptions { onBytes?: (n: number) => void }
 
-const inoKey = (ino: number): Uint8Array => {
-  const b = new Uint8Array(8)
-  new DataView(b.buffer).setBigUint64(0, BigInt(ino))
-  return b
-}
 
 function targetFree (out: string): void {
   try {
@@ -139,7 +134,7 @@ class Restorer {
       }
       if (this.table === undefined) throw ReefError.badEncoding('linked entry without a link table')
       this.tableReader ??= new DirReader(this.table, this.store)
-      const t = await this.tableReader.lookup(inoKey(e.ino))
+      const t = await this.tableReader.lookup(linkTableKey(e.ino))
       if (t === undefined) throw ReefError.badEncoding(`link table lacks inode ${e.ino}`)
       this.linked.set(e.ino, out)
       e = { ...t, name: e.name }
