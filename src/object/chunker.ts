@@ -84,7 +84,10 @@ export class Chunker {
 
   private * drain (final: boolean): Generator<Uint8Array> {
     let off = 0
-    while (off < this.len) {
+    // Until the end, cut only with a whole MAX_CHUNK window buffered: then nextCut always
+    // finds its cut, where calling it on every small push would rescan the same bytes each time
+    // (quadratic: 64-byte pushes took minutes for a few MiB).
+    while (off < this.len && (final || this.len - off >= MAX_CHUNK)) {
       const n = nextCut(this.buf, off, this.len, final)
       if (n < 0) break
       yield this.buf.slice(off, off + n)
