@@ -253,7 +253,11 @@ export async function rewriteFile (opts: {
   const { old, newSize } = opts
   const extent = opts.extent ?? ((): Extent => ({ hole: false, end: newSize }))
   const oldSize = old.length === 0 ? 0 : old[old.length - 1].offset + old[old.length - 1].size
-  const dStart = Math.min(opts.dirtyStart, oldSize, newSize)
+  // The old last chunk ended at EOF, not at a content cut: when the file grows, it must be
+  // chunked again (keeping it left an EOF-cut, possibly undersized, chunk mid-file and a root
+  // that differed from putting the same content afresh).
+  const lastKept = newSize > oldSize && oldSize > 0 ? oldSize - 1 : oldSize
+  const dStart = Math.min(opts.dirtyStart, lastKept, newSize)
   const dEnd = oldSize !== newSize ? Math.max(opts.dirtyEnd, oldSize, newSize) : opts.dirtyEnd
   const links: Link[] = []
   const blocks: Block[] = []
