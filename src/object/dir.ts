@@ -118,6 +118,13 @@ export function decodeEntry (raw: unknown): Entry {
   return e
 }
 
+/** Upper estimate of an entry's dag-cbor size: fixed fields, plus its variable-length parts. */
+function entrySize (e: Entry): number {
+  let n = 128 + e.name.length + (e.target?.length ?? 0)
+  for (const [k, v] of Object.entries(e.xattrs ?? {})) n += 16 + k.length + v.length
+  return n
+}
+
 interface DirLink { first: Uint8Array, cid: CID, count: number }
 
 interface DirNode {
@@ -148,7 +155,7 @@ export function buildDir (entries: Entry[], emit: (b: Block) => void): { cid: CI
       throw ReefError.posix('EEXIST', `duplicate directory entry ${Buffer.from(sorted[i].name).toString()}`)
     }
   }
-  const leafGroups = sorted.length === 0 ? [[]] : group(sorted, e => sha256(e.name))
+  const leafGroups = sorted.length === 0 ? [[]] : group(sorted, e => sha256(e.name), entrySize)
   let level: DirLink[] = leafGroups.map(g => {
     const b = encodeBlock({ t: 'd', h: 0, e: g.map(encodeEntry) })
     emit(b)
