@@ -61,7 +61,7 @@ export function decodeHead (bytes: Uint8Array): SignedHead {
   if (keys.join(',') !== HEAD_KEYS.join(',')) bad(`fields ${keys.join(',')}`)
   const aguid = CID.asCID(o.a)
   const vguid = CID.asCID(o.v)
-  if (aguid === null || aguid.code !== REEF_AGUID || aguid.multihash.code !== SHA256_CODE) return bad('a is not an AGUID')
+  if (aguid === null || aguid.code !== REEF_AGUID || aguid.multihash.code !== SHA256_CODE || aguid.multihash.digest.length !== 32) return bad('a is not an AGUID')
   if (vguid === null || vguid.multihash.code !== SHA256_CODE || vguid.multihash.digest.length !== 32) return bad('v is not a VGUID')
   const int = (v: unknown, f: string): bigint => {
     if (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) return BigInt(v)
