@@ -12,6 +12,7 @@ import { isAguid, makeBlock, parseGuid, RAW } from '../src/block/index.js'
 import { ReefError } from '../src/errors.js'
 import { defaultDataDir, type ReefNode } from '../src/node.js'
 import { putPath } from '../src/transfer/put.js'
+import { recording } from '../src/store/recording.js'
 import { getTo } from '../src/transfer/get.js'
 import { decodeEntryBlock, DirReader, type Entry, linkTableKey } from '../src/object/dir.js'
 import { decodeVersion, objectKind } from '../src/object/version.js'
@@ -108,17 +109,32 @@ export function createProgram (ctx: CliContext): Command {
   program.command('put')
     .description('store a file or a whole tree; prints its GUID last')
     .argument('<path>', 'file, directory or symlink to store')
+    .option('--wait-replicated', 'return only when every block has k acknowledged replicas on the network')
+    .option('--timeout <seconds>', 'how long --wait-replicated waits', '120')
     .option('--json', 'print JSON')
-    .action(async (target: string, opts: { json?: boolean }) => {
+    .action(async (target: string, opts: { json?: boolean, waitReplicated?: boolean, timeout: string }) => {
       await withNode(async node => {
+        if (opts.waitReplicated === true && node.dht === undefined) {
+          throw ReefError.badInput('--wait-replicated needs a network node: run `reef node --bootstrap ...` (or a networked `reef mount`) on this data directory')
+        }
         let total = 0
         if (ctx.tty) { try { total = duSize(abs(target)) } catch {} }
         const bar = progress(total)
-        const res = await putPath(node.store, abs(target), { onBytes: bar.tick })
+        const rec = recording(node.store)
+        const res = await putPath(rec.store, abs(target), { onBytes: bar.tick })
         bar.stop()
         for (const s of res.skipped) ctx.err(`reef: skipped ${s} (not a file, directory or symlink)\n`)
-        print(opts.json, { guid: res.cid, kind: res.entry.kind, files: res.files, dirs: res.dirs, symlinks: res.symlinks, bytes: res.bytes, skipped: res.skipped }, () =>
-          `${res.entry.kind} ${res.files} files ${res.dirs} dirs ${res.symlinks} symlinks ${res.bytes} bytes\n${res.cid.toString()}`)
+        let replication: { blocks: number, missingReplicas: number, blocksShort: number } | undefined
+        if (opts.waitReplicated === true && node.dht !== undefined) {
+          replication = await node.dht.replicator.waitReplicated(rec.keys, Number(opts.timeout) * 1000)
+        }
+        print(opts.json, { guid: res.cid, kind: res.entry.kind, files: res.files, dirs: res.dirs, symlinks: res.symlinks, bytes: res.bytes, skipped: res.skipped, replication }, () =>
+          `${res.entry.kind} ${res.files} files ${res.dirs} dirs ${res.symlinks} symlinks ${res.bytes} bytes` +
+          (replication !== undefined ? `\n${replication.blocks} blocks, ${replication.blocksShort} short of k=${node.dht?.replicator.k} replicas` : '') +
+          `\n${res.cid.toString()}`)
+        if (replication !== undefined && replication.missingReplicas > 0) {
+          throw new ReefError('NOT_REPLICATED', `${replication.blocksShort} of ${replication.blocks} blocks lack replicas (${replication.missingReplicas} replicas missing for k=${node.dht?.replicator.k})`)
+        }
       })
     })
 

@@ -14,6 +14,9 @@ import { ControlServer } from '../src/control/server.js'
 import { daemonRunning, request } from '../src/control/client.js'
 import { SOCKET_NAME } from '../src/control/protocol.js'
 import { MountDaemon, cleanupStaleMount } from '../mount/daemon.js'
+import { cidFromKey, isAguid, parseGuid } from '../src/block/index.js'
+import type { DhtOptions } from '../src/dht/index.js'
+import type { VersionInfo } from '../src/fs/fs.js'
 import { isFuseMounted } from '../mount/fuse.js'
 import { type CliContext, exitCodeFor, resolveVersionArg, runProgram, toJson } from './program.js'
 
@@ -54,23 +57,46 @@ export async function runInDaemon (node: ReefNode, args: unknown): Promise<RunRe
   return { stdout: Buffer.concat(stdout).toString('base64'), stderr, exitCode }
 }
 
-/** Serves the control socket for a daemon; returns a function that stops everything. */
-async function serveControl (node: ReefNode, d: MountDaemon, socket: string, onStop: () => Promise<void>): Promise<ControlServer> {
+interface Daemon {
+  status: () => Record<string, unknown>
+  sync: (message?: string) => Promise<VersionInfo | undefined>
+}
+
+/** Serves the control socket of a daemon (a mount, a checkout or a plain network node). */
+async function serveControl (node: ReefNode, d: Daemon, socket: string, onStop: () => Promise<void>): Promise<ControlServer> {
   const server = new ControlServer(node.dataDir, {
     ping: async () => 'pong',
     status: async () => d.status(),
     sync: async (args) => {
-      const v = await d.sync((args as { message?: string } | undefined)?.message)
-      return { vguid: v?.vguid.toString(), seq: v?.root.seq.toString() }
+      const a = (args ?? {}) as { message?: string, timeoutMs?: number }
+      const v = await d.sync(a.message)
+      // With a network, wait (bounded) for the new blocks to reach their replicas and say what did not.
+      const pending = await node.dht?.replicator.waitIdle(a.timeoutMs ?? 60_000)
+      return { vguid: v?.vguid.toString(), seq: v?.root.seq.toString(), notReplicated: pending, replication: node.dht?.replicator.status() }
     },
     stop: async () => {
       setImmediate(() => { void onStop() })
       return { stopping: true }
     },
-    run: async (args) => await runInDaemon(node, args)
+    run: async (args) => await runInDaemon(node, args),
+    // Which of these blocks this node holds locally (tests and repair checks use it).
+    'local-has': async (args) => (args as { keys: string[] }).keys.map(k => node.local.hasSync(cidFromKey(Buffer.from(k, 'hex'))))
   }, socket)
   await server.listen()
   return server
+}
+
+const collect = (v: string, acc: string[]): string[] => [...acc, v]
+
+function networkOptions (opts: { listen?: string[], bootstrap?: string[], k?: string, repairInterval?: string }, defaultListen: string[] | undefined): DhtOptions | undefined {
+  const listen = opts.listen !== undefined && opts.listen.length > 0 ? opts.listen : defaultListen
+  const bootstrap = opts.bootstrap ?? []
+  if (listen === undefined && bootstrap.length === 0) return undefined
+  const k = opts.k !== undefined ? Number(opts.k) : undefined
+  if (k !== undefined && !(Number.isInteger(k) && k >= 1 && k <= 20)) throw ReefError.badInput(`bad --k ${opts.k} (1..20)`)
+  const repair = opts.repairInterval !== undefined ? Number(opts.repairInterval) * 1000 : undefined
+  if (repair !== undefined && !(repair > 0)) throw ReefError.badInput(`bad --repair-interval ${opts.repairInterval}`)
+  return { listen: listen ?? ['/ip4/127.0.0.1/tcp/0'], bootstrap, k, repairIntervalMs: repair, log: line => err(`reef: ${line}\n`) }
 }
 
 function lifecycle (program: Command): void {
@@ -97,10 +123,13 @@ function lifecycle (program: Command): void {
       }
     })
 
-  const foreground = async (mountpoint: string, opts: { foldInterval?: string, json?: boolean }, checkout?: string): Promise<void> => {
+  type MountCliOptions = { foldInterval?: string, json?: boolean, aguid?: string, listen?: string[], bootstrap?: string[], k?: string, repairInterval?: string }
+  const foreground = async (mountpoint: string, opts: MountCliOptions, checkout?: string): Promise<void> => {
     const dir = dataDir()
     if (checkout === undefined && ReefNode.init(dir)) err(`reef: created a new data directory at ${dir}\n`)
-    const node = await ReefNode.open(dir)
+    const follow = opts.aguid !== undefined ? parseGuid(opts.aguid) : undefined
+    if (follow !== undefined && !isAguid(follow)) throw ReefError.badGuid(opts.aguid ?? '', 'not an AGUID')
+    const node = await ReefNode.open(dir, { network: networkOptions(opts, undefined) })
     let stopping: Promise<void> | undefined
     let server: ControlServer | undefined
     let d: MountDaemon | undefined
@@ -124,7 +153,8 @@ function lifecycle (program: Command): void {
       version = checkout !== undefined ? await node.version(await resolveVersionArg(node, checkout)) : undefined
       const foldIntervalMs = opts.foldInterval !== undefined ? Math.round(Number(opts.foldInterval) * 1000) : undefined
       if (foldIntervalMs !== undefined && !(foldIntervalMs >= 0)) throw ReefError.badInput(`bad --fold-interval ${opts.foldInterval}`)
-      d = await MountDaemon.start(node, { mountpoint, foldIntervalMs, checkout: version })
+      const own = follow === undefined || follow.equals(node.aguid)
+      d = await MountDaemon.start(node, { mountpoint, foldIntervalMs, checkout: version, follow: own ? undefined : follow })
       server = await serveControl(node, d, checkout === undefined ? SOCKET_NAME : `checkout-${process.pid}.sock`, stop)
     } catch (e) {
       await stop()
@@ -132,7 +162,8 @@ function lifecycle (program: Command): void {
     }
     process.once('SIGINT', () => { void stop() })
     process.once('SIGTERM', () => { void stop() })
-    const what = checkout !== undefined ? `version ${version?.root.seq} (read-only)` : node.aguid.toString()
+    const what = checkout !== undefined ? `version ${version?.root.seq} (read-only)` : d.aguid.toString() + (d.fs.readOnly ? ' (read-only)' : '')
+    for (const a of node.dht?.addrs() ?? []) out(a + '\n')
     err(`reef: mounted ${what} on ${path.resolve(mountpoint)} (data: ${node.dataDir}); Ctrl-C or \`reef unmount ${mountpoint}\` to unmount\n`)
     if (opts.json === true) out(toJson(d.status()) + '\n')
     await new Promise<void>(resolve => { const t = setInterval(() => { if (stopping !== undefined) { clearInterval(t); void stopping.then(resolve) } }, 200) })
@@ -143,8 +174,49 @@ function lifecycle (program: Command): void {
     .argument('<dir>', 'mount point (created if missing)')
     .option('--fold-interval <seconds>', 'fold writes into a version after this many seconds of activity', '5')
     .option('--json', 'print the mount status as JSON once mounted')
-    .action(async (mountpoint: string, opts: { foldInterval?: string, json?: boolean }) => {
+    .option('--aguid <aguid>', 'mount another owner\'s file system (read-only), following its signed head')
+    .option('--listen <multiaddr>', 'be a network node listening here (repeatable)', collect, [])
+    .option('--bootstrap <multiaddr>', 'join the network through this node (repeatable)', collect, [])
+    .option('--k <n>', 'replicas per block (default 3)')
+    .option('--repair-interval <seconds>', 'full repair pass period (default 600)')
+    .action(async (mountpoint: string, opts: MountCliOptions) => {
       await foreground(mountpoint, opts)
+    })
+
+  program.command('node')
+    .description('run a network node for this data directory (foreground); prints its multiaddrs')
+    .option('--listen <multiaddr>', 'listen address (repeatable; default /ip4/0.0.0.0/tcp/4001)', collect, [])
+    .option('--bootstrap <multiaddr>', 'join the network through this node (repeatable)', collect, [])
+    .option('--k <n>', 'replicas per block (default 3)')
+    .option('--repair-interval <seconds>', 'full repair pass period (default 600)')
+    .action(async (opts: { listen?: string[], bootstrap?: string[], k?: string, repairInterval?: string }) => {
+      const dir = dataDir()
+      if (ReefNode.init(dir)) err(`reef: created a new data directory at ${dir}\n`)
+      const node = await ReefNode.open(dir, { network: networkOptions(opts, ['/ip4/0.0.0.0/tcp/4001']) })
+      let stopping: Promise<void> | undefined
+      let server: ControlServer | undefined
+      const stop = async (): Promise<void> => {
+        stopping ??= (async () => {
+          await server?.close()
+          await node.close()
+        })()
+        await stopping
+      }
+      const daemon: Daemon = {
+        status: () => ({ dataDir: node.dataDir, aguid: node.aguid.toString(), network: node.dht?.status(), pid: process.pid }),
+        sync: async () => await node.currentVersion()
+      }
+      try {
+        server = await serveControl(node, daemon, SOCKET_NAME, stop)
+      } catch (e) {
+        await stop()
+        throw e
+      }
+      process.once('SIGINT', () => { void stop() })
+      process.once('SIGTERM', () => { void stop() })
+      for (const a of node.dht?.addrs() ?? []) out(a + '\n')
+      err(`reef: node ${node.dht?.peerId ?? ''} up (data: ${node.dataDir}); Ctrl-C to stop\n`)
+      await new Promise<void>(resolve => { const t = setInterval(() => { if (stopping !== undefined) { clearInterval(t); void stopping.then(resolve) } }, 200) })
     })
 
   program.command('checkout')
@@ -209,7 +281,7 @@ function lifecycle (program: Command): void {
     .option('--json', 'print JSON')
     .action(async (opts: { message?: string, json?: boolean }) => {
       const dir = dataDir()
-      let res: { vguid?: string, seq?: string }
+      let res: { vguid?: string, seq?: string, notReplicated?: number }
       if (await daemonRunning(dir)) {
         res = await request(dir, 'sync', { message: opts.message }) as typeof res
       } else {
@@ -224,7 +296,8 @@ function lifecycle (program: Command): void {
           await node.close()
         }
       }
-      out((opts.json === true ? toJson(res) : `version ${res.seq ?? '-'} ${res.vguid ?? ''}`.trimEnd()) + '\n')
+      const repl = res.notReplicated === undefined ? '' : res.notReplicated === 0 ? '\nall blocks replicated' : `\n${res.notReplicated} blocks not yet replicated`
+      out((opts.json === true ? toJson(res) : `version ${res.seq ?? '-'} ${res.vguid ?? ''}`.trimEnd() + repl) + '\n')
     })
 }
 

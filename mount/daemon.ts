@@ -23,6 +23,7 @@ import { execFile } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import { promisify } from 'node:util'
+import type { CID } from 'multiformats/cid'
 import { ReefError } from '../src/errors.js'
 import type { ReefFS, VersionInfo } from '../src/fs/fs.js'
 import type { ReefNode } from '../src/node.js'
@@ -40,6 +41,13 @@ export interface MountOptions {
   maxDirtyBytes?: number
   /** Mount this version read-only instead of the live file system. */
   checkout?: VersionInfo
+  /**
+   * Follow another owner's file system (read-only): mount the version its signed head names
+   * and switch to newer versions as their heads arrive from the network.
+   */
+  follow?: CID
+  /** How often a follower asks the network for a newer head (default 2000 ms). */
+  followIntervalMs?: number
   log?: Logger
 }
 
@@ -67,23 +75,41 @@ export class MountDaemon {
   lastError?: string
   folds = 0
 
-  private constructor (readonly node: ReefNode, readonly fs: ReefFS, readonly opts: MountOptions, private readonly log: Logger) {}
+  private followTimer?: NodeJS.Timeout
+  private opsOptions?: { fs: ReefFS }
+
+  private constructor (readonly node: ReefNode, public fs: ReefFS, readonly opts: MountOptions, private readonly log: Logger) {}
+
+  /** The AGUID whose versions this mount shows. */
+  get aguid (): CID { return this.opts.follow ?? this.node.aguid }
 
   static async start (node: ReefNode, opts: MountOptions): Promise<MountDaemon> {
     const log = opts.log ?? ((line: string) => process.stderr.write(`reef: ${line}\n`))
     const mnt = path.resolve(opts.mountpoint)
     if (await cleanupStaleMount(mnt)) log(`cleaned up a stale mount on ${mnt}`)
     fs.mkdirSync(mnt, { recursive: true })
-    const rfs = opts.checkout !== undefined ? await node.openVersion(opts.checkout) : await node.openFs()
+    let rfs: ReefFS
+    if (opts.checkout !== undefined) {
+      rfs = await node.openVersion(opts.checkout)
+    } else if (opts.follow !== undefined) {
+      await node.refreshHead(opts.follow)
+      const v = await node.currentVersion(opts.follow)
+      if (v === undefined) throw ReefError.notFound(`no head known for ${opts.follow.toString()} (is a node of the network reachable?)`)
+      rfs = await node.openVersion(v)
+    } else {
+      rfs = await node.openFs()
+    }
     const d = new MountDaemon(node, rfs, { ...opts, mountpoint: mnt }, log)
-    const ops = buildOps({
+    const opsOptions = {
       fs: rfs,
       versions: d.versionSource(),
       log,
-      readOnly: opts.checkout !== undefined,
+      readOnly: opts.checkout !== undefined || opts.follow !== undefined,
       onChange: () => d.scheduleFold(),
       statfsPath: node.dataDir
-    })
+    }
+    d.opsOptions = opsOptions
+    const ops = buildOps(opsOptions)
     d.fuse = await mountFuse(mnt, ops, {
       useIno: true,
       attrTimeout: 0,
@@ -97,19 +123,41 @@ export class MountDaemon {
       options: ['big_writes', 'max_write=131072', 'max_read=131072'],
       timeout: false
     })
+    
     // Anything the log replay recovered becomes a version right away.
     if (!rfs.readOnly && rfs.dirty) d.scheduleFold(0)
+    if (opts.follow !== undefined) d.startFollowing()
     return d
+  }
+
+  private startFollowing (): void {
+    const tick = async (): Promise<void> => {
+      const aguid = this.aguid
+      await this.node.refreshHead(aguid)
+      const v = await this.node.currentVersion(aguid)
+      if (v === undefined || this.stopped) return
+      if (this.fs.version !== undefined && v.root.seq <= this.fs.version.root.seq) return
+      const next = await this.node.openVersion(v)
+      this.fs = next
+      if (this.opsOptions !== undefined) this.opsOptions.fs = next
+      this.log(`following ${aguid.toString()}: now at version ${v.root.seq}`)
+    }
+    const loop = (): void => {
+      this.followTimer = setTimeout(() => {
+        tick().catch(err => { this.lastError = (err as Error).message }).finally(() => { if (!this.stopped) loop() })
+      }, this.opts.followIntervalMs ?? 2000)
+    }
+    loop()
   }
 
   private versionSource (): VersionSource {
     return {
-      list: async () => (await this.node.history()).map(h => h.seq).reverse(),
+      list: async () => (await this.node.history(this.aguid)).map(h => h.seq).reverse(),
       open: async (seq) => {
         const key = seq.toString()
         let v = this.versionCache.get(key)
         if (v === undefined) {
-          const item = (await this.node.history()).find(h => h.seq === seq)
+          const item = (await this.node.history(this.aguid)).find(h => h.seq === seq)
           if (item === undefined) throw ReefError.posix('ENOENT', `no version ${seq}`)
           v = await this.node.openVersion(await this.node.version(item.vguid))
           if (this.versionCache.size >= 16) this.versionCache.delete(this.versionCache.keys().next().value as string)
@@ -155,7 +203,8 @@ export class MountDaemon {
     return {
       mountpoint: this.opts.mountpoint,
       dataDir: this.node.dataDir,
-      aguid: this.node.aguid.toString(),
+      aguid: this.aguid.toString(),
+      network: this.node.dht?.status(),
       readOnly: this.fs.readOnly,
       vguid: this.fs.version?.vguid.toString(),
       seq: this.fs.version?.root.seq.toString(),
@@ -171,6 +220,7 @@ export class MountDaemon {
   async stop (): Promise<VersionInfo | undefined> {
     if (this.stopped) return this.fs.version
     if (this.timer !== undefined) clearTimeout(this.timer)
+    if (this.followTimer !== undefined) clearTimeout(this.followTimer)
     this.timer = undefined
     let v: VersionInfo | undefined
     try {

@@ -34,6 +34,7 @@ type Target =
 interface Handle { fs: ReefFS, node: Inode, writable: boolean }
 
 export interface OpsOptions {
+  /** The live file system; a follower mount swaps it when a newer head arrives. */
   fs: ReefFS
   versions: VersionSource
   log: Logger
@@ -66,10 +67,9 @@ function toStat (a: Attr, ino: number): FuseStat {
 }
 
 export function buildOps (o: OpsOptions): FuseOps {
-  const live = o.fs
   const handles = new Map<number, Handle>()
   let nextFh = 1
-  const rootAttr = (): Attr => live.root.attr()
+  const rootAttr = (): Attr => o.fs.root.attr()
 
   const virtualStat = (which: 'reef' | 'versions'): FuseStat => {
     const r = rootAttr()
@@ -94,7 +94,7 @@ export function buildOps (o: OpsOptions): FuseOps {
       const node = slash < 0 ? vfs.root : await vfs.resolve(sub.slice(slash))
       return { kind: 'node', fs: vfs, node, ro: true, seq }
     }
-    return { kind: 'node', fs: live, node: await live.resolve(path), ro: o.readOnly === true }
+    return { kind: 'node', fs: o.fs, node: await o.fs.resolve(path), ro: o.readOnly === true }
   }
 
   async function nodeTarget (path: string): Promise<Extract<Target, { kind: 'node' }>> {
@@ -181,7 +181,7 @@ export function buildOps (o: OpsOptions): FuseOps {
     fgetattr: wrapValue('fgetattr', async (path: string, fd: number): Promise<FuseStat> => {
       const h = handles.get(fd)
       if (h === undefined) return await (async () => { const t = await nodeTarget(path); return toStat(t.node.attr(), inoOf(t)) })()
-      const t = h.fs === live ? { kind: 'node' as const, fs: live, node: h.node, ro: false } : await nodeTarget(path)
+      const t = h.fs === o.fs ? { kind: 'node' as const, fs: o.fs, node: h.node, ro: false } : await nodeTarget(path)
       return toStat(h.node.attr(), inoOf(t))
     }),
 
@@ -189,7 +189,7 @@ export function buildOps (o: OpsOptions): FuseOps {
 
     statfs: wrapValue('statfs', async (): Promise<FuseStatfs> => {
       const s = await import('node:fs').then(m => m.promises.statfs(o.statfsPath ?? os.tmpdir()))
-      return { bsize: s.bsize, frsize: s.bsize, blocks: s.blocks, bfree: s.bfree, bavail: s.bavail, files: 1e9, ffree: 1e9 - live.inodes.size, favail: 1e9 - live.inodes.size, namemax: 255 }
+      return { bsize: s.bsize, frsize: s.bsize, blocks: s.blocks, bfree: s.bfree, bavail: s.bavail, files: 1e9, ffree: 1e9 - o.fs.inodes.size, favail: 1e9 - o.fs.inodes.size, namemax: 255 }
     }),
 
     readdir: (path: string, cb: (err: number, names?: string[], stats?: FuseStat[]) => void) => {
@@ -248,9 +248,9 @@ export function buildOps (o: OpsOptions): FuseOps {
 
     create: wrapValue('create', async (path: string, mode: number, ctx: FuseContext): Promise<number> => {
       const { dir, name } = await writableParent(path)
-      const node = await live.create(dir.ino, name, mode, cred(ctx))
+      const node = await o.fs.create(dir.ino, name, mode, cred(ctx))
       changed()
-      return openHandle({ fs: live, node, writable: true })
+      return openHandle({ fs: o.fs, node, writable: true })
     }),
 
     read: (path: string, fd: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) => {
@@ -265,9 +265,9 @@ export function buildOps (o: OpsOptions): FuseOps {
     write: (path: string, fd: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) => {
       const h = handles.get(fd)
       if (h === undefined) { cb(-ERRNO.EBADF); return }
-      if (!h.writable || h.fs !== live) { cb(-ERRNO.EBADF); return }
+      if (!h.writable || h.fs !== o.fs) { cb(-ERRNO.EBADF); return }
       // The binding reuses `buf` once we call back; the fs keeps its own copy.
-      live.write(h.node.ino, pos, new Uint8Array(buf.subarray(0, len))).then(n => {
+      o.fs.write(h.node.ino, pos, new Uint8Array(buf.subarray(0, len))).then(n => {
         changed()
         cb(n)
       }, err => cb(toErrno(err, 'write', o.log)))
@@ -276,11 +276,11 @@ export function buildOps (o: OpsOptions): FuseOps {
     flush: wrap('flush', async () => {}),
 
     fsync: wrap('fsync', async () => {
-      live.sync()
+      o.fs.sync()
     }),
 
     fsyncdir: wrap('fsyncdir', async () => {
-      live.sync()
+      o.fs.sync()
     }),
 
     release: wrap('release', async (_path: string, fd: number) => {
@@ -294,70 +294,70 @@ export function buildOps (o: OpsOptions): FuseOps {
 
     truncate: wrap('truncate', async (path: string, size: number) => {
       const n = await writableNode(path)
-      await live.truncate(n.ino, size)
+      await o.fs.truncate(n.ino, size)
       changed()
     }),
 
     ftruncate: wrap('ftruncate', async (path: string, fd: number, size: number) => {
       const h = handle(fd)
-      if (h.fs !== live) throw posix('EROFS', 'read-only file system')
-      await live.truncate(h.node.ino, size)
+      if (h.fs !== o.fs) throw posix('EROFS', 'read-only file system')
+      await o.fs.truncate(h.node.ino, size)
       changed()
     }),
 
     unlink: wrap('unlink', async (path: string) => {
       const { dir, name } = await writableParent(path)
-      await live.unlink(dir.ino, name)
+      await o.fs.unlink(dir.ino, name)
       changed()
     }),
 
     mkdir: wrap('mkdir', async (path: string, mode: number, ctx: FuseContext) => {
       const { dir, name } = await writableParent(path)
-      await live.mkdir(dir.ino, name, mode, cred(ctx))
+      await o.fs.mkdir(dir.ino, name, mode, cred(ctx))
       changed()
     }),
 
     rmdir: wrap('rmdir', async (path: string) => {
       const { dir, name } = await writableParent(path)
-      await live.rmdir(dir.ino, name)
+      await o.fs.rmdir(dir.ino, name)
       changed()
     }),
 
     rename: wrap('rename', async (src: string, dest: string) => {
       const a = await writableParent(src)
       const b = await writableParent(dest)
-      await live.rename(a.dir.ino, a.name, b.dir.ino, b.name)
+      await o.fs.rename(a.dir.ino, a.name, b.dir.ino, b.name)
       changed()
     }),
 
     link: wrap('link', async (src: string, dest: string) => {
       const n = await writableNode(src)
       const b = await writableParent(dest)
-      await live.link(n.ino, b.dir.ino, b.name)
+      await o.fs.link(n.ino, b.dir.ino, b.name)
       changed()
     }),
 
     symlink: wrap('symlink', async (target: string, linkPath: string, ctx: FuseContext) => {
       const { dir, name } = await writableParent(linkPath)
-      await live.symlink(dir.ino, name, enc.encode(target), cred(ctx))
+      await o.fs.symlink(dir.ino, name, enc.encode(target), cred(ctx))
       changed()
     }),
 
     chmod: wrap('chmod', async (path: string, mode: number) => {
       const n = await writableNode(path)
-      await live.setattr(n.ino, { mode })
+      await o.fs.setattr(n.ino, { mode })
       changed()
     }),
 
     chown: wrap('chown', async (path: string, uid: number, gid: number) => {
       const n = await writableNode(path)
-      await live.setattr(n.ino, { uid, gid })
+      await o.fs.setattr(n.ino, { uid, gid })
       changed()
     }),
 
     utimens: wrap('utimens', async (path: string, atime: bigint | null, mtime: bigint | null) => {
       const n = await writableNode(path)
-      await live.setattr(n.ino, { atime: atime ?? undefined, mtime: mtime ?? undefined })
+      await o.fs.setattr(n.ino, { atime: atime ?? undefined, mtime: mtime ?? undefined })
       changed()
     }),
 
@@ -366,7 +366,7 @@ export function buildOps (o: OpsOptions): FuseOps {
     setxattr: wrap('setxattr', async (path: string, name: string, value: Buffer, _position: number, flags: number) => {
       if (name === 'user.reef.guid') throw posix('EPERM', 'user.reef.guid is read-only')
       const n = await writableNode(path)
-      await live.setxattr(n.ino, name, new Uint8Array(value), flags)
+      await o.fs.setxattr(n.ino, name, new Uint8Array(value), flags)
       changed()
     }),
 
@@ -385,16 +385,16 @@ export function buildOps (o: OpsOptions): FuseOps {
 
     removexattr: wrap('removexattr', async (path: string, name: string) => {
       const n = await writableNode(path)
-      await live.removexattr(n.ino, name)
+      await o.fs.removexattr(n.ino, name)
       changed()
     })
   }
 
   /** Current BGUID of a file/dir (VGUID for a root); folds first so the answer is exact. */
   async function guidOf (t: Extract<Target, { kind: 'node' }>): Promise<string> {
-    if (t.fs === live && !live.readOnly && live.dirty) await live.fold()
+    if (t.fs === o.fs && !o.fs.readOnly && o.fs.dirty) await o.fs.fold()
     if (t.node.ino === ROOT_INO) {
-      const v = t.fs === live ? await o.versions.current() : t.fs.version?.vguid
+      const v = t.fs === o.fs ? await o.versions.current() : t.fs.version?.vguid
       if (v !== undefined) return v.toString()
     }
     const cid = t.node.kind === 'dir' ? t.node.dirBase : t.node.base

@@ -17,6 +17,7 @@ export type ReefErrorCode =
   | 'HEAD_FORK'
   | 'LOG_CORRUPT'
   | 'NO_IDENTITY'
+  | 'NOT_REPLICATED'
   | 'IO'
   // POSIX-flavoured codes raised by the fs core; mount/ maps them to errnos.
   | 'ENOENT' | 'EEXIST' | 'ENOTEMPTY' | 'EISDIR' | 'ENOTDIR' | 'ENAMETOOLONG' | 'EFBIG'

@@ -19,6 +19,8 @@ import { WriterLog } from './log/index.js'
 import { aguidFor, encodeHead, HeadBook, signHead } from './naming/index.js'
 import { decodeVersion } from './object/version.js'
 import { LmdbBlockStore, LmdbHeadStore, LmdbStore } from './store/lmdb.js'
+import type { BlockStore } from './store/types.js'
+import { DhtNode, type DhtOptions } from './dht/index.js'
 
 export function defaultDataDir (): string {
   const xdg = process.env.XDG_DATA_HOME
@@ -31,14 +33,21 @@ export interface NodeConfig { name: string, aguid: string }
 export interface HistoryItem { seq: bigint, time: number, vguid: CID, message?: string }
 
 export class ReefNode {
+  /** The store file systems and commands use: the DHT store when networked, else the local one. */
+  store: BlockStore
+  dht?: DhtNode
+
   private constructor (
     readonly dataDir: string,
     readonly keys: KeyPair,
     readonly config: NodeConfig,
     readonly db: LmdbStore,
-    readonly store: LmdbBlockStore,
+    readonly local: LmdbBlockStore,
+    readonly headStore: LmdbHeadStore,
     readonly heads: HeadBook
-  ) {}
+  ) {
+    this.store = local
+  }
 
   get aguid (): CID { return parseGuid(this.config.aguid) }
 
@@ -64,7 +73,7 @@ export class ReefNode {
     return created
   }
 
-  static async open (dataDir: string, opts: { noSync?: boolean } = {}): Promise<ReefNode> {
+  static async open (dataDir: string, opts: { noSync?: boolean, network?: DhtOptions } = {}): Promise<ReefNode> {
     const keyFile = path.join(dataDir, 'identity.key')
     if (!fs.existsSync(keyFile)) {
       throw new ReefError('NO_IDENTITY', `no reef data directory at ${dataDir} (run: reef init --data-dir ${dataDir})`)
@@ -77,7 +86,23 @@ export class ReefNode {
       throw new ReefError('STORE_CORRUPT', `unreadable ${path.join(dataDir, 'config.json')}: ${(err as Error).message}`)
     }
     const db = new LmdbStore({ path: path.join(dataDir, 'store'), noSync: opts.noSync })
-    return new ReefNode(dataDir, keys, config, db, new LmdbBlockStore(db), new HeadBook(new LmdbHeadStore(db)))
+    const headStore = new LmdbHeadStore(db)
+    const node = new ReefNode(dataDir, keys, config, db, new LmdbBlockStore(db), headStore, new HeadBook(headStore))
+    if (opts.network !== undefined) {
+      try {
+        node.dht = await DhtNode.start(keys.secretKey, node.local, node.heads, headStore, opts.network)
+      } catch (err) {
+        await db.close()
+        throw err
+      }
+      node.store = node.dht.store
+    }
+    return node
+  }
+
+  /** Asks the network for a newer head of `aguid` (no-op without a network). */
+  async refreshHead (aguid: CID = this.aguid): Promise<void> {
+    await this.dht?.fetchHead(aguid)
   }
 
   /** The version the signed head of `aguid` points at, if any. */
@@ -101,7 +126,11 @@ export class ReefNode {
       author: this.keys.publicKey,
       commit: async (block, root) => {
         const head = signHead(this.keys, this.config.name, block.cid, root.seq, BigInt(root.time))
-        await this.heads.accept(encodeHead(head), this.aguid)
+        const bytes = encodeHead(head)
+        await this.heads.accept(bytes, this.aguid)
+        // Replication of the new blocks is already queued by the store; the head follows in
+        // the background: a fold never waits for the network.
+        void this.dht?.publishHead(this.aguid, bytes)
       }
     })
   }
@@ -128,6 +157,7 @@ export class ReefNode {
   }
 
   async close (): Promise<void> {
+    await this.dht?.stop().catch(() => {})
     await this.db.close()
   }
 }

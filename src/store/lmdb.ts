@@ -94,6 +94,20 @@ export class LmdbBlockStore implements BlockStore {
     await this.db.durable(this.db.blocks.remove(blockKey(cid) as Buffer))
   }
 
+  /** Up to `limit` digests in key order, strictly after `after` (from the start if undefined). */
+  keyBatch (after: Uint8Array | undefined, limit: number): Uint8Array[] {
+    const out: Uint8Array[] = []
+    for (const key of this.db.blocks.getKeys({ start: after as Buffer | undefined, limit: limit + 1 })) {
+      const k = new Uint8Array(key as Buffer)
+      if (after !== undefined && Buffer.compare(k, after) === 0) continue
+      out.push(k)
+      if (out.length >= limit) break
+    }
+    return out
+  }
+
+  get count (): number { return this.db.blocks.getCount() }
+
   async * keys (): AsyncIterable<Uint8Array> {
     for (const key of this.db.blocks.getKeys()) yield new Uint8Array(key as Buffer)
   }
@@ -141,6 +155,13 @@ export class LmdbHeadStore implements HeadStore {
       void this.db.heads.put(key, encodeEntry({ seq, bytes })) // encodeEntry copies
     }))
     return blocking
+  }
+
+  /** Every AGUID with a stored head (as CID strings). */
+  aguids (): string[] {
+    const out: string[] = []
+    for (const key of this.db.heads.getKeys()) if (typeof key === 'string') out.push(key)
+    return out
   }
 
   async recordFork (aguid: CID, seq: bigint, bytes: Uint8Array): Promise<void> {

@@ -1,0 +1,157 @@
+/**
+ * The block service on libp2p streams: serves put/get/has from the local store and offers the
+ * matching client calls. Every block received, by either side, is verified against its digest
+ * before it is stored or returned; a malformed or oversized frame ends the stream, never the
+ * node. Each request has a deadline, so no caller waits forever on a silent peer.
+ */
+import type { Libp2p, PeerId, Stream } from '@libp2p/interface'
+import { lpStream } from '@libp2p/utils'
+import { cidFromKey, sameBytes } from '../block/index.js'
+import { sha256 } from '../crypto/hash.js'
+import { isReefError, ReefError } from '../errors.js'
+import type { LmdbBlockStore } from '../store/lmdb.js'
+import {
+  BLOCK_PROTOCOL, decodeRequest, decodeResponse, encodeRequest, encodeResponse, MAX_FRAME,
+  type Request, type Response
+} from './wire.js'
+
+export interface BlockServiceOptions {
+  /** Per-request deadline in ms (default 5000). */
+  timeoutMs?: number
+  /**
+   * Fault injection for tests: serve every block with one byte flipped, as a broken or
+   * malicious replica would. Set only through REEF_TEST_SERVE_CORRUPT=1.
+   */
+  serveCorrupt?: boolean
+}
+
+export interface ServiceStats { served: number, stored: number, refused: number }
+
+const hex = (b: Uint8Array): string => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('hex')
+
+export class BlockService {
+  readonly stats: ServiceStats = { served: 0, stored: 0, refused: 0 }
+  private readonly timeoutMs: number
+
+  /** Answers a 'peers' request: the addresses of every member this node knows. */
+  peerList: () => Promise<string[]> = async () => []
+
+  constructor (private readonly libp2p: Libp2p, private readonly local: LmdbBlockStore, private readonly opts: BlockServiceOptions = {}) {
+    this.timeoutMs = opts.timeoutMs ?? 5000
+  }
+
+  async start (): Promise<void> {
+    await this.libp2p.handle(BLOCK_PROTOCOL, (stream: Stream) => { void this.serve(stream) }, {
+      maxInboundStreams: 256,
+      maxOutboundStreams: 256
+    })
+  }
+
+  async stop (): Promise<void> {
+    await this.libp2p.unhandle(BLOCK_PROTOCOL)
+  }
+
+  private async serve (stream: Stream): Promise<void> {
+    const signal = AbortSignal.timeout(this.timeoutMs)
+    try {
+      const lp = lpStream(stream, { maxDataLength: MAX_FRAME, maxBufferSize: MAX_FRAME + 16 })
+      const raw = await lp.read({ signal })
+      let res: Response
+      try {
+        res = await this.answer(decodeRequest(raw.subarray()))
+      } catch (err) {
+        this.stats.refused++
+        res = { ok: false, e: isReefError(err) ? err.code : 'IO' }
+      }
+      await lp.write(encodeResponse(res), { signal })
+      await stream.close({ signal })
+    } catch (err) {
+      this.stats.refused++
+      stream.abort(err as Error)
+    }
+  }
+
+  private async answer (req: Request): Promise<Response> {
+    switch (req.op) {
+      case 'get': {
+        let d: Uint8Array
+        try {
+          d = await this.local.get(cidFromKey(req.k))
+        } catch (err) {
+          if (isReefError(err, 'NOT_FOUND') || isReefError(err, 'BLOCK_CORRUPT')) return { ok: false, e: err.code }
+          throw err
+        }
+        this.stats.served++
+        if (this.opts.serveCorrupt === true && d.length > 0) {
+          d = d.slice()
+          d[0] ^= 0xff
+        }
+        return { ok: true, d }
+      }
+      case 'has':
+        return { ok: true, have: req.ks.map(k => this.local.hasSync(cidFromKey(k))) }
+      case 'peers':
+        return { ok: true, ps: (await this.peerList()).slice(0, 1024) }
+      case 'put': {
+        const have: boolean[] = []
+        const good = []
+        for (const [k, d] of req.bs) {
+          const ok = sameBytes(sha256(d), k)
+          have.push(ok)
+          if (ok) good.push({ cid: cidFromKey(k), bytes: d })
+          else this.stats.refused++
+        }
+        await this.local.putMany(good)
+        this.stats.stored += good.length
+        return { ok: true, have }
+      }
+    }
+  }
+
+  // ---- client side -------------------------------------------------------------------------
+
+  async request (peer: PeerId, req: Request, timeoutMs = this.timeoutMs): Promise<Response> {
+    const signal = AbortSignal.timeout(timeoutMs)
+    const stream = await this.libp2p.dialProtocol(peer, BLOCK_PROTOCOL, { signal })
+    try {
+      const lp = lpStream(stream, { maxDataLength: MAX_FRAME, maxBufferSize: MAX_FRAME + 16 })
+      await lp.write(encodeRequest(req), { signal })
+      const res = decodeResponse((await lp.read({ signal })).subarray())
+      await stream.close({ signal }).catch(() => {})
+      return res
+    } catch (err) {
+      stream.abort(err as Error)
+      throw err
+    }
+  }
+
+  /** A verified block from one peer; undefined if the peer lacks it; throws on a corrupt answer. */
+  async getFrom (peer: PeerId, key: Uint8Array): Promise<Uint8Array | undefined> {
+    const res = await this.request(peer, { op: 'get', k: key })
+    if (!res.ok || res.d === undefined) return undefined
+    if (!sameBytes(sha256(res.d), key)) {
+      throw ReefError.blockCorrupt(cidFromKey(key).toString(), `the answer of peer ${peer.toString()}`)
+    }
+    return res.d
+  }
+
+  /** Stores a batch on a peer; returns which blocks it acknowledged. */
+  async putTo (peer: PeerId, blocks: Array<[Uint8Array, Uint8Array]>): Promise<boolean[]> {
+    const res = await this.request(peer, { op: 'put', bs: blocks })
+    if (!res.ok || res.have === undefined || res.have.length !== blocks.length) return blocks.map(() => false)
+    return res.have
+  }
+
+  async peersOf (peer: PeerId): Promise<string[]> {
+    const res = await this.request(peer, { op: 'peers' })
+    return res.ok ? res.ps ?? [] : []
+  }
+
+  async hasOn (peer: PeerId, keys: Uint8Array[]): Promise<boolean[]> {
+    const res = await this.request(peer, { op: 'has', ks: keys })
+    if (!res.ok || res.have === undefined || res.have.length !== keys.length) return keys.map(() => false)
+    return res.have
+  }
+}
+
+export { hex }

@@ -1,0 +1,251 @@
+/**
+ * A reef DHT node: libp2p (TCP, noise, yamux) with kad-dht for heads and the reef block
+ * protocol for blocks, placement on the k closest nodes, background replication and repair.
+ * The peer id derives from the data directory's ed25519 identity, so it is stable and not
+ * chosen. Settings that matter on a small loopback network (each found the hard way):
+ *   ping stream limits 16/16   kad-dht pings new contacts while the connection monitor pings
+ *                              too; libp2p's default 2 inbound/1 outbound aborts connections
+ *   allow 127.0.0.1            libp2p rate-limits inbound connections per host (5/s)
+ *   loopback peer mapper       kad-dht's default drops private addresses, loopback included
+ *   clientMode false           a node without a public address would turn itself into a client
+ */
+import '../polyfills.js'
+import { createLibp2p, type Libp2p } from 'libp2p'
+import { tcp } from '@libp2p/tcp'
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { identify, type Identify } from '@libp2p/identify'
+import { ping, type Ping } from '@libp2p/ping'
+import { kadDHT, type KadDHT, type PeerInfoMapper } from '@libp2p/kad-dht'
+import { generateKeyPairFromSeed } from '@libp2p/crypto/keys'
+import { multiaddr } from '@multiformats/multiaddr'
+import { CID } from 'multiformats/cid'
+import type { PeerId } from '@libp2p/interface'
+import { ReefError } from '../errors.js'
+import type { HeadBook } from '../naming/index.js'
+import type { LmdbBlockStore, LmdbHeadStore } from '../store/lmdb.js'
+import { BlockService } from './blocks.js'
+import { HeadGuardDatastore, headKey, selectHeadRecord, validateHeadRecord } from './heads.js'
+import { Members } from './members.js'
+import { Replicator } from './replicator.js'
+import { DhtBlockStore } from './store.js'
+import { BLOCK_PROTOCOL } from './wire.js'
+
+export const DHT_PROTOCOL = '/reef/kad/1.0.0'
+/** Replicas per block. 3 survives any two simultaneous failures (the publisher and a replica). */
+export const DEFAULT_K = 3
+
+type Services = { identify: Identify, ping: Ping, dht: KadDHT }
+
+export interface DhtOptions {
+  listen: string[]
+  bootstrap: string[]
+  k?: number
+  repairIntervalMs?: number
+  republishIntervalMs?: number
+  log?: (line: string) => void
+}
+
+/** Peer addresses on the loopback network only: reef tests and defaults never leave it. */
+const mapper: PeerInfoMapper = (peer) => ({
+  ...peer,
+  multiaddrs: peer.multiaddrs.filter(ma => {
+    const s = ma.toString()
+    return s.startsWith('/ip4/') || s.startsWith('/ip6/')
+  })
+})
+
+const sleep = async (ms: number): Promise<void> => await new Promise(resolve => setTimeout(resolve, ms))
+
+export class DhtNode {
+  private republishTimer?: NodeJS.Timeout
+  private constructor (
+    readonly libp2p: Libp2p<Services>,
+    readonly members: Members,
+    readonly service: BlockService,
+    readonly replicator: Replicator,
+    readonly store: DhtBlockStore,
+    readonly datastore: HeadGuardDatastore,
+    private readonly heads: HeadBook,
+    private readonly headStore: LmdbHeadStore,
+    private readonly opts: DhtOptions
+  ) {}
+
+  static async start (seed: Uint8Array, local: LmdbBlockStore, heads: HeadBook, headStore: LmdbHeadStore, opts: DhtOptions): Promise<DhtNode> {
+    const log = opts.log ?? (() => {})
+    const datastore = new HeadGuardDatastore(heads)
+    const libp2p = await createLibp2p({
+      privateKey: await generateKeyPairFromSeed('Ed25519', seed),
+      datastore,
+      addresses: { listen: opts.listen },
+      connectionManager: { allow: ['/ip4/127.0.0.1/ipcidr/32', '/ip6/::1/ipcidr/128'] },
+      transports: [tcp()],
+      connectionEncrypters: [noise()],
+      streamMuxers: [yamux()],
+      services: {
+        identify: identify(),
+        ping: ping({ maxInboundStreams: 16, maxOutboundStreams: 16 }),
+        dht: kadDHT({
+          protocol: DHT_PROTOCOL,
+          clientMode: false,
+          peerInfoMapper: mapper,
+          initialQuerySelfInterval: 0,
+          allowQueryWithZeroPeers: true,
+          validators: { reef: validateHeadRecord },
+          selectors: { reef: selectHeadRecord }
+        })
+      }
+    })
+    const members = new Members(libp2p.peerId)
+    const service = new BlockService(libp2p, local, { serveCorrupt: process.env.REEF_TEST_SERVE_CORRUPT === '1' })
+    const k = opts.k ?? DEFAULT_K
+    const replicator = new Replicator(local, members, service, { k, repairIntervalMs: opts.repairIntervalMs, log })
+    const store = new DhtBlockStore(local, members, service, replicator, { log })
+    const node = new DhtNode(libp2p, members, service, replicator, store, datastore, heads, headStore, opts)
+    service.peerList = async () => await node.peerList()
+    await service.start()
+    // Membership before any dial, or peers identified early are missed.
+    await libp2p.register(BLOCK_PROTOCOL, {
+      onConnect: (peer) => members.add(peer),
+      onDisconnect: (peer) => members.remove(peer)
+    })
+    replicator.start()
+    await node.join(opts.bootstrap)
+    node.republishTimer = setInterval(() => { void node.republish() }, opts.republishIntervalMs ?? 10 * 60_000)
+    node.republishTimer.unref()
+    members.onJoin((m) => {
+      void node.republish()
+      void node.exchangePeers(m.id)
+    })
+    node.exchangeTimer = setInterval(() => {
+      const others = members.others()
+      if (others.length > 0) void node.exchangePeers(others[Math.floor(Math.random() * others.length)].id)
+    }, 10_000)
+    node.exchangeTimer.unref()
+    return node
+  }
+
+  private exchangeTimer?: NodeJS.Timeout
+
+  /** Dialable addresses of every member (from identify), as multiaddr/p2p/id strings. */
+  async peerList (): Promise<string[]> {
+    const out: string[] = []
+    for (const m of this.members.others()) {
+      try {
+        const p = await this.libp2p.peerStore.get(m.id)
+        for (const a of p.addresses) out.push(`${a.multiaddr.toString()}/p2p/${m.key}`)
+      } catch {}
+    }
+    return out
+  }
+
+  /**
+   * Peer exchange: asks a member whom it knows and dials the ones we do not. kad-dht's own
+   * lookups fill routing tables only eventually; placement needs every node to know every
+   * other now, or two nodes disagree on a block's k closest.
+   */
+  async exchangePeers (from: PeerId): Promise<void> {
+    let list: string[]
+    try {
+      list = await this.service.peersOf(from)
+    } catch {
+      return
+    }
+    await Promise.all(list.slice(0, 256).map(async (addr) => {
+      const id = addr.slice(addr.lastIndexOf('/p2p/') + 5)
+      if (id === this.peerId || this.members.get(id) !== undefined) return
+      try {
+        await this.libp2p.dial(multiaddr(addr), { signal: AbortSignal.timeout(5000) })
+      } catch {}
+    }))
+  }
+
+  /** Dials the bootstrap peers (bounded retries), then looks itself up to fill the routing table. */
+  private async join (bootstrap: string[]): Promise<void> {
+    for (const addr of bootstrap) {
+      let ma
+      try {
+        ma = multiaddr(addr)
+      } catch (err) {
+        throw ReefError.badInput(`bad --bootstrap multiaddr ${addr}: ${(err as Error).message}`)
+      }
+      for (let attempt = 0; attempt < 5; attempt++) {
+        try {
+          await this.libp2p.dial(ma, { signal: AbortSignal.timeout(5000) })
+          break
+        } catch (err) {
+          this.opts.log?.(`bootstrap ${addr}: ${(err as Error).message}`)
+          await sleep(200 * (attempt + 1))
+        }
+      }
+    }
+    if (bootstrap.length > 0) {
+      try {
+        for await (const _ of this.libp2p.services.dht.getClosestPeers(this.libp2p.peerId.toMultihash().bytes, { signal: AbortSignal.timeout(10_000) })) { /* fills the routing table */ }
+      } catch (err) {
+        this.opts.log?.(`self lookup: ${(err as Error).message}`)
+      }
+    }
+  }
+
+  addrs (): string[] { return this.libp2p.getMultiaddrs().map(a => a.toString()) }
+  get peerId (): string { return this.libp2p.peerId.toString() }
+
+  /** Stores a head on the DHT; returns how many peers acknowledged it. */
+  async publishHead (aguid: CID, bytes: Uint8Array, timeoutMs = 15_000): Promise<number> {
+    let acks = 0
+    try {
+      for await (const e of this.libp2p.services.dht.put(headKey(aguid), bytes, { signal: AbortSignal.timeout(timeoutMs) })) {
+        if (e.name === 'PEER_RESPONSE' && e.messageName === 'PUT_VALUE') acks++
+      }
+    } catch (err) {
+      this.opts.log?.(`publish head ${aguid.toString()}: ${(err as Error).message}`)
+    }
+    return acks
+  }
+
+  /** The best head the network has for an AGUID, accepted into the local head book if newer. */
+  async fetchHead (aguid: CID, timeoutMs = 10_000): Promise<Uint8Array | undefined> {
+    let value: Uint8Array | undefined
+    try {
+      for await (const e of this.libp2p.services.dht.get(headKey(aguid), { signal: AbortSignal.timeout(timeoutMs) })) {
+        if (e.name === 'VALUE') value = e.value
+      }
+    } catch (err) {
+      this.opts.log?.(`fetch head ${aguid.toString()}: ${(err as Error).message}`)
+    }
+    if (value !== undefined) {
+      await this.heads.accept(value, aguid).catch(() => {})
+    }
+    return value
+  }
+
+  /** Re-puts every head this node holds (kad-dht records expire after 48 h; peers come and go). */
+  async republish (): Promise<void> {
+    for (const a of this.headStore.aguids()) {
+      const aguid = CID.parse(a)
+      const e = await this.headStore.getHead(aguid)
+      if (e !== undefined) await this.publishHead(aguid, e.bytes)
+    }
+  }
+
+  status (): Record<string, unknown> {
+    return {
+      peerId: this.peerId,
+      addrs: this.addrs(),
+      members: this.members.size,
+      replication: this.replicator.status(),
+      fetch: this.store.stats,
+      served: this.service.stats,
+      headsRefused: this.datastore.refused
+    }
+  }
+
+  async stop (): Promise<void> {
+    if (this.republishTimer !== undefined) clearInterval(this.republishTimer)
+    if (this.exchangeTimer !== undefined) clearInterval(this.exchangeTimer)
+    await this.replicator.stop()
+    await this.service.stop().catch(() => {})
+    await this.libp2p.stop()
+  }
+}

@@ -1,0 +1,260 @@
+/**
+ * Keeps every block on its k closest nodes. New blocks (puts, folds) are queued and pushed to
+ * their closest peers in batches; `waitReplicated` tells a caller when all of its blocks have k
+ * acknowledged replicas. Repair walks the local store in bounded batches (a pass every
+ * `repairIntervalMs`, and soon after a peer leaves): for each block it asks the current k
+ * closest nodes whether they hold it and sends it to those that do not. Work per tick is
+ * bounded, so repair never starves foreground reads.
+ */
+import { cidFromKey } from '../block/index.js'
+import type { LmdbBlockStore } from '../store/lmdb.js'
+import { hex, type BlockService } from './blocks.js'
+import type { Member, Members } from './members.js'
+import { MAX_HAS, PUT_BATCH_BYTES } from './wire.js'
+
+export interface ReplicatorOptions {
+  k: number
+  /** Full repair pass period (default 10 min). */
+  repairIntervalMs?: number
+  /** Keys checked per repair tick (default 512). */
+  repairBatch?: number
+  /** Pause between repair ticks (default 50 ms). */
+  repairTickMs?: number
+  log?: (line: string) => void
+}
+
+export interface ReplicationStatus {
+  k: number
+  members: number
+  pending: number
+  repairing: boolean
+  repairPasses: number
+  repaired: number
+  pushed: number
+}
+
+const sleep = async (ms: number): Promise<void> => await new Promise(resolve => setTimeout(resolve, ms))
+
+export class Replicator {
+  private readonly queue = new Map<string, Uint8Array>()
+  /** Peers that acknowledged each queued key. */
+  private readonly acks = new Map<string, Set<string>>()
+  private draining?: Promise<void>
+  private repairTimer?: NodeJS.Timeout
+  private repairRequested = false
+  private repairRun?: Promise<void>
+  private stopped = false
+  readonly stat = { repairPasses: 0, repaired: 0, pushed: 0 }
+
+  constructor (
+    private readonly local: LmdbBlockStore,
+    private readonly members: Members,
+    private readonly service: BlockService,
+    private readonly opts: ReplicatorOptions
+  ) {
+    members.onLeave(() => this.requestRepair(500))
+    members.onJoin(() => this.requestRepair(2000))
+  }
+
+  get k (): number { return this.opts.k }
+
+  start (): void {
+    const period = this.opts.repairIntervalMs ?? 10 * 60_000
+    this.repairTimer = setInterval(() => this.requestRepair(0), period)
+    this.repairTimer.unref()
+  }
+
+  async stop (): Promise<void> {
+    this.stopped = true
+    if (this.repairTimer !== undefined) clearInterval(this.repairTimer)
+    await this.draining?.catch(() => {})
+    await this.repairRun?.catch(() => {})
+  }
+
+  enqueue (keys: Iterable<Uint8Array>): void {
+    for (const k of keys) {
+      const h = hex(k)
+      if (!this.queue.has(h)) {
+        this.queue.set(h, k)
+        if (!this.acks.has(h)) this.acks.set(h, new Set())
+      }
+    }
+    this.kick()
+  }
+
+  private kick (): void {
+    if (this.draining !== undefined || this.stopped) return
+    this.draining = this.drain().finally(() => { this.draining = undefined })
+  }
+
+  /** Acknowledged holders among the key's k closest members (self counts). */
+  private held (key: Uint8Array, h: string): { held: number, all: boolean } {
+    const acked = this.acks.get(h)
+    let held = 0
+    let all = true
+    for (const m of this.members.closest(key, this.opts.k)) {
+      if (m.self || acked?.has(m.key) === true) held++
+      else all = false
+    }
+    return { held, all }
+  }
+
+  private forgetAcks (): void {
+    // Bounded memory: acknowledgements of long-finished keys go first (Map keeps insertion order).
+    for (const h of this.acks.keys()) {
+      if (this.acks.size <= 200_000) break
+      if (!this.queue.has(h)) this.acks.delete(h)
+    }
+  }
+
+  private async drain (): Promise<void> {
+    let idle = 0
+    for (let round = 0; this.queue.size > 0 && !this.stopped && round < 1_000_000; round++) {
+      const batch = [...this.queue.entries()].slice(0, 4096)
+      const perPeer = new Map<string, { m: Member, keys: Array<[string, Uint8Array]> }>()
+      for (const [h, key] of batch) {
+        const acked = this.acks.get(h) as Set<string>
+        for (const m of this.members.closest(key, this.opts.k)) {
+          if (m.self || acked.has(m.key)) continue
+          let e = perPeer.get(m.key)
+          if (e === undefined) perPeer.set(m.key, e = { m, keys: [] })
+          e.keys.push([h, key])
+        }
+      }
+      await Promise.all([...perPeer.values()].map(async ({ m, keys }) => await this.pushTo(m, keys)))
+      let progressed = false
+      for (const [h, key] of batch) {
+        // Done when every one of its closest members holds it (fewer than k in a small network).
+        if (this.held(key, h).all) {
+          this.queue.delete(h)
+          progressed = true
+        }
+      }
+      this.forgetAcks()
+      // Nothing finished (a peer failed): retry later, backing off to one round per 2 s.
+      if (progressed) idle = 0
+      else await sleep(Math.min(2000, 100 * ++idle))
+    }
+  }
+
+  private async pushTo (m: Member, keys: Array<[string, Uint8Array]>): Promise<void> {
+    let batch: Array<[Uint8Array, Uint8Array]> = []
+    let names: string[] = []
+    let bytes = 0
+    const flush = async (): Promise<void> => {
+      if (batch.length === 0) return
+      const b = batch
+      const n = names
+      batch = []
+      names = []
+      bytes = 0
+      try {
+        const have = await this.service.putTo(m.id, b)
+        have.forEach((ok, i) => { if (ok) { this.acks.get(n[i])?.add(m.key); this.stat.pushed++ } })
+      } catch (err) {
+        this.opts.log?.(`replicate to ${m.key}: ${(err as Error).message}`)
+      }
+    }
+    for (const [h, key] of keys) {
+      let d: Uint8Array
+      try {
+        d = await this.local.get(cidFromKey(key))
+      } catch {
+        continue
+      }
+      if (bytes + d.length > PUT_BATCH_BYTES || batch.length >= MAX_HAS) await flush()
+      batch.push([key, d])
+      names.push(h)
+      bytes += d.length
+    }
+    await flush()
+  }
+
+  /**
+   * Resolves once every key is held by all of its k closest members, or at the deadline; says
+   * how many replicas are missing (also when the network has fewer than k nodes).
+   */
+  async waitReplicated (keys: Uint8Array[], timeoutMs: number): Promise<{ blocks: number, missingReplicas: number, blocksShort: number }> {
+    this.enqueue(keys)
+    const deadline = Date.now() + timeoutMs
+    for (;;) {
+      const pending = keys.some(k => this.queue.has(hex(k)))
+      if (!pending || Date.now() >= deadline) {
+        let missingReplicas = 0
+        let blocksShort = 0
+        for (const k of keys) {
+          const miss = this.opts.k - this.held(k, hex(k)).held
+          if (miss > 0) { missingReplicas += miss; blocksShort++ }
+        }
+        return { blocks: keys.length, missingReplicas, blocksShort }
+      }
+      await sleep(50)
+    }
+  }
+
+  /** Waits (bounded) until nothing is queued; returns what is still pending. */
+  async waitIdle (timeoutMs: number): Promise<number> {
+    const deadline = Date.now() + timeoutMs
+    while (this.queue.size > 0 && Date.now() < deadline) await sleep(50)
+    return this.queue.size
+  }
+
+  requestRepair (delayMs: number): void {
+    if (this.stopped) return
+    this.repairRequested = true
+    setTimeout(() => {
+      if (this.repairRun === undefined && this.repairRequested) {
+        this.repairRequested = false
+        this.repairRun = this.repairPass().catch(err => this.opts.log?.(`repair: ${(err as Error).message}`)).finally(() => {
+          this.repairRun = undefined
+          if (this.repairRequested) this.requestRepair(0)
+        })
+      }
+    }, delayMs).unref()
+  }
+
+  /** One pass over every local block, `repairBatch` keys per tick. */
+  private async repairPass (): Promise<void> {
+    const batchSize = this.opts.repairBatch ?? 512
+    let after: Uint8Array | undefined
+    for (let tick = 0; !this.stopped && tick < 10_000_000; tick++) {
+      const keys = this.local.keyBatch(after, batchSize)
+      if (keys.length === 0) break
+      after = keys[keys.length - 1]
+      const perPeer = new Map<string, { m: Member, keys: Uint8Array[] }>()
+      for (const key of keys) {
+        for (const m of this.members.closest(key, this.opts.k)) {
+          if (m.self) continue
+          let e = perPeer.get(m.key)
+          if (e === undefined) perPeer.set(m.key, e = { m, keys: [] })
+          e.keys.push(key)
+        }
+      }
+      await Promise.all([...perPeer.values()].map(async ({ m, keys: ks }) => {
+        try {
+          const have = await this.service.hasOn(m.id, ks)
+          const lacking = ks.filter((_k, i) => !have[i])
+          if (lacking.length === 0) return
+          await this.pushTo(m, lacking.map(k => [hex(k), k]))
+          this.stat.repaired += lacking.length
+        } catch (err) {
+          this.opts.log?.(`repair check on ${m.key}: ${(err as Error).message}`)
+        }
+      }))
+      await sleep(this.opts.repairTickMs ?? 50)
+    }
+    this.stat.repairPasses++
+  }
+
+  status (): ReplicationStatus {
+    return {
+      k: this.opts.k,
+      members: this.members.size,
+      pending: this.queue.size,
+      repairing: this.repairRun !== undefined,
+      repairPasses: this.stat.repairPasses,
+      repaired: this.stat.repaired,
+      pushed: this.stat.pushed
+    }
+  }
+}

@@ -1,0 +1,94 @@
+/**
+ * The reef block protocol (/reef/block/1.0.0) on libp2p streams: one length-prefixed dag-cbor
+ * request, one response, per stream.
+ *   put  { op: 'put', bs: [[digest, bytes]...] }      -> { ok: true, have: [stored?...] }
+ *   get  { op: 'get', k: digest }                      -> { ok: true, d } | { ok: false, e }
+ *   has  { op: 'has', ks: [digest...] (<= MAX_HAS) }   -> { ok: true, have: [bool...] }
+ *   peers { op: 'peers' }                              -> { ok: true, ps: [multiaddr/p2p/id...] }
+ * Every field is checked; anything else is refused and the stream closed. Received blocks are
+ * verified against their digest before they are stored or used.
+ */
+import * as dagCbor from '@ipld/dag-cbor'
+import { MAX_BLOCK_SIZE } from '../block/index.js'
+import { ReefError } from '../errors.js'
+
+export const BLOCK_PROTOCOL = '/reef/block/1.0.0'
+export const MAX_HAS = 1024
+/** Largest frame either side accepts: one block plus a small envelope. */
+export const MAX_FRAME = MAX_BLOCK_SIZE + 64 * 1024
+/** A put request batches blocks up to this many bytes. */
+export const PUT_BATCH_BYTES = 1024 * 1024
+
+export type Request =
+  | { op: 'put', bs: Array<[Uint8Array, Uint8Array]> }
+  | { op: 'get', k: Uint8Array }
+  | { op: 'has', ks: Uint8Array[] }
+  | { op: 'peers' }
+
+export type Response =
+  | { ok: true, d?: Uint8Array, have?: boolean[], ps?: string[] }
+  | { ok: false, e: string }
+
+const bad = (why: string): never => { throw new ReefError('BAD_ENCODING', `malformed block protocol message: ${why}`) }
+const isKey = (v: unknown): v is Uint8Array => v instanceof Uint8Array && v.length === 32
+
+function decodeMap (bytes: Uint8Array): Record<string, unknown> {
+  if (bytes.length > MAX_FRAME) bad('frame too large')
+  let v: unknown
+  try {
+    v = dagCbor.decode(bytes)
+  } catch (err) {
+    return bad((err as Error).message)
+  }
+  if (v === null || typeof v !== 'object' || Array.isArray(v) || v instanceof Uint8Array) bad('not a map')
+  return v as Record<string, unknown>
+}
+
+export function encodeRequest (r: Request): Uint8Array { return dagCbor.encode(r) }
+export function encodeResponse (r: Response): Uint8Array { return dagCbor.encode(r) }
+
+export function decodeRequest (bytes: Uint8Array): Request {
+  const o = decodeMap(bytes)
+  switch (o.op) {
+    case 'put': {
+      if (!Array.isArray(o.bs) || o.bs.length > MAX_HAS || Object.keys(o).length !== 2) bad('put')
+      for (const pair of o.bs as unknown[]) {
+        if (!Array.isArray(pair) || pair.length !== 2 || !isKey(pair[0]) || !(pair[1] instanceof Uint8Array) || pair[1].length > MAX_BLOCK_SIZE) bad('put entry')
+      }
+      return { op: 'put', bs: o.bs as Array<[Uint8Array, Uint8Array]> }
+    }
+    case 'get':
+      if (!isKey(o.k) || Object.keys(o).length !== 2) bad('get')
+      return { op: 'get', k: o.k as Uint8Array }
+    case 'has':
+      if (!Array.isArray(o.ks) || o.ks.length > MAX_HAS || !o.ks.every(isKey) || Object.keys(o).length !== 2) bad('has')
+      return { op: 'has', ks: o.ks as Uint8Array[] }
+    case 'peers':
+      if (Object.keys(o).length !== 1) bad('peers')
+      return { op: 'peers' }
+    default:
+      return bad(`unknown op ${String(o.op)}`)
+  }
+}
+
+export function decodeResponse (bytes: Uint8Array): Response {
+  const o = decodeMap(bytes)
+  if (o.ok === true) {
+    const r: Response = { ok: true }
+    if (o.d !== undefined) {
+      if (!(o.d instanceof Uint8Array) || o.d.length > MAX_BLOCK_SIZE) bad('response data')
+      r.d = o.d as Uint8Array
+    }
+    if (o.have !== undefined) {
+      if (!Array.isArray(o.have) || o.have.length > MAX_HAS || !o.have.every(b => typeof b === 'boolean')) bad('response have')
+      r.have = o.have as boolean[]
+    }
+    if (o.ps !== undefined) {
+      if (!Array.isArray(o.ps) || o.ps.length > MAX_HAS || !o.ps.every(p => typeof p === 'string' && p.length < 512)) bad('response peers')
+      r.ps = o.ps as string[]
+    }
+    return r
+  }
+  if (o.ok === false && typeof o.e === 'string') return { ok: false, e: o.e.slice(0, 200) }
+  return bad('response')
+}
