@@ -76,8 +76,9 @@ export function decodeRecord (bytes: Uint8Array): LogRecord {
   const o = decodeCbor(bytes, what)
   if (o.t !== 'r') throw ReefError.badEncoding(`${what}: wrong type tag`)
   const name = field(o, 'op', what).str() as OpName
+  // Own keys only: "toString" or "__proto__" would otherwise find Object.prototype members.
+  if (!Object.hasOwn(SCHEMA, name)) throw ReefError.badEncoding(`${what}: unknown op ${name}`)
   const schema = SCHEMA[name]
-  if (schema === undefined) throw ReefError.badEncoding(`${what}: unknown op ${name}`)
   const a = field(o, 'a', what).map()
   const op: Record<string, unknown> = { op: name }
   for (const [k, wire, type, optional] of schema) {

@@ -1,0 +1,269 @@
+import t from 'tap'
+import fs from 'node:fs'
+import path from 'node:path'
+import { randomBytes } from 'node:crypto'
+import * as dagCbor from '@ipld/dag-cbor'
+import { cidFor, DAG_CBOR } from '../src/block/index.js'
+import { WriterLog } from '../src/log/index.js'
+import { decodeRecord, encodeRecord, type LogRecord, type Op } from '../src/log/record.js'
+
+const rnd = (n: number): Uint8Array => new Uint8Array(randomBytes(n))
+const enc = new TextEncoder()
+const writer = rnd(32)
+const writerHex = Buffer.from(writer).toString('hex')
+
+/** Every op type, with bigints (incl. beyond 2^53 and negative-era times) and byte arrays. */
+function allOps (): Op[] {
+  const big = 2n ** 62n + 12345n
+  return [
+    { op: 'create', parent: 1, name: enc.encode('a.txt'), ino: 2, mode: 0o644, uid: 1000, gid: 100, time: 1_700_000_000_123_456_789n },
+    { op: 'mkdir', parent: 1, name: new Uint8Array([0xff, 0x00, 0x20]), ino: 3, mode: 0o755, uid: 0, gid: 0, time: big },
+    { op: 'symlink', parent: 3, name: enc.encode('ln'), ino: 4, target: enc.encode('../a.txt'), uid: 1, gid: 2, time: 5n },
+    { op: 'write', ino: 2, offset: 2 ** 40, data: rnd(10_000), time: 6n },
+    { op: 'write', ino: 2, offset: 0, data: new Uint8Array(0), time: 7n },
+    { op: 'truncate', ino: 2, size: 123456789, time: 8n },
+    { op: 'unlink', parent: 1, name: enc.encode('gone'), time: 9n },
+    { op: 'rmdir', parent: 1, name: enc.encode('dir'), time: 10n },
+    { op: 'rename', parent: 1, name: enc.encode('x'), newParent: 3, newName: enc.encode('y'), time: 11n },
+    { op: 'link', ino: 2, parent: 3, name: enc.encode('hard'), time: 12n },
+    { op: 'setattr', ino: 2, time: 13n },
+    { op: 'setattr', ino: 2, time: 14n, mode: 0o4755, uid: 5, gid: 6, atime: big, mtime: 0n },
+    { op: 'setattr', ino: 2, time: 15n, xattrName: 'user.k', xattrValue: rnd(100) },
+    { op: 'setattr', ino: 2, time: 16n, xattrName: 'user.k', xattrRemove: true },
+    { op: 'setattr', ino: 2, time: 17n, xattrName: 'user.empty', xattrValue: new Uint8Array(0), xattrRemove: false },
+    { op: 'attach', parent: 1, name: enc.encode('imported'), ino: 9, kind: 'dir', cid: cidFor(rnd(10), DAG_CBOR), time: 18n }
+  ]
+}
+
+/** A comparable form: byte arrays as hex, CIDs as strings, bigints kept as bigints. */
+function norm (v: unknown): unknown {
+  if (v instanceof Uint8Array) return { bytes: Buffer.from(v).toString('hex') }
+  if (v !== null && typeof v === 'object') {
+    const c = (v as { asCID?: unknown }).asCID
+    if (c !== undefined && c === v) return { cid: String(v) }
+    if (Array.isArray(v)) return v.map(norm)
+    return Object.fromEntries(Object.entries(v).filter(([, x]) => x !== undefined).map(([k, x]) => [k, norm(x)]))
+  }
+  return v
+}
+
+t.test('every op type roundtrips through append, close and open', async t => {
+  const dir = t.testdir()
+  const ops = allOps()
+  const log = new WriterLog(dir, writer).open()
+  t.equal(log.replayed.length, 0)
+  t.equal(log.counter, 0)
+  const appended = ops.map((op, i) => log.append(op, 1_700_000_000_000 + i))
+  log.sync()
+  log.close()
+
+  // Counters, version vectors and prev links.
+  appended.forEach((a, i) => {
+    t.equal(a.record.n, i + 1, `n of record ${i}`)
+    t.same(a.record.vv, { [writerHex]: i + 1 }, `vv of record ${i}`)
+    if (i === 0) t.equal(a.record.prev, undefined, 'the first record has no prev')
+    else t.ok(a.record.prev?.equals(appended[i - 1].cid), `record ${i} links to record ${i - 1}`)
+    t.ok(a.cid.equals(encodeRecord(a.record).cid), 'the CID is the record block\'s BGUID')
+  })
+
+  const again = new WriterLog(dir, writer).open()
+  t.teardown(() => again.close())
+  t.equal(again.discardedBytes, 0, 'a clean log discards nothing')
+  t.equal(again.replayed.length, ops.length)
+  t.same(again.replayed.map(r => norm(r.record)), appended.map(a => norm(a.record)), 'replayed records equal the appended ones')
+  t.same(again.replayed.map(r => String(r.cid)), appended.map(a => String(a.cid)), 'same CIDs')
+  t.same(again.replayed.map(r => norm(r.record.op)), ops.map(norm), 'ops equal what was appended')
+  const w = again.replayed[3].record.op
+  t.ok(w.op === 'write' && typeof w.time === 'bigint' && w.offset === 2 ** 40, 'times are bigints, offsets numbers')
+  t.equal(again.counter, ops.length, 'the counter resumes')
+  t.ok(again.last?.equals(appended[appended.length - 1].cid), 'prev resumes')
+  const next = again.append({ op: 'truncate', ino: 2, size: 0, time: 99n })
+  t.equal(next.record.n, ops.length + 1)
+  t.ok(next.record.prev?.equals(appended[appended.length - 1].cid), 'appends continue the chain after reopen')
+})
+
+function segmentFile (dir: string): string {
+  const files = fs.readdirSync(dir).filter(f => f.endsWith('.log')).sort()
+  return path.join(dir, files[files.length - 1])
+}
+
+async function writeLog (dir: string, n: number): Promise<{ sizes: number[], cids: string[] }> {
+  const log = new WriterLog(dir, writer).open()
+  const sizes: number[] = []
+  const cids: string[] = []
+  for (let i = 0; i < n; i++) {
+    const a = log.append({ op: 'write', ino: 2, offset: i * 100, data: rnd(50 + i * 10), time: BigInt(i) })
+    cids.push(String(a.cid))
+    sizes.push(log.segmentBytes)
+  }
+  log.sync()
+  log.close()
+  return { sizes, cids }
+}
+
+t.test('a torn tail is detected, discarded and truncated away', async t => {
+  const damage: Array<[string, (file: string, sizes: number[]) => void]> = [
+    ['last frame cut mid-way', (f, sizes) => fs.truncateSync(f, sizes[sizes.length - 2] + 20)],
+    ['last frame cut inside its header', (f, sizes) => fs.truncateSync(f, sizes[sizes.length - 2] + 3)],
+    ['last frame missing one byte', (f, sizes) => fs.truncateSync(f, sizes[sizes.length - 1] - 1)],
+    ['garbage appended', f => fs.appendFileSync(f, rnd(1000))],
+    ['a few garbage bytes appended', f => fs.appendFileSync(f, rnd(5))],
+    ['zeros appended (preallocated tail)', f => fs.appendFileSync(f, new Uint8Array(4096))],
+    ['a byte flipped in the last frame body', (f, sizes) => {
+      const fd = fs.openSync(f, 'r+')
+      const pos = sizes[sizes.length - 1] - 7
+      const b = Buffer.alloc(1)
+      fs.readSync(fd, b, 0, 1, pos)
+      b[0] ^= 0x10
+      fs.writeSync(fd, b, 0, 1, pos)
+      fs.closeSync(fd)
+    }],
+    ['a byte flipped in the last frame checksum', (f, sizes) => {
+      const fd = fs.openSync(f, 'r+')
+      const pos = sizes[sizes.length - 2] + 10
+      const b = Buffer.alloc(1)
+      fs.readSync(fd, b, 0, 1, pos)
+      b[0] ^= 0x01
+      fs.writeSync(fd, b, 0, 1, pos)
+      fs.closeSync(fd)
+    }],
+    ['length field made huge', (f, sizes) => {
+      const fd = fs.openSync(f, 'r+')
+      fs.writeSync(fd, Buffer.from([0x7f, 0xff, 0xff, 0xff]), 0, 4, sizes[sizes.length - 2])
+      fs.closeSync(fd)
+    }]
+  ]
+  for (const [what, hurt] of damage) {
+    await t.test(what, async t => {
+      const dir = t.testdir()
+      const n = 10
+      const { sizes, cids } = await writeLog(dir, n)
+      const file = segmentFile(dir)
+      hurt(file, sizes)
+      const appendedGarbage = fs.statSync(file).size > sizes[n - 1]
+      const keep = appendedGarbage ? n : n - 1
+
+      const log = new WriterLog(dir, writer).open()
+      t.ok(log.discardedBytes > 0, `discarded ${log.discardedBytes} bytes`)
+      t.equal(log.replayed.length, keep, `${keep} whole records replayed`)
+      t.same(log.replayed.map(r => String(r.cid)), cids.slice(0, keep), 'exactly the intact prefix')
+      t.equal(fs.statSync(file).size, sizes[keep - 1], 'the file is truncated to the last whole frame')
+      t.equal(log.counter, keep, 'numbering resumes after the last whole record')
+      const a = log.append({ op: 'unlink', parent: 1, name: enc.encode('after'), time: 1n })
+      t.equal(a.record.n, keep + 1)
+      log.sync()
+      log.close()
+
+      const again = new WriterLog(dir, writer).open()
+      t.teardown(() => again.close())
+      t.equal(again.discardedBytes, 0, 'nothing to discard on the next open')
+      t.equal(again.replayed.length, keep + 1, 'later appends replay cleanly')
+      t.equal(String(again.replayed[keep].cid), String(a.cid))
+      t.ok(again.replayed[keep].record.prev?.equals(again.replayed[keep - 1].cid), 'the chain is unbroken')
+    })
+  }
+})
+
+t.test('checkpoint drops old segments and numbering continues', async t => {
+  const dir = t.testdir()
+  const log = new WriterLog(dir, writer).open()
+  const first: string[] = []
+  for (let i = 0; i < 5; i++) first.push(String(log.append({ op: 'truncate', ino: 2, size: i, time: 1n }).cid))
+  const segsBefore = fs.readdirSync(dir).filter(f => f.endsWith('.log'))
+  t.equal(segsBefore.length, 1)
+  log.checkpoint()
+  t.equal(log.replayed.length, 0)
+  t.equal(log.segmentBytes, 0, 'a fresh segment')
+  const segsAfter = fs.readdirSync(dir).filter(f => f.endsWith('.log'))
+  t.equal(segsAfter.length, 1, 'the old segment is gone')
+  t.not(segsAfter[0], segsBefore[0], 'segment numbering moved on')
+  t.ok(segsAfter[0] > segsBefore[0], 'to a higher segment number')
+  const a6 = log.append({ op: 'truncate', ino: 2, size: 6, time: 1n })
+  t.equal(a6.record.n, 6, 'record numbering continues across a checkpoint')
+  t.equal(String(a6.record.prev), first[4], 'and so does the prev chain')
+  log.append({ op: 'truncate', ino: 2, size: 7, time: 1n })
+  log.sync()
+  log.close()
+
+  const again = new WriterLog(dir, writer).open()
+  t.equal(again.replayed.length, 2, 'only records after the checkpoint replay')
+  t.same(again.replayed.map(r => r.record.n), [6, 7])
+  t.equal(again.counter, 7)
+  again.checkpoint()
+  again.checkpoint()
+  again.append({ op: 'truncate', ino: 2, size: 8, time: 1n })
+  again.sync()
+  again.close()
+  const third = new WriterLog(dir, writer).open()
+  t.teardown(() => third.close())
+  t.same(third.replayed.map(r => r.record.n), [8])
+  t.equal(fs.readdirSync(dir).filter(f => f.endsWith('.log')).length, 1)
+})
+
+t.test('resumeAfter continues numbering after a folded log', async t => {
+  const dir = t.testdir()
+  const log = new WriterLog(dir, writer).open()
+  t.teardown(() => log.close())
+  const prev = cidFor(rnd(10), DAG_CBOR)
+  log.resumeAfter(prev, 41, { [writerHex]: 41, other: 3 })
+  const a = log.append({ op: 'truncate', ino: 2, size: 0, time: 1n })
+  t.equal(a.record.n, 42)
+  t.same(a.record.vv, { [writerHex]: 42, other: 3 })
+  t.ok(a.record.prev?.equals(prev))
+  log.resumeAfter(undefined, 10, {})
+  t.equal(log.counter, 42, 'resumeAfter never moves the counter back')
+})
+
+t.test('decodeRecord refuses malformed records', async t => {
+  const good: LogRecord = { writer, n: 1, vv: { [writerHex]: 1 }, time: 5, op: { op: 'truncate', ino: 2, size: 3, time: 4n } }
+  const ok = encodeRecord(good)
+  t.same(norm(decodeRecord(ok.bytes)), norm(good))
+  const base = dagCbor.decode(ok.bytes) as Record<string, unknown>
+  const e = (o: unknown): Uint8Array => dagCbor.encode(o !== null && typeof o === 'object' && !Array.isArray(o)
+    ? Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined))
+    : o)
+  const cases: Array<[string, Uint8Array]> = [
+    ['empty', new Uint8Array(0)],
+    ['random', rnd(100)],
+    ['not a map', e([1])],
+    ['wrong tag', e({ ...base, t: 'v' })],
+    ['unknown op', e({ ...base, op: 'explode' })],
+    ['op inherited from Object.prototype', e({ ...base, op: 'toString' })],
+    ['op "constructor"', e({ ...base, op: 'constructor' })],
+    ['op "__proto__"', e({ ...base, op: '__proto__' })],
+    ['op not a string', e({ ...base, op: 3 })],
+    ['args missing', e({ ...base, a: undefined })],
+    ['args not a map', e({ ...base, a: [1, 2] })],
+    ['arg missing', e({ ...base, a: { i: 2, t: 4 } })],
+    ['int arg a string', e({ ...base, a: { i: '2', s: 3, t: 4 } })],
+    ['int arg negative', e({ ...base, a: { i: -2, s: 3, t: 4 } })],
+    ['time arg a string', e({ ...base, a: { i: 2, s: 3, t: 'now' } })],
+    ['writer not bytes', e({ ...base, w: 'me' })],
+    ['n missing', e({ ...base, n: undefined })],
+    ['vv not a map', e({ ...base, vv: 5 })],
+    ['vv value a string', e({ ...base, vv: { x: 'one' } })],
+    ['prev not a link', e({ ...base, p: 'bafy' })],
+    ['bad kind', encodeRecordLoose({ op: 'attach', parent: 1, name: enc.encode('x'), ino: 2, kind: 'socket', cid: ok.cid, time: 1n })],
+    ['bad bool', encodeRecordLoose({ op: 'setattr', ino: 2, time: 1n, xattrRemove: 1 })],
+    ['bytes arg a string', encodeRecordLoose({ op: 'unlink', parent: 1, name: 'x', time: 1n })]
+  ]
+  for (const [what, bytes] of cases) t.throws(() => decodeRecord(bytes), { code: 'BAD_ENCODING' }, what)
+  t.throws(() => encodeRecord({ ...good, op: { op: 'truncate', ino: 2, time: 1n } as unknown as Op }), { code: 'BAD_INPUT' }, 'encode refuses a missing field')
+
+  function encodeRecordLoose (op: Record<string, unknown>): Uint8Array {
+    // encodeRecord does not type-check values: it writes what it is given, as a buggy or hostile peer might.
+    return encodeRecord({ ...good, op: op as unknown as Op }).bytes
+  }
+})
+
+t.test('a corrupt record inside an intact frame is refused at open', async t => {
+  const dir = t.testdir()
+  await writeLog(dir, 2)
+  // A frame whose checksum matches but whose bytes are not a record (e.g. written by a bug).
+  const bytes = dagCbor.encode({ t: 'r', hello: 1 })
+  const header = Buffer.alloc(36)
+  header.writeUInt32BE(bytes.length, 0)
+  Buffer.from(cidFor(bytes).multihash.digest).copy(header, 4)
+  fs.appendFileSync(segmentFile(dir), Buffer.concat([header, bytes]))
+  t.throws(() => new WriterLog(dir, writer).open(), { code: 'BAD_ENCODING' })
+})
