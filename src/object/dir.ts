@@ -175,10 +175,21 @@ export function buildDir (entries: Entry[], emit: (b: Block) => void): { cid: CI
 
 /** Reads a directory tree lazily: lookup touches one path, list streams the leaves in order. */
 export class DirReader {
+  /** Decoded interior nodes: every lookup walks the same few of them (leaves are not cached). */
+  private readonly interior = new Map<string, DirNode>()
+
   constructor (readonly root: CID, private readonly store: BlockGetter) {}
 
   private async node (cid: CID): Promise<DirNode> {
-    return decodeDirNode(await this.store.get(cid))
+    const key = cid.toString()
+    const hit = this.interior.get(key)
+    if (hit !== undefined) return hit
+    const n = decodeDirNode(await this.store.get(cid))
+    if (n.height > 0) {
+      if (this.interior.size >= 256) this.interior.clear()
+      this.interior.set(key, n)
+    }
+    return n
   }
 
   async lookup (name: Uint8Array): Promise<Entry | undefined> {
