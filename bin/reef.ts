@@ -80,7 +80,14 @@ async function serveControl (node: ReefNode, d: Daemon, socket: string, onStop: 
     },
     run: async (args) => await runInDaemon(node, args),
     // Which of these blocks this node holds locally (tests and repair checks use it).
-    'local-has': async (args) => (args as { keys: string[] }).keys.map(k => node.local.hasSync(cidFromKey(Buffer.from(k, 'hex'))))
+    'local-has': async (args) => (args as { keys: string[] }).keys.map(k => node.local.hasSync(cidFromKey(Buffer.from(k, 'hex')))),
+    // The head this node holds for an AGUID in its own head book (no network lookup): null if none.
+    head: async (args) => {
+      const a = parseGuid(String((args as { aguid?: unknown })?.aguid))
+      if (!isAguid(a)) throw ReefError.badGuid(a.toString(), 'not an AGUID')
+      const h = await node.heads.current(a)
+      return h === undefined ? null : { seq: h.seq.toString(), vguid: h.vguid.toString() }
+    }
   }, socket)
   await server.listen()
   return server
