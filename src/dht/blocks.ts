@@ -25,12 +25,20 @@ export interface BlockServiceOptions {
   serveCorrupt?: boolean
 }
 
-export interface ServiceStats { served: number, stored: number, refused: number }
+export interface ServiceStats { served: number, stored: number, refused: number, busy: number }
+
+/** Requests served at once (each may buffer a frame of up to MAX_FRAME bytes). */
+export const MAX_INFLIGHT = 8
+/** Requests waiting (paused) for a slot; beyond this a new request is refused at once. */
+const MAX_WAITING = 512
+const MAX_INBOUND_PER_CONNECTION = 64
 
 const hex = (b: Uint8Array): string => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('hex')
 
 export class BlockService {
-  readonly stats: ServiceStats = { served: 0, stored: 0, refused: 0 }
+  readonly stats: ServiceStats = { served: 0, stored: 0, refused: 0, busy: 0 }
+  private inflight = 0
+  private readonly waiting: Array<() => void> = []
   private readonly timeoutMs: number
 
   /** Answers a 'peers' request: the addresses of every member this node knows. */
@@ -42,9 +50,38 @@ export class BlockService {
 
   async start (): Promise<void> {
     await this.libp2p.handle(BLOCK_PROTOCOL, (stream: Stream) => { void this.serve(stream) }, {
-      maxInboundStreams: 256,
+      maxInboundStreams: MAX_INBOUND_PER_CONNECTION,
       maxOutboundStreams: 256
     })
+  }
+
+  /**
+   * A serving slot, waiting (bounded by `signal`) while MAX_INFLIGHT requests are being read or
+   * answered. Each request can carry a frame of up to MAX_FRAME bytes, so without a global cap
+   * a peer opening hundreds of streams makes the node buffer hundreds of frames at once.
+   */
+  private async acquire (signal: AbortSignal): Promise<boolean> {
+    if (this.inflight < MAX_INFLIGHT) {
+      this.inflight++
+      return true
+    }
+    if (this.waiting.length >= MAX_WAITING) return false
+    return await new Promise<boolean>(resolve => {
+      const grant = (): void => { signal.removeEventListener('abort', onAbort); resolve(true) }
+      const onAbort = (): void => {
+        const i = this.waiting.indexOf(grant)
+        if (i >= 0) this.waiting.splice(i, 1)
+        resolve(false)
+      }
+      this.waiting.push(grant)
+      signal.addEventListener('abort', onAbort, { once: true })
+    })
+  }
+
+  private release (): void {
+    const next = this.waiting.shift()
+    if (next !== undefined) next() // the slot passes on
+    else this.inflight--
   }
 
   async stop (): Promise<void> {
@@ -53,8 +90,18 @@ export class BlockService {
 
   private async serve (stream: Stream): Promise<void> {
     const signal = AbortSignal.timeout(this.timeoutMs)
+    // Paused, the stream buffers at most the muxer's initial window (yamux: 256 KiB) and the
+    // peer's further writes wait, until a slot frees up.
+    stream.pause()
+    if (!(await this.acquire(signal))) {
+      this.stats.refused++
+      this.stats.busy++
+      stream.abort(new Error('busy'))
+      return
+    }
     try {
       const lp = lpStream(stream, { maxDataLength: MAX_FRAME, maxBufferSize: MAX_FRAME + 16 })
+      stream.resume()
       const raw = await lp.read({ signal })
       let res: Response
       try {
@@ -68,6 +115,8 @@ export class BlockService {
     } catch (err) {
       this.stats.refused++
       stream.abort(err as Error)
+    } finally {
+      this.release()
     }
   }
 
