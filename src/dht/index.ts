@@ -180,6 +180,11 @@ export class DhtNode {
       }
     }
     if (bootstrap.length > 0) {
+      // kad-dht adds a dialled peer to its routing table only after identify, asynchronously: a
+      // lookup before that runs "with no peers" and finds nothing (a follower mount then found
+      // no head for the AGUID it was asked to mount). Wait (bounded) for the first entry.
+      const table = (this.libp2p.services.dht as unknown as { routingTable?: { size: number } }).routingTable
+      for (let i = 0; i < 100 && table !== undefined && table.size === 0; i++) await sleep(50)
       try {
         for await (const _ of this.libp2p.services.dht.getClosestPeers(this.libp2p.peerId.toMultihash().bytes, { signal: AbortSignal.timeout(10_000) })) { /* fills the routing table */ }
       } catch (err) {
