@@ -13,7 +13,7 @@
  *
  * Environment: REEF_MICRO_RUNS (1; medians over runs), REEF_MICRO_STATS (20000),
  * REEF_MICRO_CREATES (2000), REEF_MICRO_SEQ_MIB (256), REEF_MICRO_BLOCK_KIB (128),
- * REEF_MICRO_FIND_FILES (10000), REEF_BENCH_DIR (/var/tmp), REEF_BENCH_DAEMON_NODE_OPTIONS.
+ * REEF_MICRO_FIND_FILES (10000), REEF_BENCH_DIR (/var/tmp), REEF_BENCH_DAEMON_NODE_ARGS.
  * Reports; never passes or fails on a number.
  */
 import fs from 'node:fs'

@@ -129,11 +129,12 @@ export function startReef (name: string, dataDir: string, args: string[], logDir
   const errFile = path.join(logDir, `${name}.stderr`)
   const outFd = fs.openSync(outFile, 'w')
   const errFd = fs.openSync(errFile, 'w')
-  // REEF_BENCH_DAEMON_NODE_OPTIONS profiles the daemons only, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
-  const nodeOptions = process.env.REEF_BENCH_DAEMON_NODE_OPTIONS
-  const proc = spawn(process.execPath, [REEF_BIN, '--data-dir', dataDir, ...args], {
+  // REEF_BENCH_DAEMON_NODE_ARGS profiles the daemons only, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"
+  // (node flags on the command line: NODE_OPTIONS refuses --cpu-prof).
+  const nodeArgs = (process.env.REEF_BENCH_DAEMON_NODE_ARGS ?? '').split(/\s+/).filter(a => a !== '')
+  const proc = spawn(process.execPath, [...nodeArgs, REEF_BIN, '--data-dir', dataDir, ...args], {
     stdio: ['ignore', outFd, errFd],
-    env: { ...process.env, NODE_NO_WARNINGS: '1', ...(nodeOptions !== undefined ? { NODE_OPTIONS: nodeOptions } : {}) }
+    env: { ...process.env, NODE_NO_WARNINGS: '1' }
   })
   fs.closeSync(outFd)
   fs.closeSync(errFd)

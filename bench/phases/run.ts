@@ -10,7 +10,8 @@
  *
  * Environment: REEF_BENCH_RUNS (3), REEF_BENCH_TARGETS, REEF_BENCH_DIR (work dir, /var/tmp),
  * REEF_BENCH_SOURCE=synthetic, REEF_BENCH_SYNTH_FILES (400), REEF_BENCH_REPL_TIMEOUT (s, 300),
- * REEF_BENCH_CACHE (bench/.cache), REEF_BENCH_DAEMON_NODE_OPTIONS (e.g. --cpu-prof for the daemons).
+ * REEF_BENCH_CACHE (bench/.cache), REEF_BENCH_DAEMON_NODE_ARGS (node flags for the daemons, e.g.
+ * "--cpu-prof --cpu-prof-dir=/tmp/prof").
  * --quick: one run, local disk and the embedded mount only: a smoke check.
  */
 import fs from 'node:fs'
