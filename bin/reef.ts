@@ -130,7 +130,7 @@ function lifecycle (program: Command): void {
       }
     })
 
-  type MountCliOptions = { foldInterval?: string, json?: boolean, aguid?: string, listen?: string[], bootstrap?: string[], k?: string, repairInterval?: string }
+  type MountCliOptions = { foldInterval?: string, maxDirty?: string, json?: boolean, aguid?: string, listen?: string[], bootstrap?: string[], k?: string, repairInterval?: string }
   const foreground = async (mountpoint: string, opts: MountCliOptions, checkout?: string): Promise<void> => {
     const dir = dataDir()
     if (checkout === undefined && ReefNode.init(dir)) err(`reef: created a new data directory at ${dir}\n`)
@@ -161,7 +161,9 @@ function lifecycle (program: Command): void {
       const foldIntervalMs = opts.foldInterval !== undefined ? Math.round(Number(opts.foldInterval) * 1000) : undefined
       if (foldIntervalMs !== undefined && !(foldIntervalMs >= 0)) throw ReefError.badInput(`bad --fold-interval ${opts.foldInterval}`)
       const own = follow === undefined || follow.equals(node.aguid)
-      d = await MountDaemon.start(node, { mountpoint, foldIntervalMs, checkout: version, follow: own ? undefined : follow })
+      const maxDirtyBytes = opts.maxDirty !== undefined ? Number(opts.maxDirty) * 2 ** 20 : undefined
+      if (maxDirtyBytes !== undefined && !(maxDirtyBytes > 0)) throw ReefError.badInput(`bad --max-dirty ${opts.maxDirty}`)
+      d = await MountDaemon.start(node, { mountpoint, foldIntervalMs, maxDirtyBytes, checkout: version, follow: own ? undefined : follow })
       server = await serveControl(node, d, checkout === undefined ? SOCKET_NAME : `checkout-${process.pid}.sock`, stop)
     } catch (e) {
       await stop()
@@ -180,6 +182,7 @@ function lifecycle (program: Command): void {
     .description('mount this data directory\'s file system on DIR (foreground; creates the data directory if needed)')
     .argument('<dir>', 'mount point (created if missing)')
     .option('--fold-interval <seconds>', 'fold writes into a version after this many seconds of activity', '5')
+    .option('--max-dirty <MiB>', 'fold early once this much written data waits in memory', '512')
     .option('--json', 'print the mount status as JSON once mounted')
     .option('--aguid <aguid>', 'mount another owner\'s file system (read-only), following its signed head')
     .option('--listen <multiaddr>', 'be a network node listening here (repeatable)', collect, [])

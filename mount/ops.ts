@@ -266,8 +266,9 @@ export function buildOps (o: OpsOptions): FuseOps {
       const h = handles.get(fd)
       if (h === undefined) { cb(-ERRNO.EBADF); return }
       if (!h.writable || h.fs !== o.fs) { cb(-ERRNO.EBADF); return }
-      // The binding reuses `buf` once we call back; the fs keeps its own copy.
-      o.fs.write(h.node.ino, pos, new Uint8Array(buf.subarray(0, len))).then(n => {
+      // `buf` stays valid until we call back (the FUSE thread waits for the reply); the log
+      // and the dirty pages take their own copies, so no copy is needed here.
+      o.fs.write(h.node.ino, pos, buf.subarray(0, len)).then(n => {
         changed()
         cb(n)
       }, err => cb(toErrno(err, 'write', o.log)))

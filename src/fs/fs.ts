@@ -14,7 +14,7 @@ import { encodeVersion, type VersionRoot } from '../object/version.js'
 import type { Op } from '../log/record.js'
 import type { WriterLog } from '../log/index.js'
 import type { BlockStore } from '../store/types.js'
-import { type Attr, Inode, keyName, nameKey, PAGE, ROOT_INO } from './inode.js'
+import { allocPage, type Attr, freePage, Inode, keyName, nameKey, PAGE, ROOT_INO } from './inode.js'
 
 export interface Cred { uid: number, gid: number }
 
@@ -502,7 +502,11 @@ export class ReefFS {
   private forget (n: Inode): void {
     this.inodes.delete(n.ino)
     this.dirtyFiles.delete(n.ino)
-    if (n.pages !== undefined) this.dirtyBytes -= n.pages.size * PAGE
+    if (n.pages !== undefined) {
+      this.dirtyBytes -= n.pages.size * PAGE
+      for (const page of n.pages.values()) freePage(page)
+      n.pages = undefined
+    }
     if (n.inTable) {
       this.tableDropped.add(n.ino)
       this.tableDirty = true
@@ -642,7 +646,7 @@ export class ReefFS {
     if (n.pages === undefined) n.pages = new Map()
     let page = n.pages.get(p)
     if (page !== undefined) return page
-    page = new Uint8Array(PAGE)
+    page = allocPage(!whole)
     const start = p * PAGE
     if (!whole && start < n.baseLimit) {
       const r = n.baseReader(this.store)
@@ -650,7 +654,10 @@ export class ReefFS {
     }
     // A concurrent filler may have won while we awaited.
     const raced = n.pages.get(p)
-    if (raced !== undefined) return raced
+    if (raced !== undefined) {
+      freePage(page)
+      return raced
+    }
     n.pages.set(p, page)
     this.dirtyBytes += PAGE
     return page
@@ -675,6 +682,7 @@ export class ReefFS {
       if (n.pages !== undefined) {
         for (const p of [...n.pages.keys()]) {
           if (p * PAGE >= size) {
+            freePage(n.pages.get(p) as Uint8Array)
             n.pages.delete(p)
             this.dirtyBytes -= PAGE
           }

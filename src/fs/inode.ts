@@ -14,6 +14,27 @@ export const S_IFLNK = 0o120000
 export const PAGE = 64 * 1024
 export const ROOT_INO = 1
 
+/**
+ * Dirty pages come from 16 MiB slabs and go back to a free list when a fold settles them.
+ * One ArrayBuffer per 64 KiB page made V8 count thousands of external allocations and run
+ * full GCs ever more often as dirty data grew (write handlers went from 0.4 to 2 ms each).
+ */
+const SLAB = 16 * 1024 * 1024
+const freePages: Uint8Array[] = []
+/** A page from the pool; zeroed unless the caller will overwrite all of it. */
+export function allocPage (zero = true): Uint8Array {
+  let page = freePages.pop()
+  if (page === undefined) {
+    const slab = new ArrayBuffer(SLAB)
+    for (let off = SLAB - PAGE; off > 0; off -= PAGE) freePages.push(new Uint8Array(slab, off, PAGE))
+    page = new Uint8Array(slab, 0, PAGE)
+  }
+  return zero ? page.fill(0) : page
+}
+export function freePage (page: Uint8Array): void {
+  if (freePages.length < 8192) freePages.push(page)
+}
+
 export const nameKey = (name: Uint8Array): string => Buffer.from(name.buffer, name.byteOffset, name.byteLength).toString('latin1')
 export const keyName = (key: string): Uint8Array => new Uint8Array(Buffer.from(key, 'latin1'))
 
@@ -148,6 +169,7 @@ export class Inode {
   settle (base: CID): void {
     this.base = base
     this.baseLimit = this.size
+    if (this.pages !== undefined) for (const page of this.pages.values()) freePage(page)
     this.pages = undefined
     this.dirtyLo = Infinity
     this.dirtyHi = 0

@@ -3,9 +3,11 @@
  * open replays what is on disk (torn tail discarded). The fs core applies the same records
  * live and on replay, so a crash loses nothing that a sync acknowledged.
  */
-import type { CID } from 'multiformats/cid'
-import { cidFromKey, DAG_CBOR } from '../block/index.js'
-import { decodeRecord, encodeRecord, type LogRecord, type Op } from './record.js'
+import { CID } from 'multiformats/cid'
+import * as Digest from 'multiformats/hashes/digest'
+import { cidFromKey, DAG_CBOR, SHA256_CODE } from '../block/index.js'
+import { sha256Parts } from '../crypto/hash.js'
+import { decodeRecord, encodeRecordParts, type LogRecord, type Op } from './record.js'
 import { SegmentLog } from './segment.js'
 
 export interface Appended { cid: CID, record: LogRecord }
@@ -53,12 +55,13 @@ export class WriterLog {
     const vv = { ...this.vv, [this.writerHex]: n }
     const record: LogRecord = { writer: this.writer, n, vv, time, op }
     if (this.prev !== undefined) record.prev = this.prev
-    const block = encodeRecord(record)
-    this.seg.append(block.bytes, block.cid.multihash.digest)
+    const parts = encodeRecordParts(record)
+    const cid = CID.createV1(DAG_CBOR, Digest.create(SHA256_CODE, sha256Parts(parts)))
+    this.seg.append(parts, cid.multihash.digest)
     this.n = n
     this.vv = vv
-    this.prev = block.cid
-    return { cid: block.cid, record }
+    this.prev = cid
+    return { cid, record }
   }
 
   sync (): void { this.seg.sync() }

@@ -71,6 +71,33 @@ export function encodeRecord (r: LogRecord): Block {
   return encodeBlock(o)
 }
 
+const MARKER = Uint8Array.from(Buffer.from('7265656620646174612068657265210a', 'hex')) // 16 bytes, never real data in practice
+
+function bytesHeader (len: number): Uint8Array {
+  if (len < 24) return Uint8Array.of(0x40 + len)
+  if (len < 256) return Uint8Array.of(0x58, len)
+  if (len < 65536) return Uint8Array.of(0x59, len >> 8, len & 0xff)
+  return Uint8Array.of(0x5a, (len >>> 24) & 0xff, (len >>> 16) & 0xff, (len >>> 8) & 0xff, len & 0xff)
+}
+
+/**
+ * The encoding of a record as parts whose concatenation is exactly encodeRecord(r).bytes, with
+ * a write's data as its own part: the log hashes and writes the parts without first copying the
+ * data into one buffer (dag-cbor orders map keys by the keys alone, so the data's position does
+ * not depend on its value, and a byte string's header depends only on its length).
+ */
+export function encodeRecordParts (r: LogRecord): Uint8Array[] {
+  if (r.op.op !== 'write' || r.op.data.length < 1024) return [encodeRecord(r).bytes]
+  const data = r.op.data
+  const shell = encodeRecord({ ...r, op: { ...r.op, data: MARKER } }).bytes
+  let at = -1
+  for (let i = 0; i + MARKER.length < shell.length && at < 0; i++) {
+    if (shell[i] === 0x50 && Buffer.compare(shell.subarray(i + 1, i + 1 + MARKER.length), MARKER) === 0) at = i
+  }
+  if (at < 0) return [encodeRecord(r).bytes]
+  return [shell.subarray(0, at), bytesHeader(data.length), data, shell.subarray(at + 1 + MARKER.length)]
+}
+
 export function decodeRecord (bytes: Uint8Array): LogRecord {
   const what = 'log record'
   const o = decodeCbor(bytes, what)

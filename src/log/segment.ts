@@ -65,14 +65,17 @@ export class SegmentLog {
   get current (): number { return this.segment }
   get bytes (): number { return this.size }
 
-  append (bytes: Uint8Array, digest: Uint8Array): void {
+  /** Appends one frame whose bytes are the concatenation of `parts` (written without joining them). */
+  append (parts: Uint8Array[], digest: Uint8Array): void {
     if (this.fd < 0) throw new ReefError('IO', 'log is not open')
+    let len = 0
+    for (const p of parts) len += p.length
     const header = Buffer.allocUnsafe(HEADER)
-    header.writeUInt32BE(bytes.length, 0)
+    header.writeUInt32BE(len, 0)
     header.set(digest, 4)
     // One writev keeps a frame contiguous even if another append follows immediately.
-    const n = fs.writevSync(this.fd, [header, bytes])
-    if (n !== HEADER + bytes.length) throw new ReefError('IO', `short log write (${n} of ${HEADER + bytes.length})`)
+    const n = fs.writevSync(this.fd, [header, ...parts])
+    if (n !== HEADER + len) throw new ReefError('IO', `short log write (${n} of ${HEADER + len})`)
     this.size += n
   }
 
