@@ -144,6 +144,22 @@ export interface Leaf { cid?: CID, size: number, offset: number }
  */
 export class FileReader {
   private readonly nodes = new Map<string, FileNode>()
+  /**
+   * The last few chunks read, already verified: a sequential reader asks for 128 KiB at a time
+   * and chunks average 64 KiB, so most chunks would otherwise be fetched and hashed twice.
+   */
+  private readonly recent = new Map<string, Uint8Array>()
+
+  private async chunk (cid: CID, size: number): Promise<Uint8Array> {
+    const key = cid.toString()
+    const hit = this.recent.get(key)
+    if (hit !== undefined) return hit
+    const bytes = await this.store.get(cid)
+    if (bytes.length !== size) throw ReefError.badEncoding(`chunk ${key}: size differs from its link`)
+    if (this.recent.size >= 8) this.recent.delete(this.recent.keys().next().value as string)
+    this.recent.set(key, bytes)
+    return bytes
+  }
 
   constructor (readonly root: CID, private readonly store: BlockGetter) {}
 
@@ -193,8 +209,7 @@ export class FileReader {
           if (n.height === 0) {
             // A hole leaves `out` as allocated: zeros.
             if (l.cid !== undefined) {
-              const bytes = await this.store.get(l.cid)
-              if (bytes.length !== l.size) throw ReefError.badEncoding(`chunk ${l.cid.toString()}: size differs from its link`)
+              const bytes = await this.chunk(l.cid, l.size)
               const from = Math.max(offset, pos)
               const to = Math.min(end, lEnd)
               out.set(bytes.subarray(from - pos, to - pos), from - offset)
