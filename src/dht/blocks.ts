@@ -161,7 +161,9 @@ export class BlockService {
 
   async request (peer: PeerId, req: Request, timeoutMs = this.timeoutMs): Promise<Response> {
     const signal = AbortSignal.timeout(timeoutMs)
-    const stream = await this.libp2p.dialProtocol(peer, BLOCK_PROTOCOL, { signal })
+    // negotiateFully false: the protocol name goes out with the request instead of a round
+    // trip before it (one protocol only, so nothing to negotiate).
+    const stream = await this.libp2p.dialProtocol(peer, BLOCK_PROTOCOL, { signal, negotiateFully: false })
     try {
       const lp = lpStream(stream, { maxDataLength: MAX_FRAME, maxBufferSize: MAX_FRAME + 16 })
       await lp.write(encodeRequest(req), { signal })
