@@ -42,7 +42,9 @@ export class DhtBlockStore implements BlockStore {
       try {
         const d = await this.service.getFrom(m.id, key)
         if (d === undefined) continue
-        await this.local.put({ cid, bytes: d })
+        // A cache copy: verified already, and re-fetchable, so the read does not wait for the
+        // local fsync (it used to, for several ms per block).
+        this.local.put({ cid, bytes: d }).catch(err => this.opts.log?.(`cache ${cid.toString()}: ${(err as Error).message}`))
         this.stats.remote++
         return d
       } catch (err) {
