@@ -1,0 +1,150 @@
+// Replication, failure and repair on a 10-node cluster of real `reef node` processes on
+// 127.0.0.1 (k = 3). A tree of several MiB is put through one node with --wait-replicated and
+// read back through another; then the publisher and the replica holding the most blocks are
+// killed at once: everything is still readable through a third node, and repair (triggered
+// by the peers leaving: the periodic pass is an hour away here) puts every block back on its
+// k closest live nodes. Last, reads never hang: a block whose every holder is dead fails with
+// NOT_FOUND in bounded time.
+import tap from 'tap'
+import crypto from 'node:crypto'
+import fs from 'node:fs'
+import path from 'node:path'
+import { compareTrees, countTree } from './helpers/cli.js'
+import { describe, misplaced, holdings, rankFor, startCluster, storeKeys, waitFor, type NodeHandle } from './helpers/cluster.js'
+
+const K = 3
+const MiB = 1024 * 1024
+
+function makeTree (root: string): void {
+  fs.mkdirSync(path.join(root, 'sub', 'deeper'), { recursive: true })
+  fs.writeFileSync(path.join(root, 'big.bin'), crypto.randomBytes(4 * MiB))
+  fs.writeFileSync(path.join(root, 'sub', 'mid.bin'), crypto.randomBytes(1536 * 1024))
+  for (let i = 0; i < 20; i++) fs.writeFileSync(path.join(root, 'sub', 'deeper', `small-${i}.txt`), crypto.randomBytes(100 + i * 997).toString('base64'))
+  fs.symlinkSync('../big.bin', path.join(root, 'sub', 'link'))
+}
+
+tap.test('10 nodes, k=3: put --wait-replicated, read anywhere, survive two kills, repair to k replicas', async t => {
+  const c = await startCluster(t, 10, { k: K, repairInterval: 3600 })
+  const [, A, B, C] = c.nodes
+  const work = path.join(c.base, 'work')
+  const src = path.join(work, 'tree')
+  makeTree(src)
+
+  const before = await storeKeys(A.dataDir)
+  const put = await c.reef(A, 'put', src, '--wait-replicated', '--timeout', '60', '--json')
+  t.equal(put.code, 0, `put --wait-replicated exits 0: ${describe(put)}`)
+  const res = JSON.parse(put.stdout)
+  t.equal(res.replication?.blocksShort, 0, 'no block short of k replicas')
+  const guid = res.guid as string
+  const keys = (await storeKeys(A.dataDir)).filter(k => !before.includes(k))
+  t.ok(keys.length >= 60, `the put made many blocks (${keys.length})`)
+  t.equal(res.replication?.blocks, keys.length, 'put waited for every block it wrote')
+
+  // Placement: right after --wait-replicated, every block is on each of its k closest nodes.
+  t.same(await misplaced(c.nodes, keys, K), [], 'every block is held by its k closest nodes')
+
+  const heldByB = (await B.localHas(keys)).filter(Boolean).length
+  const out1 = path.join(work, 'out-b')
+  const g1 = await c.reef(B, 'get', guid, '-o', out1)
+  t.equal(g1.code, 0, `get through B: ${describe(g1)}`)
+  t.same(compareTrees(src, out1), [], 'byte-identical through B')
+  t.ok(countTree(out1).files >= 22)
+  const bStats = (await B.network()).fetch
+  t.ok(bStats.remote >= keys.length - heldByB && bStats.misses === 0, `B fetched the ${keys.length - heldByB} blocks it did not hold from the network (${JSON.stringify(bStats)})`)
+  t.same(await B.localHas(keys), keys.map(() => true), 'B caches what it read')
+
+  // Kill the publisher and the replica (not a reader) holding the most blocks, at once.
+  const h = await holdings(c.nodes, keys)
+  const candidates = c.nodes.filter(nd => nd !== A && nd !== B && nd !== C)
+  const count = (nd: NodeHandle): number => (h.get(nd) as boolean[]).filter(Boolean).length
+  const R = candidates.sort((x, y) => count(y) - count(x))[0]
+  const both = keys.filter((_k, j) => (h.get(R) as boolean[])[j])
+  t.ok(both.length >= keys.length / 5, `replica node ${R.i} holds ${both.length}/${keys.length} blocks`)
+  await Promise.all([A.kill9(), R.kill9()])
+  t.notOk(A.alive() || R.alive(), 'both killed')
+  await c.waitMembers(30_000)
+
+  // Every block is still readable, through a node that never read it before.
+  const out2 = path.join(work, 'out-c')
+  const g2 = await c.reef(C, 'get', guid, '-o', out2)
+  t.equal(g2.code, 0, `get through C after the kills: ${describe(g2)}`)
+  t.same(compareTrees(src, out2), [], 'byte-identical through C after two kills')
+  const cStats = (await C.network()).fetch
+  t.equal(cStats.misses, 0, 'C missed no block')
+  t.equal(cStats.corruptReplicas, 0)
+
+  // Repair: each block back on its k closest live nodes. The periodic pass is an hour away,
+  // so this is the repair the leaving peers triggered.
+  const live = c.live()
+  let left: string[] = []
+  const t0 = Date.now()
+  await waitFor('every block on its k closest live nodes', async () => {
+    left = await misplaced(live, keys, K)
+    return left.length === 0
+  }, 60_000, 500).catch(err => { t.fail(`${(err as Error).message}: ${left.length} blocks misplaced, e.g. ${left.slice(0, 5).join('; ')}`) })
+  t.same(left, [], `repaired in ${Date.now() - t0} ms`)
+  const hs = await holdings(live, keys)
+  keys.forEach((key, j) => {
+    const n = live.filter(nd => (hs.get(nd) as boolean[])[j]).length
+    if (n < K) t.fail(`block ${key} has ${n} live replicas`)
+  })
+  const stats = await Promise.all(live.map(async nd => (await nd.network()).replication))
+  t.ok(stats.reduce((s, r) => s + r.repaired, 0) > 0, 'some node reports repaired blocks')
+  t.ok(stats.every(r => r.repairPasses < 100), 'no runaway repair passes')
+
+  t.test('a frozen replica (SIGSTOP) costs one request deadline, not a hang', async t => {
+    const bytes = crypto.randomBytes(7000)
+    const key = crypto.createHash('sha256').update(bytes).digest('hex')
+    const writer = c.live().find(nd => nd !== B && nd !== C) as NodeHandle
+    const bp = await c.reefIn(writer, bytes, 'block', 'put')
+    t.equal(bp.code, 0, describe(bp))
+    const bguid = bp.stdout.trim()
+    await waitFor('the block on its k closest nodes', async () => (await misplaced(c.live(), [key], K)).length === 0, 30_000, 200)
+    const hs = await holdings(c.live(), [key])
+    const holds = (nd: NodeHandle): boolean => (hs.get(nd) as boolean[])[0]
+    const reader = c.live().find(nd => !holds(nd)) as NodeHandle
+    const first = rankFor(key, c.live().filter(nd => nd !== reader)).find(holds) as NodeHandle
+    process.kill(first.pid, 'SIGSTOP')
+    try {
+      const before = (await reader.network()).fetch.failedPeers
+      const g = await c.reef(reader, 'block', 'get', bguid)
+      t.equal(g.code, 0, `read with the first replica frozen: ${describe(g)}`)
+      t.ok(g.out.equals(bytes), 'the right bytes')
+      t.ok(g.ms < 20_000, `returned in ${g.ms} ms`)
+      t.ok((await reader.network()).fetch.failedPeers > before, 'the frozen replica counted as a failed peer')
+    } finally {
+      process.kill(first.pid, 'SIGCONT')
+    }
+  })
+
+  t.test('reads never hang: a block whose every holder is dead fails with NOT_FOUND in bounded time', async t => {
+    await c.waitMembers(30_000)
+    const bytes = crypto.randomBytes(5000)
+    const key = crypto.createHash('sha256').update(bytes).digest('hex')
+    const writer = c.live().find(nd => nd !== B && nd !== C) as NodeHandle
+    const bp = await c.reefIn(writer, bytes, 'block', 'put')
+    t.equal(bp.code, 0, describe(bp))
+    const bguid = bp.stdout.trim()
+    await waitFor('the block on its k closest nodes', async () => (await misplaced(c.live(), [key], K)).length === 0, 30_000, 200)
+    const hs = await holdings(c.live(), [key])
+    const holders = c.live().filter(nd => (hs.get(nd) as boolean[])[0])
+    t.ok(holders.length >= K && holders.includes(writer), `held by ${holders.length} nodes`)
+    await Promise.all(holders.map(async nd => await nd.kill9()))
+    const survivors = c.live()
+    t.ok(survivors.length >= 2, `${survivors.length} nodes survive`)
+    const reader = survivors[survivors.length - 1]
+    const g = await c.reef(reader, 'block', 'get', bguid)
+    t.not(g.code, 0, 'block get fails')
+    t.match(g.stderr, /\[NOT_FOUND\]/, `a clear NOT_FOUND: ${describe(g)}`)
+    t.ok(g.ms < 30_000, `returned in ${g.ms} ms`)
+    const out = path.join(work, 'gone')
+    const g2 = await c.reef(survivors[0], 'get', bguid, '-o', out)
+    t.not(g2.code, 0, 'get fails')
+    t.match(g2.stderr, /\[NOT_FOUND\]/, describe(g2))
+    t.ok(g2.ms < 30_000, `returned in ${g2.ms} ms`)
+    t.notOk(fs.existsSync(out), 'no partial output left')
+    // The surviving nodes keep serving what they have.
+    const g3 = await c.reef(reader, 'get', guid, '-o', path.join(work, 'still'))
+    t.equal(g3.code, 0, describe(g3))
+  })
+})
