@@ -130,7 +130,7 @@ function lifecycle (program: Command): void {
       }
     })
 
-  type MountCliOptions = { foldInterval?: string, maxDirty?: string, json?: boolean, aguid?: string, listen?: string[], bootstrap?: string[], k?: string, repairInterval?: string }
+  type MountCliOptions = { foldInterval?: string, maxDirty?: string, attrTimeout?: string, json?: boolean, aguid?: string, listen?: string[], bootstrap?: string[], k?: string, repairInterval?: string }
   const foreground = async (mountpoint: string, opts: MountCliOptions, checkout?: string): Promise<void> => {
     const dir = dataDir()
     if (checkout === undefined && ReefNode.init(dir)) err(`reef: created a new data directory at ${dir}\n`)
@@ -163,7 +163,9 @@ function lifecycle (program: Command): void {
       const own = follow === undefined || follow.equals(node.aguid)
       const maxDirtyBytes = opts.maxDirty !== undefined ? Number(opts.maxDirty) * 2 ** 20 : undefined
       if (maxDirtyBytes !== undefined && !(maxDirtyBytes > 0)) throw ReefError.badInput(`bad --max-dirty ${opts.maxDirty}`)
-      d = await MountDaemon.start(node, { mountpoint, foldIntervalMs, maxDirtyBytes, checkout: version, follow: own ? undefined : follow })
+      const attrTimeout = opts.attrTimeout !== undefined ? Number(opts.attrTimeout) : undefined
+      if (attrTimeout !== undefined && !(attrTimeout >= 0 && attrTimeout <= 3600)) throw ReefError.badInput(`bad --attr-timeout ${opts.attrTimeout}`)
+      d = await MountDaemon.start(node, { mountpoint, foldIntervalMs, maxDirtyBytes, attrTimeout, checkout: version, follow: own ? undefined : follow })
       server = await serveControl(node, d, checkout === undefined ? SOCKET_NAME : `checkout-${process.pid}.sock`, stop)
     } catch (e) {
       await stop()
@@ -183,6 +185,7 @@ function lifecycle (program: Command): void {
     .argument('<dir>', 'mount point (created if missing)')
     .option('--fold-interval <seconds>', 'fold writes into a version after this many seconds of activity', '5')
     .option('--max-dirty <MiB>', 'fold early once this much written data waits in memory', '512')
+    .option('--attr-timeout <seconds>', 'let the kernel cache attributes this long (faster stat; hard-link names may lag)', '0')
     .option('--json', 'print the mount status as JSON once mounted')
     .option('--aguid <aguid>', 'mount another owner\'s file system (read-only), following its signed head')
     .option('--listen <multiaddr>', 'be a network node listening here (repeatable)', collect, [])

@@ -91,7 +91,9 @@ class ReefMount {
 
   async start (): Promise<void> {
     const name = `mount-${++this.starts}`
-    const d = startReef(name, this.dataDir, ['mount', this.mnt, ...this.extraArgs()], this.logDir)
+    // REEF_BENCH_MOUNT_ARGS adds options to every reef mount (e.g. "--attr-timeout 0.1").
+    const fromEnv = (process.env.REEF_BENCH_MOUNT_ARGS ?? '').split(/\s+/).filter(a => a !== '')
+    const d = startReef(name, this.dataDir, ['mount', this.mnt, ...this.extraArgs(), ...fromEnv], this.logDir)
     this.daemon = d
     trackMount(this.mnt)
     try {
