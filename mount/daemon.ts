@@ -9,13 +9,16 @@
  *   attr_timeout=0       libfuse's high-level API gives every *path* its own kernel inode, so the
  *                        names of a hard-linked file are separate kernel inodes: attributes
  *                        cached for one go stale when the file changes through the other
- *                        (`ln a b; stat a` showed nlink 1, `rm b; stat a` nlink 2). Always ask.
+ *                        (`ln a b; stat a` showed nlink 1, `rm b; stat a` nlink 2). Always ask
+ *                        (--attr-timeout trades this for speed).
  *   entry_timeout=1      name -> node lookups may be cached 1 s: every namespace change goes
  *                        through this mount, which updates the kernel's dentries itself
  *   negative_timeout=0   a name created right after a failed lookup must be seen at once
- *   auto_cache           keep page cache across opens unless size/mtime changed since the last
- *                        open (not kernel_cache: with hard links, a write through one name left
- *                        the other name's cached pages stale forever)
+ *   page cache           decided per open (mount/ops.ts, keep_cache through the patched
+ *                        binding), not by kernel_cache (with hard links, a write through one
+ *                        name left the other's cached pages stale forever) nor auto_cache (it
+ *                        dropped the cache whenever mtime had moved since the last open, so
+ *                        reading a file right after writing it always went to the daemon)
  *   default_permissions  the kernel enforces mode bits (EACCES) with the attrs we report
  *   allow_other          other local users (and tests running as another uid) can reach it
  */
@@ -119,6 +122,7 @@ export class MountDaemon {
       versions: d.versionSource(),
       log,
       readOnly: opts.checkout !== undefined || opts.follow !== undefined,
+      follower: opts.follow !== undefined,
       onChange: () => d.scheduleFold(),
       statfsPath: node.dataDir
     }
@@ -131,7 +135,6 @@ export class MountDaemon {
       negativeTimeout: 0,
       allowOther: true,
       defaultPermissions: true,
-      autoCache: true,
       fsname: `reef:${node.config.name}`,
       subtype: 'reef',
       options: ['big_writes', 'max_write=131072', 'max_read=131072'],

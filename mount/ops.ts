@@ -21,6 +21,8 @@ export interface VersionSource {
 }
 
 const O_ACCMODE = 3
+/** Bit 30 of an open handle: keep the kernel page cache for this open (mount/native patch). */
+const KEEP_CACHE = 0x40000000
 const RESERVED = '.reef'
 const VIRTUAL_INO = 2 ** 52
 const VERSION_INO_BASE = 2 ** 51
@@ -40,6 +42,8 @@ export interface OpsOptions {
   log: Logger
   /** Read-only mount (a checkout): every mutation is EROFS. */
   readOnly?: boolean
+  /** Following another owner's head: the live tree changes under the same paths. */
+  follower?: boolean
   /** Called after each mutation; the daemon schedules folds from it. */
   onChange?: () => void
   statfsPath?: string
@@ -120,12 +124,20 @@ export function buildOps (o: OpsOptions): FuseOps {
 
   const cred = (ctx: FuseContext): Cred => ({ uid: ctx?.uid ?? 0, gid: ctx?.gid ?? 0 })
 
+  /**
+   * Registers an open file; the returned handle asks the kernel to keep its page cache (bit 30,
+   * see mount/native) when the file's content can only change through this kernel inode: any
+   * file of an immutable version, and a live file that was never hard-linked (its other names
+   * would be other kernel inodes). A follower's files change under the same paths when a new
+   * version arrives, so their cache is dropped at every open.
+   */
   function openHandle (h: Handle): number {
     const fh = nextFh++
-    if (nextFh > 0xfffffff0) nextFh = 1
+    if (nextFh >= KEEP_CACHE) nextFh = 1
     handles.set(fh, h)
     h.fs.open(h.node)
-    return fh
+    const keep = h.fs !== o.fs ? true : o.follower !== true && !h.node.inTable
+    return keep ? fh | KEEP_CACHE : fh
   }
 
   function handle (fd: number): Handle {
@@ -241,11 +253,6 @@ export function buildOps (o: OpsOptions): FuseOps {
       return openHandle({ fs: t.fs, node: t.node, writable })
     }),
 
-    opendir: wrapValue('opendir', async (path: string): Promise<number> => {
-      await resolve(path)
-      return 0
-    }),
-
     create: wrapValue('create', async (path: string, mode: number, ctx: FuseContext): Promise<number> => {
       const { dir, name } = await writableParent(path)
       const node = await o.fs.create(dir.ino, name, mode, cred(ctx))
@@ -274,8 +281,6 @@ export function buildOps (o: OpsOptions): FuseOps {
       }, err => cb(toErrno(err, 'write', o.log)))
     },
 
-    flush: wrap('flush', async () => {}),
-
     fsync: wrap('fsync', async () => {
       o.fs.sync()
     }),
@@ -290,8 +295,6 @@ export function buildOps (o: OpsOptions): FuseOps {
       handles.delete(fd)
       h.fs.release(h.node)
     }),
-
-    releasedir: wrap('releasedir', async () => {}),
 
     truncate: wrap('truncate', async (path: string, size: number) => {
       const n = await writableNode(path)
