@@ -162,23 +162,40 @@ tap.test('faults', async t => {
 
   t.test('a corrupt replica is detected and another replica used', async t => {
     const X = c.nodes[CORRUPT]
-    const h = await holdings(c.nodes, keys)
-    const holds = (nd: NodeHandle, j: number): boolean => (h.get(nd) as boolean[])[j]
-    t.ok(keys.some((_k, j) => holds(X, j)), 'the corrupt node holds blocks of the file')
-    // For each possible reader: the blocks it lacks whose first holder in its fetch order is X.
-    const expectedFor = (R: NodeHandle): number => keys.filter((key, j) => {
-      if (holds(R, j)) return false
-      const first = rankFor(key, c.nodes.filter(nd => nd !== R)).find(nd => holds(nd, j))
-      return first === X
-    }).length
-    const R = c.nodes.filter(nd => nd !== P && nd !== X && nd !== FRAMES).sort((a, b) => expectedFor(b) - expectedFor(a))[0]
-    const expected = expectedFor(R)
+    // Placement depends on random peer ids: if no reader would ask X first for any block of
+    // the file, store another file (bounded) until one does.
+    let target = { src, guid, keys }
+    let R: NodeHandle | undefined
+    let expected = 0
+    for (let attempt = 0; attempt < 8; attempt++) {
+      const h = await holdings(c.nodes, target.keys)
+      const holds = (nd: NodeHandle, j: number): boolean => (h.get(nd) as boolean[])[j]
+      // For each possible reader: the blocks it lacks whose first holder in its fetch order is X.
+      const expectedFor = (rd: NodeHandle): number => target.keys.filter((key, j) => {
+        if (holds(rd, j)) return false
+        const first = rankFor(key, c.nodes.filter(nd => nd !== rd)).find(nd => holds(nd, j))
+        return first === X
+      }).length
+      R = c.nodes.filter(nd => nd !== P && nd !== X && nd !== FRAMES).sort((a, b) => expectedFor(b) - expectedFor(a))[0]
+      expected = expectedFor(R)
+      if (expected > 0) {
+        t.ok(target.keys.some((_k, j) => holds(X, j)), 'the corrupt node holds blocks of the file')
+        break
+      }
+      const more = path.join(work, `more-${attempt}.bin`)
+      fs.writeFileSync(more, crypto.randomBytes(3 * 1024 * 1024))
+      const known = new Set(await storeKeys(P.dataDir))
+      const p2 = await c.reef(P, 'put', more, '--wait-replicated', '--timeout', '60', '--json')
+      t.equal(p2.code, 0, `put --wait-replicated: ${describe(p2)}`)
+      target = { src: more, guid: JSON.parse(p2.stdout).guid as string, keys: (await storeKeys(P.dataDir)).filter(k => !known.has(k)) }
+    }
+    if (R === undefined) throw new Error('no reader')
     t.ok(expected > 0, `reader node ${R.i} asks the corrupt node first for ${expected} blocks`)
     const before = (await R.network()).fetch
     const out = path.join(work, 'out-corrupt')
-    const g = await c.reef(R, 'get', guid, '-o', out)
+    const g = await c.reef(R, 'get', target.guid, '-o', out)
     t.equal(g.code, 0, describe(g))
-    t.same(compareTrees(src, out, { top: false }), [], 'byte-identical despite the corrupt replica')
+    t.same(compareTrees(target.src, out, { top: false }), [], 'byte-identical despite the corrupt replica')
     const after = (await R.network()).fetch
     t.equal(after.corruptReplicas - before.corruptReplicas, expected, `every corrupt answer detected (${JSON.stringify(after)})`)
     t.equal(after.misses, before.misses, 'no block missed')

@@ -25,6 +25,9 @@ import type { AbortOptions } from '@libp2p/interface'
 import { request } from '../../src/control/client.js'
 import { DHT_PROTOCOL } from '../../src/dht/index.js'
 import { compareDistance, kadId } from '../../src/dht/placement.js'
+import { rmTree } from './cli.js'
+
+export { rmTree }
 
 // From test/helpers under tap, or from dist/test/helpers when the benchmark imports it.
 const HERE = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..')
@@ -87,18 +90,6 @@ export async function reefCli (dataDir: string, args: string[], opts: { input?: 
   return await run(process.execPath, [REEF_BIN, '--data-dir', dataDir, ...args], opts)
 }
 
-/** Removes a tree, making read-only directories writable first. */
-export function rmTree (p: string): void {
-  const walk = (q: string): void => {
-    let st: fs.Stats
-    try { st = fs.lstatSync(q) } catch { return }
-    if (!st.isDirectory()) return
-    try { fs.chmodSync(q, 0o755) } catch {}
-    for (const n of fs.readdirSync(q)) walk(path.join(q, n))
-  }
-  walk(p)
-  fs.rmSync(p, { recursive: true, force: true })
-}
 
 export interface NodeHandle {
   /** Index in the cluster (0 is the bootstrap node). */

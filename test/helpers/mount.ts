@@ -12,6 +12,9 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { rmTree } from './cli.js'
+
+export { rmTree }
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..')
 export const REEF_BIN = path.join(ROOT, 'dist', 'bin', 'reef.js')
@@ -47,18 +50,6 @@ export function isMounted (mnt: string): boolean {
   })
 }
 
-/** Removes a tree, making read-only directories writable first. */
-export function rmTree (p: string): void {
-  const walk = (q: string): void => {
-    let st: fs.Stats
-    try { st = fs.lstatSync(q) } catch { return }
-    if (!st.isDirectory()) return
-    try { fs.chmodSync(q, 0o755) } catch {}
-    for (const n of fs.readdirSync(q)) walk(path.join(q, n))
-  }
-  walk(p)
-  fs.rmSync(p, { recursive: true, force: true })
-}
 
 /**
  * A fresh temp dir (mode 0755, so uid 1234 can reach mount points inside it), removed when the
