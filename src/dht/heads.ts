@@ -89,17 +89,34 @@ export class HeadGuardDatastore extends MemoryDatastore {
     return await super.put(key, val, options)
   }
 
+  /**
+   * A reef head record is served from whichever is newer: the record kad-dht stored here, or
+   * the node's durable head book (which also learns heads through fetches, folds and restarts).
+   */
   override async get (key: Key, options?: AbortOptions): Promise<Uint8Array> {
+    const rk = recordKeyOf(key)
+    const aguid = rk !== undefined ? aguidOfKey(rk) : undefined
+    let stored: Uint8Array | undefined
+    let storedErr: unknown
     try {
-      return await super.get(key, options)
+      stored = await super.get(key, options)
     } catch (err) {
-      const rk = recordKeyOf(key)
-      const aguid = rk !== undefined ? aguidOfKey(rk) : undefined
-      if (aguid === undefined || rk === undefined) throw err
-      const h = await this.book.current(aguid).catch(() => undefined)
-      if (h === undefined) throw err
-      return new Libp2pRecord(rk, encodeHead(h), new Date()).serialize()
+      storedErr = err
     }
+    if (aguid === undefined || rk === undefined) {
+      if (stored === undefined) throw storedErr
+      return stored
+    }
+    const h = await this.book.current(aguid).catch(() => undefined)
+    if (h !== undefined) {
+      let storedSeq = -1n
+      try {
+        if (stored !== undefined) storedSeq = decodeHead(Libp2pRecord.deserialize(stored).value).seq
+      } catch {}
+      if (h.seq > storedSeq) return new Libp2pRecord(rk, encodeHead(h), new Date()).serialize()
+    }
+    if (stored === undefined) throw storedErr
+    return stored
   }
 
   override async has (key: Key, options?: AbortOptions): Promise<boolean> {

@@ -35,6 +35,46 @@ export interface ReplicationStatus {
 
 const sleep = async (ms: number): Promise<void> => await new Promise(resolve => setTimeout(resolve, ms))
 
+async function readLocal (local: LmdbBlockStore, key: Uint8Array): Promise<Uint8Array | undefined> {
+  try {
+    return await local.get(cidFromKey(key))
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * One verified local read per block per replication round, shared by the pushes to its k-1
+ * peers (each read hashes the block; doing it once per peer doubled the sender's sha256 work
+ * at k=3). Entries leave after their last use; at most SHARED_CAP bytes wait for slower peers.
+ */
+const SHARED_CAP = 64 * 1024 * 1024
+
+class SharedReads {
+  private readonly held = new Map<string, { d: Uint8Array, left: number }>()
+  private bytes = 0
+
+  constructor (private readonly local: LmdbBlockStore, private readonly uses: Map<string, number>) {}
+
+  async get (h: string, key: Uint8Array): Promise<Uint8Array | undefined> {
+    const e = this.held.get(h)
+    if (e !== undefined) {
+      if (--e.left <= 0) {
+        this.held.delete(h)
+        this.bytes -= e.d.length
+      }
+      return e.d
+    }
+    const d = await readLocal(this.local, key)
+    const left = (this.uses.get(h) ?? 1) - 1
+    if (d !== undefined && left > 0 && this.bytes + d.length <= SHARED_CAP) {
+      this.held.set(h, { d, left })
+      this.bytes += d.length
+    }
+    return d
+  }
+}
+
 export class Replicator {
   private readonly queue = new Map<string, Uint8Array>()
   /** Peers that acknowledged each queued key. */
@@ -121,7 +161,10 @@ export class Replicator {
           e.keys.push([h, key])
         }
       }
-      await Promise.all([...perPeer.values()].map(async ({ m, keys }) => await this.pushTo(m, keys)))
+      const uses = new Map<string, number>()
+      for (const { keys } of perPeer.values()) for (const [h] of keys) uses.set(h, (uses.get(h) ?? 0) + 1)
+      const shared = new SharedReads(this.local, uses)
+      await Promise.all([...perPeer.values()].map(async ({ m, keys }) => await this.pushTo(m, keys, shared)))
       let progressed = false
       for (const [h, key] of batch) {
         // Done when every one of its closest members holds it (fewer than k in a small network).
@@ -137,7 +180,7 @@ export class Replicator {
     }
   }
 
-  private async pushTo (m: Member, keys: Array<[string, Uint8Array]>): Promise<void> {
+  private async pushTo (m: Member, keys: Array<[string, Uint8Array]>, shared?: SharedReads): Promise<void> {
     let batch: Array<[Uint8Array, Uint8Array]> = []
     let names: string[] = []
     let bytes = 0
@@ -156,12 +199,8 @@ export class Replicator {
       }
     }
     for (const [h, key] of keys) {
-      let d: Uint8Array
-      try {
-        d = await this.local.get(cidFromKey(key))
-      } catch {
-        continue
-      }
+      const d = shared !== undefined ? await shared.get(h, key) : await readLocal(this.local, key)
+      if (d === undefined) continue
       if (bytes + d.length > PUT_BATCH_BYTES || batch.length >= MAX_HAS) await flush()
       batch.push([key, d])
       names.push(h)
