@@ -20,7 +20,7 @@ import { aguidFor, encodeHead, HeadBook, signHead } from './naming/index.js'
 import { decodeVersion } from './object/version.js'
 import { LmdbBlockStore, LmdbHeadStore, LmdbStore } from './store/lmdb.js'
 import type { BlockStore } from './store/types.js'
-import { DhtNode, type DhtOptions } from './dht/index.js'
+import type { DhtNode, DhtOptions } from './dht/index.js'
 
 export function defaultDataDir (): string {
   const xdg = process.env.XDG_DATA_HOME
@@ -90,6 +90,8 @@ export class ReefNode {
     const node = new ReefNode(dataDir, keys, config, db, new LmdbBlockStore(db), headStore, new HeadBook(headStore))
     if (opts.network !== undefined) {
       try {
+        // Loaded only for networked nodes: importing libp2p costs ~0.6 s of every CLI start.
+        const { DhtNode } = await import('./dht/index.js')
         node.dht = await DhtNode.start(keys.secretKey, node.local, node.heads, headStore, opts.network)
       } catch (err) {
         await db.close()
