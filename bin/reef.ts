@@ -347,9 +347,18 @@ async function main (): Promise<void> {
 }
 
 let forwarded: string | undefined
+// A reader that went away (`reef history | head`, a killed parent) is not an error: stop quietly.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code === 'EPIPE' || e.code === 'ECONNRESET') process.exit(process.exitCode ?? 0)
+  })
+}
+// Anything else unexpected: one line on stderr if it can still be written, then exit. Writing
+// through the stream here could throw again and re-enter this handler forever (a put whose parent
+// died spun at 100% CPU that way), so the line goes out with a plain write(2) and no retry.
 process.on('uncaughtException', e => {
-  err(`reef: internal error: ${e.stack ?? String(e)}\n`)
-  process.exitCode = 70
+  try { fs.writeSync(2, `reef: internal error: ${e.stack ?? String(e)}\n`) } catch {}
+  process.exit(70)
 })
 
 await main()
