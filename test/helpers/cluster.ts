@@ -26,8 +26,9 @@ import { request } from '../../src/control/client.js'
 import { DHT_PROTOCOL } from '../../src/dht/index.js'
 import { compareDistance, kadId } from '../../src/dht/placement.js'
 import { rmTree } from './cli.js'
+import { run, type RunResult } from './mount.js'
 
-export { rmTree }
+export { rmTree, run, type RunResult }
 
 // From test/helpers under tap, or from dist/test/helpers when the benchmark imports it.
 const HERE = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..')
@@ -36,7 +37,6 @@ export const REEF_BIN = path.join(ROOT, 'dist', 'bin', 'reef.js')
 
 interface TapLike { teardown: (fn: () => void | Promise<void>) => void }
 
-export interface RunResult { code: number | null, signal: NodeJS.Signals | null, stdout: string, stderr: string, out: Buffer, ms: number }
 
 // eslint-disable-next-line no-control-regex
 const printable = (s: string): string => /^[\t\n\x20-\x7e]*$/.test(s.slice(0, 600)) ? s.slice(0, 600) : `<${Buffer.byteLength(s)} bytes>`
@@ -62,27 +62,6 @@ export async function waitFor (what: string, cond: () => boolean | Promise<boole
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last !== undefined ? ` (last error: ${(last as Error).message})` : ''}`)
     await sleep(everyMs)
   }
-}
-
-/** Runs a command as a child process; never rejects on a non-zero exit; killed after `timeoutMs`. */
-export async function run (cmd: string, args: string[], opts: { cwd?: string, input?: string | Buffer, env?: NodeJS.ProcessEnv, timeoutMs?: number } = {}): Promise<RunResult> {
-  const start = Date.now()
-  return await new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { cwd: opts.cwd ?? os.tmpdir(), env: { ...process.env, NODE_NO_WARNINGS: '1', ...opts.env }, stdio: ['pipe', 'pipe', 'pipe'] })
-    const out: Buffer[] = []
-    const err: Buffer[] = []
-    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 180_000)
-    child.stdout.on('data', (b: Buffer) => out.push(b))
-    child.stderr.on('data', (b: Buffer) => err.push(b))
-    child.on('error', reject)
-    child.stdin.on('error', () => {})
-    child.stdin.end(opts.input ?? '')
-    child.on('close', (code, signal) => {
-      clearTimeout(timer)
-      const o = Buffer.concat(out)
-      resolve({ code, signal, stdout: o.toString('utf8'), stderr: Buffer.concat(err).toString('utf8'), out: o, ms: Date.now() - start })
-    })
-  })
 }
 
 /** Runs `reef --data-dir DATA ...args` (forwarded to the node serving DATA, if one runs). */

@@ -70,24 +70,30 @@ export function tempDir (t: TapLike, prefix = 'reef-mount-'): string {
   return d
 }
 
-export interface RunResult { code: number | null, signal: NodeJS.Signals | null, stdout: string, stderr: string, out: Buffer }
+export interface RunResult { code: number | null, signal: NodeJS.Signals | null, stdout: string, stderr: string, out: Buffer, ms: number }
 
-/** Runs a command as a child process (async: never blocks this process). */
-export async function run (cmd: string, args: string[], opts: { cwd?: string, input?: string | Buffer, env?: NodeJS.ProcessEnv, uid?: number } = {}): Promise<RunResult> {
+/**
+ * Runs a command as a child process (async: never blocks this process), optionally as another
+ * uid, killed after `timeoutMs` (default 180 s). Every test helper runs commands through this.
+ */
+export async function run (cmd: string, args: string[], opts: { cwd?: string, input?: string | Buffer, env?: NodeJS.ProcessEnv, uid?: number, timeoutMs?: number } = {}): Promise<RunResult> {
+  const start = Date.now()
   let argv = [cmd, ...args]
   if (opts.uid !== undefined) argv = ['setpriv', '--reuid', String(opts.uid), '--regid', String(opts.uid), '--clear-groups', ...argv]
   return await new Promise((resolve, reject) => {
     const child = spawn(argv[0], argv.slice(1), { cwd: opts.cwd ?? os.tmpdir(), env: { ...process.env, NODE_NO_WARNINGS: '1', ...opts.env }, stdio: ['pipe', 'pipe', 'pipe'] })
     const out: Buffer[] = []
     const err: Buffer[] = []
+    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 180_000)
     child.stdout.on('data', (b: Buffer) => out.push(b))
     child.stderr.on('data', (b: Buffer) => err.push(b))
     child.on('error', reject)
     child.stdin.on('error', () => {})
     child.stdin.end(opts.input ?? '')
     child.on('close', (code, signal) => {
+      clearTimeout(timer)
       const o = Buffer.concat(out)
-      resolve({ code, signal, stdout: o.toString('utf8'), stderr: Buffer.concat(err).toString('utf8'), out: o })
+      resolve({ code, signal, stdout: o.toString('utf8'), stderr: Buffer.concat(err).toString('utf8'), out: o, ms: Date.now() - start })
     })
   })
 }
