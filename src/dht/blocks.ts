@@ -4,6 +4,7 @@
  * before it is stored or returned; a malformed or oversized frame ends the stream, never the
  * node. Each request has a deadline, so no caller waits forever on a silent peer.
  */
+import fs from 'node:fs'
 import type { Libp2p, PeerId, Stream } from '@libp2p/interface'
 import { lpStream } from '@libp2p/utils'
 import { cidFromKey, sameBytes } from '../block/index.js'
@@ -19,10 +20,22 @@ export interface BlockServiceOptions {
   /** Per-request deadline in ms (default 5000). */
   timeoutMs?: number
   /**
-   * Fault injection for tests: serve every block with one byte flipped, as a broken or
-   * malicious replica would. Set only through REEF_TEST_SERVE_CORRUPT=1.
+   * Fault injection for tests: while it returns true, serve every block with one byte flipped,
+   * as a broken or malicious replica would. Set only through REEF_TEST_SERVE_CORRUPT
+   * (see `corruptionFlag`).
    */
-  serveCorrupt?: boolean
+  serveCorrupt?: () => boolean
+}
+
+/**
+ * The test hook behind REEF_TEST_SERVE_CORRUPT: unset or empty serves honestly, `1` corrupts
+ * always, any other value is a file path and corrupts while that file exists (so a test can
+ * pick its corrupt replica after it has seen where blocks were placed).
+ */
+export function corruptionFlag (value: string | undefined): (() => boolean) | undefined {
+  if (value === undefined || value === '') return undefined
+  if (value === '1') return () => true
+  return () => fs.existsSync(value)
 }
 
 export interface ServiceStats { served: number, stored: number, refused: number, busy: number }
@@ -131,7 +144,7 @@ export class BlockService {
           throw err
         }
         this.stats.served++
-        if (this.opts.serveCorrupt === true && d.length > 0) {
+        if (this.opts.serveCorrupt?.() === true && d.length > 0) {
           d = d.slice()
           d[0] ^= 0xff
         }

@@ -24,7 +24,7 @@ import type { PeerId } from '@libp2p/interface'
 import { ReefError } from '../errors.js'
 import type { HeadBook } from '../naming/index.js'
 import type { LmdbBlockStore, LmdbHeadStore } from '../store/lmdb.js'
-import { BlockService } from './blocks.js'
+import { BlockService, corruptionFlag } from './blocks.js'
 import { HeadGuardDatastore, headKey, selectHeadRecord, validateHeadRecord } from './heads.js'
 import { Members } from './members.js'
 import { Replicator } from './replicator.js'
@@ -97,7 +97,7 @@ export class DhtNode {
       }
     })
     const members = new Members(libp2p.peerId)
-    const service = new BlockService(libp2p, local, { serveCorrupt: process.env.REEF_TEST_SERVE_CORRUPT === '1' })
+    const service = new BlockService(libp2p, local, { serveCorrupt: corruptionFlag(process.env.REEF_TEST_SERVE_CORRUPT) })
     const k = opts.k ?? DEFAULT_K
     const replicator = new Replicator(local, members, service, { k, repairIntervalMs: opts.repairIntervalMs, log })
     const store = new DhtBlockStore(local, members, service, replicator, { log })
