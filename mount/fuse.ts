@@ -120,6 +120,12 @@ export interface FuseOptions {
   useIno?: boolean
   /** Seconds; 0 is honoured (libfuse default 1). */
   attrTimeout?: number
+  /**
+   * Answer getattr from an exact cache on the FUSE thread (patched binding): entries are
+   * dropped after every op that may change them; the owner calls clearAttrCache() after any
+   * change that did not come through a FUSE op.
+   */
+  attrCache?: boolean
   entryTimeout?: number
   negativeTimeout?: number
   acAttrTimeout?: number
@@ -154,6 +160,19 @@ export interface FuseInstance {
   mount(cb: (err: Error | null) => void): void
   /** `fusermount -uz` then releases the native side. */
   unmount(cb: (err: Error | null) => void): void
+  setAttrCache(on: boolean): void
+  clearAttrCache(): void
+  attrCacheStats(): AttrCacheStats
+}
+
+export interface AttrCacheStats {
+  enabled: boolean
+  entries: number
+  hits: number
+  misses: number
+  stores: number
+  invalidations: number
+  clears: number
 }
 
 type ErrnoName = `E${Uppercase<string>}`

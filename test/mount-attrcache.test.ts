@@ -1,0 +1,143 @@
+// The mount's attribute cache (getattr answered on the FUSE thread, mount/native) must be exact:
+// a seeded random sequence of namespace and attribute changes runs on a local directory and on
+// a reef mount side by side. After every step both give the same outcome (or the same errno),
+// and lstat of every path of the small namespace agrees (kind, size, permissions, link count,
+// owner, explicitly set mtimes), as does fstat of the files held open. Hard links, renames of
+// directories, writes through a descriptor and failed lookups are all in the mix.
+import t from 'tap'
+import crypto from 'node:crypto'
+import fs from 'node:fs'
+import path from 'node:path'
+import { describe, reef, skipReason, startMount, tempDir } from './helpers/mount.js'
+
+const STEPS = 600
+const PREFIXES = ['', 'd0/', 'd1/', 'd0/d2/', 'd1/d2/']
+const NAMES = ['f0', 'f1', 'f2', 'd0', 'd1', 'd2']
+const PATHS = PREFIXES.flatMap(p => NAMES.map(n => p + n))
+
+/** xorshift32: the same steps for the same seed. */
+function rng (seed: number): () => number {
+  let x = seed >>> 0 || 1
+  return () => {
+    x ^= x << 13; x >>>= 0
+    x ^= x >>> 17
+    x ^= x << 5; x >>>= 0
+    return x / 2 ** 32
+  }
+}
+
+interface Seen { kind: string, size?: number, perm: number, nlink?: number, uid: number, gid: number }
+
+function look (p: string): Seen | string {
+  try {
+    const s = fs.lstatSync(p)
+    const kind = s.isFile() ? 'file' : s.isDirectory() ? 'dir' : s.isSymbolicLink() ? 'symlink' : 'other'
+    // Directory sizes and link counts are the file system's own business (ext4: 4096, 2 + subdirs).
+    return { kind, size: kind === 'dir' ? undefined : s.size, perm: kind === 'symlink' ? 0 : s.mode & 0o7777, nlink: kind === 'dir' ? undefined : s.nlink, uid: s.uid, gid: s.gid }
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code ?? String(err)
+  }
+}
+
+function outcome (fn: () => unknown): string {
+  try {
+    fn()
+    return 'ok'
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code ?? String(err)
+  }
+}
+
+const skip = skipReason()
+if (skip !== false) {
+  t.plan(0, skip)
+} else {
+  const seed = Number(process.env.REEF_TEST_SEED ?? crypto.randomInt(1, 2 ** 31))
+  t.comment(`seed ${seed} (REEF_TEST_SEED=${seed} repeats this run)`)
+  const base = tempDir(t, 'reef-attrcache-')
+  const local = path.join(base, 'local')
+  fs.mkdirSync(local)
+  const m = await startMount(t, { dataDir: path.join(base, 'data'), mnt: path.join(base, 'mnt'), foldInterval: 3600 })
+  const roots = [local, m.mnt]
+
+  t.test(`${STEPS} random steps give the same outcomes and attributes on local disk and on the mount`, async t => {
+    const rand = rng(seed)
+    const pick = <T>(xs: T[]): T => xs[Math.floor(rand() * xs.length)]
+    const fds: Array<[number, number]> = []
+    let mismatches = 0
+    let steps = 0
+    const mtimes = new Map<string, number>()
+    for (let step = 0; step < STEPS && mismatches < 5; step++) {
+      const a = pick(PATHS)
+      const b = pick(PATHS)
+      const n = Math.floor(rand() * 5000)
+      const when = 946684800 + Math.floor(rand() * 1e8)
+      const mode = pick([0o600, 0o644, 0o755, 0o700, 0o640])
+      const bytes = crypto.createHash('sha256').update(`${seed}:${step}`).digest()
+      const data = Buffer.concat(Array.from({ length: Math.ceil(n / 32) + 1 }, () => bytes)).subarray(0, n)
+      const ops: Array<[string, (r: string) => unknown]> = [
+        [`append ${n} bytes to ${a}`, r => fs.appendFileSync(path.join(r, a), data)],
+        [`truncate ${a} to ${n}`, r => fs.truncateSync(path.join(r, a), n)],
+        [`mkdir ${a}`, r => fs.mkdirSync(path.join(r, a), 0o755)],
+        [`rmdir ${a}`, r => fs.rmdirSync(path.join(r, a))],
+        [`unlink ${a}`, r => fs.unlinkSync(path.join(r, a))],
+        [`rename ${a} -> ${b}`, r => fs.renameSync(path.join(r, a), path.join(r, b))],
+        [`link ${a} -> ${b}`, r => fs.linkSync(path.join(r, a), path.join(r, b))],
+        [`symlink ${a}`, r => fs.symlinkSync('target', path.join(r, a))],
+        [`chmod ${a} ${mode.toString(8)}`, r => fs.chmodSync(path.join(r, a), mode)],
+        [`chown ${a} ${n}`, r => fs.lchownSync(path.join(r, a), n, n)],
+        [`utimes ${a} ${when}`, r => fs.utimesSync(path.join(r, a), when, when)],
+        [`open ${a} and keep it`, r => { fds.push([fs.openSync(path.join(r, a), 'r+'), r === local ? 0 : 1]) }],
+        [`write ${n} bytes through an open descriptor`, r => {
+          const mine = fds.filter(([, side]) => side === (r === local ? 0 : 1))
+          if (mine.length === 0) throw Object.assign(new Error('none open'), { code: 'NONE' })
+          fs.writeSync(mine[Math.floor(step % mine.length)][0], data, 0, data.length, step % 3000)
+        }]
+      ]
+      const [what, op] = pick(ops)
+      const results = roots.map(r => outcome(() => op(r)))
+      steps++
+      if (results[0] !== results[1]) {
+        mismatches++
+        t.fail(`step ${step}: ${what}: local ${results[0]}, reef ${results[1]}`)
+        continue
+      }
+      if (what.startsWith('utimes') && results[0] === 'ok') mtimes.set(a, when)
+      if (what.startsWith('rename') || what.startsWith('unlink') || what.startsWith('rmdir') || what.startsWith('truncate') || what.startsWith('append') || what.startsWith('write')) mtimes.clear()
+      for (const q of PATHS) {
+        const seen = roots.map(r => look(path.join(r, q)))
+        if (JSON.stringify(seen[0]) !== JSON.stringify(seen[1])) {
+          mismatches++
+          t.fail(`after step ${step} (${what}): ${q}: local ${JSON.stringify(seen[0])}, reef ${JSON.stringify(seen[1])}`)
+        }
+      }
+      for (const [q, sec] of mtimes) {
+        const got = roots.map(r => outcome(() => { if (fs.lstatSync(path.join(r, q)).mtimeMs !== sec * 1000) throw Object.assign(new Error('mtime'), { code: 'MTIME' }) }))
+        if (got[0] === 'ok' && got[1] !== 'ok') {
+          mismatches++
+          t.fail(`after step ${step} (${what}): mtime of ${q} is not the one set`)
+        }
+      }
+      const localFds = fds.filter(([, s]) => s === 0)
+      const reefFds = fds.filter(([, s]) => s === 1)
+      for (let i = 0; i < Math.min(localFds.length, reefFds.length); i++) {
+        const [x, y] = [fs.fstatSync(localFds[i][0]), fs.fstatSync(reefFds[i][0])]
+        if (x.size !== y.size || x.nlink !== y.nlink || (x.mode & 0o7777) !== (y.mode & 0o7777)) {
+          mismatches++
+          t.fail(`after step ${step} (${what}): open file ${i}: local size ${x.size} nlink ${x.nlink}, reef size ${y.size} nlink ${y.nlink}`)
+        }
+      }
+    }
+    for (const [fd] of fds) fs.closeSync(fd)
+    t.equal(mismatches, 0, `${steps} steps, ${PATHS.length} paths compared after each`)
+  })
+
+  t.test('the cache answered most lookups, and the daemon logged no unexpected error', async t => {
+    const st = await reef(m.dataDir, 'status', '--json')
+    t.equal(st.code, 0, describe(st))
+    const ac = JSON.parse(st.stdout).attrCache as { enabled: boolean, hits: number, misses: number, invalidations: number }
+    t.ok(ac.enabled, 'the attribute cache is on by default')
+    t.ok(ac.hits > ac.misses, `hits ${ac.hits} > misses ${ac.misses} (${ac.invalidations} invalidations)`)
+    t.same(m.unexpected(), [], 'no unexpected errors')
+  })
+}
