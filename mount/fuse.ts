@@ -66,6 +66,12 @@ export interface FuseStatfs {
 /** 0 or a negative errno (Fuse.ENOENT, ...). */
 export type Errno = number
 export type DoneCb = (err: Errno | null | undefined) => void
+/**
+ * The callback of a mutating op: on success it may also pass the stat its path was left with
+ * and that of the path's parent directory. With `attrCache` the binding caches them (taken in
+ * the callback's tick, they are exactly the state the op produced); without, they are ignored.
+ */
+export type AttrsCb = (err: Errno | null | undefined, stat?: FuseStat, parent?: FuseStat) => void
 
 export interface FuseOps {
   init?(cb: DoneCb, ctx: FuseContext): void
@@ -82,19 +88,19 @@ export interface FuseOps {
    * or the kernel gets d_ino = 0xffffffff for every entry (`ls -i` shows it).
    */
   readdir?(path: string, cb: (err: Errno, names?: string[], stats?: FuseStat[]) => void, ctx: FuseContext): void
-  truncate?(path: string, size: number, cb: DoneCb, ctx: FuseContext): void
-  ftruncate?(path: string, fd: number, size: number, cb: DoneCb, ctx: FuseContext): void
+  truncate?(path: string, size: number, cb: AttrsCb, ctx: FuseContext): void
+  ftruncate?(path: string, fd: number, size: number, cb: AttrsCb, ctx: FuseContext): void
   /** Times are bigint ns since the epoch; null = leave unchanged (UTIME_OMIT). */
-  utimens?(path: string, atime: bigint | null, mtime: bigint | null, cb: DoneCb, ctx: FuseContext): void
+  utimens?(path: string, atime: bigint | null, mtime: bigint | null, cb: AttrsCb, ctx: FuseContext): void
   readlink?(path: string, cb: (err: Errno, target?: string) => void, ctx: FuseContext): void
-  chown?(path: string, uid: number, gid: number, cb: DoneCb, ctx: FuseContext): void
-  chmod?(path: string, mode: number, cb: DoneCb, ctx: FuseContext): void
+  chown?(path: string, uid: number, gid: number, cb: AttrsCb, ctx: FuseContext): void
+  chmod?(path: string, mode: number, cb: AttrsCb, ctx: FuseContext): void
   mknod?(path: string, mode: number, dev: number, cb: DoneCb, ctx: FuseContext): void
-  setxattr?(path: string, name: string, value: Buffer, position: number, flags: number, cb: DoneCb, ctx: FuseContext): void
+  setxattr?(path: string, name: string, value: Buffer, position: number, flags: number, cb: AttrsCb, ctx: FuseContext): void
   /** cb(0, value) — the binding copies value and reports its length. */
   getxattr?(path: string, name: string, position: number, cb: (err: Errno, value?: Buffer | null) => void, ctx: FuseContext): void
   listxattr?(path: string, cb: (err: Errno, names?: string[]) => void, ctx: FuseContext): void
-  removexattr?(path: string, name: string, cb: DoneCb, ctx: FuseContext): void
+  removexattr?(path: string, name: string, cb: AttrsCb, ctx: FuseContext): void
   /** cb(0, fh): fh (a uint32, nonzero) comes back as `fd` in later ops. */
   open?(path: string, flags: number, cb: (err: Errno, fd?: number) => void, ctx: FuseContext): void
   opendir?(path: string, flags: number, cb: (err: Errno, fd?: number) => void, ctx: FuseContext): void
@@ -104,15 +110,16 @@ export interface FuseOps {
   write?(path: string, fd: number, buf: Buffer, len: number, pos: number, cb: (result: number) => void, ctx: FuseContext): void
   release?(path: string, fd: number, cb: DoneCb, ctx: FuseContext): void
   releasedir?(path: string, fd: number, cb: DoneCb, ctx: FuseContext): void
-  create?(path: string, mode: number, cb: (err: Errno, fd?: number) => void, ctx: FuseContext): void
-  unlink?(path: string, cb: DoneCb, ctx: FuseContext): void
+  /** cb(0, fd, stat, parentStat): the stats as for AttrsCb. */
+  create?(path: string, mode: number, cb: (err: Errno, fd?: number, stat?: FuseStat, parent?: FuseStat) => void, ctx: FuseContext): void
+  unlink?(path: string, cb: AttrsCb, ctx: FuseContext): void
   rename?(src: string, dest: string, cb: DoneCb, ctx: FuseContext): void
   /** link(existing, newPath) */
-  link?(src: string, dest: string, cb: DoneCb, ctx: FuseContext): void
+  link?(src: string, dest: string, cb: AttrsCb, ctx: FuseContext): void
   /** symlink(target, linkPath): target is the link's content. */
-  symlink?(target: string, linkPath: string, cb: DoneCb, ctx: FuseContext): void
-  mkdir?(path: string, mode: number, cb: DoneCb, ctx: FuseContext): void
-  rmdir?(path: string, cb: DoneCb, ctx: FuseContext): void
+  symlink?(target: string, linkPath: string, cb: AttrsCb, ctx: FuseContext): void
+  mkdir?(path: string, mode: number, cb: AttrsCb, ctx: FuseContext): void
+  rmdir?(path: string, cb: AttrsCb, ctx: FuseContext): void
 }
 
 export interface FuseOptions {

@@ -35,6 +35,9 @@ type Target =
 
 interface Handle { fs: ReefFS, node: Inode, writable: boolean }
 
+/** What a mutating op left: the stat of its path and/or of the path's parent directory. */
+interface Attrs { stat?: FuseStat, parent?: FuseStat }
+
 export interface OpsOptions {
   /** The live file system; a follower mount swaps it when a newer head arrives. */
   fs: ReefFS
@@ -147,6 +150,17 @@ export function buildOps (o: OpsOptions): FuseOps {
   }
 
   const changed = (): void => { o.onChange?.() }
+  const statOf = (n: Inode): FuseStat => toStat(n.attr(), n.ino)
+  /** The stats an op reports; the op has succeeded, so a failure here only costs the cache. */
+  const report = (name: string, after: () => Attrs): [FuseStat?, FuseStat?] => {
+    try {
+      const a = after()
+      return [a.stat, a.parent]
+    } catch (err) {
+      o.log(`${name}: attributes not reported: ${(err as Error).message}`)
+      return []
+    }
+  }
 
   // Every op: run, map failures to errnos, never throw into the binding. The binding passes
   // (...args, cb, ctx); handlers receive (...args, ctx).
@@ -177,6 +191,26 @@ export function buildOps (o: OpsOptions): FuseOps {
         return
       }
       p.then(v => cb(0, v), err => cb(toErrno(err, name, o.log)))
+    }
+  }
+  /**
+   * A mutating op that reports the attributes it left behind: the binding puts them into its
+   * attribute cache (mount/native), so libfuse's getattr right after the op, and the kernel's
+   * permission checks on the parent, need no second trip to this thread. The stats are taken
+   * in the same tick as the callback, so they are the state this op produced.
+   */
+  function wrapAttrs (name: string, fn: (...args: any[]) => Promise<() => Attrs>): any {
+    return (...args: any[]) => {
+      const cb = args[args.length - 2] as (err: number, stat?: FuseStat, parent?: FuseStat) => void
+      const ctx = args[args.length - 1] as FuseContext
+      let p: Promise<() => Attrs>
+      try {
+        p = fn(...args.slice(0, -2), ctx)
+      } catch (err) {
+        cb(toErrno(err, name, o.log))
+        return
+      }
+      p.then(after => { cb(0, ...report(name, after)) }, err => cb(toErrno(err, name, o.log)))
     }
   }
   /* eslint-enable @typescript-eslint/no-explicit-any */
@@ -253,12 +287,14 @@ export function buildOps (o: OpsOptions): FuseOps {
       return openHandle({ fs: t.fs, node: t.node, writable })
     }),
 
-    create: wrapValue('create', async (path: string, mode: number, ctx: FuseContext): Promise<number> => {
-      const { dir, name } = await writableParent(path)
-      const node = await o.fs.create(dir.ino, name, mode, cred(ctx))
-      changed()
-      return openHandle({ fs: o.fs, node, writable: true })
-    }),
+    create: (path: string, mode: number, cb: (err: number, fd?: number, stat?: FuseStat, parent?: FuseStat) => void, ctx: FuseContext) => {
+      (async () => {
+        const { dir, name } = await writableParent(path)
+        const node = await o.fs.create(dir.ino, name, mode, cred(ctx))
+        changed()
+        return { fd: openHandle({ fs: o.fs, node, writable: true }), node, dir }
+      })().then(r => cb(0, r.fd, ...report('create', () => ({ stat: statOf(r.node), parent: statOf(r.dir) }))), err => cb(toErrno(err, 'create', o.log)))
+    },
 
     read: (path: string, fd: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) => {
       const h = handles.get(fd)
@@ -296,35 +332,40 @@ export function buildOps (o: OpsOptions): FuseOps {
       h.fs.release(h.node)
     }),
 
-    truncate: wrap('truncate', async (path: string, size: number) => {
+    truncate: wrapAttrs('truncate', async (path: string, size: number) => {
       const n = await writableNode(path)
       await o.fs.truncate(n.ino, size)
       changed()
+      return () => ({ stat: statOf(n) })
     }),
 
-    ftruncate: wrap('ftruncate', async (path: string, fd: number, size: number) => {
+    ftruncate: wrapAttrs('ftruncate', async (path: string, fd: number, size: number) => {
       const h = handle(fd)
       if (h.fs !== o.fs) throw posix('EROFS', 'read-only file system')
       await o.fs.truncate(h.node.ino, size)
       changed()
+      return () => ({ stat: statOf(h.node) })
     }),
 
-    unlink: wrap('unlink', async (path: string) => {
+    unlink: wrapAttrs('unlink', async (path: string) => {
       const { dir, name } = await writableParent(path)
       await o.fs.unlink(dir.ino, name)
       changed()
+      return () => ({ parent: statOf(dir) })
     }),
 
-    mkdir: wrap('mkdir', async (path: string, mode: number, ctx: FuseContext) => {
+    mkdir: wrapAttrs('mkdir', async (path: string, mode: number, ctx: FuseContext) => {
       const { dir, name } = await writableParent(path)
-      await o.fs.mkdir(dir.ino, name, mode, cred(ctx))
+      const n = await o.fs.mkdir(dir.ino, name, mode, cred(ctx))
       changed()
+      return () => ({ stat: statOf(n), parent: statOf(dir) })
     }),
 
-    rmdir: wrap('rmdir', async (path: string) => {
+    rmdir: wrapAttrs('rmdir', async (path: string) => {
       const { dir, name } = await writableParent(path)
       await o.fs.rmdir(dir.ino, name)
       changed()
+      return () => ({ parent: statOf(dir) })
     }),
 
     rename: wrap('rename', async (src: string, dest: string) => {
@@ -334,44 +375,50 @@ export function buildOps (o: OpsOptions): FuseOps {
       changed()
     }),
 
-    link: wrap('link', async (src: string, dest: string) => {
+    link: wrapAttrs('link', async (src: string, dest: string) => {
       const n = await writableNode(src)
       const b = await writableParent(dest)
       await o.fs.link(n.ino, b.dir.ino, b.name)
       changed()
+      return () => ({ stat: statOf(n), parent: statOf(b.dir) })
     }),
 
-    symlink: wrap('symlink', async (target: string, linkPath: string, ctx: FuseContext) => {
+    symlink: wrapAttrs('symlink', async (target: string, linkPath: string, ctx: FuseContext) => {
       const { dir, name } = await writableParent(linkPath)
-      await o.fs.symlink(dir.ino, name, enc.encode(target), cred(ctx))
+      const n = await o.fs.symlink(dir.ino, name, enc.encode(target), cred(ctx))
       changed()
+      return () => ({ stat: statOf(n), parent: statOf(dir) })
     }),
 
-    chmod: wrap('chmod', async (path: string, mode: number) => {
+    chmod: wrapAttrs('chmod', async (path: string, mode: number) => {
       const n = await writableNode(path)
       await o.fs.setattr(n.ino, { mode })
       changed()
+      return () => ({ stat: statOf(n) })
     }),
 
-    chown: wrap('chown', async (path: string, uid: number, gid: number) => {
+    chown: wrapAttrs('chown', async (path: string, uid: number, gid: number) => {
       const n = await writableNode(path)
       await o.fs.setattr(n.ino, { uid, gid })
       changed()
+      return () => ({ stat: statOf(n) })
     }),
 
-    utimens: wrap('utimens', async (path: string, atime: bigint | null, mtime: bigint | null) => {
+    utimens: wrapAttrs('utimens', async (path: string, atime: bigint | null, mtime: bigint | null) => {
       const n = await writableNode(path)
       await o.fs.setattr(n.ino, { atime: atime ?? undefined, mtime: mtime ?? undefined })
       changed()
+      return () => ({ stat: statOf(n) })
     }),
 
     mknod: wrap('mknod', async () => { throw posix('EPERM', 'device and special files are not supported') }),
 
-    setxattr: wrap('setxattr', async (path: string, name: string, value: Buffer, _position: number, flags: number) => {
+    setxattr: wrapAttrs('setxattr', async (path: string, name: string, value: Buffer, _position: number, flags: number) => {
       if (name === 'user.reef.guid') throw posix('EPERM', 'user.reef.guid is read-only')
       const n = await writableNode(path)
       await o.fs.setxattr(n.ino, name, new Uint8Array(value), flags)
       changed()
+      return () => ({ stat: statOf(n) })
     }),
 
     getxattr: wrapValue('getxattr', async (path: string, name: string): Promise<Buffer> => {
@@ -387,10 +434,11 @@ export function buildOps (o: OpsOptions): FuseOps {
       return t.kind === 'virtual' ? [] : t.fs.listxattr(t.node)
     }),
 
-    removexattr: wrap('removexattr', async (path: string, name: string) => {
+    removexattr: wrapAttrs('removexattr', async (path: string, name: string) => {
       const n = await writableNode(path)
       await o.fs.removexattr(n.ino, name)
       changed()
+      return () => ({ stat: statOf(n) })
     })
   }
 
