@@ -106,8 +106,8 @@ export interface FuseOps {
   opendir?(path: string, flags: number, cb: (err: Errno, fd?: number) => void, ctx: FuseContext): void
   /** cb(bytesRead) or cb(negative errno). */
   read?(path: string, fd: number, buf: Buffer, len: number, pos: number, cb: (result: number) => void, ctx: FuseContext): void
-  /** cb(bytesWritten) or cb(negative errno). */
-  write?(path: string, fd: number, buf: Buffer, len: number, pos: number, cb: (result: number) => void, ctx: FuseContext): void
+  /** cb(bytesWritten) or cb(negative errno); cb(n, n, stat) also reports the file's stat after it. */
+  write?(path: string, fd: number, buf: Buffer, len: number, pos: number, cb: (result: number, written?: number, stat?: FuseStat) => void, ctx: FuseContext): void
   release?(path: string, fd: number, cb: DoneCb, ctx: FuseContext): void
   releasedir?(path: string, fd: number, cb: DoneCb, ctx: FuseContext): void
   /** cb(0, fd, stat, parentStat): the stats as for AttrsCb. */

@@ -305,7 +305,7 @@ export function buildOps (o: OpsOptions): FuseOps {
       }, err => cb(toErrno(err, 'read', o.log)))
     },
 
-    write: (path: string, fd: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) => {
+    write: (path: string, fd: number, buf: Buffer, len: number, pos: number, cb: (n: number, written?: number, stat?: FuseStat) => void) => {
       const h = handles.get(fd)
       if (h === undefined) { cb(-ERRNO.EBADF); return }
       if (!h.writable || h.fs !== o.fs) { cb(-ERRNO.EBADF); return }
@@ -313,7 +313,7 @@ export function buildOps (o: OpsOptions): FuseOps {
       // and the dirty pages take their own copies, so no copy is needed here.
       o.fs.write(h.node.ino, pos, buf.subarray(0, len)).then(n => {
         changed()
-        cb(n)
+        cb(n, n, report('write', () => ({ stat: statOf(h.node) }))[0])
       }, err => cb(toErrno(err, 'write', o.log)))
     },
 
