@@ -46,7 +46,20 @@ export class ReefError extends Error {
   static badEncoding (what: string, cause?: unknown): ReefError {
     return new ReefError('BAD_ENCODING', `malformed ${what}`, cause)
   }
-  static posix (code: ReefErrorCode, what: string): ReefError { return new ReefError(code, `${code}: ${what}`) }
+  /**
+   * A POSIX outcome (ENOENT for a name that is not there, EEXIST...): an expected answer, not a
+   * fault, so no stack trace is captured; a lookup that misses is a hot path (a compiler
+   * probing include directories, `cp` checking its target) and the capture cost ~10 us.
+   */
+  static posix (code: ReefErrorCode, what: string): ReefError {
+    const limit = Error.stackTraceLimit
+    Error.stackTraceLimit = 0
+    try {
+      return new ReefError(code, `${code}: ${what}`)
+    } finally {
+      Error.stackTraceLimit = limit
+    }
+  }
 }
 
 export function isReefError (err: unknown, code?: ReefErrorCode): err is ReefError {

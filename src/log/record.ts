@@ -8,9 +8,10 @@
  * the record's BGUID digest, so a record can be replicated and verified like any block.
  */
 import { CID } from 'multiformats/cid'
-import type { Block } from '../block/index.js'
+import * as dagCbor from '@ipld/dag-cbor'
+import { type Block, DAG_CBOR, makeBlock } from '../block/index.js'
 import { ReefError } from '../errors.js'
-import { decodeCbor, encodeBlock, field } from '../object/codec.js'
+import { decodeCbor, field } from '../object/codec.js'
 import type { Kind } from '../object/dir.js'
 
 export type Op =
@@ -55,6 +56,11 @@ export interface LogRecord {
 }
 
 export function encodeRecord (r: LogRecord): Block {
+  return makeBlock(encodeRecordBytes(r), DAG_CBOR)
+}
+
+/** The record's dag-cbor bytes (no hashing: the log hashes its frames itself). */
+function encodeRecordBytes (r: LogRecord): Uint8Array {
   const schema = SCHEMA[r.op.op]
   const a: Record<string, unknown> = {}
   const opv = r.op as unknown as Record<string, unknown>
@@ -68,7 +74,7 @@ export function encodeRecord (r: LogRecord): Block {
   }
   const o: Record<string, unknown> = { t: 'r', w: r.writer, n: r.n, vv: r.vv, tm: r.time, op: r.op.op, a }
   if (r.prev !== undefined) o.p = r.prev
-  return encodeBlock(o)
+  return dagCbor.encode(o)
 }
 
 const MARKER = Uint8Array.from(Buffer.from('7265656620646174612068657265210a', 'hex')) // 16 bytes, never real data in practice
@@ -87,14 +93,14 @@ function bytesHeader (len: number): Uint8Array {
  * not depend on its value, and a byte string's header depends only on its length).
  */
 export function encodeRecordParts (r: LogRecord): Uint8Array[] {
-  if (r.op.op !== 'write' || r.op.data.length < 1024) return [encodeRecord(r).bytes]
+  if (r.op.op !== 'write' || r.op.data.length < 1024) return [encodeRecordBytes(r)]
   const data = r.op.data
-  const shell = encodeRecord({ ...r, op: { ...r.op, data: MARKER } }).bytes
+  const shell = encodeRecordBytes({ ...r, op: { ...r.op, data: MARKER } })
   let at = -1
   for (let i = 0; i + MARKER.length < shell.length && at < 0; i++) {
     if (shell[i] === 0x50 && Buffer.compare(shell.subarray(i + 1, i + 1 + MARKER.length), MARKER) === 0) at = i
   }
-  if (at < 0) return [encodeRecord(r).bytes]
+  if (at < 0) return [encodeRecordBytes(r)]
   return [shell.subarray(0, at), bytesHeader(data.length), data, shell.subarray(at + 1 + MARKER.length)]
 }
 
