@@ -130,7 +130,7 @@ function lifecycle (program: Command): void {
       }
     })
 
-  type MountCliOptions = { foldInterval?: string, maxDirty?: string, attrTimeout?: string, attrCache?: boolean, json?: boolean, aguid?: string, listen?: string[], bootstrap?: string[], k?: string, repairInterval?: string }
+  type MountCliOptions = { foldInterval?: string, maxDirty?: string, attrTimeout?: string, attrCache?: boolean, writeBehind?: boolean, json?: boolean, aguid?: string, listen?: string[], bootstrap?: string[], k?: string, repairInterval?: string }
   const foreground = async (mountpoint: string, opts: MountCliOptions, checkout?: string): Promise<void> => {
     const dir = dataDir()
     if (checkout === undefined && ReefNode.init(dir)) err(`reef: created a new data directory at ${dir}\n`)
@@ -165,7 +165,7 @@ function lifecycle (program: Command): void {
       if (maxDirtyBytes !== undefined && !(maxDirtyBytes > 0)) throw ReefError.badInput(`bad --max-dirty ${opts.maxDirty}`)
       const attrTimeout = opts.attrTimeout !== undefined ? Number(opts.attrTimeout) : undefined
       if (attrTimeout !== undefined && !(attrTimeout >= 0 && attrTimeout <= 3600)) throw ReefError.badInput(`bad --attr-timeout ${opts.attrTimeout}`)
-      d = await MountDaemon.start(node, { mountpoint, foldIntervalMs, maxDirtyBytes, attrTimeout, attrCache: opts.attrCache, checkout: version, follow: own ? undefined : follow })
+      d = await MountDaemon.start(node, { mountpoint, foldIntervalMs, maxDirtyBytes, attrTimeout, attrCache: opts.attrCache, writeBehind: opts.writeBehind, checkout: version, follow: own ? undefined : follow })
       server = await serveControl(node, d, checkout === undefined ? SOCKET_NAME : `checkout-${process.pid}.sock`, stop)
     } catch (e) {
       await stop()
@@ -187,6 +187,7 @@ function lifecycle (program: Command): void {
     .option('--max-dirty <MiB>', 'fold early once this much written data waits in memory', '512')
     .option('--attr-timeout <seconds>', 'let the kernel cache attributes this long (faster stat; hard-link names may lag)', '0')
     .option('--no-attr-cache', 'ask the daemon for every getattr instead of answering from the exact attribute cache')
+    .option('--no-write-behind', 'apply every write before acknowledging it (default: acknowledge once queued, apply right after; fsync and close wait)')
     .option('--json', 'print the mount status as JSON once mounted')
     .option('--aguid <aguid>', 'mount another owner\'s file system (read-only), following its signed head')
     .option('--listen <multiaddr>', 'be a network node listening here (repeatable)', collect, [])

@@ -37,6 +37,7 @@ import type { ReefFS, VersionInfo } from '../src/fs/fs.js'
 import type { ReefNode } from '../src/node.js'
 import type { Logger } from './errno.js'
 import { type FuseInstance, isFuseMounted, mountFuse, unmountFuse } from './fuse.js'
+import { MAX_FILE_SIZE } from '../src/object/file.js'
 import { buildOps, type VersionSource } from './ops.js'
 
 const run = promisify(execFile)
@@ -72,6 +73,8 @@ export interface MountOptions {
   attrTimeout?: number
   /** Answer getattr from the binding's exact attribute cache (default true). */
   attrCache?: boolean
+  /** Acknowledge writes once queued in the binding, apply them right after (default true). */
+  writeBehind?: boolean
   log?: Logger
 }
 
@@ -92,6 +95,7 @@ export async function cleanupStaleMount (mnt: string): Promise<boolean> {
 
 export class MountDaemon {
   private fuse?: FuseInstance
+  private ops?: ReturnType<typeof buildOps>
   private timer?: NodeJS.Timeout
   private folding?: Promise<VersionInfo | undefined>
   private readonly versionCache = new Map<string, ReefFS>()
@@ -135,10 +139,13 @@ export class MountDaemon {
     }
     d.opsOptions = opsOptions
     const ops = buildOps(opsOptions)
+    d.ops = ops
     d.fuse = await mountFuse(mnt, ops, {
       useIno: true,
       attrTimeout: opts.attrTimeout ?? 0,
       attrCache: opts.attrCache ?? true,
+      writeBehind: (opts.writeBehind ?? true) && !opsOptions.readOnly,
+      maxFileSize: MAX_FILE_SIZE,
       entryTimeout: 1,
       negativeTimeout: 0,
       allowOther: true,
@@ -214,6 +221,7 @@ export class MountDaemon {
   /** Folds pending writes into a version now; concurrent callers share one fold. */
   async sync (message?: string): Promise<VersionInfo | undefined> {
     if (this.fs.readOnly) return this.fs.version
+    await this.settleWrites()
     while (this.folding !== undefined) await this.folding.catch(() => {})
     this.folding = this.fs.fold(message)
     try {
@@ -223,6 +231,12 @@ export class MountDaemon {
     } finally {
       this.folding = undefined
     }
+  }
+
+  /** Every write acknowledged so far (write-behind) applied to the fs core. */
+  private async settleWrites (): Promise<void> {
+    this.fuse?.flushWriteBehind()
+    await this.ops?.settled()
   }
 
   status (): Record<string, unknown> {
@@ -238,6 +252,7 @@ export class MountDaemon {
       dirtyBytes: this.fs.dirtyBytes,
       folds: this.folds,
       attrCache: this.fuse?.attrCacheStats(),
+      writeBehind: this.fuse?.writeBehindStats(),
       lastError: this.lastError,
       pid: process.pid
     }
@@ -255,6 +270,11 @@ export class MountDaemon {
     } finally {
       this.stopped = true
       if (this.fuse !== undefined) await unmountFuse(this.fuse).catch(err => this.log(`unmount: ${(err as Error).message}`))
+      // Writes acknowledged after that fold, before the kernel let go: into the log and a version.
+      if (!this.fs.readOnly) {
+        await this.settleWrites()
+        if (this.fs.pending > 0) v = (await this.fs.fold('unmount').catch(err => { this.log(`fold at unmount: ${(err as Error).message}`); return undefined })) ?? v
+      }
       this.fs.log?.close()
     }
     return v

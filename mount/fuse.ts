@@ -133,6 +133,16 @@ export interface FuseOptions {
    * change that did not come through a FUSE op.
    */
   attrCache?: boolean
+  /**
+   * Acknowledge a write once the FUSE thread has copied it into a ring slot (patched binding);
+   * ops.write applies queued writes in order before any later op is dispatched. Late failures
+   * come back from the next write, fsync or close of that handle.
+   */
+  writeBehind?: boolean
+  /** Ring slots of 128 KiB for write-behind (default 128: 16 MiB in flight at most). */
+  writeBehindSlots?: number
+  /** Writes past this size fail with EFBIG at once instead of late (write-behind). */
+  maxFileSize?: number
   entryTimeout?: number
   negativeTimeout?: number
   acAttrTimeout?: number
@@ -170,6 +180,20 @@ export interface FuseInstance {
   setAttrCache(on: boolean): void
   clearAttrCache(): void
   attrCacheStats(): AttrCacheStats
+  /** Hands every queued write to ops.write now. */
+  flushWriteBehind(): void
+  writeBehindStats(): WriteBehindStats
+}
+
+export interface WriteBehindStats {
+  enabled: boolean
+  /** Queued or being applied right now. */
+  pending: number
+  deferred: number
+  synchronous: number
+  fullWaits: number
+  drainWaits: number
+  lateErrors: number
 }
 
 export interface AttrCacheStats {

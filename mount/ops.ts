@@ -21,6 +21,8 @@ export interface VersionSource {
 }
 
 const O_ACCMODE = 3
+/** Test hook: writes to paths ending in this fail with ENOSPC (a late failure under write-behind). */
+const writeFault = process.env.REEF_TEST_WRITE_FAULT === undefined || process.env.REEF_TEST_WRITE_FAULT === '' ? undefined : process.env.REEF_TEST_WRITE_FAULT
 /** Bit 30 of an open handle: keep the kernel page cache for this open (mount/native patch). */
 const KEEP_CACHE = 0x40000000
 const RESERVED = '.reef'
@@ -73,7 +75,7 @@ function toStat (a: Attr, ino: number): FuseStat {
   }
 }
 
-export function buildOps (o: OpsOptions): FuseOps {
+export function buildOps (o: OpsOptions): FuseOps & { settled: () => Promise<void> } {
   const handles = new Map<number, Handle>()
   let nextFh = 1
   const rootAttr = (): Attr => o.fs.root.attr()
@@ -150,6 +152,18 @@ export function buildOps (o: OpsOptions): FuseOps {
   }
 
   const changed = (): void => { o.onChange?.() }
+
+  // Writes may be acknowledged before they are applied (the binding's write-behind hands them
+  // over in order, before any later op); every other op first waits for the writes in flight.
+  // Mutations are serialized by the fs core anyway, so the last write settling means all did.
+  let writing = 0
+  let lastWrite: Promise<unknown> = Promise.resolve()
+  const inFlight = (): Promise<unknown> | undefined => writing > 0 ? lastWrite : undefined
+  /** Runs `fn` once every write handed over before it has been applied. */
+  const afterWrites = <T>(fn: () => Promise<T>): Promise<T> => {
+    const w = inFlight()
+    return w === undefined ? fn() : w.then(fn)
+  }
   const statOf = (n: Inode): FuseStat => toStat(n.attr(), n.ino)
   /** The stats an op reports; the op has succeeded, so a failure here only costs the cache. */
   const report = (name: string, after: () => Attrs): [FuseStat?, FuseStat?] => {
@@ -169,28 +183,16 @@ export function buildOps (o: OpsOptions): FuseOps {
     return (...args: any[]) => {
       const cb = args[args.length - 2] as (err: number) => void
       const ctx = args[args.length - 1] as FuseContext
-      let p: Promise<number | void>
-      try {
-        p = fn(...args.slice(0, -2), ctx)
-      } catch (err) {
-        cb(toErrno(err, name, o.log))
-        return
-      }
-      p.then(r => cb(typeof r === 'number' ? r : 0), err => cb(toErrno(err, name, o.log)))
+      afterWrites(async () => await fn(...args.slice(0, -2), ctx))
+        .then(r => cb(typeof r === 'number' ? r : 0), err => cb(toErrno(err, name, o.log)))
     }
   }
   function wrapValue (name: string, fn: (...args: any[]) => Promise<unknown>): any {
     return (...args: any[]) => {
       const cb = args[args.length - 2] as (err: number, v?: unknown) => void
       const ctx = args[args.length - 1] as FuseContext
-      let p: Promise<unknown>
-      try {
-        p = fn(...args.slice(0, -2), ctx)
-      } catch (err) {
-        cb(toErrno(err, name, o.log))
-        return
-      }
-      p.then(v => cb(0, v), err => cb(toErrno(err, name, o.log)))
+      afterWrites(async () => await fn(...args.slice(0, -2), ctx))
+        .then(v => cb(0, v), err => cb(toErrno(err, name, o.log)))
     }
   }
   /**
@@ -203,14 +205,8 @@ export function buildOps (o: OpsOptions): FuseOps {
     return (...args: any[]) => {
       const cb = args[args.length - 2] as (err: number, stat?: FuseStat, parent?: FuseStat) => void
       const ctx = args[args.length - 1] as FuseContext
-      let p: Promise<() => Attrs>
-      try {
-        p = fn(...args.slice(0, -2), ctx)
-      } catch (err) {
-        cb(toErrno(err, name, o.log))
-        return
-      }
-      p.then(after => { cb(0, ...report(name, after)) }, err => cb(toErrno(err, name, o.log)))
+      afterWrites(async () => await fn(...args.slice(0, -2), ctx))
+        .then(after => { cb(0, ...report(name, after)) }, err => cb(toErrno(err, name, o.log)))
     }
   }
   /* eslint-enable @typescript-eslint/no-explicit-any */
@@ -239,7 +235,7 @@ export function buildOps (o: OpsOptions): FuseOps {
     }),
 
     readdir: (path: string, cb: (err: number, names?: string[], stats?: FuseStat[]) => void) => {
-      void (async () => {
+      void afterWrites(async () => {
         const t = await resolve(path)
         const names = ['.', '..']
         const stats: FuseStat[] = []
@@ -271,7 +267,7 @@ export function buildOps (o: OpsOptions): FuseOps {
           stats.push(toStat(n.attr(), inoOf({ ...t, node: n })))
         }
         return { names, stats }
-      })().then(r => cb(0, r.names, r.stats), err => cb(toErrno(err, 'readdir', o.log)))
+      }).then(r => cb(0, r.names, r.stats), err => cb(toErrno(err, 'readdir', o.log)))
     },
 
     readlink: wrapValue('readlink', async (path: string): Promise<string> => {
@@ -288,18 +284,18 @@ export function buildOps (o: OpsOptions): FuseOps {
     }),
 
     create: (path: string, mode: number, cb: (err: number, fd?: number, stat?: FuseStat, parent?: FuseStat) => void, ctx: FuseContext) => {
-      (async () => {
+      afterWrites(async () => {
         const { dir, name } = await writableParent(path)
         const node = await o.fs.create(dir.ino, name, mode, cred(ctx))
         changed()
         return { fd: openHandle({ fs: o.fs, node, writable: true }), node, dir }
-      })().then(r => cb(0, r.fd, ...report('create', () => ({ stat: statOf(r.node), parent: statOf(r.dir) }))), err => cb(toErrno(err, 'create', o.log)))
+      }).then(r => cb(0, r.fd, ...report('create', () => ({ stat: statOf(r.node), parent: statOf(r.dir) }))), err => cb(toErrno(err, 'create', o.log)))
     },
 
     read: (path: string, fd: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) => {
       const h = handles.get(fd)
       if (h === undefined) { cb(-ERRNO.EBADF); return }
-      h.fs.read(h.node, pos, len).then(data => {
+      afterWrites(async () => await h.fs.read(h.node, pos, len)).then(data => {
         buf.set(data)
         cb(data.length)
       }, err => cb(toErrno(err, 'read', o.log)))
@@ -311,10 +307,19 @@ export function buildOps (o: OpsOptions): FuseOps {
       if (!h.writable || h.fs !== o.fs) { cb(-ERRNO.EBADF); return }
       // `buf` stays valid until we call back (the FUSE thread waits for the reply); the log
       // and the dirty pages take their own copies, so no copy is needed here.
-      o.fs.write(h.node.ino, pos, buf.subarray(0, len)).then(n => {
+      writing++
+      const p = writeFault !== undefined && path.endsWith(writeFault)
+        ? Promise.reject(posix('ENOSPC', `REEF_TEST_WRITE_FAULT: ${path}`))
+        : o.fs.write(h.node.ino, pos, buf.subarray(0, len))
+      // Settled only once the callback ran: a late failure is on record before any later op.
+      lastWrite = p.then(n => {
+        writing--
         changed()
         cb(n, n, report('write', () => ({ stat: statOf(h.node) }))[0])
-      }, err => cb(toErrno(err, 'write', o.log)))
+      }, err => {
+        writing--
+        cb(toErrno(err, 'write', o.log))
+      })
     },
 
     fsync: wrap('fsync', async () => {
@@ -454,5 +459,8 @@ export function buildOps (o: OpsOptions): FuseOps {
     return cid.toString()
   }
 
-  return ops
+  return Object.assign(ops, {
+    /** Resolves once every write handed to these ops so far has been applied. */
+    settled: async (): Promise<void> => { await inFlight() }
+  })
 }

@@ -1,0 +1,127 @@
+// Write-behind through a real mount: writes are acknowledged once the binding has queued them,
+// and every later operation, from this or another process, sees them; a write that fails late
+// is reported by the next fsync, write or close of that handle (as a kernel page cache would);
+// O_SYNC writes are applied before they return; a clean unmount keeps every acknowledged write.
+import t from 'tap'
+import crypto from 'node:crypto'
+import fs from 'node:fs'
+import path from 'node:path'
+import { describe, reef, run, skipReason, startMount, tempDir, type Mount } from './helpers/mount.js'
+
+interface WriteBehindStats { enabled: boolean, pending: number, deferred: number, synchronous: number, fullWaits: number, lateErrors: number }
+
+async function stats (m: Mount): Promise<WriteBehindStats> {
+  const st = await reef(m.dataDir, 'status', '--json')
+  if (st.code !== 0) throw new Error(`status: ${describe(st)}`)
+  return JSON.parse(st.stdout).writeBehind as WriteBehindStats
+}
+
+function errCode (fn: () => unknown): string {
+  try {
+    fn()
+    return 'ok'
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code ?? String(err)
+  }
+}
+
+const skip = skipReason()
+if (skip !== false) {
+  t.plan(0, skip)
+} else {
+  // The daemon inherits this: writes to names ending in "fault.bin" fail with ENOSPC.
+  process.env.REEF_TEST_WRITE_FAULT = 'fault.bin'
+  t.teardown(() => { delete process.env.REEF_TEST_WRITE_FAULT })
+  const base = tempDir(t, 'reef-wb-')
+  const dataDir = path.join(base, 'data')
+  const mnt = path.join(base, 'mnt')
+  let m = await startMount(t, { dataDir, mnt, foldInterval: 3600 })
+  const p = (...s: string[]): string => path.join(mnt, ...s)
+
+  t.test('acknowledged writes are seen at once by fstat, by another descriptor and by another process', async t => {
+    const before = await stats(m)
+    t.ok(before.enabled, 'write-behind is on by default')
+    const data = crypto.randomBytes(48 * 1024 * 1024)
+    const fd = fs.openSync(p('stream.bin'), 'w')
+    for (let off = 0; off < data.length; off += 128 * 1024) fs.writeSync(fd, data, off, 128 * 1024, off)
+    t.equal(fs.fstatSync(fd).size, data.length, 'fstat right after the last write')
+    const other = fs.openSync(p('stream.bin'), 'r')
+    const probe = Buffer.alloc(4096)
+    for (const at of [0, 17 * 128 * 1024 + 5, data.length - 4096]) {
+      fs.readSync(other, probe, 0, 4096, at)
+      t.ok(probe.equals(data.subarray(at, at + 4096)), `read at ${at} through another descriptor, before close`)
+    }
+    fs.closeSync(other)
+    const sum = await run('sha256sum', [p('stream.bin')])
+    t.equal(sum.stdout.split(' ')[0], crypto.createHash('sha256').update(data).digest('hex'), 'another process reads every byte, before close')
+    fs.closeSync(fd)
+    const after = await stats(m)
+    t.ok(after.deferred - before.deferred >= 384, `writes were acknowledged from the queue (${after.deferred - before.deferred} of 384)`)
+    t.equal(after.pending, 0, 'nothing left in flight after close')
+    // Small writes interleaved with reads and renames, the way editors and compilers work.
+    for (let i = 0; i < 50; i++) {
+      const f = p(`small-${i}.tmp`)
+      const body = crypto.randomBytes(100 + i * 37)
+      const w = fs.openSync(f, 'w')
+      fs.writeSync(w, body)
+      fs.writeSync(w, body)
+      fs.closeSync(w)
+      fs.renameSync(f, p(`small-${i}.txt`))
+      if (!fs.readFileSync(p(`small-${i}.txt`)).equals(Buffer.concat([body, body]))) { t.fail(`small file ${i} differs`); break }
+    }
+    t.pass('50 write-close-rename-read rounds')
+  })
+
+  t.test('a write that fails late is reported by fsync, by the next write and by close; the daemon keeps serving', async t => {
+    const fd = fs.openSync(p('fault.bin'), 'w')
+    t.equal(fs.writeSync(fd, Buffer.alloc(4096, 1)), 4096, 'the write itself is acknowledged')
+    t.equal(errCode(() => fs.fsyncSync(fd)), 'ENOSPC', 'fsync reports the late failure')
+    t.equal(errCode(() => fs.fsyncSync(fd)), 'ok', 'reported once')
+    fs.writeSync(fd, Buffer.alloc(4096, 2))
+    t.equal(errCode(() => fs.closeSync(fd)), 'ENOSPC', 'close reports the failure of the write before it')
+    const fd2 = fs.openSync(p('fault.bin'), 'w')
+    fs.writeSync(fd2, Buffer.alloc(10, 3))
+    // The next write waits for nothing, so it may or may not see the failure of the one before;
+    // what is certain is that the failure is not lost: it comes back by close at the latest.
+    const second = errCode(() => fs.writeSync(fd2, Buffer.alloc(10, 4)))
+    const closed = errCode(() => fs.closeSync(fd2))
+    t.ok(second === 'ENOSPC' || closed === 'ENOSPC', `reported by the next write (${second}) or by close (${closed})`)
+    t.ok((await stats(m)).lateErrors >= 3, 'counted as late errors')
+    const ok = p('after-fault.txt')
+    fs.writeFileSync(ok, 'still here')
+    t.equal(fs.readFileSync(ok, 'utf8'), 'still here', 'the daemon still serves')
+    t.same(m.unexpected(), [], 'no unexpected error logged')
+  })
+
+  t.test('O_SYNC writes are applied before they return', async t => {
+    const before = await stats(m)
+    const fd = fs.openSync(p('sync.bin'), fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_SYNC, 0o644)
+    for (let i = 0; i < 8; i++) fs.writeSync(fd, Buffer.alloc(4096, i))
+    fs.closeSync(fd)
+    const after = await stats(m)
+    t.equal(after.synchronous - before.synchronous, 8, 'all 8 went the synchronous way')
+    t.equal(after.deferred, before.deferred, 'none was queued')
+    const fault = fs.openSync(p('sync-fault.bin'), fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_SYNC, 0o644)
+    t.equal(errCode(() => fs.writeSync(fault, Buffer.alloc(10))), 'ENOSPC', 'an O_SYNC write fails at once')
+    fs.closeSync(fault)
+  })
+
+  t.test('a clean unmount keeps every acknowledged write, and so does kill -9 after fsync', async t => {
+    const a = crypto.randomBytes(3 * 1024 * 1024 + 77)
+    const fd = fs.openSync(p('kept.bin'), 'w')
+    fs.writeSync(fd, a)
+    fs.closeSync(fd)
+    const stopped = await m.stop()
+    t.equal(stopped.code, 0, 'unmounted cleanly')
+    m = await startMount(t, { dataDir, mnt, foldInterval: 3600 })
+    t.ok(fs.readFileSync(p('kept.bin')).equals(a), 'written, closed, unmounted: all there')
+    const b = crypto.randomBytes(2 * 1024 * 1024 + 5)
+    const fd2 = fs.openSync(p('synced.bin'), 'w')
+    fs.writeSync(fd2, b)
+    fs.fsyncSync(fd2)
+    await m.kill9()
+    try { fs.closeSync(fd2) } catch {}
+    m = await startMount(t, { dataDir, mnt, foldInterval: 3600 })
+    t.ok(fs.readFileSync(p('synced.bin')).equals(b), 'fsync, kill -9, remount: all there')
+  })
+}
