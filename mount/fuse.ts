@@ -21,6 +21,8 @@ export interface FuseContext {
   pid: number
   /** umask of the calling process (0 if the kernel did not send one). */
   umask: number
+  /** A write-behind write: the sha256 of its data, computed on the FUSE thread. */
+  dataDigest?: Uint8Array
 }
 
 /**
@@ -107,7 +109,7 @@ export interface FuseOps {
   /** cb(bytesRead) or cb(negative errno). */
   read?(path: string, fd: number, buf: Buffer, len: number, pos: number, cb: (result: number) => void, ctx: FuseContext): void
   /** cb(bytesWritten) or cb(negative errno); cb(n, n, stat) also reports the file's stat after it. */
-  write?(path: string, fd: number, buf: Buffer, len: number, pos: number, cb: (result: number, written?: number, stat?: FuseStat) => void, ctx: FuseContext): void
+  write?(path: string, fd: number, buf: Buffer, len: number, pos: number, cb: (result: number, written?: number, stat?: FuseStat) => void, ctx?: FuseContext): void
   release?(path: string, fd: number, cb: DoneCb, ctx: FuseContext): void
   releasedir?(path: string, fd: number, cb: DoneCb, ctx: FuseContext): void
   /** cb(0, fd, stat, parentStat): the stats as for AttrsCb. */

@@ -301,7 +301,7 @@ export function buildOps (o: OpsOptions): FuseOps & { settled: () => Promise<voi
       }, err => cb(toErrno(err, 'read', o.log)))
     },
 
-    write: (path: string, fd: number, buf: Buffer, len: number, pos: number, cb: (n: number, written?: number, stat?: FuseStat) => void) => {
+    write: (path: string, fd: number, buf: Buffer, len: number, pos: number, cb: (n: number, written?: number, stat?: FuseStat) => void, ctx?: FuseContext) => {
       const h = handles.get(fd)
       if (h === undefined) { cb(-ERRNO.EBADF); return }
       if (!h.writable || h.fs !== o.fs) { cb(-ERRNO.EBADF); return }
@@ -310,7 +310,7 @@ export function buildOps (o: OpsOptions): FuseOps & { settled: () => Promise<voi
       writing++
       const p = writeFault !== undefined && path.endsWith(writeFault)
         ? Promise.reject(posix('ENOSPC', `REEF_TEST_WRITE_FAULT: ${path}`))
-        : o.fs.write(h.node.ino, pos, buf.subarray(0, len))
+        : o.fs.write(h.node.ino, pos, buf.subarray(0, len), ctx?.dataDigest)
       // Settled only once the callback ran: a late failure is on record before any later op.
       lastWrite = p.then(n => {
         writing--

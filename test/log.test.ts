@@ -1,10 +1,10 @@
 import t from 'tap'
 import fs from 'node:fs'
 import path from 'node:path'
-import { randomBytes } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
 import * as dagCbor from '@ipld/dag-cbor'
 import { cidFor, DAG_CBOR } from '../src/block/index.js'
-import { WriterLog } from '../src/log/index.js'
+import { DATA_FRAME_MIN, WriterLog } from '../src/log/index.js'
 import { decodeRecord, encodeRecord, type LogRecord, type Op } from '../src/log/record.js'
 
 const rnd = (n: number): Uint8Array => new Uint8Array(randomBytes(n))
@@ -266,4 +266,48 @@ t.test('a corrupt record inside an intact frame is refused at open', async t => 
   Buffer.from(cidFor(bytes).multihash.digest).copy(header, 4)
   fs.appendFileSync(segmentFile(dir), Buffer.concat([header, bytes]))
   t.throws(() => new WriterLog(dir, writer).open(), { code: 'BAD_ENCODING' })
+})
+
+t.test('large writes keep their data in a raw frame the record names; a given digest is used as is', async t => {
+  const dir = t.testdir()
+  const log = new WriterLog(dir, writer).open()
+  const big = rnd(DATA_FRAME_MIN + 5)
+  const small = rnd(DATA_FRAME_MIN - 1)
+  const hinted = rnd(100)
+  const hint = new Uint8Array(createHash('sha256').update(hinted).digest())
+  const a = log.append({ op: 'write', ino: 2, offset: 0, data: big, time: 1n })
+  const b = log.append({ op: 'write', ino: 2, offset: 7, data: small, time: 2n })
+  const c = log.append({ op: 'write', ino: 3, offset: 9, data: hinted, time: 3n }, undefined, hint)
+  log.sync()
+  log.close()
+  const named = (r: LogRecord): boolean => r.op.op === 'write' && r.op.dataCid !== undefined
+  t.ok(named(a.record), `a write of ${big.length} bytes names its data`)
+  t.notOk(named(b.record), `a write of ${small.length} bytes carries it inline`)
+  t.ok(named(c.record), 'a write with a digest given names its data')
+  t.ok(a.record.op.op === 'write' && a.record.op.dataCid?.equals(cidFor(big)), 'the name is the data\'s raw BGUID')
+  t.ok(a.cid.equals(encodeRecord(a.record).cid), 'the record CID is its block\'s BGUID')
+  t.ok(encodeRecord(a.record).bytes.length < 400, `the record block stays small (${encodeRecord(a.record).bytes.length} bytes)`)
+  const again = new WriterLog(dir, writer).open()
+  t.teardown(() => again.close())
+  const datas = again.replayed.map(r => r.record.op.op === 'write' ? Buffer.from(r.record.op.data) : undefined)
+  t.same(datas, [Buffer.from(big), Buffer.from(small), Buffer.from(hinted)], 'replay attaches every write\'s data')
+  t.same(again.replayed.map(r => String(r.cid)), [a, b, c].map(x => String(x.cid)), 'same record CIDs after replay')
+  t.ok(again.replayed[1].record.prev?.equals(a.cid), 'the chain links records, not data frames')
+})
+
+t.test('a record naming data that is not in the log refuses to open (LOG_CORRUPT)', async t => {
+  const dir = t.testdir()
+  const log = new WriterLog(dir, writer).open()
+  log.append({ op: 'write', ino: 2, offset: 0, data: new Uint8Array(0), dataCid: cidFor(rnd(10)), time: 1n })
+  log.sync()
+  log.close()
+  t.throws(() => new WriterLog(dir, writer).open(), { code: 'LOG_CORRUPT' })
+})
+
+t.test('a write record with its data both inline and named, or neither, is malformed', async t => {
+  const base = { t: 'r', w: writer, n: 1, vv: { [writerHex]: 1 }, tm: 1, op: 'write' }
+  const both = dagCbor.encode({ ...base, a: { i: 2, o: 0, d: rnd(3), dc: cidFor(rnd(3)), t: 1 } })
+  const neither = dagCbor.encode({ ...base, a: { i: 2, o: 0, t: 1 } })
+  t.throws(() => decodeRecord(both), { code: 'BAD_ENCODING' }, 'both')
+  t.throws(() => decodeRecord(neither), { code: 'BAD_ENCODING' }, 'neither')
 })

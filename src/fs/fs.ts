@@ -317,9 +317,9 @@ export class ReefFS {
   /** Records applied since the last fold. */
   get pending (): number { return this.unfolded }
 
-  private async commit (op: Op): Promise<void> {
+  private async commit (op: Op, dataDigest?: Uint8Array): Promise<void> {
     if (this.log === undefined) throw posix('EROFS', 'read-only file system')
-    this.log.append(op)
+    this.log.append(op, undefined, dataDigest)
     this.unfolded++
     await this.apply(op)
   }
@@ -361,7 +361,8 @@ export class ReefFS {
     return await this.make('symlink', parent, name, 0o777, cred, target)
   }
 
-  async write (ino: number, offset: number, data: Uint8Array): Promise<number> {
+  /** `dataDigest`, when given, is the sha256 of `data` (computed by the caller, off this thread). */
+  async write (ino: number, offset: number, data: Uint8Array, dataDigest?: Uint8Array): Promise<number> {
     return await this.exclusive(async () => {
       const n = this.node(ino)
       if (n.kind === 'dir') throw posix('EISDIR', 'write to a directory')
@@ -372,7 +373,7 @@ export class ReefFS {
       // Log records are blocks (at most MAX_BLOCK_SIZE): large writes become several records.
       const time = this.now()
       for (let done = 0; done < data.length; done += MAX_WRITE_RECORD) {
-        await this.commit({ op: 'write', ino, offset: offset + done, data: data.subarray(done, done + MAX_WRITE_RECORD), time })
+        await this.commit({ op: 'write', ino, offset: offset + done, data: data.subarray(done, done + MAX_WRITE_RECORD), time }, data.length <= MAX_WRITE_RECORD ? dataDigest : undefined)
       }
       return data.length
     })

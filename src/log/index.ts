@@ -5,10 +5,14 @@
  */
 import { CID } from 'multiformats/cid'
 import * as Digest from 'multiformats/hashes/digest'
-import { cidFromKey, DAG_CBOR, SHA256_CODE } from '../block/index.js'
-import { sha256Parts } from '../crypto/hash.js'
+import { cidFromKey, DAG_CBOR, RAW, SHA256_CODE } from '../block/index.js'
+import { sha256, sha256Parts } from '../crypto/hash.js'
+import { ReefError } from '../errors.js'
 import { decodeRecord, encodeRecordParts, type LogRecord, type Op } from './record.js'
-import { SegmentLog } from './segment.js'
+import { type NewFrame, SegmentLog } from './segment.js'
+
+/** Writes at least this large keep their data in a raw frame of its own. */
+export const DATA_FRAME_MIN = 16 * 1024
 
 export interface Appended { cid: CID, record: LogRecord }
 
@@ -30,7 +34,22 @@ export class WriterLog {
   open (): this {
     const { frames, discardedBytes } = this.seg.open()
     this.discardedBytes = discardedBytes
-    this.replayed = frames.map(f => ({ cid: cidFromKey(f.digest, DAG_CBOR), record: decodeRecord(f.bytes) }))
+    // A write record may name its data, which then sits in a raw frame just before it.
+    const data = new Map<string, Uint8Array>()
+    this.replayed = []
+    for (const f of frames) {
+      if (f.raw) {
+        data.set(Buffer.from(f.digest).toString('hex'), f.bytes)
+        continue
+      }
+      const record = decodeRecord(f.bytes)
+      if (record.op.op === 'write' && record.op.dataCid !== undefined) {
+        const bytes = data.get(Buffer.from(record.op.dataCid.multihash.digest).toString('hex'))
+        if (bytes === undefined) throw new ReefError('LOG_CORRUPT', `log record ${record.n} names data ${record.op.dataCid.toString()} that is not in the log`)
+        record.op.data = bytes
+      }
+      this.replayed.push({ cid: cidFromKey(f.digest, DAG_CBOR), record })
+    }
     const last = this.replayed[this.replayed.length - 1]
     if (last !== undefined) this.resumeAfter(last.cid, last.record.n, last.record.vv)
     return this
@@ -49,15 +68,27 @@ export class WriterLog {
   get versionVector (): Record<string, number> { return { ...this.vv } }
   get segmentBytes (): number { return this.seg.bytes }
 
-  /** Appends a record (written, not yet fsync'd). */
-  append (op: Op, time = Date.now()): Appended {
+  /**
+   * Appends a record (written, not yet fsync'd). A write of DATA_FRAME_MIN bytes or more, or
+   * one whose data digest the caller already has (the FUSE thread hashes write-behind data),
+   * puts its data in a raw frame of its own and names it: the record itself stays small, and
+   * the data is hashed once, possibly off this thread.
+   */
+  append (op: Op, time = Date.now(), dataDigest?: Uint8Array): Appended {
     const n = this.n + 1
     const vv = { ...this.vv, [this.writerHex]: n }
+    const frames: NewFrame[] = []
+    if (op.op === 'write' && op.dataCid === undefined && (dataDigest !== undefined || op.data.length >= DATA_FRAME_MIN)) {
+      const digest = dataDigest ?? sha256(op.data)
+      frames.push({ parts: [op.data], digest, raw: true })
+      op = { ...op, dataCid: CID.createV1(RAW, Digest.create(SHA256_CODE, digest)) }
+    }
     const record: LogRecord = { writer: this.writer, n, vv, time, op }
     if (this.prev !== undefined) record.prev = this.prev
     const parts = encodeRecordParts(record)
     const cid = CID.createV1(DAG_CBOR, Digest.create(SHA256_CODE, sha256Parts(parts)))
-    this.seg.append(parts, cid.multihash.digest)
+    frames.push({ parts, digest: cid.multihash.digest })
+    this.seg.appendFrames(frames)
     this.n = n
     this.vv = vv
     this.prev = cid

@@ -18,7 +18,7 @@ export type Op =
   | { op: 'create', parent: number, name: Uint8Array, ino: number, mode: number, uid: number, gid: number, time: bigint }
   | { op: 'mkdir', parent: number, name: Uint8Array, ino: number, mode: number, uid: number, gid: number, time: bigint }
   | { op: 'symlink', parent: number, name: Uint8Array, ino: number, target: Uint8Array, uid: number, gid: number, time: bigint }
-  | { op: 'write', ino: number, offset: number, data: Uint8Array, time: bigint }
+  | { op: 'write', ino: number, offset: number, data: Uint8Array, time: bigint, dataCid?: CID }
   | { op: 'truncate', ino: number, size: number, time: bigint }
   | { op: 'unlink', parent: number, name: Uint8Array, time: bigint }
   | { op: 'rmdir', parent: number, name: Uint8Array, time: bigint }
@@ -35,7 +35,8 @@ const SCHEMA: Record<OpName, Array<[string, string, FieldType, boolean?]>> = {
   create: [['parent', 'p', 'int'], ['name', 'n', 'bytes'], ['ino', 'i', 'int'], ['mode', 'm', 'int'], ['uid', 'u', 'int'], ['gid', 'g', 'int'], ['time', 't', 'time']],
   mkdir: [['parent', 'p', 'int'], ['name', 'n', 'bytes'], ['ino', 'i', 'int'], ['mode', 'm', 'int'], ['uid', 'u', 'int'], ['gid', 'g', 'int'], ['time', 't', 'time']],
   symlink: [['parent', 'p', 'int'], ['name', 'n', 'bytes'], ['ino', 'i', 'int'], ['target', 'y', 'bytes'], ['uid', 'u', 'int'], ['gid', 'g', 'int'], ['time', 't', 'time']],
-  write: [['ino', 'i', 'int'], ['offset', 'o', 'int'], ['data', 'd', 'bytes'], ['time', 't', 'time']],
+  // A write carries its data inline (d) or names it (dc: a raw block in its own log frame).
+  write: [['ino', 'i', 'int'], ['offset', 'o', 'int'], ['data', 'd', 'bytes', true], ['dataCid', 'dc', 'cid', true], ['time', 't', 'time']],
   truncate: [['ino', 'i', 'int'], ['size', 's', 'int'], ['time', 't', 'time']],
   unlink: [['parent', 'p', 'int'], ['name', 'n', 'bytes'], ['time', 't', 'time']],
   rmdir: [['parent', 'p', 'int'], ['name', 'n', 'bytes'], ['time', 't', 'time']],
@@ -64,7 +65,10 @@ function encodeRecordBytes (r: LogRecord): Uint8Array {
   const schema = SCHEMA[r.op.op]
   const a: Record<string, unknown> = {}
   const opv = r.op as unknown as Record<string, unknown>
+  const named = r.op.op === 'write' && r.op.dataCid !== undefined
+  if (r.op.op === 'write' && !named && r.op.data === undefined) throw new ReefError('BAD_INPUT', 'log record write lacks data')
   for (const [k, wire, , optional] of schema) {
+    if (named && k === 'data') continue
     const v = opv[k]
     if (v === undefined) {
       if (optional !== true) throw new ReefError('BAD_INPUT', `log record ${r.op.op} lacks ${k}`)
@@ -93,7 +97,7 @@ function bytesHeader (len: number): Uint8Array {
  * not depend on its value, and a byte string's header depends only on its length).
  */
 export function encodeRecordParts (r: LogRecord): Uint8Array[] {
-  if (r.op.op !== 'write' || r.op.data.length < 1024) return [encodeRecordBytes(r)]
+  if (r.op.op !== 'write' || r.op.dataCid !== undefined || r.op.data.length < 1024) return [encodeRecordBytes(r)]
   const data = r.op.data
   const shell = encodeRecordBytes({ ...r, op: { ...r.op, data: MARKER } })
   let at = -1
@@ -140,6 +144,11 @@ export function decodeRecord (bytes: Uint8Array): LogRecord {
         break
       }
     }
+  }
+  if (name === 'write') {
+    if ((op.data === undefined) === (op.dataCid === undefined)) throw ReefError.badEncoding(`${what}: a write needs its data inline or named, not both`)
+    // Named data is attached by the log from its own frame.
+    if (op.data === undefined) op.data = new Uint8Array(0)
   }
   const vvRaw = field(o, 'vv', what).map()
   const vv: Record<string, number> = {}

@@ -1,7 +1,9 @@
 /**
  * The on-disk writer log: numbered segment files of frames
  *   [u32 BE length][32-byte sha256 of the bytes][bytes]
- * The checksum is the record block's BGUID digest. Appends are plain write(2)s; `sync` is
+ * The checksum is the block's BGUID digest: a record (dag-cbor) or, with the length's top bit
+ * set, a raw data block that a later write record names (so a write's data can be hashed
+ * before the JS thread sees it, see mount/native). Appends are plain write(2)s; `sync` is
  * fdatasync, after which every appended frame survives a crash. Replay stops at the first
  * frame that is short or fails its checksum (a torn tail) and truncates it away.
  */
@@ -12,9 +14,14 @@ import { sha256 } from '../crypto/hash.js'
 import { ReefError } from '../errors.js'
 
 const HEADER = 4 + 32
+/** Top bit of a frame's length: the frame is a raw data block, not a record. */
+const RAW = 0x80000000
 const NAME = /^(\d{12})\.log$/
 
-export interface Frame { bytes: Uint8Array, digest: Uint8Array, segment: number }
+export interface Frame { bytes: Uint8Array, digest: Uint8Array, segment: number, raw: boolean }
+
+/** A frame to append: its bytes are the concatenation of `parts`. */
+export interface NewFrame { parts: Uint8Array[], digest: Uint8Array, raw?: boolean }
 
 export interface ReplayResult { frames: Frame[], discardedBytes: number }
 
@@ -43,12 +50,14 @@ export class SegmentLog {
       const buf = fs.readFileSync(file)
       let off = 0
       while (off + HEADER <= buf.length) {
-        const len = buf.readUInt32BE(off)
+        const word = buf.readUInt32BE(off)
+        const raw = word >= RAW
+        const len = raw ? word - RAW : word
         if (len > MAX_BLOCK_SIZE || off + HEADER + len > buf.length) break
         const digest = buf.subarray(off + 4, off + HEADER)
         const bytes = buf.subarray(off + HEADER, off + HEADER + len)
         if (!sameBytes(sha256(bytes), digest)) break
-        frames.push({ bytes: new Uint8Array(bytes), digest: new Uint8Array(digest), segment: seg })
+        frames.push({ bytes: new Uint8Array(bytes), digest: new Uint8Array(digest), segment: seg, raw })
         off += HEADER + len
       }
       if (off < buf.length) {
@@ -67,15 +76,26 @@ export class SegmentLog {
 
   /** Appends one frame whose bytes are the concatenation of `parts` (written without joining them). */
   append (parts: Uint8Array[], digest: Uint8Array): void {
+    this.appendFrames([{ parts, digest }])
+  }
+
+  /** Appends frames in one writev: they stay contiguous and in order. */
+  appendFrames (frames: NewFrame[]): void {
     if (this.fd < 0) throw new ReefError('IO', 'log is not open')
-    let len = 0
-    for (const p of parts) len += p.length
-    const header = Buffer.allocUnsafe(HEADER)
-    header.writeUInt32BE(len, 0)
-    header.set(digest, 4)
-    // One writev keeps a frame contiguous even if another append follows immediately.
-    const n = fs.writevSync(this.fd, [header, ...parts])
-    if (n !== HEADER + len) throw new ReefError('IO', `short log write (${n} of ${HEADER + len})`)
+    const iov: Uint8Array[] = []
+    let total = 0
+    for (const f of frames) {
+      let len = 0
+      for (const p of f.parts) len += p.length
+      if (len > MAX_BLOCK_SIZE) throw new ReefError('BLOCK_TOO_LARGE', `log frame of ${len} bytes`)
+      const header = Buffer.allocUnsafe(HEADER)
+      header.writeUInt32BE(f.raw === true ? RAW + len : len, 0)
+      header.set(f.digest, 4)
+      iov.push(header, ...f.parts)
+      total += HEADER + len
+    }
+    const n = fs.writevSync(this.fd, iov)
+    if (n !== total) throw new ReefError('IO', `short log write (${n} of ${total})`)
     this.size += n
   }
 
