@@ -185,7 +185,7 @@ function lifecycle (program: Command): void {
     .argument('<dir>', 'mount point (created if missing)')
     .option('--fold-interval <seconds>', 'fold writes into a version after this many seconds of activity', '5')
     .option('--max-dirty <MiB>', 'fold early once this much written data waits in memory', '512')
-    .option('--attr-timeout <seconds>', 'let the kernel cache attributes this long (faster stat; hard-link names may lag)', '0')
+    .option('--attr-timeout <seconds>', 'let the kernel cache attributes this long where that is exact (directories, files with one link); 0: ask every time', '1')
     .option('--no-attr-cache', 'ask the daemon for every getattr instead of answering from the exact attribute cache')
     .option('--no-write-behind', 'apply every write before acknowledging it (default: acknowledge once queued, apply right after; fsync and close wait)')
     .option('--json', 'print the mount status as JSON once mounted')

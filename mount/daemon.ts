@@ -7,15 +7,21 @@
  *                        128 KiB writes instead of 4 KiB: one handler call per 128 KiB
  *   max_read=131072      same for reads
  *   attr_timeout=0       libfuse's high-level API gives every *path* its own kernel inode, so the
- *                        names of a hard-linked file are separate kernel inodes: attributes
- *                        cached for one go stale when the file changes through the other
- *                        (`ln a b; stat a` showed nlink 1, `rm b; stat a` nlink 2). Always ask
- *                        (--attr-timeout trades this for speed)...
- *   attribute cache      ...and answer on the FUSE thread, from the patched binding's exact cache
- *                        (mount/native): every change reaches the daemon through an op that drops
- *                        what it touched, so only the daemon's own changes (a follower's new
- *                        version) need a clearAttrCache(). A GETATTR costs ~10 us instead of a
- *                        ~130 us round trip to JS (--no-attr-cache turns it off).
+ *                        names of a hard-linked file are separate kernel inodes, and one global
+ *                        timeout let them disagree (`ln a b; stat a` showed nlink 1, `rm b;
+ *                        stat a` nlink 2). So libfuse's is 0, and instead...
+ *   kernel attr cache    ...the patched binding gives each reply its own validity (--attr-timeout,
+ *                        default 1 s) where caching is exact: directories, and files and symlinks
+ *                        with one link; when a file gets its second link, the kernel inode of its
+ *                        first name is told to drop its attributes. A follower, whose tree
+ *                        changes under it, lets the kernel cache nothing.
+ *   attribute cache      what the kernel does ask is answered on the FUSE thread, from the
+ *                        binding's exact cache (mount/native): every change reaches the daemon
+ *                        through an op that drops what it touched, so only the daemon's own
+ *                        changes (a follower's new version) need a clearAttrCache(). A GETATTR
+ *                        costs ~35 us instead of a ~130 us round trip to JS (--no-attr-cache).
+ *   write-behind         a write is acknowledged once the FUSE thread has queued and hashed it,
+ *                        and applied right after, before any later op (--no-write-behind)
  *   entry_timeout=1      name -> node lookups may be cached 1 s: every namespace change goes
  *                        through this mount, which updates the kernel's dentries itself
  *   negative_timeout=0   a name created right after a failed lookup must be seen at once
@@ -48,6 +54,8 @@ const run = promisify(execFile)
  * third of its speed; 512 MiB of RAM buys uninterrupted bursts and folds at the interval.
  */
 export const DEFAULT_MAX_DIRTY = 512 * 1024 * 1024
+/** Seconds the kernel keeps exact attributes (see the header). */
+export const DEFAULT_ATTR_TIMEOUT = 1
 
 export interface MountOptions {
   mountpoint: string
@@ -65,10 +73,9 @@ export interface MountOptions {
   /** How often a follower asks the network for a newer head (default 2000 ms). */
   followIntervalMs?: number
   /**
-   * Seconds the kernel may cache attributes (default 0). Above 0, stat storms skip the daemon
-   * (phases 1-4 of the benchmark: 4.3x local disk at 0, 2.4x at 0.1), but libfuse's high-level
-   * API gives each name of a hard-linked file its own kernel inode, so a change made through
-   * one name shows through the others (nlink, size, mtime) only after this long.
+   * Seconds the kernel may cache the attributes it can cache exactly: directories, and files and
+   * symlinks with one link (default 1; 0 makes the kernel ask every time). A follower's kernel
+   * caches nothing: its tree changes under it.
    */
   attrTimeout?: number
   /** Answer getattr from the binding's exact attribute cache (default true). */
@@ -142,7 +149,8 @@ export class MountDaemon {
     d.ops = ops
     d.fuse = await mountFuse(mnt, ops, {
       useIno: true,
-      attrTimeout: opts.attrTimeout ?? 0,
+      attrTimeout: 0,
+      kernelAttrTimeout: opts.follow !== undefined ? 0 : opts.attrTimeout ?? DEFAULT_ATTR_TIMEOUT,
       attrCache: opts.attrCache ?? true,
       writeBehind: (opts.writeBehind ?? true) && !opsOptions.readOnly,
       maxFileSize: MAX_FILE_SIZE,

@@ -81,9 +81,9 @@ export interface FuseOps {
   access?(path: string, mode: number, cb: DoneCb, ctx: FuseContext): void
   statfs?(path: string, cb: (err: Errno, statfs?: FuseStatfs) => void, ctx: FuseContext): void
   getattr?(path: string, cb: (err: Errno, stat?: FuseStat) => void, ctx: FuseContext): void
-  fgetattr?(path: string, fd: number, cb: (err: Errno, stat?: FuseStat) => void, ctx: FuseContext): void
-  flush?(path: string, fd: number, cb: DoneCb, ctx: FuseContext): void
-  fsync?(path: string, datasync: number, fd: number, cb: DoneCb, ctx: FuseContext): void
+  fgetattr?(path: string | null, fd: number, cb: (err: Errno, stat?: FuseStat) => void, ctx: FuseContext): void
+  flush?(path: string | null, fd: number, cb: DoneCb, ctx: FuseContext): void
+  fsync?(path: string | null, datasync: number, fd: number, cb: DoneCb, ctx: FuseContext): void
   fsyncdir?(path: string, datasync: number, fd: number, cb: DoneCb, ctx: FuseContext): void
   /**
    * With `useIno`, pass `stats` (same length as `names`, at least {mode, ino})
@@ -91,7 +91,7 @@ export interface FuseOps {
    */
   readdir?(path: string, cb: (err: Errno, names?: string[], stats?: FuseStat[]) => void, ctx: FuseContext): void
   truncate?(path: string, size: number, cb: AttrsCb, ctx: FuseContext): void
-  ftruncate?(path: string, fd: number, size: number, cb: AttrsCb, ctx: FuseContext): void
+  ftruncate?(path: string | null, fd: number, size: number, cb: AttrsCb, ctx: FuseContext): void
   /** Times are bigint ns since the epoch; null = leave unchanged (UTIME_OMIT). */
   utimens?(path: string, atime: bigint | null, mtime: bigint | null, cb: AttrsCb, ctx: FuseContext): void
   readlink?(path: string, cb: (err: Errno, target?: string) => void, ctx: FuseContext): void
@@ -107,15 +107,15 @@ export interface FuseOps {
   open?(path: string, flags: number, cb: (err: Errno, fd?: number) => void, ctx: FuseContext): void
   opendir?(path: string, flags: number, cb: (err: Errno, fd?: number) => void, ctx: FuseContext): void
   /** cb(bytesRead) or cb(negative errno). */
-  read?(path: string, fd: number, buf: Buffer, len: number, pos: number, cb: (result: number) => void, ctx: FuseContext): void
+  read?(path: string | null, fd: number, buf: Buffer, len: number, pos: number, cb: (result: number) => void, ctx: FuseContext): void
   /** cb(bytesWritten) or cb(negative errno); cb(n, n, stat) also reports the file's stat after it. */
-  write?(path: string, fd: number, buf: Buffer, len: number, pos: number, cb: (result: number, written?: number, stat?: FuseStat) => void, ctx?: FuseContext): void
-  release?(path: string, fd: number, cb: DoneCb, ctx: FuseContext): void
+  write?(path: string | null, fd: number, buf: Buffer, len: number, pos: number, cb: (result: number, written?: number, stat?: FuseStat) => void, ctx?: FuseContext): void
+  release?(path: string | null, fd: number, cb: DoneCb, ctx: FuseContext): void
   releasedir?(path: string, fd: number, cb: DoneCb, ctx: FuseContext): void
   /** cb(0, fd, stat, parentStat): the stats as for AttrsCb. */
   create?(path: string, mode: number, cb: (err: Errno, fd?: number, stat?: FuseStat, parent?: FuseStat) => void, ctx: FuseContext): void
   unlink?(path: string, cb: AttrsCb, ctx: FuseContext): void
-  rename?(src: string, dest: string, cb: DoneCb, ctx: FuseContext): void
+  rename?(src: string, dest: string, cb: AttrsCb, ctx: FuseContext): void
   /** link(existing, newPath) */
   link?(src: string, dest: string, cb: AttrsCb, ctx: FuseContext): void
   /** symlink(target, linkPath): target is the link's content. */
@@ -129,6 +129,12 @@ export interface FuseOptions {
   useIno?: boolean
   /** Seconds; 0 is honoured (libfuse default 1). */
   attrTimeout?: number
+  /**
+   * With attrTimeout 0: seconds the kernel may cache attributes where that is exact (the patched
+   * binding rewrites each reply: directories, files and symlinks with one link; the first name
+   * of a file that gets a second link is invalidated). Undefined leaves the channel alone.
+   */
+  kernelAttrTimeout?: number
   /**
    * Answer getattr from an exact cache on the FUSE thread (patched binding): entries are
    * dropped after every op that may change them; the owner calls clearAttrCache() after any

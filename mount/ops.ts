@@ -26,6 +26,8 @@ const writeFault = process.env.REEF_TEST_WRITE_FAULT === undefined || process.en
 /** Bit 30 of an open handle: keep the kernel page cache for this open (mount/native patch). */
 const KEEP_CACHE = 0x40000000
 const RESERVED = '.reef'
+/** The name libfuse gives a file unlinked while open (see `hidden` in buildOps). */
+const HIDDEN = /^\.fuse_hidden[0-9a-f]{16}$/
 const VIRTUAL_INO = 2 ** 52
 const VERSION_INO_BASE = 2 ** 51
 const enc = new TextEncoder()
@@ -88,7 +90,38 @@ export function buildOps (o: OpsOptions): FuseOps & { settled: () => Promise<voi
   const inoOf = (t: Extract<Target, { kind: 'node' }>): number =>
     t.seq === undefined ? t.node.ino : VERSION_INO_BASE + Number(t.seq % 1_048_576n) * 2 ** 31 + (t.node.ino % 2 ** 31)
 
+  /**
+   * Files unlinked while open. libfuse's high-level API keeps such a file reachable by renaming
+   * it to `.fuse_hidden<16 hex digits>` in its directory and unlinks that name at the last
+   * release. reef unlinks the file for real at the rename (so link counts, directory listings
+   * and rmdir are what POSIX says) and keeps the inode under that libfuse name here until then;
+   * the open file lives on in the fs core until its last release. Keyed by the name alone:
+   * libfuse's counter makes it unique in the mount, and the directory may be renamed meanwhile.
+   */
+  const hidden = new Map<string, Inode>()
+  /** The hide just done, if the next op is libfuse's rename over that name (see rename). */
+  let lastHide: { victim: Inode, dir: number, name: Uint8Array } | undefined
+  const hiddenName = (path: string | null): string | undefined => {
+    if (path === null) return undefined
+    const name = path.slice(path.lastIndexOf('/') + 1)
+    return HIDDEN.test(name) ? name : undefined
+  }
+
+  /**
+   * libfuse subtracts one from the link count it reports through a hidden name (it expects that
+   * name to count); reef has already removed that link, so it adds it back here.
+   */
+  const seenByLibfuse = (path: string | null, st: FuseStat): FuseStat => {
+    const h = hiddenName(path)
+    return h !== undefined && hidden.has(h) ? { ...st, nlink: (st.nlink ?? 0) + 1 } : st
+  }
+
   async function resolve (path: string): Promise<Target> {
+    const h = hiddenName(path)
+    if (h !== undefined) {
+      const n = hidden.get(h)
+      if (n !== undefined) return { kind: 'node', fs: o.fs, node: n, ro: o.readOnly === true }
+    }
     if (path === '/' + RESERVED || path.startsWith('/' + RESERVED + '/')) {
       const rest = path.slice(RESERVED.length + 2)
       if (rest === '') return { kind: 'virtual', which: 'reef' }
@@ -217,14 +250,20 @@ export function buildOps (o: OpsOptions): FuseOps & { settled: () => Promise<voi
     getattr: wrapValue('getattr', async (path: string): Promise<FuseStat> => {
       const t = await resolve(path)
       if (t.kind === 'virtual') return virtualStat(t.which)
-      return toStat(t.node.attr(), inoOf(t))
+      return seenByLibfuse(path, toStat(t.node.attr(), inoOf(t)))
     }),
 
-    fgetattr: wrapValue('fgetattr', async (path: string, fd: number): Promise<FuseStat> => {
+    // `path` is null for a file no name reaches any more (unlinked while open, its directory
+    // removed): libfuse's flag_nullpath_ok; such ops are served by handle.
+    fgetattr: wrapValue('fgetattr', async (path: string | null, fd: number): Promise<FuseStat> => {
       const h = handles.get(fd)
-      if (h === undefined) return await (async () => { const t = await nodeTarget(path); return toStat(t.node.attr(), inoOf(t)) })()
-      const t = h.fs === o.fs ? { kind: 'node' as const, fs: o.fs, node: h.node, ro: false } : await nodeTarget(path)
-      return toStat(h.node.attr(), inoOf(t))
+      if (h === undefined) {
+        if (path === null) throw posix('EBADF', `no open file ${fd}`)
+        const t = await nodeTarget(path)
+        return seenByLibfuse(path, toStat(t.node.attr(), inoOf(t)))
+      }
+      const t = h.fs === o.fs || path === null ? { kind: 'node' as const, fs: h.fs, node: h.node, ro: h.fs !== o.fs } : await nodeTarget(path)
+      return seenByLibfuse(path, toStat(h.node.attr(), inoOf(t)))
     }),
 
     access: wrap('access', async (path: string) => { await resolve(path) }),
@@ -292,7 +331,7 @@ export function buildOps (o: OpsOptions): FuseOps & { settled: () => Promise<voi
       }).then(r => cb(0, r.fd, ...report('create', () => ({ stat: statOf(r.node), parent: statOf(r.dir) }))), err => cb(toErrno(err, 'create', o.log)))
     },
 
-    read: (path: string, fd: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) => {
+    read: (path: string | null, fd: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) => {
       const h = handles.get(fd)
       if (h === undefined) { cb(-ERRNO.EBADF); return }
       afterWrites(async () => await h.fs.read(h.node, pos, len)).then(data => {
@@ -301,14 +340,14 @@ export function buildOps (o: OpsOptions): FuseOps & { settled: () => Promise<voi
       }, err => cb(toErrno(err, 'read', o.log)))
     },
 
-    write: (path: string, fd: number, buf: Buffer, len: number, pos: number, cb: (n: number, written?: number, stat?: FuseStat) => void, ctx?: FuseContext) => {
+    write: (path: string | null, fd: number, buf: Buffer, len: number, pos: number, cb: (n: number, written?: number, stat?: FuseStat) => void, ctx?: FuseContext) => {
       const h = handles.get(fd)
       if (h === undefined) { cb(-ERRNO.EBADF); return }
       if (!h.writable || h.fs !== o.fs) { cb(-ERRNO.EBADF); return }
       // `buf` stays valid until we call back (the FUSE thread waits for the reply); the log
       // and the dirty pages take their own copies, so no copy is needed here.
       writing++
-      const p = writeFault !== undefined && path.endsWith(writeFault)
+      const p = writeFault !== undefined && path !== null && path.endsWith(writeFault)
         ? Promise.reject(posix('ENOSPC', `REEF_TEST_WRITE_FAULT: ${path}`))
         : o.fs.write(h.node.ino, pos, buf.subarray(0, len), ctx?.dataDigest)
       // Settled only once the callback ran: a late failure is on record before any later op.
@@ -330,7 +369,7 @@ export function buildOps (o: OpsOptions): FuseOps & { settled: () => Promise<voi
       o.fs.sync()
     }),
 
-    release: wrap('release', async (_path: string, fd: number) => {
+    release: wrap('release', async (_path: string | null, fd: number) => {
       const h = handles.get(fd)
       if (h === undefined) return
       handles.delete(fd)
@@ -344,7 +383,7 @@ export function buildOps (o: OpsOptions): FuseOps & { settled: () => Promise<voi
       return () => ({ stat: statOf(n) })
     }),
 
-    ftruncate: wrapAttrs('ftruncate', async (path: string, fd: number, size: number) => {
+    ftruncate: wrapAttrs('ftruncate', async (_path: string | null, fd: number, size: number) => {
       const h = handle(fd)
       if (h.fs !== o.fs) throw posix('EROFS', 'read-only file system')
       await o.fs.truncate(h.node.ino, size)
@@ -353,10 +392,17 @@ export function buildOps (o: OpsOptions): FuseOps & { settled: () => Promise<voi
     }),
 
     unlink: wrapAttrs('unlink', async (path: string) => {
+      const h = hiddenName(path)
+      // libfuse removing the name it gave an open file at its last release: reef unlinked it
+      // when it was hidden, and the fs core forgot it at that release.
+      if (h !== undefined && hidden.delete(h)) return () => ({})
       const { dir, name } = await writableParent(path)
+      const victim = await o.fs.lookup(dir, name)
       await o.fs.unlink(dir.ino, name)
       changed()
-      return () => ({ parent: statOf(dir) })
+      // The file is reported too: the binding tells the kernel inodes of its other names (and
+      // of the names libfuse keeps for it while it is open).
+      return () => ({ stat: victim !== undefined ? statOf(victim) : undefined, parent: statOf(dir) })
     }),
 
     mkdir: wrapAttrs('mkdir', async (path: string, mode: number, ctx: FuseContext) => {
@@ -373,11 +419,40 @@ export function buildOps (o: OpsOptions): FuseOps & { settled: () => Promise<voi
       return () => ({ parent: statOf(dir) })
     }),
 
-    rename: wrap('rename', async (src: string, dest: string) => {
+    rename: wrapAttrs('rename', async (src: string, dest: string) => {
       const a = await writableParent(src)
+      const h = hiddenName(dest)
+      if (h !== undefined && !hidden.has(h)) {
+        // libfuse hiding a file that is unlinked (or replaced) while open: unlink it for real.
+        const victim = await o.fs.lookup(a.dir, a.name)
+        if (victim !== undefined && victim.kind !== 'dir' && victim.openCount > 0) {
+          await o.fs.unlink(a.dir.ino, a.name)
+          hidden.set(h, victim)
+          lastHide = { victim, dir: a.dir.ino, name: a.name }
+          changed()
+          return () => ({ stat: statOf(victim) })
+        }
+      }
+      const hid = lastHide
+      lastHide = undefined
       const b = await writableParent(dest)
+      const moving = await o.fs.lookup(a.dir, a.name)
+      let replaced = await o.fs.lookup(b.dir, b.name)
+      if (replaced === undefined && moving !== undefined && hid !== undefined && hid.victim === moving &&
+          hid.dir === b.dir.ino && Buffer.from(hid.name).equals(Buffer.from(b.name))) {
+        // libfuse hid the target only because it was open, right before this rename; but it is
+        // the same file as the source, and then rename does nothing (POSIX): the name comes back.
+        await o.fs.link(moving.ino, b.dir.ino, b.name)
+        replaced = moving
+      }
+      if (moving !== undefined && replaced === moving) {
+        changed()
+        return () => ({ stat: statOf(moving) })
+      }
       await o.fs.rename(a.dir.ino, a.name, b.dir.ino, b.name)
       changed()
+      // A replaced file is reported: the binding tells the kernel inodes of its other names.
+      return () => ({ stat: replaced !== undefined && replaced.kind !== 'dir' ? statOf(replaced) : undefined })
     }),
 
     link: wrapAttrs('link', async (src: string, dest: string) => {

@@ -1,4 +1,5 @@
-// The mount's attribute cache (getattr answered on the FUSE thread, mount/native) must be exact:
+// The mount's attribute caches (getattr answered on the FUSE thread, and the kernel's own where
+// the binding allows it, mount/native) must be exact:
 // a seeded random sequence of namespace and attribute changes runs on a local directory and on
 // a reef mount side by side. After every step both give the same outcome (or the same errno),
 // and lstat of every path of the small namespace agrees (kind, size, permissions, link count,
@@ -57,7 +58,9 @@ if (skip !== false) {
   const base = tempDir(t, 'reef-attrcache-')
   const local = path.join(base, 'local')
   fs.mkdirSync(local)
-  const m = await startMount(t, { dataDir: path.join(base, 'data'), mnt: path.join(base, 'mnt'), foldInterval: 3600 })
+  // REEF_TEST_MOUNT_ARGS: extra mount options, e.g. "--attr-timeout 0 --no-attr-cache" to compare.
+  const extraArgs = (process.env.REEF_TEST_MOUNT_ARGS ?? '').split(/\s+/).filter(a => a !== '')
+  const m = await startMount(t, { dataDir: path.join(base, 'data'), mnt: path.join(base, 'mnt'), foldInterval: 3600, extraArgs })
   const roots = [local, m.mnt]
 
   t.test(`${STEPS} random steps give the same outcomes and attributes on local disk and on the mount`, async t => {
@@ -96,6 +99,7 @@ if (skip !== false) {
       ]
       const [what, op] = pick(ops)
       const results = roots.map(r => outcome(() => op(r)))
+      if (process.env.REEF_TEST_TRACE === '1') t.comment(`step ${step}: ${what}: ${results.join(' / ')}`)
       steps++
       if (results[0] !== results[1]) {
         mismatches++
@@ -130,6 +134,77 @@ if (skip !== false) {
     }
     for (const [fd] of fds) fs.closeSync(fd)
     t.equal(mismatches, 0, `${steps} steps, ${PATHS.length} paths compared after each`)
+  })
+
+  t.test('hard links: a change through one name shows through the other at once (the kernel caches attributes too)', async t => {
+    const a = path.join(m.mnt, 'hl-a')
+    const b = path.join(m.mnt, 'hl-b')
+    fs.writeFileSync(a, 'one')
+    // Looked up and stat'ed repeatedly: the kernel now holds a's attributes (nlink 1).
+    for (let i = 0; i < 3; i++) t.equal(fs.statSync(a).nlink, 1, `a alone, stat ${i}`)
+    fs.linkSync(a, b)
+    t.equal(fs.statSync(a).nlink, 2, 'nlink of the first name right after link')
+    t.equal(fs.statSync(b).nlink, 2, 'nlink of the second name')
+    fs.appendFileSync(b, ' two')
+    t.equal(fs.statSync(a).size, 7, 'size through the first name after a write through the second')
+    t.equal(fs.readFileSync(a, 'utf8'), 'one two', 'content through the first name')
+    fs.chmodSync(b, 0o600)
+    t.equal(fs.statSync(a).mode & 0o777, 0o600, 'mode through the first name after chmod through the second')
+    fs.utimesSync(b, 1000, 2000)
+    t.equal(fs.statSync(a).mtimeMs, 2_000_000, 'mtime through the first name after utimes through the second')
+    fs.unlinkSync(b)
+    t.equal(fs.statSync(a).nlink, 1, 'nlink back to 1 after the second name is removed')
+    fs.appendFileSync(a, '!')
+    t.equal(fs.statSync(a).size, 8, 'and a alone again')
+    const dir = path.join(m.mnt, 'hl-d')
+    fs.mkdirSync(dir)
+    const before = fs.statSync(dir)
+    fs.mkdirSync(path.join(dir, 'sub'))
+    const after = fs.statSync(dir)
+    t.equal(after.nlink, before.nlink + 1, 'a directory\'s link count follows a mkdir in it at once')
+    t.ok(after.mtimeMs >= before.mtimeMs, 'and its mtime')
+  })
+
+  t.test('a file unlinked while open: gone from its directory at once, still readable and writable through the descriptor', async t => {
+    const dir = path.join(m.mnt, 'ul')
+    fs.mkdirSync(dir)
+    const a = path.join(dir, 'a')
+    const b = path.join(m.mnt, 'ul-b')
+    fs.writeFileSync(a, 'hello')
+    fs.linkSync(a, b)
+    const fd = fs.openSync(a, 'r+')
+    fs.unlinkSync(a)
+    t.same(fs.readdirSync(dir), [], 'no trace of the open file in its directory (libfuse\'s .fuse_hidden name is not shown)')
+    t.equal(fs.fstatSync(fd).nlink, 1, 'the open file has one link left')
+    t.equal(fs.statSync(b).nlink, 1, 'and so has its other name')
+    fs.writeSync(fd, 'J', 0)
+    t.equal(fs.readFileSync(b, 'utf8'), 'Jello', 'a write through the descriptor shows through the other name')
+    fs.unlinkSync(b)
+    t.equal(fs.fstatSync(fd).nlink, 0, 'no link left')
+    fs.rmdirSync(dir)
+    t.notOk(fs.existsSync(dir), 'its directory can be removed while the file is open')
+    const buf = Buffer.alloc(5)
+    fs.readSync(fd, buf, 0, 5, 0)
+    t.equal(buf.toString(), 'Jello', 'the data is still there through the descriptor')
+    fs.closeSync(fd)
+    // The same through a rename over an open file, and a rename between two names of one file.
+    const x = path.join(m.mnt, 'ul-x')
+    const y = path.join(m.mnt, 'ul-y')
+    fs.writeFileSync(x, 'x')
+    fs.writeFileSync(y, 'y')
+    const fy = fs.openSync(y, 'r')
+    fs.renameSync(x, y)
+    t.equal(fs.readFileSync(y, 'utf8'), 'x', 'renamed over an open file')
+    t.equal(fs.readFileSync(fy, 'utf8'), 'y', 'the replaced file is still readable through its descriptor')
+    t.same(fs.readdirSync(m.mnt).filter(n => n.startsWith('.fuse_hidden')), [], 'no .fuse_hidden name shows')
+    fs.closeSync(fy)
+    const z = path.join(m.mnt, 'ul-z')
+    fs.linkSync(y, z)
+    const fz = fs.openSync(z, 'r')
+    fs.renameSync(y, z)
+    t.ok(fs.existsSync(y) && fs.existsSync(z), 'rename between two names of one file does nothing (POSIX), even with the target open')
+    t.equal(fs.statSync(z).nlink, 2, 'both names still count')
+    fs.closeSync(fz)
   })
 
   t.test('the cache answered most lookups, and the daemon logged no unexpected error', async t => {
