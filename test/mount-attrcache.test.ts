@@ -9,7 +9,7 @@ import t from 'tap'
 import crypto from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
-import { describe, reef, skipReason, startMount, tempDir } from './helpers/mount.js'
+import { describe, errnoOf, reef, skipReason, startMount, tempDir } from './helpers/mount.js'
 
 const STEPS = 600
 const PREFIXES = ['', 'd0/', 'd1/', 'd0/d2/', 'd1/d2/']
@@ -35,15 +35,6 @@ function look (p: string): Seen | string {
     const kind = s.isFile() ? 'file' : s.isDirectory() ? 'dir' : s.isSymbolicLink() ? 'symlink' : 'other'
     // Directory sizes and link counts are the file system's own business (ext4: 4096, 2 + subdirs).
     return { kind, size: kind === 'dir' ? undefined : s.size, perm: kind === 'symlink' ? 0 : s.mode & 0o7777, nlink: kind === 'dir' ? undefined : s.nlink, uid: s.uid, gid: s.gid }
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code ?? String(err)
-  }
-}
-
-function outcome (fn: () => unknown): string {
-  try {
-    fn()
-    return 'ok'
   } catch (err) {
     return (err as NodeJS.ErrnoException).code ?? String(err)
   }
@@ -98,7 +89,7 @@ if (skip !== false) {
         }]
       ]
       const [what, op] = pick(ops)
-      const results = roots.map(r => outcome(() => op(r)))
+      const results = roots.map(r => errnoOf(() => op(r)))
       if (process.env.REEF_TEST_TRACE === '1') t.comment(`step ${step}: ${what}: ${results.join(' / ')}`)
       steps++
       if (results[0] !== results[1]) {
@@ -106,7 +97,7 @@ if (skip !== false) {
         t.fail(`step ${step}: ${what}: local ${results[0]}, reef ${results[1]}`)
         continue
       }
-      if (what.startsWith('utimes') && results[0] === 'ok') mtimes.set(a, when)
+      if (what.startsWith('utimes') && results[0] === 'OK') mtimes.set(a, when)
       if (what.startsWith('rename') || what.startsWith('unlink') || what.startsWith('rmdir') || what.startsWith('truncate') || what.startsWith('append') || what.startsWith('write')) mtimes.clear()
       for (const q of PATHS) {
         const seen = roots.map(r => look(path.join(r, q)))
@@ -116,8 +107,8 @@ if (skip !== false) {
         }
       }
       for (const [q, sec] of mtimes) {
-        const got = roots.map(r => outcome(() => { if (fs.lstatSync(path.join(r, q)).mtimeMs !== sec * 1000) throw Object.assign(new Error('mtime'), { code: 'MTIME' }) }))
-        if (got[0] === 'ok' && got[1] !== 'ok') {
+        const got = roots.map(r => errnoOf(() => { if (fs.lstatSync(path.join(r, q)).mtimeMs !== sec * 1000) throw Object.assign(new Error('mtime'), { code: 'MTIME' }) }))
+        if (got[0] === 'OK' && got[1] !== 'OK') {
           mismatches++
           t.fail(`after step ${step} (${what}): mtime of ${q} is not the one set`)
         }

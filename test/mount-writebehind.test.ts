@@ -6,7 +6,7 @@ import t from 'tap'
 import crypto from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
-import { describe, reef, run, skipReason, startMount, tempDir, type Mount } from './helpers/mount.js'
+import { describe, errnoOf, reef, run, skipReason, startMount, tempDir, type Mount } from './helpers/mount.js'
 
 interface WriteBehindStats { enabled: boolean, pending: number, deferred: number, synchronous: number, fullWaits: number, lateErrors: number }
 
@@ -14,15 +14,6 @@ async function stats (m: Mount): Promise<WriteBehindStats> {
   const st = await reef(m.dataDir, 'status', '--json')
   if (st.code !== 0) throw new Error(`status: ${describe(st)}`)
   return JSON.parse(st.stdout).writeBehind as WriteBehindStats
-}
-
-function errCode (fn: () => unknown): string {
-  try {
-    fn()
-    return 'ok'
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code ?? String(err)
-  }
 }
 
 const skip = skipReason()
@@ -75,16 +66,16 @@ if (skip !== false) {
   t.test('a write that fails late is reported by fsync, by the next write and by close; the daemon keeps serving', async t => {
     const fd = fs.openSync(p('fault.bin'), 'w')
     t.equal(fs.writeSync(fd, Buffer.alloc(4096, 1)), 4096, 'the write itself is acknowledged')
-    t.equal(errCode(() => fs.fsyncSync(fd)), 'ENOSPC', 'fsync reports the late failure')
-    t.equal(errCode(() => fs.fsyncSync(fd)), 'ok', 'reported once')
+    t.equal(errnoOf(() => fs.fsyncSync(fd)), 'ENOSPC', 'fsync reports the late failure')
+    t.equal(errnoOf(() => fs.fsyncSync(fd)), 'OK', 'reported once')
     fs.writeSync(fd, Buffer.alloc(4096, 2))
-    t.equal(errCode(() => fs.closeSync(fd)), 'ENOSPC', 'close reports the failure of the write before it')
+    t.equal(errnoOf(() => fs.closeSync(fd)), 'ENOSPC', 'close reports the failure of the write before it')
     const fd2 = fs.openSync(p('fault.bin'), 'w')
     fs.writeSync(fd2, Buffer.alloc(10, 3))
     // The next write waits for nothing, so it may or may not see the failure of the one before;
     // what is certain is that the failure is not lost: it comes back by close at the latest.
-    const second = errCode(() => fs.writeSync(fd2, Buffer.alloc(10, 4)))
-    const closed = errCode(() => fs.closeSync(fd2))
+    const second = errnoOf(() => fs.writeSync(fd2, Buffer.alloc(10, 4)))
+    const closed = errnoOf(() => fs.closeSync(fd2))
     t.ok(second === 'ENOSPC' || closed === 'ENOSPC', `reported by the next write (${second}) or by close (${closed})`)
     t.ok((await stats(m)).lateErrors >= 3, 'counted as late errors')
     const ok = p('after-fault.txt')
@@ -102,7 +93,7 @@ if (skip !== false) {
     t.equal(after.synchronous - before.synchronous, 8, 'all 8 went the synchronous way')
     t.equal(after.deferred, before.deferred, 'none was queued')
     const fault = fs.openSync(p('sync-fault.bin'), fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_SYNC, 0o644)
-    t.equal(errCode(() => fs.writeSync(fault, Buffer.alloc(10))), 'ENOSPC', 'an O_SYNC write fails at once')
+    t.equal(errnoOf(() => fs.writeSync(fault, Buffer.alloc(10))), 'ENOSPC', 'an O_SYNC write fails at once')
     fs.closeSync(fault)
   })
 
