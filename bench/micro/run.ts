@@ -3,7 +3,7 @@
  *
  *   node dist/bench/micro/run.js [--json FILE] [--runs N] [--targets local,reef]
  *
- *   stat            stat(2) per second over 1,000 existing files (attr_timeout=0: each one asks reef)
+ *   stat            stat(2) per second over 1,000 existing files (repeated: the kernel may cache what it can cache exactly)
  *   create          open(O_CREAT) + 4 KiB write + close per second
  *   seq write       256 MiB of random bytes in 128 KiB writes + fsync, MB/s; cold = first write after
  *                   a fresh (re)mount and drop_caches, warm = a second file right after

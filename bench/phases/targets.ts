@@ -91,7 +91,7 @@ class ReefMount {
 
   async start (): Promise<void> {
     const name = `mount-${++this.starts}`
-    // REEF_BENCH_MOUNT_ARGS adds options to every reef mount (e.g. "--attr-timeout 0.1").
+    // REEF_BENCH_MOUNT_ARGS adds options to every reef mount (e.g. "--attr-timeout 0 --no-attr-cache --no-write-behind").
     const fromEnv = (process.env.REEF_BENCH_MOUNT_ARGS ?? '').split(/\s+/).filter(a => a !== '')
     const d = startReef(name, this.dataDir, ['mount', this.mnt, ...this.extraArgs(), ...fromEnv], this.logDir)
     this.daemon = d
