@@ -382,6 +382,9 @@ tap.test('faults', async t => {
     const ro = await exchange(frame(dagCbor.encode({ op: 'get', k: Buffer.from(held, 'hex') })))
     t.ok(ro.res?.ok === true && crypto.createHash('sha256').update(ro.res.d).digest('hex') === held, `a well-formed get is still answered with the block (${ro.err ?? ''})`)
     const rss1 = rssKb(T.pid)
-    t.ok(Math.max(peak, rss1) - rss0 < 150 * 1024, `VmRSS ${Math.round(rss0 / 1024)} MB before, peak ${Math.round(peak / 1024)} MB, ${Math.round(rss1 / 1024)} MB after`)
+    // What the node may hold: each of the 250 streams up to yamux's 256 KiB receive window
+    // (~64 MB), MAX_INFLIGHT frames being read (~17 MB), plus heap and allocator slack, which
+    // reached 158 MB once in CI. Reading every held frame would take 250 x MAX_FRAME (~530 MB).
+    t.ok(Math.max(peak, rss1) - rss0 < 256 * 1024, `VmRSS ${Math.round(rss0 / 1024)} MB before, peak ${Math.round(peak / 1024)} MB, ${Math.round(rss1 / 1024)} MB after`)
   })
 })
