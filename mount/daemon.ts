@@ -142,6 +142,7 @@ export class MountDaemon {
       readOnly: opts.checkout !== undefined || opts.follow !== undefined,
       follower: opts.follow !== undefined,
       onChange: () => d.scheduleFold(),
+      onAliasedChange: () => d.fuse?.clearAttrCache(),
       statfsPath: node.dataDir
     }
     d.opsOptions = opsOptions

@@ -53,6 +53,11 @@ export interface OpsOptions {
   follower?: boolean
   /** Called after each mutation; the daemon schedules folds from it. */
   onChange?: () => void
+  /**
+   * Called (before the op's reply) when a file that is also open under libfuse's hidden name
+   * changed: the binding's attribute cache is keyed by path and cannot see that alias.
+   */
+  onAliasedChange?: () => void
   statfsPath?: string
 }
 
@@ -99,6 +104,18 @@ export function buildOps (o: OpsOptions): FuseOps & { settled: () => Promise<voi
    * libfuse's counter makes it unique in the mount, and the directory may be renamed meanwhile.
    */
   const hidden = new Map<string, Inode>()
+  /** The directory each hidden name lives in (libfuse resolves the name through it). */
+  const hiddenIn = new Map<string, Inode>()
+  /**
+   * libfuse serves stat of an open file by its path only (the kernel sends GETATTR without the
+   * file handle), so a directory holding a hidden name must stay: removing it answers ENOTEMPTY,
+   * as libfuse itself and NFS do, until the file is closed.
+   */
+  const holdsHidden = (dir: Inode | undefined): boolean => {
+    if (dir === undefined || hiddenIn.size === 0) return false
+    for (const d of hiddenIn.values()) if (d === dir) return true
+    return false
+  }
   /** The hide just done, if the next op is libfuse's rename over that name (see rename). */
   let lastHide: { victim: Inode, dir: number, name: Uint8Array } | undefined
   const hiddenName = (path: string | null): string | undefined => {
@@ -115,6 +132,13 @@ export function buildOps (o: OpsOptions): FuseOps & { settled: () => Promise<voi
     const h = hiddenName(path)
     return h !== undefined && hidden.has(h) ? { ...st, nlink: (st.nlink ?? 0) + 1 } : st
   }
+
+  /**
+   * While any file is open under a hidden name, a change may reach it under another name (or the
+   * reverse), which the binding's path-keyed attribute cache cannot see: drop it all. Hidden
+   * files are rare and short-lived, so this costs little.
+   */
+  const aliasedChange = (): void => { if (hidden.size > 0) o.onAliasedChange?.() }
 
   async function resolve (path: string): Promise<Target> {
     const h = hiddenName(path)
@@ -239,7 +263,7 @@ export function buildOps (o: OpsOptions): FuseOps & { settled: () => Promise<voi
       const cb = args[args.length - 2] as (err: number, stat?: FuseStat, parent?: FuseStat) => void
       const ctx = args[args.length - 1] as FuseContext
       afterWrites(async () => await fn(...args.slice(0, -2), ctx))
-        .then(after => { cb(0, ...report(name, after)) }, err => cb(toErrno(err, name, o.log)))
+        .then(after => { aliasedChange(); cb(0, ...report(name, after)) }, err => cb(toErrno(err, name, o.log)))
     }
   }
   /* eslint-enable @typescript-eslint/no-explicit-any */
@@ -354,6 +378,7 @@ export function buildOps (o: OpsOptions): FuseOps & { settled: () => Promise<voi
       lastWrite = p.then(n => {
         writing--
         changed()
+        aliasedChange()
         cb(n, n, report('write', () => ({ stat: statOf(h.node) }))[0])
       }, err => {
         writing--
@@ -395,7 +420,10 @@ export function buildOps (o: OpsOptions): FuseOps & { settled: () => Promise<voi
       const h = hiddenName(path)
       // libfuse removing the name it gave an open file at its last release: reef unlinked it
       // when it was hidden, and the fs core forgot it at that release.
-      if (h !== undefined && hidden.delete(h)) return () => ({})
+      if (h !== undefined && hidden.delete(h)) {
+        hiddenIn.delete(h)
+        return () => ({})
+      }
       const { dir, name } = await writableParent(path)
       const victim = await o.fs.lookup(dir, name)
       await o.fs.unlink(dir.ino, name)
@@ -414,6 +442,7 @@ export function buildOps (o: OpsOptions): FuseOps & { settled: () => Promise<voi
 
     rmdir: wrapAttrs('rmdir', async (path: string) => {
       const { dir, name } = await writableParent(path)
+      if (holdsHidden(await o.fs.lookup(dir, name))) throw posix('ENOTEMPTY', `${path} holds a file that is still open`)
       await o.fs.rmdir(dir.ino, name)
       changed()
       return () => ({ parent: statOf(dir) })
@@ -428,6 +457,7 @@ export function buildOps (o: OpsOptions): FuseOps & { settled: () => Promise<voi
         if (victim !== undefined && victim.kind !== 'dir' && victim.openCount > 0) {
           await o.fs.unlink(a.dir.ino, a.name)
           hidden.set(h, victim)
+          hiddenIn.set(h, a.dir)
           lastHide = { victim, dir: a.dir.ino, name: a.name }
           changed()
           return () => ({ stat: statOf(victim) })
@@ -438,6 +468,7 @@ export function buildOps (o: OpsOptions): FuseOps & { settled: () => Promise<voi
       const b = await writableParent(dest)
       const moving = await o.fs.lookup(a.dir, a.name)
       let replaced = await o.fs.lookup(b.dir, b.name)
+      if (replaced !== undefined && replaced !== moving && holdsHidden(replaced)) throw posix('ENOTEMPTY', `${dest} holds a file that is still open`)
       if (replaced === undefined && moving !== undefined && hid !== undefined && hid.victim === moving &&
           hid.dir === b.dir.ino && Buffer.from(hid.name).equals(Buffer.from(b.name))) {
         // libfuse hid the target only because it was open, right before this rename; but it is
