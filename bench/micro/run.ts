@@ -18,7 +18,7 @@
  */
 import fs from 'node:fs'
 import path from 'node:path'
-import { cleanupAll, ROOT } from '../phases/proc.js'
+import { cleanupAll, ROOT, runMain } from '../phases/proc.js'
 import { commandLine, machine, median, printMachine, table, writeResults, barChartSvg } from '../phases/report.js'
 import { makeTarget, type TargetName } from '../phases/targets.js'
 import { createRate, findSeconds, payload, populate, seqRead, seqWrite, statRate } from './ops.js'
@@ -128,8 +128,4 @@ async function main (): Promise<void> {
   out(`\nwrote ${jsonPath} and ${svgPath}`)
 }
 
-main().catch(async err => {
-  log(`failed: ${(err as Error).stack ?? String(err)}`)
-  await cleanupAll()
-  process.exitCode = 1
-})
+runMain(main, log)

@@ -8,6 +8,7 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { isFuseMounted } from '../../mount/fuse.js'
 
 /** The repository root, found from this file's place (ROOT/dist/bench/phases/proc.js). */
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..')
@@ -58,15 +59,7 @@ export async function waitFor (what: string, cond: () => boolean | Promise<boole
   }
 }
 
-/** True if `mnt` is a FUSE mount point according to /proc/mounts. */
-export function isFuseMounted (mnt: string): boolean {
-  const target = path.resolve(mnt)
-  return fs.readFileSync('/proc/mounts', 'utf8').split('\n').some(line => {
-    const f = line.split(' ')
-    const where = (f[1] ?? '').replace(/\\([0-7]{3})/g, (_m, o: string) => String.fromCharCode(parseInt(o, 8)))
-    return where === target && (f[2] ?? '').startsWith('fuse')
-  })
-}
+export { isFuseMounted }
 
 // ---- cleanup registry -------------------------------------------------------------------------
 
@@ -87,6 +80,15 @@ export async function cleanupAll (): Promise<void> {
     cleanups.delete(fn)
     await fn().catch(err => process.stderr.write(`bench: cleanup: ${(err as Error).message}\n`))
   }
+}
+
+/** Runs a benchmark's main: a failure is logged, everything started is cleaned up, exit code 1. */
+export function runMain (main: () => Promise<void>, log: (s: string) => void): void {
+  main().catch(async err => {
+    log(`failed: ${(err as Error).stack ?? String(err)}`)
+    await cleanupAll()
+    process.exitCode = 1
+  })
 }
 
 export const trackMount = (mnt: string): void => { liveMounts.add(mnt) }

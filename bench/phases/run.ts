@@ -18,7 +18,7 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { PHASES, type Phase, type PhaseTimes, runPhases, sourceDigests, writeLists } from './phases.js'
-import { cleanupAll, ROOT } from './proc.js'
+import { cleanupAll, ROOT, runMain } from './proc.js'
 import { barChartSvg, commandLine, machine, median, printMachine, ratio, secs, table, writeResults } from './report.js'
 import { getSource } from './source.js'
 import { makeTarget, type Settled, type TargetName } from './targets.js'
@@ -144,8 +144,4 @@ async function main (): Promise<void> {
   out(`\nwrote ${jsonPath} and ${svgPath}`)
 }
 
-main().catch(async err => {
-  log(`failed: ${(err as Error).stack ?? String(err)}`)
-  await cleanupAll()
-  process.exitCode = 1
-})
+runMain(main, log)

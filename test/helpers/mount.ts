@@ -12,6 +12,7 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { isFuseMounted } from '../../mount/fuse.js'
 import { rmTree } from './cli.js'
 
 export { rmTree }
@@ -40,15 +41,8 @@ export async function waitFor (what: string, cond: () => boolean, timeoutMs = 30
   }
 }
 
-/** True if `mnt` is a FUSE mount point according to /proc/mounts. */
-export function isMounted (mnt: string): boolean {
-  const target = path.resolve(mnt)
-  return fs.readFileSync('/proc/mounts', 'utf8').split('\n').some(line => {
-    const f = line.split(' ')
-    const where = (f[1] ?? '').replace(/\\([0-7]{3})/g, (_m, o: string) => String.fromCharCode(parseInt(o, 8)))
-    return where === target && (f[2] ?? '').startsWith('fuse')
-  })
-}
+/** True if `mnt` is a FUSE mount point according to /proc/mounts (the daemon's own check). */
+export const isMounted = isFuseMounted
 
 
 /**
