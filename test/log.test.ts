@@ -82,6 +82,19 @@ t.test('every op type roundtrips through append, close and open', async t => {
   t.ok(next.record.prev?.equals(appended[appended.length - 1].cid), 'appends continue the chain after reopen')
 })
 
+/** XORs the byte at `pos` of file `f` with `mask`. */
+function flipBits (f: string, pos: number, mask: number): void {
+  const fd = fs.openSync(f, 'r+')
+  try {
+    const b = Buffer.alloc(1)
+    fs.readSync(fd, b, 0, 1, pos)
+    b[0] ^= mask
+    fs.writeSync(fd, b, 0, 1, pos)
+  } finally {
+    fs.closeSync(fd)
+  }
+}
+
 function segmentFile (dir: string): string {
   const files = fs.readdirSync(dir).filter(f => f.endsWith('.log')).sort()
   return path.join(dir, files[files.length - 1])
@@ -109,24 +122,8 @@ t.test('a torn tail is detected, discarded and truncated away', async t => {
     ['garbage appended', f => fs.appendFileSync(f, rnd(1000))],
     ['a few garbage bytes appended', f => fs.appendFileSync(f, rnd(5))],
     ['zeros appended (preallocated tail)', f => fs.appendFileSync(f, new Uint8Array(4096))],
-    ['a byte flipped in the last frame body', (f, sizes) => {
-      const fd = fs.openSync(f, 'r+')
-      const pos = sizes[sizes.length - 1] - 7
-      const b = Buffer.alloc(1)
-      fs.readSync(fd, b, 0, 1, pos)
-      b[0] ^= 0x10
-      fs.writeSync(fd, b, 0, 1, pos)
-      fs.closeSync(fd)
-    }],
-    ['a byte flipped in the last frame checksum', (f, sizes) => {
-      const fd = fs.openSync(f, 'r+')
-      const pos = sizes[sizes.length - 2] + 10
-      const b = Buffer.alloc(1)
-      fs.readSync(fd, b, 0, 1, pos)
-      b[0] ^= 0x01
-      fs.writeSync(fd, b, 0, 1, pos)
-      fs.closeSync(fd)
-    }],
+    ['a byte flipped in the last frame body', (f, sizes) => flipBits(f, sizes[sizes.length - 1] - 7, 0x10)],
+    ['a byte flipped in the last frame checksum', (f, sizes) => flipBits(f, sizes[sizes.length - 2] + 10, 0x01)],
     ['length field made huge', (f, sizes) => {
       const fd = fs.openSync(f, 'r+')
       fs.writeSync(fd, Buffer.from([0x7f, 0xff, 0xff, 0xff]), 0, 4, sizes[sizes.length - 2])
