@@ -93,16 +93,23 @@ tap.test('10 nodes, k=3: put --wait-replicated, read anywhere, survive two kills
   t.ok(stats.reduce((s, r) => s + r.repaired, 0) > 0, 'some node reports repaired blocks')
   t.ok(stats.every(r => r.repairPasses < 100), 'no runaway repair passes')
 
-  t.test('a frozen replica (SIGSTOP) costs one request deadline, not a hang', async t => {
-    const bytes = crypto.randomBytes(7000)
+  /**
+   * A block of `size` random bytes put through a live node other than B and C (the readers of
+   * the tree), once it sits on its k closest live nodes; `holds` tells who has it then.
+   */
+  const placedBlock = async (t: { equal: (a: unknown, b: unknown, msg: string) => unknown }, size: number) => {
+    const bytes = crypto.randomBytes(size)
     const key = crypto.createHash('sha256').update(bytes).digest('hex')
     const writer = c.live().find(nd => nd !== B && nd !== C) as NodeHandle
     const bp = await c.reefIn(writer, bytes, 'block', 'put')
     t.equal(bp.code, 0, describe(bp))
-    const bguid = bp.stdout.trim()
     await waitFor('the block on its k closest nodes', async () => (await misplaced(c.live(), [key], K)).length === 0, 30_000, 200)
     const hs = await holdings(c.live(), [key])
-    const holds = (nd: NodeHandle): boolean => (hs.get(nd) as boolean[])[0]
+    return { bytes, key, bguid: bp.stdout.trim(), writer, holds: (nd: NodeHandle): boolean => (hs.get(nd) as boolean[])[0] }
+  }
+
+  t.test('a frozen replica (SIGSTOP) costs one request deadline, not a hang', async t => {
+    const { bytes, key, bguid, holds } = await placedBlock(t, 7000)
     const reader = c.live().find(nd => !holds(nd)) as NodeHandle
     const first = rankFor(key, c.live().filter(nd => nd !== reader)).find(holds) as NodeHandle
     process.kill(first.pid, 'SIGSTOP')
@@ -120,15 +127,8 @@ tap.test('10 nodes, k=3: put --wait-replicated, read anywhere, survive two kills
 
   t.test('reads never hang: a block whose every holder is dead fails with NOT_FOUND in bounded time', async t => {
     await c.waitMembers(30_000)
-    const bytes = crypto.randomBytes(5000)
-    const key = crypto.createHash('sha256').update(bytes).digest('hex')
-    const writer = c.live().find(nd => nd !== B && nd !== C) as NodeHandle
-    const bp = await c.reefIn(writer, bytes, 'block', 'put')
-    t.equal(bp.code, 0, describe(bp))
-    const bguid = bp.stdout.trim()
-    await waitFor('the block on its k closest nodes', async () => (await misplaced(c.live(), [key], K)).length === 0, 30_000, 200)
-    const hs = await holdings(c.live(), [key])
-    const holders = c.live().filter(nd => (hs.get(nd) as boolean[])[0])
+    const { bguid, writer, holds } = await placedBlock(t, 5000)
+    const holders = c.live().filter(holds)
     t.ok(holders.length >= K && holders.includes(writer), `held by ${holders.length} nodes`)
     await Promise.all(holders.map(async nd => await nd.kill9()))
     const survivors = c.live()
