@@ -98,22 +98,20 @@ export function buildOps (o: OpsOptions): FuseOps & { settled: () => Promise<voi
   /**
    * Files unlinked while open. libfuse's high-level API keeps such a file reachable by renaming
    * it to `.fuse_hidden<16 hex digits>` in its directory and unlinks that name at the last
-   * release. reef unlinks the file for real at the rename (so link counts, directory listings
-   * and rmdir are what POSIX says) and keeps the inode under that libfuse name here until then;
+   * release. reef unlinks the file for real at the rename (so link counts and directory listings
+   * are what POSIX says) and keeps the inode, and the directory the name lives in, here until then;
    * the open file lives on in the fs core until its last release. Keyed by the name alone:
    * libfuse's counter makes it unique in the mount, and the directory may be renamed meanwhile.
    */
-  const hidden = new Map<string, Inode>()
-  /** The directory each hidden name lives in (libfuse resolves the name through it). */
-  const hiddenIn = new Map<string, Inode>()
+  const hidden = new Map<string, { node: Inode, dir: Inode }>()
   /**
    * libfuse serves stat of an open file by its path only (the kernel sends GETATTR without the
    * file handle), so a directory holding a hidden name must stay: removing it answers ENOTEMPTY,
    * as libfuse itself and NFS do, until the file is closed.
    */
   const holdsHidden = (dir: Inode | undefined): boolean => {
-    if (dir === undefined || hiddenIn.size === 0) return false
-    for (const d of hiddenIn.values()) if (d === dir) return true
+    if (dir === undefined || hidden.size === 0) return false
+    for (const v of hidden.values()) if (v.dir === dir) return true
     return false
   }
   /** The hide just done, if the next op is libfuse's rename over that name (see rename). */
@@ -143,7 +141,7 @@ export function buildOps (o: OpsOptions): FuseOps & { settled: () => Promise<voi
   async function resolve (path: string): Promise<Target> {
     const h = hiddenName(path)
     if (h !== undefined) {
-      const n = hidden.get(h)
+      const n = hidden.get(h)?.node
       if (n !== undefined) return { kind: 'node', fs: o.fs, node: n, ro: o.readOnly === true }
     }
     if (path === '/' + RESERVED || path.startsWith('/' + RESERVED + '/')) {
@@ -236,36 +234,28 @@ export function buildOps (o: OpsOptions): FuseOps & { settled: () => Promise<voi
   // Every op: run, map failures to errnos, never throw into the binding. The binding passes
   // (...args, cb, ctx); handlers receive (...args, ctx).
   /* eslint-disable @typescript-eslint/no-explicit-any */
-  function wrap (name: string, fn: (...args: any[]) => Promise<number | void>): any {
+  function handler<R> (name: string, fn: (...args: any[]) => Promise<R>, reply: (cb: (...a: any[]) => void, r: R) => void): any {
     return (...args: any[]) => {
-      const cb = args[args.length - 2] as (err: number) => void
+      const cb = args[args.length - 2] as (...a: any[]) => void
       const ctx = args[args.length - 1] as FuseContext
       afterWrites(async () => await fn(...args.slice(0, -2), ctx))
-        .then(r => cb(typeof r === 'number' ? r : 0), err => cb(toErrno(err, name, o.log)))
+        .then(r => reply(cb, r), err => cb(toErrno(err, name, o.log)))
     }
   }
-  function wrapValue (name: string, fn: (...args: any[]) => Promise<unknown>): any {
-    return (...args: any[]) => {
-      const cb = args[args.length - 2] as (err: number, v?: unknown) => void
-      const ctx = args[args.length - 1] as FuseContext
-      afterWrites(async () => await fn(...args.slice(0, -2), ctx))
-        .then(v => cb(0, v), err => cb(toErrno(err, name, o.log)))
-    }
-  }
+  /** An op that answers 0 (or a count it returns). */
+  const wrap = (name: string, fn: (...args: any[]) => Promise<number | void>): any =>
+    handler(name, fn, (cb, r) => cb(typeof r === 'number' ? r : 0))
+  /** An op that answers a value. */
+  const wrapValue = (name: string, fn: (...args: any[]) => Promise<unknown>): any =>
+    handler(name, fn, (cb, v) => cb(0, v))
   /**
    * A mutating op that reports the attributes it left behind: the binding puts them into its
    * attribute cache (mount/native), so libfuse's getattr right after the op, and the kernel's
    * permission checks on the parent, need no second trip to this thread. The stats are taken
    * in the same tick as the callback, so they are the state this op produced.
    */
-  function wrapAttrs (name: string, fn: (...args: any[]) => Promise<() => Attrs>): any {
-    return (...args: any[]) => {
-      const cb = args[args.length - 2] as (err: number, stat?: FuseStat, parent?: FuseStat) => void
-      const ctx = args[args.length - 1] as FuseContext
-      afterWrites(async () => await fn(...args.slice(0, -2), ctx))
-        .then(after => { aliasedChange(); cb(0, ...report(name, after)) }, err => cb(toErrno(err, name, o.log)))
-    }
-  }
+  const wrapAttrs = (name: string, fn: (...args: any[]) => Promise<() => Attrs>): any =>
+    handler(name, fn, (cb, after) => { aliasedChange(); cb(0, ...report(name, after)) })
   /* eslint-enable @typescript-eslint/no-explicit-any */
 
   const ops: FuseOps = {
@@ -420,10 +410,7 @@ export function buildOps (o: OpsOptions): FuseOps & { settled: () => Promise<voi
       const h = hiddenName(path)
       // libfuse removing the name it gave an open file at its last release: reef unlinked it
       // when it was hidden, and the fs core forgot it at that release.
-      if (h !== undefined && hidden.delete(h)) {
-        hiddenIn.delete(h)
-        return () => ({})
-      }
+      if (h !== undefined && hidden.delete(h)) return () => ({})
       const { dir, name } = await writableParent(path)
       const victim = await o.fs.lookup(dir, name)
       await o.fs.unlink(dir.ino, name)
@@ -456,8 +443,7 @@ export function buildOps (o: OpsOptions): FuseOps & { settled: () => Promise<voi
         const victim = await o.fs.lookup(a.dir, a.name)
         if (victim !== undefined && victim.kind !== 'dir' && victim.openCount > 0) {
           await o.fs.unlink(a.dir.ino, a.name)
-          hidden.set(h, victim)
-          hiddenIn.set(h, a.dir)
+          hidden.set(h, { node: victim, dir: a.dir })
           lastHide = { victim, dir: a.dir.ino, name: a.name }
           changed()
           return () => ({ stat: statOf(victim) })
