@@ -74,12 +74,10 @@ export class SegmentLog {
   get current (): number { return this.segment }
   get bytes (): number { return this.size }
 
-  /** Appends one frame whose bytes are the concatenation of `parts` (written without joining them). */
-  append (parts: Uint8Array[], digest: Uint8Array): void {
-    this.appendFrames([{ parts, digest }])
-  }
-
-  /** Appends frames in one writev: they stay contiguous and in order. */
+  /**
+   * Appends frames in one writev: they stay contiguous and in order. A frame's bytes are the
+   * concatenation of its `parts`, written without joining them.
+   */
   appendFrames (frames: NewFrame[]): void {
     if (this.fd < 0) throw new ReefError('IO', 'log is not open')
     const iov: Uint8Array[] = []
