@@ -12,7 +12,7 @@ import { sha256 } from '../crypto/hash.js'
 import { isReefError, ReefError } from '../errors.js'
 import type { LmdbBlockStore } from '../store/lmdb.js'
 import {
-  BLOCK_PROTOCOL, decodeRequest, decodeResponse, encodeRequest, encodeResponse, MAX_FRAME,
+  BLOCK_GET_PROTOCOL, BLOCK_PROTOCOL, decodeRequest, decodeResponse, encodeRequest, encodeResponse, MAX_FRAME, MAX_GET_REQUEST,
   type Request, type Response
 } from './wire.js'
 
@@ -42,43 +42,30 @@ export interface ServiceStats { served: number, stored: number, refused: number,
 
 /** Requests served at once (each may buffer a frame of up to MAX_FRAME bytes). */
 export const MAX_INFLIGHT = 8
+/** Gets served at once on BLOCK_GET_PROTOCOL, apart from MAX_INFLIGHT (each answer is one block). */
+export const MAX_GET_INFLIGHT = 8
 /** Requests waiting (paused) for a slot; beyond this a new request is refused at once. */
 const MAX_WAITING = 512
+const MAX_GET_WAITING = 128
 const MAX_INBOUND_PER_CONNECTION = 64
 
-const hex = (b: Uint8Array): string => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('hex')
-
-export class BlockService {
-  readonly stats: ServiceStats = { served: 0, stored: 0, refused: 0, busy: 0 }
+/**
+ * Serving slots. A request holds one while it is read and answered; the rest wait, paused (so
+ * each buffers at most the muxer's initial window), up to `maxWaiting`, each bounded by its
+ * signal.
+ */
+class Slots {
   private inflight = 0
   private readonly waiting: Array<() => void> = []
-  private readonly timeoutMs: number
 
-  /** Answers a 'peers' request: the addresses of every member this node knows. */
-  peerList: () => Promise<string[]> = async () => []
+  constructor (private readonly max: number, private readonly maxWaiting: number) {}
 
-  constructor (private readonly libp2p: Libp2p, private readonly local: LmdbBlockStore, private readonly opts: BlockServiceOptions = {}) {
-    this.timeoutMs = opts.timeoutMs ?? 5000
-  }
-
-  async start (): Promise<void> {
-    await this.libp2p.handle(BLOCK_PROTOCOL, (stream: Stream) => { void this.serve(stream) }, {
-      maxInboundStreams: MAX_INBOUND_PER_CONNECTION,
-      maxOutboundStreams: 256
-    })
-  }
-
-  /**
-   * A serving slot, waiting (bounded by `signal`) while MAX_INFLIGHT requests are being read or
-   * answered. Each request can carry a frame of up to MAX_FRAME bytes, so without a global cap
-   * a peer opening hundreds of streams makes the node buffer hundreds of frames at once.
-   */
-  private async acquire (signal: AbortSignal): Promise<boolean> {
-    if (this.inflight < MAX_INFLIGHT) {
+  async acquire (signal: AbortSignal): Promise<boolean> {
+    if (this.inflight < this.max) {
       this.inflight++
       return true
     }
-    if (this.waiting.length >= MAX_WAITING) return false
+    if (this.waiting.length >= this.maxWaiting) return false
     return await new Promise<boolean>(resolve => {
       const grant = (): void => { signal.removeEventListener('abort', onAbort); resolve(true) }
       const onAbort = (): void => {
@@ -91,34 +78,65 @@ export class BlockService {
     })
   }
 
-  private release (): void {
+  release (): void {
     const next = this.waiting.shift()
     if (next !== undefined) next() // the slot passes on
     else this.inflight--
   }
+}
+
+const hex = (b: Uint8Array): string => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('hex')
+
+export class BlockService {
+  readonly stats: ServiceStats = { served: 0, stored: 0, refused: 0, busy: 0 }
+  /**
+   * Puts, has checks and peer lists. Each request can carry a frame of up to MAX_FRAME bytes, so
+   * without a global cap a peer opening hundreds of streams makes the node buffer hundreds of
+   * frames at once.
+   */
+  private readonly slots = new Slots(MAX_INFLIGHT, MAX_WAITING)
+  /** Gets alone (BLOCK_GET_PROTOCOL): replication and repair never hold these. */
+  private readonly getSlots = new Slots(MAX_GET_INFLIGHT, MAX_GET_WAITING)
+  private readonly timeoutMs: number
+
+  /** Answers a 'peers' request: the addresses of every member this node knows. */
+  peerList: () => Promise<string[]> = async () => []
+
+  constructor (private readonly libp2p: Libp2p, private readonly local: LmdbBlockStore, private readonly opts: BlockServiceOptions = {}) {
+    this.timeoutMs = opts.timeoutMs ?? 5000
+  }
+
+  async start (): Promise<void> {
+    const limits = { maxInboundStreams: MAX_INBOUND_PER_CONNECTION, maxOutboundStreams: 256 }
+    await this.libp2p.handle(BLOCK_PROTOCOL, (stream: Stream) => { void this.serve(stream, this.slots, MAX_FRAME) }, limits)
+    await this.libp2p.handle(BLOCK_GET_PROTOCOL, (stream: Stream) => { void this.serve(stream, this.getSlots, MAX_GET_REQUEST) }, limits)
+  }
 
   async stop (): Promise<void> {
     await this.libp2p.unhandle(BLOCK_PROTOCOL)
+    await this.libp2p.unhandle(BLOCK_GET_PROTOCOL)
   }
 
-  private async serve (stream: Stream): Promise<void> {
+  private async serve (stream: Stream, slots: Slots, maxRequest: number): Promise<void> {
     const signal = AbortSignal.timeout(this.timeoutMs)
     // Paused, the stream buffers at most the muxer's initial window (yamux: 256 KiB) and the
     // peer's further writes wait, until a slot frees up.
     stream.pause()
-    if (!(await this.acquire(signal))) {
+    if (!(await slots.acquire(signal))) {
       this.stats.refused++
       this.stats.busy++
       stream.abort(new Error('busy'))
       return
     }
     try {
-      const lp = lpStream(stream, { maxDataLength: MAX_FRAME, maxBufferSize: MAX_FRAME + 16 })
+      const lp = lpStream(stream, { maxDataLength: maxRequest, maxBufferSize: Math.max(maxRequest + 16, 64 * 1024) })
       stream.resume()
       const raw = await lp.read({ signal })
       let res: Response
       try {
-        res = await this.answer(decodeRequest(raw.subarray()))
+        const req = decodeRequest(raw.subarray())
+        if (slots === this.getSlots && req.op !== 'get') throw new ReefError('BAD_ENCODING', `only gets are served on ${BLOCK_GET_PROTOCOL}`)
+        res = await this.answer(req)
       } catch (err) {
         this.stats.refused++
         res = { ok: false, e: isReefError(err) ? err.code : 'IO' }
@@ -129,7 +147,7 @@ export class BlockService {
       this.stats.refused++
       stream.abort(err as Error)
     } finally {
-      this.release()
+      slots.release()
     }
   }
 
@@ -176,7 +194,8 @@ export class BlockService {
     const signal = AbortSignal.timeout(timeoutMs)
     // negotiateFully false: the protocol name goes out with the request instead of a round
     // trip before it (one protocol only, so nothing to negotiate).
-    const stream = await this.libp2p.dialProtocol(peer, BLOCK_PROTOCOL, { signal, negotiateFully: false })
+    const protocol = req.op === 'get' ? BLOCK_GET_PROTOCOL : BLOCK_PROTOCOL
+    const stream = await this.libp2p.dialProtocol(peer, protocol, { signal, negotiateFully: false })
     try {
       const lp = lpStream(stream, { maxDataLength: MAX_FRAME, maxBufferSize: MAX_FRAME + 16 })
       await lp.write(encodeRequest(req), { signal })

@@ -50,13 +50,18 @@ async function readLocal (local: LmdbBlockStore, key: Uint8Array): Promise<Uint8
  */
 const SHARED_CAP = 64 * 1024 * 1024
 
+/** Put batches in flight to one peer at once (each up to PUT_BATCH_BYTES). */
+const PUSH_WINDOW = 4
+
 class SharedReads {
   private readonly held = new Map<string, { d: Uint8Array, left: number }>()
   private bytes = 0
 
-  constructor (private readonly local: LmdbBlockStore, private readonly uses: Map<string, number>) {}
+  constructor (private readonly local: LmdbBlockStore, private readonly uses: Map<string, number>, private readonly fresh?: FreshBlocks) {}
 
   async get (h: string, key: Uint8Array): Promise<Uint8Array | undefined> {
+    const f = this.fresh?.get(h)
+    if (f !== undefined) return f
     const e = this.held.get(h)
     if (e !== undefined) {
       if (--e.left <= 0) {
@@ -75,8 +80,45 @@ class SharedReads {
   }
 }
 
+/**
+ * The bytes of blocks this node has just stored, kept until they are replicated (at most
+ * FRESH_CAP bytes, oldest dropped first), so that the first push of a new block needs no read
+ * back from the store: the bytes were hashed into their key moments ago, and a verified read
+ * would hash them again (at k=3 that was a quarter of a publisher's sha256 work). Blocks own
+ * their bytes (chunks are copies), so nothing can change them while they wait here.
+ */
+const FRESH_CAP = 64 * 1024 * 1024
+
+class FreshBlocks {
+  private readonly map = new Map<string, Uint8Array>()
+  private bytes = 0
+
+  add (h: string, d: Uint8Array): void {
+    if (this.map.has(h) || d.length > FRESH_CAP) return
+    for (const [old, od] of this.map) {
+      if (this.bytes + d.length <= FRESH_CAP) break
+      this.map.delete(old)
+      this.bytes -= od.length
+    }
+    this.map.set(h, d)
+    this.bytes += d.length
+  }
+
+  get (h: string): Uint8Array | undefined { return this.map.get(h) }
+
+  drop (h: string): void {
+    const d = this.map.get(h)
+    if (d === undefined) return
+    this.map.delete(h)
+    this.bytes -= d.length
+  }
+
+  get size (): number { return this.bytes }
+}
+
 export class Replicator {
   private readonly queue = new Map<string, Uint8Array>()
+  private readonly fresh = new FreshBlocks()
   /** Peers that acknowledged each queued key. */
   private readonly acks = new Map<string, Set<string>>()
   private draining?: Promise<void>
@@ -111,9 +153,16 @@ export class Replicator {
     await this.repairRun?.catch(() => {})
   }
 
-  enqueue (keys: Iterable<Uint8Array>): void {
+  /**
+   * Queues keys for replication. `bytes[i]`, when given, are the block's bytes, just stored and
+   * hashed by the caller: the push sends them without reading the block back.
+   */
+  enqueue (keys: Iterable<Uint8Array>, bytes?: Uint8Array[]): void {
+    let i = 0
     for (const k of keys) {
       const h = hex(k)
+      const d = bytes?.[i++]
+      if (d !== undefined && !this.queue.has(h)) this.fresh.add(h, d)
       if (!this.queue.has(h)) {
         this.queue.set(h, k)
         if (!this.acks.has(h)) this.acks.set(h, new Set())
@@ -163,13 +212,14 @@ export class Replicator {
       }
       const uses = new Map<string, number>()
       for (const { keys } of perPeer.values()) for (const [h] of keys) uses.set(h, (uses.get(h) ?? 0) + 1)
-      const shared = new SharedReads(this.local, uses)
+      const shared = new SharedReads(this.local, uses, this.fresh)
       await Promise.all([...perPeer.values()].map(async ({ m, keys }) => await this.pushTo(m, keys, shared)))
       let progressed = false
       for (const [h, key] of batch) {
         // Done when every one of its closest members holds it (fewer than k in a small network).
         if (this.held(key, h).all) {
           this.queue.delete(h)
+          this.fresh.drop(h)
           progressed = true
         }
       }
@@ -184,19 +234,25 @@ export class Replicator {
     let batch: Array<[Uint8Array, Uint8Array]> = []
     let names: string[] = []
     let bytes = 0
-    const flush = async (): Promise<void> => {
-      if (batch.length === 0) return
-      const b = batch
-      const n = names
-      batch = []
-      names = []
-      bytes = 0
+    // Up to PUSH_WINDOW batches in flight to one peer: a peer acknowledges a batch only once it
+    // is durable (an fsync), and one batch at a time left the link idle for most of each fsync.
+    const inflight = new Set<Promise<void>>()
+    const send = async (b: Array<[Uint8Array, Uint8Array]>, n: string[]): Promise<void> => {
       try {
         const have = await this.service.putTo(m.id, b)
         have.forEach((ok, i) => { if (ok) { this.acks.get(n[i])?.add(m.key); this.stat.pushed++ } })
       } catch (err) {
         this.opts.log?.(`replicate to ${m.key}: ${(err as Error).message}`)
       }
+    }
+    const flush = async (): Promise<void> => {
+      if (batch.length === 0) return
+      const p: Promise<void> = send(batch, names).finally(() => inflight.delete(p))
+      inflight.add(p)
+      batch = []
+      names = []
+      bytes = 0
+      if (inflight.size >= PUSH_WINDOW) await Promise.race(inflight)
     }
     for (const [h, key] of keys) {
       const d = shared !== undefined ? await shared.get(h, key) : await readLocal(this.local, key)
@@ -207,6 +263,7 @@ export class Replicator {
       bytes += d.length
     }
     await flush()
+    await Promise.all(inflight)
   }
 
   /**

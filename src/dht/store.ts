@@ -67,7 +67,7 @@ export class DhtBlockStore implements BlockStore {
   async putMany (blocks: Iterable<Block>): Promise<void> {
     const list = [...blocks]
     await this.local.putMany(list)
-    this.replicator.enqueue(list.map(b => blockKey(b.cid)))
+    this.replicator.enqueue(list.map(b => blockKey(b.cid)), list.map(b => b.bytes))
   }
 
   async delete (cid: CID): Promise<void> { await this.local.delete(cid) }

@@ -1,6 +1,6 @@
 /**
- * The reef block protocol (/reef/block/1.0.0) on libp2p streams: one length-prefixed dag-cbor
- * request, one response, per stream.
+ * The reef block protocol (/reef/block/1.0.0, and /reef/block-get/1.0.0 for gets alone) on
+ * libp2p streams: one length-prefixed dag-cbor request, one response, per stream.
  *   put  { op: 'put', bs: [[digest, bytes]...] }      -> { ok: true, have: [stored?...] }
  *   get  { op: 'get', k: digest }                      -> { ok: true, d } | { ok: false, e }
  *   has  { op: 'has', ks: [digest...] (<= MAX_HAS) }   -> { ok: true, have: [bool...] }
@@ -13,6 +13,14 @@ import { MAX_BLOCK_SIZE } from '../block/index.js'
 import { ReefError } from '../errors.js'
 
 export const BLOCK_PROTOCOL = '/reef/block/1.0.0'
+/**
+ * Single-block gets (the foreground read path) on a protocol of their own, served from a pool
+ * of slots that puts and repair checks cannot take: however busy replication and repair keep
+ * BLOCK_PROTOCOL, a read waits only for other reads. Same framing; only 'get' is accepted.
+ */
+export const BLOCK_GET_PROTOCOL = '/reef/block-get/1.0.0'
+/** Largest request frame on BLOCK_GET_PROTOCOL: a get carries one 32-byte key. */
+export const MAX_GET_REQUEST = 256
 export const MAX_HAS = 1024
 /** Largest frame either side accepts: one block plus a small envelope. */
 export const MAX_FRAME = MAX_BLOCK_SIZE + 64 * 1024
