@@ -9,6 +9,10 @@ import { ReefNode } from '../src/node.js'
 import type { ReefFS } from '../src/fs/fs.js'
 import { isReefError } from '../src/errors.js'
 import { ROOT_INO } from '../src/fs/inode.js'
+import { cidFor, cidFromKey, type CID, DAG_CBOR } from '../src/block/index.js'
+import { objectKind } from '../src/object/version.js'
+import { decodeRecord, encodeRecord, type LogRecord } from '../src/log/record.js'
+import { reef, show } from './helpers/cli.js'
 
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s)
 const cred = { uid: 1000, gid: 1000 }
@@ -25,7 +29,7 @@ async function setup (t: Tap.Test): Promise<{ dir: string, node: ReefNode, fs: R
   })
   return {
     dir,
-    node,
+    get node () { return state.node },
     get fs () { return state.fs },
     // Simulates a crash: drop the in-memory state without folding, reopen from disk.
     reopen: async () => {
@@ -262,4 +266,92 @@ t.test('sparse terabyte files fold in time proportional to what was written', as
   t.equal(Buffer.from(await r2.read(h2, 0, 5)).toString(), 'start')
   t.equal(Buffer.from(await r2.read(h2, 123_456_789, 6)).toString(), 'middle')
   t.equal(Buffer.from(await r2.read(h2, 2 ** 40 - 3, 3)).toString(), 'end')
+})
+
+/**
+ * Walks the log chain back from `from` through the store (every get verified), checking each
+ * record block decodes and re-encodes to its BGUID. Bounded by `max` records.
+ */
+async function walkLog (store: ReefNode['store'], from: CID, max: number): Promise<LogRecord[]> {
+  const out: LogRecord[] = []
+  let at: CID | undefined = from
+  while (at !== undefined) {
+    if (out.length >= max) throw new Error(`the log chain is longer than ${max} records`)
+    const bytes = await store.get(at)
+    const r = decodeRecord(bytes)
+    if (!encodeRecord(r).cid.equals(at)) throw new Error(`record ${at.toString()} does not re-encode to its BGUID`)
+    out.push(r)
+    at = r.prev
+  }
+  return out
+}
+
+t.test('a fold stores every log record and data frame as blocks: the version\'s log link resolves and chains back to the first record', async t => {
+  const s = await setup(t)
+  const big = crypto.randomBytes(300_000) // one write record, its data in a frame: bigger than any chunk
+  const f = await s.fs.create(ROOT_INO, enc('f'), 0o644, cred)
+  await s.fs.write(f.ino, 0, big)
+  await s.fs.write(f.ino, 7, enc('inline'))
+  const d = await s.fs.mkdir(ROOT_INO, enc('d'), 0o755, cred)
+  await s.fs.rename(ROOT_INO, enc('f'), d.ino, enc('g'))
+  await s.fs.setattr(f.ino, { mode: 0o600 })
+  const v1 = await s.fs.fold('one')
+  const log1 = v1?.root.log
+  t.ok(log1 !== undefined && await s.node.store.has(log1), 'the version\'s log record is in the store')
+  const chain1 = await walkLog(s.node.store, log1!, 1000)
+  t.same(chain1.map(r => r.n), [6, 5, 4, 3, 2, 1], 'walking prev reaches every folded record, newest first')
+  t.equal(chain1.at(-1)?.prev, undefined, 'the first record has no prev')
+  const w = chain1.find(r => r.op.op === 'write' && r.op.dataCid !== undefined)?.op
+  t.ok(w?.op === 'write' && w.dataCid !== undefined, 'the large write names its data')
+  if (w?.op === 'write' && w.dataCid !== undefined) {
+    t.same(Buffer.from(await s.node.store.get(w.dataCid)), big, 'its data frame is a block in the store')
+  }
+
+  // More writes, a crash and a replay: the chain continues through the next fold.
+  const h = await s.fs.create(ROOT_INO, enc('h'), 0o644, cred)
+  const second = crypto.randomBytes(40_000)
+  await s.fs.write(h.ino, 0, second, crypto.createHash('sha256').update(second).digest())
+  s.fs.sync()
+  const r = await s.reopen()
+  const v2 = await r.fold('two')
+  const chain2 = await walkLog(s.node.store, v2!.root.log!, 1000)
+  t.same(chain2.map(x => x.n), [8, 7, 6, 5, 4, 3, 2, 1], 'the second version\'s chain reaches the records of both folds')
+  t.ok(chain2[2] !== undefined && encodeRecord(chain2[2]).cid.equals(log1!), 'through the first version\'s last record')
+
+  // The CLI serves a log record like any block.
+  await s.node.close()
+  const got = await reef(s.dir, ['block', 'get', v2!.root.log!.toString()])
+  t.equal(got.code, 0, `reef block get <log record>: ${show(got)}`)
+  t.ok(cidFor(got.stdout, DAG_CBOR).equals(v2!.root.log!), 'prints exactly the record block')
+  t.equal(decodeRecord(got.stdout).n, 8)
+  const data = await reef(s.dir, ['block', 'get', (w as { dataCid: CID }).dataCid.toString()])
+  t.same(data.stdout, big, `reef block get <data frame>: ${show(data)}`)
+})
+
+t.test('folding many small files stores a data frame equal to a file\'s chunk once', async t => {
+  const s = await setup(t)
+  const datas: Buffer[] = []
+  for (let i = 0; i < 5; i++) {
+    const f = await s.fs.create(ROOT_INO, enc(`f${i}`), 0o644, cred)
+    // Below the minimum chunk size, so one chunk; its digest given (as write-behind does), so
+    // one data frame too.
+    const data = crypto.randomBytes(10_000 + i)
+    datas.push(data)
+    await s.fs.write(f.ino, 0, data, crypto.createHash('sha256').update(data).digest())
+  }
+  const keysBefore = new Set<string>()
+  for await (const k of s.node.store.keys()) keysBefore.add(Buffer.from(k).toString('hex'))
+  const v = await s.fs.fold()
+  const chain = await walkLog(s.node.store, v!.root.log!, 100)
+  t.equal(chain.length, 10, 'five creates and five writes')
+  const kinds: Record<string, number> = {}
+  for await (const k of s.node.store.keys()) {
+    if (keysBefore.has(Buffer.from(k).toString('hex'))) continue
+    const cid = cidFromKey(k, DAG_CBOR)
+    const kind = objectKind(cid, await s.node.store.get(cid))
+    kinds[kind] = (kinds[kind] ?? 0) + 1
+  }
+  for (const data of datas) t.ok(await s.node.store.has(cidFor(data)), 'each file\'s data is one raw block')
+  t.equal(kinds.log, 10, 'the fold stored the ten records')
+  t.equal(kinds.raw, 5, `five raw blocks, not ten: each data frame is its file's chunk (${JSON.stringify(kinds)})`)
 })

@@ -3,7 +3,8 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { createHash, randomBytes } from 'node:crypto'
 import * as dagCbor from '@ipld/dag-cbor'
-import { cidFor, DAG_CBOR } from '../src/block/index.js'
+import { type Block, cidFor, type CID, DAG_CBOR, RAW } from '../src/block/index.js'
+import { MemoryBlockStore } from '../src/store/memory.js'
 import { DATA_FRAME_MIN, WriterLog } from '../src/log/index.js'
 import { decodeRecord, encodeRecord, type LogRecord, type Op } from '../src/log/record.js'
 
@@ -307,4 +308,116 @@ t.test('a write record with its data both inline and named, or neither, is malfo
   const neither = dagCbor.encode({ ...base, a: { i: 2, o: 0, t: 1 } })
   t.throws(() => decodeRecord(both), { code: 'BAD_ENCODING' }, 'both')
   t.throws(() => decodeRecord(neither), { code: 'BAD_ENCODING' }, 'neither')
+})
+
+t.test('blocks(): every record and data frame on disk as its verified block, in bounded batches, skipping stored ones', async t => {
+  const dir = t.testdir()
+  const log = new WriterLog(dir, writer).open()
+  t.teardown(() => log.close())
+  const big = rnd(DATA_FRAME_MIN * 3)
+  const stored = rnd(DATA_FRAME_MIN + 1)
+  const appended = [
+    log.append({ op: 'mkdir', parent: 1, name: enc.encode('d'), ino: 2, mode: 0o755, uid: 0, gid: 0, time: 1n }),
+    log.append({ op: 'write', ino: 3, offset: 0, data: big, time: 2n }),
+    log.append({ op: 'write', ino: 3, offset: 0, data: rnd(1024 * 1024), time: 2n }), // the largest write record
+    log.append({ op: 'write', ino: 3, offset: 5, data: rnd(5000), time: 3n }), // inline, written in parts
+    log.append({ op: 'write', ino: 3, offset: 9, data: stored, time: 4n }),
+    log.append({ op: 'truncate', ino: 3, size: 7, time: 5n })
+  ]
+  for (let i = 0; i < 40; i++) appended.push(log.append({ op: 'write', ino: 3, offset: i, data: rnd(DATA_FRAME_MIN), time: 6n }))
+  log.sync()
+  const store = new MemoryBlockStore()
+  await store.put({ cid: cidFor(stored), bytes: stored })
+  const puts: Block[][] = []
+  const counting = { has: async (c: CID) => await store.has(c), putMany: async (bs: Iterable<Block>) => { const l = [...bs]; puts.push(l); await store.putMany(l) } }
+  const batch = 100_000
+  const rest = await log.blocks(counting, batch)
+  await store.putMany(rest)
+
+  t.ok(puts.length >= 5, `full batches are stored as they fill (${puts.length})`)
+  for (const b of puts) {
+    const bytes = b.reduce((s, x) => s + x.bytes.length, 0)
+    const last = b[b.length - 1].bytes.length
+    t.ok(bytes >= batch && bytes - last < batch, `a batch of ${bytes} bytes is stored once it reaches ${batch}, not later`)
+  }
+  const sent = [...puts.flat(), ...rest].map(b => String(b.cid))
+  t.notOk(sent.includes(String(cidFor(stored))), 'a data frame the store has is not stored again')
+  t.equal(new Set(sent).size, sent.length, 'no block is sent twice')
+  for (const a of appended) {
+    const bytes = await store.get(a.cid) // verifies
+    const back = decodeRecord(bytes)
+    t.same(norm({ ...back, op: { ...back.op, data: undefined } }), norm({ ...a.record, op: { ...a.record.op, data: undefined } }), `record ${a.record.n} decodes to what was appended`)
+    t.ok(encodeRecord(back).cid.equals(a.cid), `record ${a.record.n} re-encodes to its BGUID`)
+    const op = a.record.op
+    if (op.op === 'write' && op.dataCid !== undefined) {
+      t.equal(op.dataCid.code, RAW, 'a data frame is a raw block')
+      t.same(Buffer.from(await store.get(op.dataCid)), Buffer.from(op.data), `the data of record ${a.record.n} is its block`)
+    }
+  }
+  t.equal(sent.length + 1, appended.length + appended.filter(a => a.record.op.op === 'write' && a.record.op.dataCid !== undefined).length,
+    'exactly the records and the data frames, less the one already stored')
+
+  // After a checkpoint the log on disk is empty: nothing is left to store.
+  log.checkpoint()
+  t.same(await log.blocks(counting, batch), [], 'a checkpointed log has no blocks')
+})
+
+t.test('blocks() refuses a frame that changed on disk after open (LOG_CORRUPT)', async t => {
+  for (const [what, hurt] of [
+    ['a byte flipped in a frame body', (f: string, sizes: number[]) => flipBits(f, sizes[3] - 5, 0x04)],
+    ['the last frame cut short', (f: string, sizes: number[]) => fs.truncateSync(f, sizes[sizes.length - 1] - 2)]
+  ] as const) {
+    await t.test(what, async t => {
+      const dir = t.testdir()
+      const { sizes } = await writeLog(dir, 6)
+      const log = new WriterLog(dir, writer).open()
+      t.teardown(() => log.close())
+      t.equal(log.replayed.length, 6, 'the log was whole when opened')
+      hurt(segmentFile(dir), sizes)
+      const store = new MemoryBlockStore()
+      await t.rejects(log.blocks(store), { code: 'LOG_CORRUPT' })
+    })
+  }
+})
+
+t.test('a new log directory and its first segment are made durable with a directory fsync; reopening costs none', async t => {
+  const synced: string[] = []
+  const fdPath = new Map<number, string>()
+  const openSync = fs.openSync
+  const fsyncSync = fs.fsyncSync
+  // segment.ts calls these through the shared node:fs module object, so patching it observes them.
+  fs.openSync = ((p: fs.PathLike, ...rest: unknown[]) => {
+    const fd = (openSync as (...a: unknown[]) => number)(p, ...rest)
+    fdPath.set(fd, path.resolve(String(p)))
+    return fd
+  }) as typeof fs.openSync
+  fs.fsyncSync = ((fd: number) => {
+    synced.push(fdPath.get(fd) ?? `fd ${fd}`)
+    fsyncSync(fd)
+  }) as typeof fs.fsyncSync
+  t.teardown(() => { fs.openSync = openSync; fs.fsyncSync = fsyncSync })
+
+  const base = t.testdir()
+  // A relative path, two levels missing: the walk up to the first created directory must end.
+  const dir = path.relative(process.cwd(), path.join(base, 'data', 'log'))
+  const log = new WriterLog(dir, writer).open()
+  log.append({ op: 'truncate', ino: 2, size: 1, time: 1n })
+  log.sync()
+  log.close()
+  t.ok(synced.includes(path.resolve(base)), 'the directory holding the new data directory')
+  t.ok(synced.includes(path.join(base, 'data')), 'the directory holding the new log directory')
+  t.ok(synced.includes(path.join(base, 'data', 'log')), 'the log directory, holding the first segment')
+  t.ok(synced.every(p => p === path.resolve(base) || p.startsWith(path.resolve(base) + path.sep)), `nothing above what was created: ${synced.join(', ')}`)
+
+  synced.length = 0
+  const again = new WriterLog(dir, writer).open()
+  t.equal(again.replayed.length, 1)
+  again.close()
+  t.same(synced, [], 'reopening an existing log fsyncs no directory')
+
+  // The same when only the log directory is new.
+  synced.length = 0
+  const other = new WriterLog(path.join(base, 'data', 'log2'), writer).open()
+  other.close()
+  t.same(synced.sort(), [path.join(base, 'data'), path.join(base, 'data', 'log2')], 'its parent and itself')
 })

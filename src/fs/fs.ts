@@ -755,6 +755,10 @@ export class ReefFS {
       if (message !== undefined) vroot.message = message
       const last = this.log.last
       if (last !== undefined) vroot.log = last
+      // Log records are blocks (Ivy): the version names its last record, so every record and
+      // the data frames they name are stored with it, before the checkpoint drops the segments.
+      // Chunks are stored by now, so a data frame equal to one is not stored twice.
+      for (const b of await this.log.blocks(this.store)) blocks.push(b)
       const vblock = encodeVersion(vroot)
       blocks.push(vblock)
       await put(blocks)

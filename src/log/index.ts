@@ -5,14 +5,17 @@
  */
 import { CID } from 'multiformats/cid'
 import * as Digest from 'multiformats/hashes/digest'
-import { cidFromKey, DAG_CBOR, RAW, SHA256_CODE } from '../block/index.js'
+import { type Block, cidFromKey, DAG_CBOR, RAW, sameBytes, SHA256_CODE } from '../block/index.js'
 import { sha256, sha256Parts } from '../crypto/hash.js'
 import { ReefError } from '../errors.js'
 import { decodeRecord, encodeRecordParts, type LogRecord, type Op } from './record.js'
 import { type NewFrame, SegmentLog } from './segment.js'
+import type { BlockStore } from '../store/types.js'
 
 /** Writes at least this large keep their data in a raw frame of its own. */
 export const DATA_FRAME_MIN = 16 * 1024
+/** Log blocks stored per commit while folding a large log. */
+export const LOG_BATCH_BYTES = 8 * 1024 * 1024
 
 export interface Appended { cid: CID, record: LogRecord }
 
@@ -96,6 +99,34 @@ export class WriterLog {
   }
 
   sync (): void { this.seg.sync() }
+
+  /**
+   * Every record and data frame on disk (all appended since the last checkpoint) as the block
+   * it is, so that a version's `log` link and the `prev` chain behind it resolve wherever the
+   * version's blocks do. A frame is its block byte for byte (its checksum is the BGUID digest),
+   * so nothing is re-encoded. Frames `store` already has are skipped without hashing (a data
+   * frame equal to a file chunk is that chunk; records of a fold that crashed before its
+   * checkpoint); the others are verified, and a mismatch is LOG_CORRUPT. Full batches of about
+   * `batchBytes` go to `store.putMany` as they fill (memory stays bounded however much was
+   * written); the remainder is returned for the caller to store with its own last batch.
+   */
+  async blocks (store: Pick<BlockStore, 'has' | 'putMany'>, batchBytes = LOG_BATCH_BYTES): Promise<Block[]> {
+    let batch: Block[] = []
+    let bytes = 0
+    for (const f of this.seg.frames()) {
+      const cid = cidFromKey(f.digest, f.raw ? RAW : DAG_CBOR)
+      if (await store.has(cid)) continue
+      if (!sameBytes(sha256(f.bytes), f.digest)) throw new ReefError('LOG_CORRUPT', `log frame ${cid.toString()} in segment ${f.segment} does not match its checksum`)
+      batch.push({ cid, bytes: f.bytes })
+      bytes += f.bytes.length
+      if (bytes >= batchBytes) {
+        await store.putMany(batch)
+        batch = []
+        bytes = 0
+      }
+    }
+    return batch
+  }
 
   /** After a fold made everything so far part of a durable version: start afresh. */
   checkpoint (): void {
