@@ -3,8 +3,8 @@
  * BGUID is the VGUID.
  *   { t: 'v', root: dirCID, links?: CID, parents: [VGUID...], seq, time, author, msg?, log?, ino }
  * `links` is the table of multiply-linked inodes (keyed by 8-byte big-endian ino, stored as a
- * directory tree); `log` is the last writer-log record folded into this version; `ino` is the
- * next free inode number.
+ * directory tree); `log` is the last writer-log record folded into this version, stored with it
+ * (its `prev` chain leads back through every earlier record); `ino` is the next free inode number.
  */
 import type { CID } from 'multiformats/cid'
 import { type Block, DAG_CBOR } from '../block/index.js'
@@ -40,19 +40,29 @@ export function encodeVersion (v: VersionRoot): Block {
   return encodeBlock(o)
 }
 
+/** ed25519 public keys are 32 bytes. */
+const AUTHOR_LENGTH = 32
+
 export function decodeVersion (bytes: Uint8Array): VersionRoot {
   const what = 'version root'
   const o = decodeCbor(bytes, what)
   if (o.t !== 'v') throw ReefError.badEncoding(`${what}: wrong type tag`)
+  // Every link of a version root names a structured block (a directory, a version, a record).
+  const link = (obj: Record<string, unknown>, key: string): CID => {
+    const c = field(obj, key, what).cid()
+    if (c.code !== DAG_CBOR) throw ReefError.badEncoding(`${what}: ${key} does not link a dag-cbor block`)
+    return c
+  }
   const v: VersionRoot = {
-    root: field(o, 'root', what).cid(),
-    parents: field(o, 'parents', what).array().map(p => field({ p }, 'p', what).cid()),
+    root: link(o, 'root'),
+    parents: field(o, 'parents', what).array().map(p => link({ parents: p }, 'parents')),
     seq: field(o, 'seq', what).bigint(),
     time: field(o, 'time', what).int(),
     author: field(o, 'author', what).bytes(),
     nextIno: field(o, 'ino', what).int()
   }
-  if (o.links !== undefined) v.links = field(o, 'links', what).cid()
+  if (v.author.length !== AUTHOR_LENGTH) throw ReefError.badEncoding(`${what}: author is ${v.author.length} bytes, not an ed25519 public key`)
+  if (o.links !== undefined) v.links = link(o, 'links')
   if (o.ra !== undefined) v.rootAttrs = decodeEntry(o.ra)
   if (o.vv !== undefined) {
     const vv: Record<string, number> = {}
@@ -60,7 +70,7 @@ export function decodeVersion (bytes: Uint8Array): VersionRoot {
     v.vv = vv
   }
   if (o.msg !== undefined) v.message = field(o, 'msg', what).str()
-  if (o.log !== undefined) v.log = field(o, 'log', what).cid()
+  if (o.log !== undefined) v.log = link(o, 'log')
   return v
 }
 
