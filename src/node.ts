@@ -65,6 +65,9 @@ export class ReefNode {
     const cfgFile = path.join(dataDir, 'config.json')
     if (!fs.existsSync(cfgFile)) {
       const keys = readKeys(keyFile)
+      // The config is written last: once it exists, the store does too, and a missing or empty
+      // store is lost data (STORE_CORRUPT), never silently a new one.
+      LmdbStore.initialize(path.join(dataDir, 'store'))
       const cfg: NodeConfig = { name, aguid: aguidFor(keys.publicKey, name).toString() }
       fs.writeFileSync(cfgFile + '.tmp', JSON.stringify(cfg, null, 2) + '\n')
       fs.renameSync(cfgFile + '.tmp', cfgFile)
@@ -79,13 +82,8 @@ export class ReefNode {
       throw new ReefError('NO_IDENTITY', `no reef data directory at ${dataDir} (run: reef init --data-dir ${dataDir})`)
     }
     const keys = readKeys(keyFile)
-    let config: NodeConfig
-    try {
-      config = JSON.parse(fs.readFileSync(path.join(dataDir, 'config.json'), 'utf8'))
-    } catch (err) {
-      throw new ReefError('STORE_CORRUPT', `unreadable ${path.join(dataDir, 'config.json')}: ${(err as Error).message}`)
-    }
-    const db = new LmdbStore({ path: path.join(dataDir, 'store'), noSync: opts.noSync })
+    const config = readConfig(path.join(dataDir, 'config.json'), keys)
+    const db = new LmdbStore({ path: path.join(dataDir, 'store'), noSync: opts.noSync, create: false })
     const headStore = new LmdbHeadStore(db)
     const node = new ReefNode(dataDir, keys, config, db, new LmdbBlockStore(db), headStore, new HeadBook(headStore))
     if (opts.network !== undefined) {
@@ -162,6 +160,23 @@ export class ReefNode {
     await this.dht?.stop().catch(() => {})
     await this.db.close()
   }
+}
+
+function readConfig (cfgFile: string, keys: KeyPair): NodeConfig {
+  let config: NodeConfig
+  try {
+    config = JSON.parse(fs.readFileSync(cfgFile, 'utf8'))
+  } catch (err) {
+    throw new ReefError('STORE_CORRUPT', `unreadable ${cfgFile}: ${(err as Error).message}`)
+  }
+  const name: unknown = config?.name
+  if (typeof name !== 'string') throw new ReefError('STORE_CORRUPT', `${cfgFile} has no name`)
+  // The AGUID follows from the key and the name; any other (malformed, or another owner's) would
+  // make every head this node signs name a file system it does not open.
+  if (config.aguid !== aguidFor(keys.publicKey, name).toString()) {
+    throw new ReefError('STORE_CORRUPT', `${cfgFile}: its AGUID ${JSON.stringify(String(config.aguid).slice(0, 70))} is not the one its identity.key and name give`)
+  }
+  return config
 }
 
 function readKeys (keyFile: string): KeyPair {

@@ -9,7 +9,7 @@ import * as dagCbor from '@ipld/dag-cbor'
 import { CID } from 'multiformats/cid'
 import * as Digest from 'multiformats/hashes/digest'
 import {
-  type CliResult, errorCode, lastWord, overwriteBlock, reef, show, storeSnapshot, tempDir
+  type CliResult, dirDigest, errorCode, lastWord, overwriteBlock, reef, show, storeSnapshot, tempDir
 } from './helpers/cli.js'
 
 const t = tap
@@ -191,4 +191,52 @@ t.test('a corrupt block fails get with BLOCK_CORRUPT and leaves no partial targe
   failed(t, await reef(data, ['show', guid]), 'BLOCK_CORRUPT')
   t.notOk(fs.existsSync(out))
   await unchanged(t, 'corrupt entry block')
+})
+
+t.test('a corrupt store or data directory is STORE_CORRUPT: no crash, nothing changed', async t => {
+  // Each case damages its own copy of the data directory. lmdb's native code trusts its file: a
+  // truncated or overwritten data.mdb used to crash reef with SIGSEGV (exit 139), and a 0-byte
+  // one was silently taken for a new, empty store.
+  const file = path.join(work, 'tree', 'a-first')
+  const dataFile = (d: string): string => path.join(d, 'store', 'data.mdb')
+  const config = (d: string, edit: (c: { name: string, aguid: string }) => unknown): void => {
+    const p = path.join(d, 'config.json')
+    fs.writeFileSync(p, JSON.stringify(edit(JSON.parse(fs.readFileSync(p, 'utf8')))))
+  }
+  const otherAguid = CID.createV1(CID.parse(JSON.parse(fs.readFileSync(path.join(data, 'config.json'), 'utf8')).aguid).code, Digest.create(0x12, crypto.randomBytes(32))).toString()
+  const cases: Array<[string, (d: string) => void, RegExp]> = [
+    ['data.mdb truncated to 4096 bytes', d => fs.truncateSync(dataFile(d), 4096), /data\.mdb: 4096 bytes, shorter than/],
+    ['data.mdb truncated to half its size', d => fs.truncateSync(dataFile(d), Math.floor(fs.statSync(dataFile(d)).size / 2)), /data\.mdb: .*truncated/],
+    ['random bytes over data.mdb\'s first 8 KiB', d => {
+      const fd = fs.openSync(dataFile(d), 'r+')
+      try { fs.writeSync(fd, crypto.randomBytes(8192), 0, 8192, 0) } finally { fs.closeSync(fd) }
+    }, /data\.mdb: .*(meta page|magic)/],
+    ['data.mdb emptied', d => fs.truncateSync(dataFile(d), 0), /data\.mdb: the file is empty/],
+    ['data.mdb deleted', d => fs.rmSync(dataFile(d)), /data\.mdb: the file is missing/],
+    ['the store directory deleted', d => fs.rmSync(path.join(d, 'store'), { recursive: true }), /data\.mdb: the file is missing/],
+    ['config.json with a malformed AGUID', d => config(d, c => ({ ...c, aguid: 'zzz' })), /config\.json: its AGUID "zzz"/],
+    ['config.json naming another AGUID', d => config(d, c => ({ ...c, aguid: otherAguid })), /config\.json: its AGUID/],
+    ['config.json not JSON', d => fs.writeFileSync(path.join(d, 'config.json'), '{"name": '), /unreadable .*config\.json/],
+    ['identity.key of 31 bytes', d => fs.writeFileSync(path.join(d, 'identity.key'), fs.readFileSync(path.join(d, 'identity.key')).subarray(0, 31)), /identity\.key is not a 32-byte/]
+  ]
+  const every = (d: string): string[][] => [
+    ['history'], ['put', file], ['get', guid, '-o', path.join(d, '..', 'never')], ['block', 'get', fileGuid], ['show', '1'],
+    ['block', 'put'], ['status'], ['sync'], ['init'], ['mount', path.join(d, '..', 'never-mounted')]
+  ]
+  for (const [i, [what, damage, message]] of cases.entries()) {
+    const dir = path.join(tempDir(t), 'data')
+    fs.cpSync(data, dir, { recursive: true })
+    damage(dir)
+    const digest = dirDigest(dir)
+    // Every command on the first two cases and a config case; three commands on the others.
+    const commands = i < 2 || i === 6 ? every(dir) : every(dir).slice(0, 3)
+    const results = await Promise.all(commands.map(async args => ({ args, r: await reef(dir, args, { input: 'x' }) })))
+    for (const { args, r } of results) {
+      t.equal(r.signal, null, `${what}: ${args[0]} is not killed by a signal: ${show(r)}`)
+      failed(t, r, 'STORE_CORRUPT')
+      t.match(r.stderr, message, `${what}: ${args[0]} names the problem`)
+    }
+    t.same(dirDigest(dir), digest, `${what}: every file of the data directory unchanged, none created`)
+    t.same(fs.readdirSync(path.dirname(dir)), ['data'], `${what}: no get target or mount point created`)
+  }
 })

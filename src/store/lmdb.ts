@@ -5,18 +5,28 @@
  * memory map directly (no copies, no thread-pool hop), which is why lmdb beat the alternatives
  * for get and has here. Several processes (a mount daemon and the CLI) may open it at once.
  */
+import fs from 'node:fs'
+import path from 'node:path'
 import { open, type RootDatabase, type Database } from 'lmdb'
 import type { CID } from 'multiformats/cid'
 import { type Block, blockKey, verifyBlock } from '../block/index.js'
 import { sha256 } from '../crypto/hash.js'
 import { ReefError } from '../errors.js'
+import { checkLmdbFile } from './lmdb-check.js'
 import type { BlockStore, HeadStore } from './types.js'
 
 export interface LmdbOptions {
   path: string
   /** Skip fsync on commit: only for throwaway stores in tests and benchmarks. */
   noSync?: boolean
+  /**
+   * Create the store if it is missing or empty (default true). A data directory opens its store
+   * with false: once initialized, a missing or 0-byte store is lost data, not a new store.
+   */
+  create?: boolean
 }
+
+const DATA_FILE = 'data.mdb'
 
 export class LmdbStore {
   readonly env: RootDatabase
@@ -30,6 +40,8 @@ export class LmdbStore {
     // noSubdir is explicit: lmdb-js otherwise guesses from a dot in the last path component
     // ("/var/lib/reef.store" would become one file named so instead of a directory).
     this.noSync = opts.noSync === true
+    // Before lmdb sees the file: a damaged one crashes its native code instead of failing.
+    checkLmdbFile(path.join(opts.path, DATA_FILE), { create: opts.create !== false, overlappingSync: !this.noSync })
     try {
       this.env = open({ path: opts.path, noSubdir: false, compression: false, noSync: opts.noSync === true, maxDbs: 8 })
       this.blocks = this.env.openDB({ name: 'blocks', keyEncoding: 'binary', encoding: 'binary' })
@@ -37,6 +49,28 @@ export class LmdbStore {
       this.forkDb = this.env.openDB({ name: 'forks', keyEncoding: 'ordered-binary', encoding: 'binary' })
     } catch (err) {
       throw new ReefError('STORE_CORRUPT', `cannot open the block store at ${opts.path}: ${(err as Error).message}`, err)
+    }
+  }
+
+  /**
+   * Creates an empty store at `dir` unless one is there (then only checks it), durably, without
+   * an event-loop turn: ReefNode.init is synchronous and writes its config only after this.
+   */
+  static initialize (dir: string): void {
+    const file = path.join(dir, DATA_FILE)
+    checkLmdbFile(file, { create: true, overlappingSync: true })
+    try {
+      const env = open({ path: dir, noSubdir: false, compression: false, maxDbs: 8 })
+      // Nothing was written through this handle, so lmdb-js closes it before returning.
+      void env.close()
+    } catch (err) {
+      throw new ReefError('STORE_CORRUPT', `cannot create the block store at ${dir}: ${(err as Error).message}`, err)
+    }
+    // LMDB writes the new file's meta pages without fsync: make them durable before a config
+    // names this store as existing.
+    for (const p of [file, dir]) {
+      const fd = fs.openSync(p, 'r')
+      try { fs.fsyncSync(fd) } finally { fs.closeSync(fd) }
     }
   }
 

@@ -4,6 +4,7 @@
  * byte for byte (names as Buffers, so non-UTF-8 names compare exactly).
  */
 import { spawn } from 'node:child_process'
+import { createHash } from 'node:crypto'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -107,6 +108,27 @@ export async function storeSnapshot (dataDir: string): Promise<{ blocks: string[
   } finally {
     await env.close()
   }
+}
+
+/**
+ * Every name under `dir` (as bytes) with its kind and, for files, the sha256 of its bytes: what a
+ * failed command must leave alone when the store cannot even be opened (a corrupt data.mdb).
+ */
+export function dirDigest (dir: string): Record<string, string> {
+  const out: Record<string, string> = {}
+  const walk = (p: Buffer, rel: string): void => {
+    const st = fs.lstatSync(p)
+    if (st.isDirectory()) {
+      out[rel + '/'] = 'dir'
+      for (const n of fs.readdirSync(p, { encoding: 'buffer' })) walk(join(p, n), `${rel}/${n.toString('latin1')}`)
+    } else if (st.isFile()) {
+      out[rel] = createHash('sha256').update(fs.readFileSync(p)).digest('hex')
+    } else {
+      out[rel] = st.isSymbolicLink() ? 'symlink' : 'other'
+    }
+  }
+  walk(Buffer.from(dir), '.')
+  return out
 }
 
 /** Overwrites the stored bytes of a block (keyed by its 32-byte sha256 digest) with `bytes`. */
