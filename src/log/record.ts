@@ -5,7 +5,8 @@
  * Records name files by inode number. `vv` is the writer's version vector when it wrote the
  * record: with one writer it is { self: n }; merging several writers' logs (a view) orders
  * records by it and flags concurrent updates. Records are blocks: the log frame's checksum is
- * the record's BGUID digest, so a record can be replicated and verified like any block.
+ * the record's BGUID digest, and a fold stores every record (and the raw data frames that
+ * writes name by `dc`) in the block store, so records replicate and verify like any block.
  */
 import { CID } from 'multiformats/cid'
 import * as dagCbor from '@ipld/dag-cbor'
