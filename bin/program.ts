@@ -3,7 +3,7 @@
  * input and node all come from `ctx`, so the same commands run in the CLI process or, while a
  * daemon serves the data directory, inside the daemon (see bin/reef.ts and forwarding).
  */
-import { Command, CommanderError, Option } from 'commander'
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander'
 import fs from 'node:fs'
 import path from 'node:path'
 import cliProgress from 'cli-progress'
@@ -55,6 +55,13 @@ function duSize (p: string): number {
     else if (st.isFile()) total += st.size
   }
   return total
+}
+
+/** A number of seconds in (0, 1e6] (a usage error otherwise: exit 2); NaN would make a wait unbounded. */
+function seconds (value: string): number {
+  const n = Number(value)
+  if (value.trim() === '' || !(n > 0 && n <= 1e6)) throw new InvalidArgumentError('expected a number of seconds above 0 and at most 1000000.')
+  return n
 }
 
 export function createProgram (ctx: CliContext): Command {
@@ -110,9 +117,9 @@ export function createProgram (ctx: CliContext): Command {
     .description('store a file or a whole tree; prints its GUID last')
     .argument('<path>', 'file, directory or symlink to store')
     .option('--wait-replicated', 'return only when every block has k acknowledged replicas on the network')
-    .option('--timeout <seconds>', 'how long --wait-replicated waits', '120')
+    .option('--timeout <seconds>', 'how long --wait-replicated waits', seconds, 120)
     .option('--json', 'print JSON')
-    .action(async (target: string, opts: { json?: boolean, waitReplicated?: boolean, timeout: string }) => {
+    .action(async (target: string, opts: { json?: boolean, waitReplicated?: boolean, timeout: number }) => {
       await withNode(async node => {
         if (opts.waitReplicated === true && node.dht === undefined) {
           throw ReefError.badInput('--wait-replicated needs a network node: run `reef node --bootstrap ...` (or a networked `reef mount`) on this data directory')
@@ -126,7 +133,7 @@ export function createProgram (ctx: CliContext): Command {
         for (const s of res.skipped) ctx.err(`reef: skipped ${s} (not a file, directory or symlink)\n`)
         let replication: { blocks: number, missingReplicas: number, blocksShort: number } | undefined
         if (opts.waitReplicated === true && node.dht !== undefined) {
-          replication = await node.dht.replicator.waitReplicated(rec.keys, Number(opts.timeout) * 1000)
+          replication = await node.dht.replicator.waitReplicated(rec.keys, opts.timeout * 1000)
         }
         print(opts.json, { guid: res.cid, kind: res.entry.kind, files: res.files, dirs: res.dirs, symlinks: res.symlinks, bytes: res.bytes, skipped: res.skipped, replication }, () =>
           `${res.entry.kind} ${res.files} files ${res.dirs} dirs ${res.symlinks} symlinks ${res.bytes} bytes` +

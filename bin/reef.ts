@@ -70,9 +70,10 @@ async function serveControl (node: ReefNode, d: Daemon, socket: string, onStop: 
     sync: async (args) => {
       const a = (args ?? {}) as { message?: string, timeoutMs?: number }
       const v = await d.sync(a.message)
-      // With a network, wait (bounded) for the new blocks to reach their replicas and say what did not.
-      const pending = await node.dht?.replicator.waitIdle(a.timeoutMs ?? 60_000)
-      return { vguid: v?.vguid.toString(), seq: v?.root.seq.toString(), notReplicated: pending, replication: node.dht?.replicator.status() }
+      // With a network, wait (bounded) for every block this node stored to reach k replicas and
+      // say what did not: not only this fold's, but the automatic folds' and puts' before it.
+      const r = await node.dht?.replicator.waitTracked(a.timeoutMs ?? 60_000)
+      return { vguid: v?.vguid.toString(), seq: v?.root.seq.toString(), notReplicated: r?.blocksShort, replicated: r, replication: node.dht?.replicator.status() }
     },
     stop: async () => {
       setImmediate(() => { void onStop() })
@@ -296,7 +297,7 @@ function lifecycle (program: Command): void {
     .option('--json', 'print JSON')
     .action(async (opts: { message?: string, json?: boolean }) => {
       const dir = dataDir()
-      let res: { vguid?: string, seq?: string, notReplicated?: number }
+      let res: { vguid?: string, seq?: string, notReplicated?: number, replicated?: { k: number, blocks: number, blocksShort: number, missingReplicas: number, untracked: number } }
       if (await daemonRunning(dir)) {
         res = await request(dir, 'sync', { message: opts.message }) as typeof res
       } else {
@@ -311,8 +312,14 @@ function lifecycle (program: Command): void {
           await node.close()
         }
       }
-      const repl = res.notReplicated === undefined ? '' : res.notReplicated === 0 ? '\nall blocks replicated' : `\n${res.notReplicated} blocks not yet replicated`
-      out((opts.json === true ? toJson(res) : `version ${res.seq ?? '-'} ${res.vguid ?? ''}`.trimEnd() + repl) + '\n')
+      const r = res.replicated
+      const repl = r === undefined
+        ? ''
+        : r.blocksShort === 0
+          ? `\nall blocks on k=${r.k} replicas`
+          : `\n${r.blocksShort} of ${r.blocks} blocks short of k=${r.k} replicas (${r.missingReplicas} replicas missing)`
+      const lost = r !== undefined && r.untracked > 0 ? `\n(and ${r.untracked} older blocks not counted: over 100000 were unconfirmed at once)` : ''
+      out((opts.json === true ? toJson(res) : `version ${res.seq ?? '-'} ${res.vguid ?? ''}`.trimEnd() + repl + lost) + '\n')
     })
 }
 

@@ -27,11 +27,19 @@ export interface ReplicationStatus {
   k: number
   members: number
   pending: number
+  /** Blocks stored here not yet seen on k replicas (see `waitTracked`). */
+  unconfirmed: number
   repairing: boolean
   repairPasses: number
   repaired: number
   pushed: number
 }
+
+/** What `waitReplicated` found: of `blocks`, `blocksShort` lack replicas, `missingReplicas` in all. */
+export interface Replication { k: number, blocks: number, blocksShort: number, missingReplicas: number }
+
+/** Unconfirmed blocks remembered for `reef sync` (about 12 MB of hex keys at most). */
+const TRACK_CAP = 100_000
 
 const sleep = async (ms: number): Promise<void> => await new Promise(resolve => setTimeout(resolve, ms))
 
@@ -127,6 +135,14 @@ export class Replicator {
   private repairRun?: Promise<void>
   private stopped = false
   readonly stat = { repairPasses: 0, repaired: 0, pushed: 0 }
+  /**
+   * Blocks this node stored (puts, folds) not yet seen on k replicas, as hex keys in insertion
+   * order, for `reef sync` to report on. A key leaves once it has k acknowledged replicas; at
+   * most TRACK_CAP are kept (a network smaller than k never confirms any), the oldest dropped
+   * and counted in `untracked`.
+   */
+  private readonly tracked = new Set<string>()
+  private untracked = 0
 
   constructor (
     private readonly local: LmdbBlockStore,
@@ -270,7 +286,9 @@ export class Replicator {
    * Resolves once every key is held by all of its k closest members, or at the deadline; says
    * how many replicas are missing (also when the network has fewer than k nodes).
    */
-  async waitReplicated (keys: Uint8Array[], timeoutMs: number): Promise<{ blocks: number, missingReplicas: number, blocksShort: number }> {
+  async waitReplicated (keys: Uint8Array[], timeoutMs: number): Promise<Replication> {
+    // A NaN or infinite deadline would make this wait unbounded.
+    if (!(Number.isFinite(timeoutMs) && timeoutMs > 0)) throw new RangeError(`waitReplicated: timeout ${timeoutMs} ms is not a positive finite number`)
     this.enqueue(keys)
     const deadline = Date.now() + timeoutMs
     for (;;) {
@@ -279,13 +297,18 @@ export class Replicator {
         let missingReplicas = 0
         let blocksShort = 0
         for (const k of keys) {
-          const miss = this.opts.k - this.held(k, hex(k)).held
+          const miss = this.shortBy(k, hex(k))
           if (miss > 0) { missingReplicas += miss; blocksShort++ }
         }
-        return { blocks: keys.length, missingReplicas, blocksShort }
+        return { k: this.opts.k, blocks: keys.length, missingReplicas, blocksShort }
       }
       await sleep(50)
     }
+  }
+
+  /** Replicas a key lacks: k minus its acknowledged holders among its k closest members. */
+  private shortBy (key: Uint8Array, h: string): number {
+    return Math.max(0, this.opts.k - this.held(key, h).held)
   }
 
   /** Waits (bounded) until nothing is queued; returns what is still pending. */
@@ -293,6 +316,34 @@ export class Replicator {
     const deadline = Date.now() + timeoutMs
     while (this.queue.size > 0 && Date.now() < deadline) await sleep(50)
     return this.queue.size
+  }
+
+  /** Remembers blocks this node stored until they are seen on k replicas (see `waitTracked`). */
+  track (keys: Iterable<Uint8Array>): void {
+    for (const k of keys) this.tracked.add(hex(k))
+    if (this.tracked.size <= TRACK_CAP) return
+    // Over the cap: drop what is confirmed by now, then the oldest (amortised: down to 90%).
+    for (const h of this.tracked) if (this.shortBy(Buffer.from(h, 'hex'), h) === 0) this.tracked.delete(h)
+    for (const h of this.tracked) {
+      if (this.tracked.size <= TRACK_CAP * 0.9) break
+      this.tracked.delete(h)
+      this.untracked++
+    }
+  }
+
+  /**
+   * `waitReplicated` over every block this node stored that has not yet been seen on k
+   * replicas (what `reef sync` reports): those that now have k leave the set, the others stay
+   * and are counted. `untracked` counts blocks dropped from the set unconfirmed (over its cap).
+   */
+  async waitTracked (timeoutMs: number): Promise<Replication & { untracked: number }> {
+    const keys = [...this.tracked].map(h => Buffer.from(h, 'hex') as Uint8Array)
+    const res = await this.waitReplicated(keys, timeoutMs)
+    for (const k of keys) {
+      const h = hex(k)
+      if (this.shortBy(k, h) === 0) this.tracked.delete(h)
+    }
+    return { ...res, untracked: this.untracked }
   }
 
   requestRepair (delayMs: number): void {
@@ -347,6 +398,7 @@ export class Replicator {
       k: this.opts.k,
       members: this.members.size,
       pending: this.queue.size,
+      unconfirmed: this.tracked.size,
       repairing: this.repairRun !== undefined,
       repairPasses: this.stat.repairPasses,
       repaired: this.stat.repaired,

@@ -68,6 +68,7 @@ export class DhtBlockStore implements BlockStore {
     const list = [...blocks]
     await this.local.putMany(list)
     this.replicator.enqueue(list.map(b => blockKey(b.cid)), list.map(b => b.bytes))
+    this.replicator.track(list.map(b => blockKey(b.cid)))
   }
 
   async delete (cid: CID): Promise<void> { await this.local.delete(cid) }
