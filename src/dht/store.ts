@@ -1,9 +1,11 @@
 /**
  * The block store a node's file systems use when it is part of a network: the local LMDB store
  * first, then the block's replicas in order of closeness, then everyone else, each asked with
- * a deadline. A corrupt or missing replica is skipped and the next one tried; a block fetched
- * from the network is verified and cached locally. Puts are local and durable at once and are
- * replicated in the background: writing never waits for the network.
+ * a deadline, the whole fetch within an overall deadline (a read through the mount, where the
+ * kernel waits as long as reef does, ends with data or EIO). A corrupt or missing replica is
+ * skipped and the next one tried; a block fetched from the network is verified and cached
+ * locally. Puts are local and durable at once and are replicated in the background: writing
+ * never waits for the network.
  */
 import type { CID } from 'multiformats/cid'
 import { type Block, blockKey } from '../block/index.js'
@@ -14,17 +16,45 @@ import type { BlockService } from './blocks.js'
 import type { Members } from './members.js'
 import type { Replicator } from './replicator.js'
 
-export interface FetchStats { local: number, remote: number, corruptReplicas: number, failedPeers: number, misses: number }
+export interface FetchStats { local: number, remote: number, corruptReplicas: number, failedPeers: number, misses: number, deadlines: number }
+
+/**
+ * Default overall deadline of one block fetch from the network: three silent peers at the
+ * block service's 5 s request deadline. Without it a block could try 32 peers for 160 s.
+ */
+export const FETCH_DEADLINE_MS = 15_000
+
+export interface DhtStoreOptions {
+  /** Peers asked per block at most (default 32). */
+  maxPeers?: number
+  /** Overall deadline of one block fetch from the network, in ms (default FETCH_DEADLINE_MS). */
+  fetchDeadlineMs?: number
+  log?: (line: string) => void
+}
+
+class FetchDeadline extends Error {}
+
+/** `p`, or a FetchDeadline rejection once `ms` have passed (p's own deadline still bounds it). */
+async function within<T> (p: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  const late = new Promise<never>((_resolve, reject) => { timer = setTimeout(() => reject(new FetchDeadline()), ms) })
+  p.catch(() => {}) // a late failure of the abandoned request is nobody's business
+  try {
+    return await Promise.race([p, late])
+  } finally {
+    clearTimeout(timer)
+  }
+}
 
 export class DhtBlockStore implements BlockStore {
-  readonly stats: FetchStats = { local: 0, remote: 0, corruptReplicas: 0, failedPeers: 0, misses: 0 }
+  readonly stats: FetchStats = { local: 0, remote: 0, corruptReplicas: 0, failedPeers: 0, misses: 0, deadlines: 0 }
 
   constructor (
     readonly local: LmdbBlockStore,
     private readonly members: Members,
     private readonly service: BlockService,
     private readonly replicator: Replicator,
-    private readonly opts: { maxPeers?: number, log?: (line: string) => void } = {}
+    private readonly opts: DhtStoreOptions = {}
   ) {}
 
   async get (cid: CID): Promise<Uint8Array> {
@@ -38,9 +68,14 @@ export class DhtBlockStore implements BlockStore {
     }
     const key = blockKey(cid)
     const peers = this.members.ranked(key).filter(m => !m.self).slice(0, this.opts.maxPeers ?? 32)
+    const deadline = Date.now() + (this.opts.fetchDeadlineMs ?? FETCH_DEADLINE_MS)
+    let asked = 0
     for (const m of peers) {
+      const left = deadline - Date.now()
+      if (left <= 0) break
+      asked++
       try {
-        const d = await this.service.getFrom(m.id, key)
+        const d = await within(this.service.getFrom(m.id, key), left)
         if (d === undefined) continue
         // A cache copy: verified already, and re-fetchable, so the read does not wait for the
         // local fsync (it used to, for several ms per block).
@@ -48,6 +83,10 @@ export class DhtBlockStore implements BlockStore {
         this.stats.remote++
         return d
       } catch (err) {
+        if (err instanceof FetchDeadline) {
+          this.stats.failedPeers++
+          break
+        }
         if (isReefError(err, 'BLOCK_CORRUPT')) {
           this.stats.corruptReplicas++
           this.opts.log?.(err.message)
@@ -57,7 +96,10 @@ export class DhtBlockStore implements BlockStore {
       }
     }
     this.stats.misses++
-    throw ReefError.notFound(`block ${cid.toString()} (not local, and none of ${peers.length} peers has a good copy)`)
+    const late = Date.now() >= deadline
+    if (late) this.stats.deadlines++
+    throw ReefError.notFound(`block ${cid.toString()} (not local, and none of the ${asked} peers asked (of ${peers.length}) has a good copy` +
+      (late ? `; gave up after the ${this.opts.fetchDeadlineMs ?? FETCH_DEADLINE_MS} ms fetch deadline)` : ')'))
   }
 
   async has (cid: CID): Promise<boolean> { return await this.local.has(cid) }
