@@ -14,6 +14,7 @@ import { ControlServer } from '../src/control/server.js'
 import { daemonRunning, request } from '../src/control/client.js'
 import { SOCKET_NAME } from '../src/control/protocol.js'
 import { MountDaemon, cleanupStaleMount } from '../mount/daemon.js'
+import { describeError } from '../mount/errno.js'
 import { cidFromKey, isAguid, parseGuid } from '../src/block/index.js'
 import type { DhtOptions } from '../src/dht/index.js'
 import type { VersionInfo } from '../src/fs/fs.js'
@@ -174,6 +175,7 @@ function lifecycle (program: Command): void {
     }
     process.once('SIGINT', () => { void stop() })
     process.once('SIGTERM', () => { void stop() })
+    serving = true
     const what = checkout !== undefined ? `version ${version?.root.seq} (read-only)` : d.aguid.toString() + (d.fs.readOnly ? ' (read-only)' : '')
     for (const a of node.dht?.addrs() ?? []) out(a + '\n')
     err(`reef: mounted ${what} on ${path.resolve(mountpoint)} (data: ${node.dataDir}); Ctrl-C or \`reef unmount ${mountpoint}\` to unmount\n`)
@@ -356,18 +358,43 @@ async function main (): Promise<void> {
 }
 
 let forwarded: string | undefined
-// A reader that went away (`reef history | head`, a killed parent) is not an error: stop quietly.
+/**
+ * Set once this process serves a mount (`reef mount`, `reef checkout`). Exiting then would leave a
+ * dead mount behind: every process using it gets ENOTCONN until someone unmounts. Each FUSE op
+ * answers by itself, an exception included (mount/ops.ts), so what still reaches the process-wide
+ * handlers is a bug outside any op (a timer, a stray promise): it is logged and the daemon keeps
+ * serving, which is what a user of the mount needs; the state that exception left half-done is
+ * at worst one op's, and the writer log still holds every acknowledged write.
+ */
+let serving = false
+// A reader that went away (`reef history | head`, a killed parent) is not an error: stop quietly
+// (a mount keeps serving; its log lines are lost).
 for (const stream of [process.stdout, process.stderr]) {
   stream.on('error', (e: NodeJS.ErrnoException) => {
+    if (serving) return
     if (e.code === 'EPIPE' || e.code === 'ECONNRESET') process.exit(process.exitCode ?? 0)
   })
 }
-// Anything else unexpected: one line on stderr if it can still be written, then exit. Writing
-// through the stream here could throw again and re-enter this handler forever (a put whose parent
-// died spun at 100% CPU that way), so the line goes out with a plain write(2) and no retry.
-process.on('uncaughtException', e => {
-  try { fs.writeSync(2, `reef: internal error: ${e.stack ?? String(e)}\n`) } catch {}
+// Lines go out with a plain write(2) and no retry: writing through the stream here could throw
+// again and re-enter these handlers forever (a put whose parent died spun at 100% CPU that way).
+const rawErr = (line: string): void => { try { fs.writeSync(2, line) } catch {} }
+// While serving, at most 20 such lines a minute: a fault that repeats must not flood the disk.
+let unexpectedLogged = { since: 0, lines: 0, dropped: 0 }
+const unexpected = (what: string, e: unknown): void => {
+  const now = Date.now()
+  if (now - unexpectedLogged.since > 60_000) {
+    if (unexpectedLogged.dropped > 0) rawErr(`reef: ${unexpectedLogged.dropped} more unexpected errors not logged\n`)
+    unexpectedLogged = { since: now, lines: 0, dropped: 0 }
+  }
+  if (unexpectedLogged.lines++ >= 20) { unexpectedLogged.dropped++; return }
+  rawErr(`reef: unexpected ${what}, still serving: ${describeError(e)}\n`)
+}
+// Anything else unexpected: one line on stderr if it can still be written, then exit.
+const fatal = (e: unknown): void => {
+  rawErr(`reef: internal error: ${(e as Error)?.stack ?? String(e)}\n`)
   process.exit(70)
-})
+}
+process.on('uncaughtException', e => { if (serving) unexpected('uncaught exception', e); else fatal(e) })
+process.on('unhandledRejection', e => { if (serving) unexpected('unhandled promise rejection', e); else fatal(e) })
 
 await main()

@@ -119,7 +119,8 @@ export class MountDaemon {
   get aguid (): CID { return this.opts.follow ?? this.node.aguid }
 
   static async start (node: ReefNode, opts: MountOptions): Promise<MountDaemon> {
-    const log = opts.log ?? ((line: string) => process.stderr.write(`reef: ${line}\n`))
+    // A log line that cannot be written (stderr gone) is dropped, never thrown at a FUSE op.
+    const log = opts.log ?? ((line: string) => { try { process.stderr.write(`reef: ${line}\n`) } catch {} })
     const mnt = path.resolve(opts.mountpoint)
     if (await cleanupStaleMount(mnt)) log(`cleaned up a stale mount on ${mnt}`)
     fs.mkdirSync(mnt, { recursive: true })

@@ -39,6 +39,16 @@ const BY_CODE: Record<string, number> = {
 
 export type Logger = (line: string) => void
 
+/** An exception on one log line: its stack with the frames joined (never throws). */
+export function describeError (err: unknown): string {
+  try {
+    const text = err instanceof Error ? err.stack ?? `${err.name}: ${err.message}` : String(err)
+    return text.replace(/\n\s*/g, ' | ')
+  } catch {
+    return 'an exception that cannot be described'
+  }
+}
+
 /** Negative errno for any thrown value; logs what is not an ordinary POSIX outcome. */
 export function toErrno (err: unknown, op: string, log: Logger): number {
   if (err instanceof ReefError) {
@@ -52,7 +62,7 @@ export function toErrno (err: unknown, op: string, log: Logger): number {
   if (typeof sys === 'string' && typeof (E as Record<string, number>)[sys] === 'number') {
     return -(E as Record<string, number>)[sys]
   }
-  log(`${op}: unexpected ${(err as Error)?.stack ?? String(err)}`)
+  log(`${op}: unexpected ${describeError(err)}`)
   return -E.EIO
 }
 

@@ -8,7 +8,7 @@ import type { CID } from 'multiformats/cid'
 import { ReefError } from '../src/errors.js'
 import type { Cred, ReefFS } from '../src/fs/fs.js'
 import { type Attr, type Inode, ROOT_INO, S_IFDIR } from '../src/fs/inode.js'
-import { ERRNO, toErrno, type Logger } from './errno.js'
+import { describeError, ERRNO, toErrno, type Logger } from './errno.js'
 import type { FuseContext, FuseOps, FuseStat, FuseStatfs } from './fuse.js'
 
 export interface VersionSource {
@@ -21,8 +21,22 @@ export interface VersionSource {
 }
 
 const O_ACCMODE = 3
+const testHook = (v: string | undefined): string | undefined => v === undefined || v === '' ? undefined : v
 /** Test hook: writes to paths ending in this fail with ENOSPC (a late failure under write-behind). */
-const writeFault = process.env.REEF_TEST_WRITE_FAULT === undefined || process.env.REEF_TEST_WRITE_FAULT === '' ? undefined : process.env.REEF_TEST_WRITE_FAULT
+const writeFault = testHook(process.env.REEF_TEST_WRITE_FAULT)
+/**
+ * Test hook for handler exceptions, REEF_TEST_OP_FAULT=MARK: getattr, read, readdir or write of a
+ * path whose name ends in `MARK.<op>` throws a TypeError in the handler; `MARK.<op>.reply` gives
+ * the binding a reply it cannot convert (a stat with a Symbol for its size, more data than the read
+ * asked for), so the exception comes from the reply path itself; `MARK.uncaught` makes getattr
+ * also throw from a timer and leave a promise rejection unhandled (the process-wide handlers).
+ */
+const opFault = testHook(process.env.REEF_TEST_OP_FAULT)
+const faultAt = (op: string, path: string | null, stage: 'run' | 'reply'): boolean =>
+  opFault !== undefined && path !== null && path.endsWith(`${opFault}.${op}${stage === 'reply' ? '.reply' : ''}`)
+const injected = (op: string, path: string | null): TypeError => new TypeError(`REEF_TEST_OP_FAULT: ${op} of ${String(path)}`)
+/** A stat the binding cannot convert (its 64-bit size field refuses a Symbol). */
+const unconvertible = (st: FuseStat): FuseStat => ({ ...st, size: Symbol('REEF_TEST_OP_FAULT') as unknown as number })
 /** Bit 30 of an open handle: keep the kernel page cache for this open (mount/native patch). */
 const KEEP_CACHE = 0x40000000
 const RESERVED = '.reef'
@@ -219,6 +233,8 @@ export function buildOps (o: OpsOptions): FuseOps & { settled: () => Promise<voi
     const w = inFlight()
     return w === undefined ? fn() : w.then(fn)
   }
+  /** The daemon's logger; a line that cannot be written is dropped rather than thrown at a handler. */
+  const log = (line: string): void => { try { o.log(line) } catch {} }
   const statOf = (n: Inode): FuseStat => toStat(n.attr(), n.ino)
   /** The stats an op reports; the op has succeeded, so a failure here only costs the cache. */
   const report = (name: string, after: () => Attrs): [FuseStat?, FuseStat?] => {
@@ -226,20 +242,63 @@ export function buildOps (o: OpsOptions): FuseOps & { settled: () => Promise<voi
       const a = after()
       return [a.stat, a.parent]
     } catch (err) {
-      o.log(`${name}: attributes not reported: ${(err as Error).message}`)
+      log(`${name}: attributes not reported: ${describeError(err)}`)
       return []
     }
   }
 
-  // Every op: run, map failures to errnos, never throw into the binding. The binding passes
-  // (...args, cb, ctx); handlers receive (...args, ctx).
+  const errnoOf = (err: unknown, name: string): number => {
+    try {
+      return toErrno(err, name, log)
+    } catch {
+      log(`${name}: unexpected error that cannot even be described`)
+      return -ERRNO.EIO
+    }
+  }
+  /** `fn()`, with a synchronous throw turned into a rejection. */
+  const attempt = <T>(fn: () => Promise<T>): Promise<T> => {
+    try {
+      return fn()
+    } catch (err) {
+      return Promise.reject(err)
+    }
+  }
+
   /* eslint-disable @typescript-eslint/no-explicit-any */
-  function handler<R> (name: string, fn: (...args: any[]) => Promise<R>, reply: (cb: (...a: any[]) => void, r: R) => void): any {
+  type Cb = (...a: any[]) => void
+  /**
+   * Answers the binding for one op, once, from the promise of its result; the returned promise
+   * never rejects, and nothing is thrown into the binding. A failure of the op becomes its errno
+   * (toErrno logs what is not an ordinary POSIX outcome). An exception in the reply itself (a
+   * value the binding cannot convert, a read buffer too small) is unexpected by definition: EIO
+   * and a log line. Every callback of the binding signals the kernel as its last step, so a
+   * reply that threw has not answered yet (and the binding ignores a second signal anyway).
+   */
+  function answer<R> (name: string, cb: Cb, result: Promise<R>, reply: (cb: Cb, r: R) => void): Promise<void> {
+    const fail = (errno: number): void => {
+      try {
+        cb(errno)
+      } catch (err) {
+        log(`${name}: unexpected exception answering ${errno}: ${describeError(err)}`)
+      }
+    }
+    return result.then(r => {
+      try {
+        reply(cb, r)
+      } catch (err) {
+        log(`${name}: unexpected exception in the reply: ${describeError(err)}`)
+        fail(-ERRNO.EIO)
+      }
+    }, err => { fail(errnoOf(err, name)) })
+  }
+
+  // Every op: run once the writes in flight are applied, then answer. The binding passes
+  // (...args, cb, ctx); handlers receive (...args, ctx).
+  function handler<R> (name: string, fn: (...args: any[]) => Promise<R>, reply: (cb: Cb, r: R) => void): any {
     return (...args: any[]) => {
-      const cb = args[args.length - 2] as (...a: any[]) => void
+      const cb = args[args.length - 2] as Cb
       const ctx = args[args.length - 1] as FuseContext
-      afterWrites(async () => await fn(...args.slice(0, -2), ctx))
-        .then(r => reply(cb, r), err => cb(toErrno(err, name, o.log)))
+      void answer(name, cb, attempt(() => afterWrites(async () => await fn(...args.slice(0, -2), ctx))), reply)
     }
   }
   /** An op that answers 0 (or a count it returns). */
@@ -264,6 +323,14 @@ export function buildOps (o: OpsOptions): FuseOps & { settled: () => Promise<voi
     getattr: wrapValue('getattr', async (path: string): Promise<FuseStat> => {
       const t = await resolve(path)
       if (t.kind === 'virtual') return virtualStat(t.which)
+      if (opFault !== undefined) {
+        if (faultAt('getattr', path, 'run')) throw injected('getattr', path)
+        if (path.endsWith(`${opFault}.uncaught`)) {
+          setImmediate(() => { throw injected('uncaught (timer)', path) })
+          void Promise.reject(injected('uncaught (promise)', path))
+        }
+        if (faultAt('getattr', path, 'reply')) return unconvertible(toStat(t.node.attr(), inoOf(t)))
+      }
       return seenByLibfuse(path, toStat(t.node.attr(), inoOf(t)))
     }),
 
@@ -288,8 +355,9 @@ export function buildOps (o: OpsOptions): FuseOps & { settled: () => Promise<voi
     }),
 
     readdir: (path: string, cb: (err: number, names?: string[], stats?: FuseStat[]) => void) => {
-      void afterWrites(async () => {
+      void answer('readdir', cb, attempt(() => afterWrites(async () => {
         const t = await resolve(path)
+        if (faultAt('readdir', path, 'run')) throw injected('readdir', path)
         const names = ['.', '..']
         const stats: FuseStat[] = []
         if (t.kind === 'virtual') {
@@ -319,8 +387,9 @@ export function buildOps (o: OpsOptions): FuseOps & { settled: () => Promise<voi
           names.push(name)
           stats.push(toStat(n.attr(), inoOf({ ...t, node: n })))
         }
+        if (faultAt('readdir', path, 'reply')) stats[stats.length - 1] = unconvertible(stats[stats.length - 1])
         return { names, stats }
-      }).then(r => cb(0, r.names, r.stats), err => cb(toErrno(err, 'readdir', o.log)))
+      })), (cb, r) => cb(0, r.names, r.stats))
     },
 
     readlink: wrapValue('readlink', async (path: string): Promise<string> => {
@@ -337,42 +406,50 @@ export function buildOps (o: OpsOptions): FuseOps & { settled: () => Promise<voi
     }),
 
     create: (path: string, mode: number, cb: (err: number, fd?: number, stat?: FuseStat, parent?: FuseStat) => void, ctx: FuseContext) => {
-      afterWrites(async () => {
+      void answer('create', cb, attempt(() => afterWrites(async () => {
         const { dir, name } = await writableParent(path)
         const node = await o.fs.create(dir.ino, name, mode, cred(ctx))
         changed()
         return { fd: openHandle({ fs: o.fs, node, writable: true }), node, dir }
-      }).then(r => cb(0, r.fd, ...report('create', () => ({ stat: statOf(r.node), parent: statOf(r.dir) }))), err => cb(toErrno(err, 'create', o.log)))
+      })), (cb, r) => cb(0, r.fd, ...report('create', () => ({ stat: statOf(r.node), parent: statOf(r.dir) }))))
     },
 
     read: (path: string | null, fd: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) => {
-      const h = handles.get(fd)
-      if (h === undefined) { cb(-ERRNO.EBADF); return }
-      afterWrites(async () => await h.fs.read(h.node, pos, len)).then(data => {
-        buf.set(data)
+      void answer('read', cb, attempt(() => {
+        const h = handle(fd)
+        if (faultAt('read', path, 'run')) throw injected('read', path)
+        return afterWrites(async () => await h.fs.read(h.node, pos, len))
+      }), (cb, data) => {
+        // The hook hands over more than was asked for: `set` throws a RangeError.
+        buf.set(faultAt('read', path, 'reply') ? Buffer.alloc(buf.length + 1) : data)
         cb(data.length)
-      }, err => cb(toErrno(err, 'read', o.log)))
+      })
     },
 
     write: (path: string | null, fd: number, buf: Buffer, len: number, pos: number, cb: (n: number, written?: number, stat?: FuseStat) => void, ctx?: FuseContext) => {
       const h = handles.get(fd)
-      if (h === undefined) { cb(-ERRNO.EBADF); return }
-      if (!h.writable || h.fs !== o.fs) { cb(-ERRNO.EBADF); return }
+      if (h === undefined || !h.writable || h.fs !== o.fs) { void answer('write', cb, Promise.reject(posix('EBADF', `no open file ${fd} for writing`)), () => {}); return }
       // `buf` stays valid until we call back (the FUSE thread waits for the reply); the log
       // and the dirty pages take their own copies, so no copy is needed here.
       writing++
-      const p = writeFault !== undefined && path !== null && path.endsWith(writeFault)
-        ? Promise.reject(posix('ENOSPC', `REEF_TEST_WRITE_FAULT: ${path}`))
-        : o.fs.write(h.node.ino, pos, buf.subarray(0, len), ctx?.dataDigest)
-      // Settled only once the callback ran: a late failure is on record before any later op.
-      lastWrite = p.then(n => {
+      const p = attempt(async () => {
+        if (writeFault !== undefined && path !== null && path.endsWith(writeFault)) throw posix('ENOSPC', `REEF_TEST_WRITE_FAULT: ${path}`)
+        if (faultAt('write', path, 'run')) throw injected('write', path)
+        return await o.fs.write(h.node.ino, pos, buf.subarray(0, len), ctx?.dataDigest)
+      })
+      const applied = p.then(n => {
         writing--
         changed()
         aliasedChange()
-        cb(n, n, report('write', () => ({ stat: statOf(h.node) }))[0])
+        return n
       }, err => {
         writing--
-        cb(toErrno(err, 'write', o.log))
+        throw err
+      })
+      // Settled only once the callback ran: a late failure is on record before any later op.
+      lastWrite = answer('write', cb, applied, (cb, n) => {
+        const st = report('write', () => ({ stat: statOf(h.node) }))[0]
+        cb(n, n, st !== undefined && faultAt('write', path, 'reply') ? unconvertible(st) : st)
       })
     },
 
