@@ -361,15 +361,24 @@ export class ReefFS {
     return await this.make('symlink', parent, name, 0o777, cred, target)
   }
 
-  /** `dataDigest`, when given, is the sha256 of `data` (computed by the caller, off this thread). */
+  /**
+   * Writes `data` at `offset`; returns how many bytes were written. `dataDigest`, when given, is
+   * the sha256 of `data` (computed by the caller, off this thread). As Linux does at a file
+   * system's maximum file size (s_maxbytes), a write that straddles MAX_FILE_SIZE writes what fits
+   * and returns that short count; one that starts at or past it fails with EFBIG.
+   */
   async write (ino: number, offset: number, data: Uint8Array, dataDigest?: Uint8Array): Promise<number> {
     return await this.exclusive(async () => {
       const n = this.node(ino)
       if (n.kind === 'dir') throw posix('EISDIR', 'write to a directory')
       if (n.kind !== 'file') throw posix('EINVAL', 'write to a non-file')
       if (!Number.isSafeInteger(offset) || offset < 0) throw posix('EINVAL', 'bad offset')
-      if (offset + data.length > MAX_FILE_SIZE) throw posix('EFBIG', 'write past the maximum file size')
       if (data.length === 0) return 0
+      if (offset >= MAX_FILE_SIZE) throw posix('EFBIG', 'write at or past the maximum file size')
+      if (offset + data.length > MAX_FILE_SIZE) {
+        data = data.subarray(0, MAX_FILE_SIZE - offset)
+        dataDigest = undefined
+      }
       // Log records are blocks (at most MAX_BLOCK_SIZE): large writes become several records.
       const time = this.now()
       for (let done = 0; done < data.length; done += MAX_WRITE_RECORD) {
