@@ -31,7 +31,9 @@
  *                        dropped the cache whenever mtime had moved since the last open, so
  *                        reading a file right after writing it always went to the daemon)
  *   default_permissions  the kernel enforces mode bits (EACCES) with the attrs we report
- *   allow_other          other local users (and tests running as another uid) can reach it
+ *   allow_other          other local users (and tests running as another uid) can reach it;
+ *                        only when root mounts or /etc/fuse.conf has user_allow_other (without it,
+ *                        fusermount refuses the option and a non-root mount would fail)
  */
 import { execFile } from 'node:child_process'
 import fs from 'node:fs'
@@ -83,6 +85,23 @@ export interface MountOptions {
   /** Acknowledge writes once queued in the binding, apply them right after (default true). */
   writeBehind?: boolean
   log?: Logger
+}
+
+/**
+ * Whether to mount with allow_other: root may always; anyone else only where /etc/fuse.conf
+ * enables `user_allow_other` (Debian ships it commented out), or fusermount refuses the mount.
+ */
+export function allowOtherFor (uid: number, fuseConf: string | undefined): boolean {
+  if (uid === 0) return true
+  return (fuseConf ?? '').split('\n').some(line => line.replace(/#.*/, '').trim() === 'user_allow_other')
+}
+
+function readFuseConf (): string | undefined {
+  try {
+    return fs.readFileSync('/etc/fuse.conf', 'utf8')
+  } catch {
+    return undefined
+  }
 }
 
 /** Removes a FUSE mount whose daemon died ("Transport endpoint is not connected"). */
@@ -158,7 +177,7 @@ export class MountDaemon {
       maxFileSize: MAX_FILE_SIZE,
       entryTimeout: 1,
       negativeTimeout: 0,
-      allowOther: true,
+      allowOther: allowOtherFor(process.getuid?.() ?? 0, readFuseConf()),
       defaultPermissions: true,
       fsname: `reef:${node.config.name}`,
       subtype: 'reef',
