@@ -65,9 +65,12 @@ interface Daemon {
 
 /** Serves the control socket of a daemon (a mount, a checkout or a plain network node). */
 async function serveControl (node: ReefNode, d: Daemon, socket: string, onStop: () => Promise<void>): Promise<ControlServer> {
-  const server = new ControlServer(node.dataDir, {
+  // Requests served, by command: `reef status --json` shows them, so a test (or a user) can tell
+  // that a command was answered by this daemon rather than by a process of its own.
+  const served: Record<string, number> = {}
+  const handlers: Record<string, (args: unknown) => Promise<unknown>> = {
     ping: async () => 'pong',
-    status: async () => d.status(),
+    status: async () => ({ ...d.status(), controlRequests: { ...served } }),
     sync: async (args) => {
       const a = (args ?? {}) as { message?: string, timeoutMs?: number }
       const v = await d.sync(a.message)
@@ -90,7 +93,12 @@ async function serveControl (node: ReefNode, d: Daemon, socket: string, onStop: 
       const h = await node.heads.current(a)
       return h === undefined ? null : { seq: h.seq.toString(), vguid: h.vguid.toString() }
     }
-  }, socket)
+  }
+  const counted = Object.fromEntries(Object.entries(handlers).map(([cmd, h]) => [cmd, async (args: unknown) => {
+    served[cmd] = (served[cmd] ?? 0) + 1
+    return await h(args)
+  }]))
+  const server = new ControlServer(node.dataDir, counted, socket)
   await server.listen()
   return server
 }
@@ -246,28 +254,52 @@ function lifecycle (program: Command): void {
     })
 
   program.command('unmount')
-    .description('fold pending writes and unmount DIR (also cleans up a mount left by a killed daemon)')
+    .description('fold pending writes and unmount DIR, once the daemon has exited (also cleans up a mount left by a killed daemon)')
     .argument('<dir>', 'mount point')
-    .action(async (mountpoint: string) => {
+    .option('--json', 'print JSON')
+    .action(async (mountpoint: string, opts: { json?: boolean }) => {
       const mnt = path.resolve(mountpoint)
       const dir = dataDir()
+      const say = (text: string, json: Record<string, unknown>): void => { out((opts.json === true ? toJson({ mountpoint: mnt, ...json }) : text) + '\n') }
       const sockets = fs.existsSync(dir) ? fs.readdirSync(dir).filter(f => f === SOCKET_NAME || /^checkout-\d+\.sock$/.test(f)) : []
       for (const s of sockets) {
-        let st: { mountpoint?: string, pid?: number }
+        let st: { mountpoint?: string, pid?: number, readOnly?: boolean }
         try {
           st = await request(dir, 'status', undefined, 5000, s) as typeof st
         } catch { continue }
         if (st.mountpoint !== mnt) continue
         await request(dir, 'stop', undefined, 5000, s)
-        // The daemon folds, unmounts and exits; wait (bounded) until the mount is gone.
+        // The daemon folds, unmounts, folds what arrived meanwhile, closes its log and store and
+        // exits; only then may the next `reef mount` of this data directory start, and only then
+        // is the last version known. Wait for the process itself (bounded), not just the mount.
+        const gone = (): boolean => {
+          if (isFuseMounted(mnt)) return false
+          if (st.pid === undefined) return !fs.existsSync(path.join(dir, s))
+          try {
+            // An exited daemon its parent has not reaped yet is a zombie (state Z): gone too.
+            return /\) [ZX] /.test(fs.readFileSync(`/proc/${st.pid}/stat`, 'utf8'))
+          } catch {
+            return true
+          }
+        }
         const deadline = Date.now() + 120_000
-        while (isFuseMounted(mnt) && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 50))
-        if (isFuseMounted(mnt)) throw new ReefError('IO', `${mnt} is still mounted after 120 s`)
-        out(`unmounted ${mnt}\n`)
+        while (!gone() && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 25))
+        if (!gone()) throw new ReefError('IO', `the reef daemon of ${mnt} (pid ${st.pid ?? '?'}) has not exited after 120 s`)
+        if (st.readOnly === true) {
+          say(`unmounted ${mnt}`, { unmounted: true })
+          return
+        }
+        const node = await ReefNode.open(dir)
+        try {
+          const v = await node.currentVersion()
+          say(`unmounted ${mnt}; version ${v?.root.seq ?? '-'} ${v?.vguid.toString() ?? ''}`.trimEnd(), { unmounted: true, seq: v?.root.seq.toString(), vguid: v?.vguid.toString() })
+        } finally {
+          await node.close()
+        }
         return
       }
       if (await cleanupStaleMount(mnt).catch(() => false)) {
-        out(`cleaned up a stale mount on ${mnt}\n`)
+        say(`cleaned up a stale mount on ${mnt}`, { cleanedUp: true })
         return
       }
       throw ReefError.badInput(`no reef daemon of ${dir} serves ${mnt}`)
