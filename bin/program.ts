@@ -294,7 +294,14 @@ export function exitCodeFor (err: unknown, ctx: Pick<CliContext, 'err'>): number
     ctx.err(`reef: ${err.message} [${err.code}]\n`)
     return 1
   }
-  const e = err as NodeJS.ErrnoException
-  ctx.err(`reef: ${e.code !== undefined ? e.code + ': ' : ''}${e.message}\n`)
+  // Anything else still ends in a code: IO for a system call that failed (errno), INTERNAL for
+  // a fault of reef itself (a bug), so a script can always tell what kind of failure it saw.
+  const e = err as NodeJS.ErrnoException | undefined
+  const message = (e?.message ?? String(err)).split('\n')[0]
+  if (typeof e?.code === 'string' && /^E[A-Z0-9]+$/.test(e.code)) {
+    ctx.err(`reef: ${message.startsWith(e.code) ? '' : e.code + ': '}${message} [IO]\n`)
+    return 1
+  }
+  ctx.err(`reef: internal error: ${message} [INTERNAL]\n`)
   return 1
 }

@@ -69,38 +69,69 @@ function baseEntry (name: Uint8Array, st: fs.BigIntStats): Omit<Entry, 'kind' | 
   }
 }
 
-export async function putPath (store: BlockStore, target: string, opts: PutOptions = {}): Promise<PutResult> {
-  let st: fs.BigIntStats
+/** Errors of the input itself (a name that went away, no permission) versus of the device. */
+const INPUT_ERRORS = new Set(['ENOENT', 'ENOTDIR', 'EACCES', 'EPERM', 'ELOOP', 'ENAMETOOLONG'])
+
+/**
+ * Runs one read of the input, turning a file-system error into a ReefError that names the path:
+ * BAD_INPUT for what is wrong with the input, IO for a failing device (EIO and the like).
+ */
+async function reading<T> (p: Buffer, fn: () => Promise<T>): Promise<T> {
   try {
-    st = await fs.promises.lstat(target, { bigint: true })
+    return await fn()
   } catch (err) {
-    throw ReefError.badInput(`cannot read ${target}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`)
+    const code = (err as NodeJS.ErrnoException).code
+    if (err instanceof ReefError || typeof code !== 'string') throw err
+    throw new ReefError(INPUT_ERRORS.has(code) ? 'BAD_INPUT' : 'IO', `cannot read ${p.toString()}: ${code} (${(err as NodeJS.ErrnoException).syscall ?? 'read'})`, err)
   }
+}
+
+/**
+ * Stores `target` (a string, or a Buffer for a name that is not UTF-8). Blocks are written as the
+ * tree is read, so a put that fails part-way leaves the blocks of what it had read: unreferenced,
+ * content-addressed and harmless, but not removed, since a concurrent put of the same content may
+ * already rely on them. Nothing else changes: a put never touches heads.
+ */
+export async function putPath (store: BlockStore, target: string | Buffer, opts: PutOptions = {}): Promise<PutResult> {
+  const abs = resolveBytes(target)
+  const st = await reading(abs, async () => await fs.promises.lstat(abs, { bigint: true }))
   const w = new Writer(store)
   const res = { files: 0, dirs: 0, symlinks: 0, bytes: 0, skipped: [] as string[] }
-  const abs = Buffer.from(path.resolve(target))
-  const name = new Uint8Array(Buffer.from(path.basename(path.resolve(target)) || '/'))
-  const entry = await putAny(abs, name, st, w, res, opts)
-  if (entry === undefined) throw ReefError.badInput(`${target} is not a regular file, directory or symlink`)
+  const entry = await putAny(abs, baseName(abs), st, w, res, opts)
+  if (entry === undefined) throw ReefError.badInput(`${target.toString()} is not a regular file, directory or symlink`)
   const block = encodeEntryBlock(entry)
   await w.put([block])
   await w.drain()
   return { cid: block.cid, entry, ...res }
 }
 
+/**
+ * path.resolve for a name given as bytes: as latin1 every byte is one character, so resolving
+ * (which only looks at '/' and '.') keeps every other byte as it was.
+ */
+export function resolveBytes (target: string | Buffer, cwd = process.cwd()): Buffer {
+  if (typeof target === 'string') return Buffer.from(path.resolve(cwd, target))
+  return Buffer.from(path.posix.resolve(Buffer.from(cwd).toString('latin1'), target.toString('latin1')), 'latin1')
+}
+
+function baseName (abs: Buffer): Uint8Array {
+  const name = abs.subarray(abs.lastIndexOf(0x2f) + 1)
+  return new Uint8Array(name.length > 0 ? name : Buffer.from('/'))
+}
+
 async function putAny (p: Buffer, name: Uint8Array, st: fs.BigIntStats, w: Writer, res: Omit<PutResult, 'cid' | 'entry'>, opts: PutOptions): Promise<Entry | undefined> {
   if (st.isSymbolicLink()) {
-    const target = new Uint8Array(await fs.promises.readlink(p, { encoding: 'buffer' }))
+    const target = new Uint8Array(await reading(p, async () => await fs.promises.readlink(p, { encoding: 'buffer' })))
     res.symlinks++
     return { ...baseEntry(name, st), kind: 'symlink', size: target.length, target }
   }
   if (st.isFile()) {
     const fb = new FileBuilder(w.put)
-    const fh = await fs.promises.open(p, 'r')
+    const fh = await reading(p, async () => await fs.promises.open(p, 'r'))
     try {
       const buf = Buffer.allocUnsafe(READ_SIZE)
       for (;;) {
-        const { bytesRead } = await fh.read(buf, 0, READ_SIZE, null)
+        const { bytesRead } = await reading(p, async () => await fh.read(buf, 0, READ_SIZE, null))
         if (bytesRead === 0) break
         await fb.write(buf.subarray(0, bytesRead))
         opts.onBytes?.(bytesRead)
@@ -114,12 +145,12 @@ async function putAny (p: Buffer, name: Uint8Array, st: fs.BigIntStats, w: Write
     return { ...baseEntry(name, st), kind: 'file', size: root.size, cid: root.cid }
   }
   if (st.isDirectory()) {
-    const names = await fs.promises.readdir(p, { encoding: 'buffer' })
+    const names = await reading(p, async () => await fs.promises.readdir(p, { encoding: 'buffer' }))
     const entries: Entry[] = []
     let subdirs = 0
     for (const n of names) {
       const child = Buffer.concat([p, Buffer.from('/'), n])
-      const cst = await fs.promises.lstat(child, { bigint: true })
+      const cst = await reading(child, async () => await fs.promises.lstat(child, { bigint: true }))
       const e = await putAny(child, new Uint8Array(n), cst, w, res, opts)
       if (e === undefined) {
         res.skipped.push(child.toString())
