@@ -130,6 +130,20 @@ if (skip !== false) {
     tt.ok(isMounted(mnt) && fs.existsSync(p('tree')), 'the live mount is untouched')
   })
 
+  t.test('reef checkout VGUID DIR: the same old version, named by its VGUID', async tt => {
+    const versions = JSON.parse((await reef(dataDir, 'history', '--json')).stdout).versions as Array<{ seq: string, vguid: string }>
+    const vguid = versions.find(v => v.seq === oldSeq)?.vguid
+    tt.match(vguid, /^b[a-z2-7]+$/, `history names version ${oldSeq} by its VGUID`)
+    const dir3 = path.join(base, 'old-by-vguid')
+    const c = await startMount(t, { dataDir, mnt: dir3, checkout: vguid as string })
+    tt.match(c.stderr(), new RegExp(`mounted version ${oldSeq} \\(read-only\\)`), 'the daemon says which version it mounted')
+    tt.equal(listing(dir3), before, 'checkout by VGUID shows the old tree')
+    tt.equal(errnoOf(() => fs.writeFileSync(path.join(dir3, 'x'), 'x')), 'EROFS', 'read-only')
+    const r = await reef(dataDir, 'unmount', dir3)
+    tt.equal(r.code, 0, `reef unmount: ${describe(r)}`)
+    tt.notOk(isMounted(dir3), 'unmounted')
+  })
+
   t.test('user.reef.guid names blocks that reef block get / reef show accept', async tt => {
     const fileGuid = (await run('getfattr', ['--only-values', '-n', 'user.reef.guid', p('tree', 'deep', 'f2')])).stdout.trim()
     tt.match(fileGuid, /^b[a-z2-7]+$/, 'a CID string on a file')

@@ -311,6 +311,8 @@ if (skip !== false) {
     const s = fs.statfsSync(mntDir)
     tt.ok(s.bsize > 0 && s.blocks > 0, 'statfs reports a size')
     tt.ok(s.bavail <= s.blocks, 'bavail within blocks')
+    const l = await run('stat', ['-f', '-c', '%l', mntDir])
+    tt.equal(l.stdout.trim(), '255', 'statfs namemax: 255 bytes per name')
   })
 
   t.test('user.* xattrs; other namespaces ENOTSUP', async tt => {
