@@ -51,6 +51,17 @@ export interface DhtOptions {
   log?: (line: string) => void
 }
 
+/** Why heads are republished: a peer joined, a peer left, or the periodic timer. */
+export type RepublishReason = 'join' | 'leave' | 'timer'
+
+/**
+ * Membership changes come in bursts (a node joining meets every member at once; a crash of
+ * two nodes is two leaves): republishing waits this long and serves the whole burst once.
+ */
+const REPUBLISH_DEBOUNCE_MS = 1000
+/** Heads put at once by a republish pass (each put is a DHT query with its own deadline). */
+const REPUBLISH_CONCURRENCY = 4
+
 function fetchDeadline (opts: DhtOptions): number {
   if (opts.fetchDeadlineMs !== undefined) return opts.fetchDeadlineMs
   const env = process.env.REEF_FETCH_DEADLINE_MS
@@ -73,6 +84,12 @@ const sleep = async (ms: number): Promise<void> => await new Promise(resolve => 
 
 export class DhtNode {
   private republishTimer?: NodeJS.Timeout
+  /** Republish passes, by the reasons that asked for them (one pass can serve several). */
+  readonly republishStat = { passes: 0, join: 0, leave: 0, timer: 0, heads: 0 }
+  private republishDue?: NodeJS.Timeout
+  private republishReasons = new Set<RepublishReason>()
+  private republishRun?: Promise<void>
+  private stopped = false
   private constructor (
     readonly libp2p: Libp2p<Services>,
     readonly members: Members,
@@ -125,12 +142,16 @@ export class DhtNode {
     })
     replicator.start()
     await node.join(opts.bootstrap)
-    node.republishTimer = setInterval(() => { void node.republish() }, opts.republishIntervalMs ?? 10 * 60_000)
+    node.republishTimer = setInterval(() => node.requestRepublish('timer', 0), opts.republishIntervalMs ?? 10 * 60_000)
     node.republishTimer.unref()
     members.onJoin((m) => {
-      void node.republish()
+      node.requestRepublish('join')
       void node.exchangePeers(m.id)
     })
+    // A leaving peer took its copies of the heads with it: the records go back to the nodes
+    // now closest to each AGUID (in a network larger than kad-dht's 20 closest, a node that
+    // held none).
+    members.onLeave(() => node.requestRepublish('leave'))
     node.exchangeTimer = setInterval(() => {
       const others = members.others()
       if (others.length > 0) void node.exchangePeers(others[Math.floor(Math.random() * others.length)].id)
@@ -241,11 +262,44 @@ export class DhtNode {
 
   /** Re-puts every head this node holds (kad-dht records expire after 48 h; peers come and go). */
   async republish (): Promise<void> {
-    for (const a of this.headStore.aguids()) {
-      const aguid = CID.parse(a)
-      const e = await this.headStore.getHead(aguid)
-      if (e !== undefined) await this.publishHead(aguid, e.bytes)
+    const aguids = [...this.headStore.aguids()]
+    let next = 0
+    const worker = async (): Promise<void> => {
+      while (next < aguids.length && !this.stopped) {
+        const aguid = CID.parse(aguids[next++])
+        const e = await this.headStore.getHead(aguid)
+        if (e !== undefined) await this.publishHead(aguid, e.bytes)
+        this.republishStat.heads++
+      }
     }
+    await Promise.all(Array.from({ length: Math.min(REPUBLISH_CONCURRENCY, aguids.length) }, worker))
+  }
+
+  /**
+   * Republishes every head soon (debounced: requests within `delayMs` of each other make one
+   * pass). At most one pass runs; a request during it makes one more pass after it, so the
+   * work is bounded by one pass per burst of membership changes, never one per event.
+   */
+  requestRepublish (reason: RepublishReason, delayMs = REPUBLISH_DEBOUNCE_MS): void {
+    if (this.stopped) return
+    this.republishReasons.add(reason)
+    if (this.republishDue !== undefined || this.republishRun !== undefined) return
+    this.republishDue = setTimeout(() => {
+      this.republishDue = undefined
+      const reasons = this.republishReasons
+      this.republishReasons = new Set()
+      this.republishStat.passes++
+      for (const r of reasons) this.republishStat[r]++
+      this.republishRun = this.republish()
+        .catch(err => this.opts.log?.(`republish: ${(err as Error).message}`))
+        .finally(() => {
+          this.republishRun = undefined
+          const again = [...this.republishReasons]
+          this.republishReasons = new Set()
+          for (const r of again) this.requestRepublish(r)
+        })
+    }, delayMs)
+    this.republishDue.unref()
   }
 
   status (): Record<string, unknown> {
@@ -256,11 +310,14 @@ export class DhtNode {
       replication: this.replicator.status(),
       fetch: this.store.stats,
       served: this.service.stats,
-      headsRefused: this.datastore.refused
+      headsRefused: this.datastore.refused,
+      republish: { ...this.republishStat, running: this.republishRun !== undefined }
     }
   }
 
   async stop (): Promise<void> {
+    this.stopped = true
+    if (this.republishDue !== undefined) clearTimeout(this.republishDue)
     if (this.republishTimer !== undefined) clearInterval(this.republishTimer)
     if (this.exchangeTimer !== undefined) clearInterval(this.exchangeTimer)
     await this.replicator.stop()
