@@ -12,6 +12,7 @@ import { isAguid, makeBlock, parseGuid, RAW } from '../src/block/index.js'
 import { ReefError } from '../src/errors.js'
 import { defaultDataDir, type ReefNode } from '../src/node.js'
 import { putPath } from '../src/transfer/put.js'
+import { resolveBytes } from '../src/transfer/paths.js'
 import { recording } from '../src/store/recording.js'
 import { getTo } from '../src/transfer/get.js'
 import { decodeEntryBlock, DirReader, type Entry, linkTableKey } from '../src/object/dir.js'
@@ -25,6 +26,11 @@ export interface CliContext {
   cwd: string
   /** stderr is a terminal (progress bars). */
   tty: boolean
+  /**
+   * The bytes of a path argument when they are not UTF-8 (Node decodes argv with U+FFFD in
+   * their place): see rawArgs. Absent, or for any other value, the string itself.
+   */
+  rawArg?: (value: string) => string | Buffer
   /** Opens the node of a data directory; release closes it if it was opened for this command. */
   openNode: (dataDir: string) => Promise<{ node: ReefNode, release: () => Promise<void> }>
   /** Commands that need the process itself (mount, unmount, status, sync, init). */
@@ -45,16 +51,33 @@ export function toJson (value: unknown): string { return JSON.stringify(value, j
 
 const fmtTime = (ms: number): string => new Date(ms).toISOString()
 
-function duSize (p: string): number {
+function duSize (p: Buffer): number {
   let total = 0
   const stack = [p]
   for (let guard = 0; stack.length > 0 && guard < 10_000_000; guard++) {
-    const cur = stack.pop() as string
+    const cur = stack.pop() as Buffer
     const st = fs.lstatSync(cur)
-    if (st.isDirectory()) for (const n of fs.readdirSync(cur)) stack.push(path.join(cur, n))
+    if (st.isDirectory()) for (const n of fs.readdirSync(cur, { encoding: 'buffer' })) stack.push(Buffer.concat([cur, Buffer.from('/'), n]))
     else if (st.isFile()) total += st.size
   }
   return total
+}
+
+/**
+ * Looks up the bytes of command-line arguments: `args` as Node decoded them, `raw` the same
+ * arguments as bytes (from /proc/self/cmdline, or sent along by a forwarding CLI). A value that
+ * holds U+FFFD maps to the one raw argument that decodes to it; two different byte strings that
+ * decode alike cannot be told apart by value, which is refused rather than guessed.
+ */
+export function rawArgs (args: string[], raw: Buffer[] | undefined): (value: string) => string | Buffer {
+  if (raw === undefined || raw.length !== args.length || raw.some((b, i) => b.toString('utf8') !== args[i])) return v => v
+  return value => {
+    if (!value.includes('\ufffd')) return value
+    const found = raw.filter((b, i) => args[i] === value)
+    if (found.length === 0) return value
+    if (found.some(b => !b.equals(found[0]))) throw ReefError.badInput(`two arguments read as ${JSON.stringify(value)} but differ in their bytes; rename one of them`)
+    return found[0]
+  }
 }
 
 /** A number of seconds in (0, 1e6] (a usage error otherwise: exit 2); NaN would make a wait unbounded. */
@@ -80,7 +103,8 @@ export function createProgram (ctx: CliContext): Command {
     })
 
   const dataDir = (): string => path.resolve(ctx.cwd, program.opts().dataDir as string)
-  const abs = (p: string): string => path.resolve(ctx.cwd, p)
+  const abs = (p: string | Buffer): Buffer => resolveBytes(p, ctx.cwd)
+  const raw = (v: string): string | Buffer => ctx.rawArg?.(v) ?? v
   const print = (json: boolean | undefined, value: unknown, text: () => string): void => {
     ctx.out((json === true ? toJson(value) : text()) + '\n')
   }
@@ -125,10 +149,10 @@ export function createProgram (ctx: CliContext): Command {
           throw ReefError.badInput('--wait-replicated needs a network node: run `reef node --bootstrap ...` (or a networked `reef mount`) on this data directory')
         }
         let total = 0
-        if (ctx.tty) { try { total = duSize(abs(target)) } catch {} }
+        if (ctx.tty) { try { total = duSize(abs(raw(target))) } catch {} }
         const bar = progress(total)
         const rec = recording(node.store)
-        const res = await putPath(rec.store, abs(target), { onBytes: bar.tick })
+        const res = await putPath(rec.store, abs(raw(target)), { onBytes: bar.tick })
         bar.stop()
         for (const s of res.skipped) ctx.err(`reef: skipped ${s} (not a file, directory or symlink)\n`)
         let replication: { blocks: number, missingReplicas: number, blocksShort: number } | undefined
@@ -158,7 +182,7 @@ export function createProgram (ctx: CliContext): Command {
           if (v === undefined) throw ReefError.notFound(`no head known for ${guid}`)
           cid = v.vguid
         }
-        const res = await getTo(node.store, cid, abs(opts.output))
+        const res = await getTo(node.store, cid, abs(raw(opts.output)))
         print(opts.json, { guid: cid, output: opts.output, ...res }, () =>
           `restored ${res.kind} to ${opts.output}: ${res.files} files ${res.dirs} dirs ${res.symlinks} symlinks ${res.bytes} bytes`)
       })

@@ -19,7 +19,7 @@ import { cidFromKey, isAguid, parseGuid } from '../src/block/index.js'
 import type { DhtOptions } from '../src/dht/index.js'
 import type { VersionInfo } from '../src/fs/fs.js'
 import { isFuseMounted } from '../mount/fuse.js'
-import { type CliContext, exitCodeFor, resolveVersionArg, runProgram, toJson } from './program.js'
+import { type CliContext, exitCodeFor, rawArgs, resolveVersionArg, runProgram, toJson } from './program.js'
 
 /** Thrown by openNode when a daemon serves the data directory: main re-sends the command line there. */
 class ForwardToDaemon extends Error {
@@ -43,7 +43,7 @@ interface RunResult { stdout: string, stderr: string, exitCode: number }
 
 /** Runs a forwarded command line inside a daemon, against the daemon's own node. */
 export async function runInDaemon (node: ReefNode, args: unknown): Promise<RunResult> {
-  const a = args as { argv: string[], cwd: string, stdin?: string }
+  const a = args as { argv: string[], rawArgv?: string[], cwd: string, stdin?: string }
   const stdout: Buffer[] = []
   let stderr = ''
   const ctx: CliContext = {
@@ -52,6 +52,7 @@ export async function runInDaemon (node: ReefNode, args: unknown): Promise<RunRe
     readStdin: async () => Buffer.from(a.stdin ?? '', 'base64'),
     cwd: a.cwd,
     tty: false,
+    rawArg: rawArgs(a.argv, a.rawArgv?.map(b => Buffer.from(b, 'base64'))),
     openNode: async () => ({ node, release: async () => {} })
   }
   const exitCode = await runProgram(ctx, a.argv)
@@ -357,14 +358,40 @@ function lifecycle (program: Command): void {
     })
 }
 
+/**
+ * The command-line arguments as bytes, when one of them is not UTF-8 (Node hands those over with
+ * U+FFFD in place of the bytes it could not decode, so a path argument would name another file).
+ * Linux keeps the exact bytes in /proc/self/cmdline; they are the last `n` entries there (node's
+ * own options come first). Undefined when no argument needs it or they cannot be matched up.
+ */
+function argvBytes (args: string[]): Buffer[] | undefined {
+  if (!args.some(a => a.includes('\ufffd'))) return undefined
+  let cmdline: Buffer
+  try {
+    cmdline = fs.readFileSync('/proc/self/cmdline')
+  } catch {
+    return undefined
+  }
+  const all: Buffer[] = []
+  for (let at = 0; at < cmdline.length;) {
+    const end = cmdline.indexOf(0, at)
+    all.push(cmdline.subarray(at, end < 0 ? cmdline.length : end))
+    at = end < 0 ? cmdline.length : end + 1
+  }
+  const raw = all.slice(all.length - args.length)
+  return raw.length === args.length && raw.every((b, i) => b.toString('utf8') === args[i]) ? raw : undefined
+}
+
 async function main (): Promise<void> {
   const args = process.argv.slice(2)
+  const raw = argvBytes(args)
   const ctx: CliContext = {
     out,
     err,
     readStdin,
     cwd: process.cwd(),
     tty: process.stderr.isTTY === true,
+    rawArg: rawArgs(args, raw),
     openNode: async (dataDir) => {
       if (await daemonRunning(dataDir)) {
         forwarded = dataDir
@@ -378,7 +405,8 @@ async function main (): Promise<void> {
   let code = await runProgram(ctx, args)
   if (forwarded !== undefined) {
     try {
-      const r = await request(forwarded, 'run', { argv: args, cwd: process.cwd(), stdin: stdinCache?.toString('base64') }) as RunResult
+      // JSON carries text: arguments that are not UTF-8 go along as bytes too (base64).
+      const r = await request(forwarded, 'run', { argv: args, rawArgv: raw?.map(b => b.toString('base64')), cwd: process.cwd(), stdin: stdinCache?.toString('base64') }) as RunResult
       out(Buffer.from(r.stdout, 'base64'))
       err(r.stderr)
       code = r.exitCode

@@ -6,9 +6,11 @@ import crypto from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
 import { CID } from 'multiformats/cid'
+import { decodeEntryBlock } from '../src/object/dir.js'
 import {
-  compareTrees, countTree, errorCode, expectedMtime, lastWord, reef, show, tempDir, utimeArg
+  compareTrees, countTree, errorCode, expectedMtime, lastWord, reef, reefShell, show, tempDir, utimeArg
 } from './helpers/cli.js'
+import { startNode } from './helpers/cluster.js'
 
 const sha256 = (b: Uint8Array): Buffer => crypto.createHash('sha256').update(b).digest()
 
@@ -273,4 +275,49 @@ t.test('history and show of this file system', async t => {
     t.equal(jr.guid, vguid)
     t.same(fs.readdirSync(path.join(dir, `v${i}`)), [])
   }
+})
+
+t.test('non-UTF-8 names as put and get arguments, in the CLI and through a daemon', async t => {
+  // Node decodes argv as UTF-8 and puts U+FFFD in place of other bytes, so `reef put $'n\xff'`
+  // used to look for a file named "n\ufffd" (ENOENT). The shell makes the names (octal escapes);
+  // a decoy named by the UTF-8 bytes of U+FFFD catches a put that read the lossy name instead.
+  const dir = tempDir(t)
+  const at = (...names: string[]): Buffer => Buffer.from(path.join(dir, ...names), 'latin1')
+  fs.writeFileSync(at('n\xff'), crypto.randomBytes(70_000))
+  fs.mkdirSync(at('d\xfe'))
+  fs.writeFileSync(at('d\xfe', 'in\xfa'), 'inside')
+  fs.writeFileSync(at('n\xef\xbf\xbd'), 'the decoy: what the lossy name finds')
+  const entryName = async (data: string, guid: string): Promise<Buffer> =>
+    Buffer.from(decodeEntryBlock(new Uint8Array((await reef(data, ['block', 'get', guid])).stdout)).name)
+  // [octal escapes for the shell, the same bytes as latin1]
+  const cases = [['n\\377', 'n\xff'], ['d\\376', 'd\xfe']]
+  const roundTrip = async (data: string, how: string): Promise<void> => {
+    for (const [src, name] of cases) {
+      const p = await reefShell(data, `put "$DIR/$(printf '${src}')"`, { env: { DIR: dir } })
+      t.equal(p.code, 0, `${how}: put ${src}: ${show(p)}`)
+      const guid = lastWord(p)
+      t.ok((await entryName(data, guid)).equals(Buffer.from(name, 'latin1')), `${how}: the stored top-level name is the bytes of ${src}`)
+      const g = await reefShell(data, `get ${guid} -o "$DIR/$(printf 'o\\375-${src}-${how}')"`, { env: { DIR: dir } })
+      t.equal(g.code, 0, `${how}: get -o: ${show(g)}`)
+      const restored = at(`o\xfd-${name}-${how}`)
+      t.ok(fs.existsSync(restored), `${how}: restored under the exact bytes given to -o`)
+      t.same(compareTrees(at(name), restored), [], `${how}: ${src} restored byte-identical`)
+      // Relative to the caller's working directory, the same bytes name the same input.
+      const rel = await reefShell(data, `put "$(printf '${src}')"`, { cwd: dir })
+      t.equal(lastWord(rel), guid, `${how}: a relative non-UTF-8 argument resolves in the caller's directory: ${show(rel)}`)
+    }
+  }
+  const direct = path.join(dir, 'data-direct')
+  t.equal((await reef(direct, ['init'])).code, 0)
+  await roundTrip(direct, 'direct')
+
+  // While a daemon serves the data directory, the command line travels as JSON over its control
+  // socket: the bytes must travel with it.
+  const served = path.join(dir, 'data-daemon')
+  const node = await startNode(t, served, 0)
+  const runs = async (): Promise<number> => (await node.control('status')).controlRequests?.run ?? 0
+  const before = await runs()
+  await roundTrip(served, 'daemon')
+  t.equal(await runs(), before + 4 * cases.length, 'the daemon ran every put, get and block get (forwarded)')
+  await node.stop()
 })

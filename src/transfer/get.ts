@@ -13,7 +13,6 @@
  * that a double cannot resolve a microsecond and the error is at most about 2 µs.
  */
 import fs from 'node:fs'
-import path from 'node:path'
 import { randomBytes } from 'node:crypto'
 import type { CID } from 'multiformats/cid'
 import { RAW, DAG_CBOR } from '../block/index.js'
@@ -22,28 +21,29 @@ import { decodeEntryBlock, DirReader, type Entry, linkTableKey } from '../object
 import { FileReader } from '../object/file.js'
 import { decodeVersion, objectKind } from '../object/version.js'
 import type { BlockGetter } from '../store/types.js'
+import { parentBytes, resolveBytes } from './paths.js'
 
 export interface GetResult { kind: string, files: number, dirs: number, symlinks: number, bytes: number }
 
 export interface GetOptions { onBytes?: (n: number) => void }
 
 
-function targetFree (out: string): void {
+function targetFree (out: Buffer): void {
   try {
     fs.lstatSync(out)
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code
-    if (code !== 'ENOENT') throw ReefError.badInput(`cannot use ${out}: ${code}`)
+    if (code !== 'ENOENT') throw ReefError.badInput(`cannot use ${out.toString()}: ${code}`)
     let parent: fs.Stats
     try {
-      parent = fs.statSync(path.dirname(path.resolve(out)))
+      parent = fs.statSync(parentBytes(out))
     } catch (err) {
-      throw ReefError.badInput(`cannot use ${out}: its parent directory: ${(err as NodeJS.ErrnoException).code}`)
+      throw ReefError.badInput(`cannot use ${out.toString()}: its parent directory: ${(err as NodeJS.ErrnoException).code}`)
     }
-    if (!parent.isDirectory()) throw ReefError.badInput(`cannot use ${out}: its parent is not a directory (ENOTDIR)`)
+    if (!parent.isDirectory()) throw ReefError.badInput(`cannot use ${out.toString()}: its parent is not a directory (ENOTDIR)`)
     return
   }
-  throw ReefError.badInput(`${out} already exists; reef get never overwrites`)
+  throw ReefError.badInput(`${out.toString()} already exists; reef get never overwrites`)
 }
 
 /**
@@ -73,14 +73,16 @@ async function removeTree (p: Buffer): Promise<void> {
   await fs.promises.rm(p, { recursive: true, force: true })
 }
 
-export async function getTo (store: BlockGetter, cid: CID, out: string, opts: GetOptions = {}): Promise<GetResult> {
+/** Restores `cid` to `target` (a string, or a Buffer for a name that is not UTF-8). */
+export async function getTo (store: BlockGetter, cid: CID, target: string | Buffer, opts: GetOptions = {}): Promise<GetResult> {
+  const out = resolveBytes(target)
   targetFree(out)
   const res: GetResult = { kind: 'raw', files: 0, dirs: 0, symlinks: 0, bytes: 0 }
   const bytes = await store.get(cid)
   const kind = cid.code === RAW ? 'raw' : cid.code === DAG_CBOR ? objectKind(cid, bytes) : 'raw'
   res.kind = kind
   if (kind === 'log') throw ReefError.badInput(`${cid.toString()} is a log record, not a file or tree (use reef block get)`)
-  const tmp = Buffer.from(path.join(path.dirname(path.resolve(out)), `.reef-get-${randomBytes(6).toString('hex')}.tmp`))
+  const tmp = Buffer.concat([parentBytes(out), Buffer.from(`/.reef-get-${randomBytes(6).toString('hex')}.tmp`)])
   const r = new Restorer(store, res, opts)
   try {
     switch (kind) {
@@ -112,7 +114,7 @@ export async function getTo (store: BlockGetter, cid: CID, out: string, opts: Ge
     await removeTree(tmp).catch(() => {})
     const code = (err as NodeJS.ErrnoException).code
     if (err instanceof ReefError || code === undefined) throw err
-    throw new ReefError('IO', `cannot write ${out}: ${code} (${(err as Error).message})`, err)
+    throw new ReefError('IO', `cannot write ${out.toString()}: ${code} (${(err as Error).message})`, err)
   }
   return res
 }

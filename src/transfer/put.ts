@@ -6,13 +6,13 @@
  * chunks (content addressing stores the data once).
  */
 import fs from 'node:fs'
-import path from 'node:path'
 import type { CID } from 'multiformats/cid'
 import type { Block } from '../block/index.js'
 import { ReefError } from '../errors.js'
 import { buildDir, encodeEntryBlock, type Entry } from '../object/dir.js'
 import { FileBuilder } from '../object/file.js'
 import type { BlockStore } from '../store/types.js'
+import { resolveBytes } from './paths.js'
 
 export interface PutResult {
   cid: CID
@@ -103,15 +103,6 @@ export async function putPath (store: BlockStore, target: string | Buffer, opts:
   await w.put([block])
   await w.drain()
   return { cid: block.cid, entry, ...res }
-}
-
-/**
- * path.resolve for a name given as bytes: as latin1 every byte is one character, so resolving
- * (which only looks at '/' and '.') keeps every other byte as it was.
- */
-export function resolveBytes (target: string | Buffer, cwd = process.cwd()): Buffer {
-  if (typeof target === 'string') return Buffer.from(path.resolve(cwd, target))
-  return Buffer.from(path.posix.resolve(Buffer.from(cwd).toString('latin1'), target.toString('latin1')), 'latin1')
 }
 
 function baseName (abs: Buffer): Uint8Array {

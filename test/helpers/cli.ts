@@ -52,6 +52,30 @@ export async function reef (dataDir: string | undefined, args: string[], opts: R
   })
 }
 
+/**
+ * Runs `reef --data-dir DATA <words>` through sh, for arguments a JS string cannot carry: Node
+ * encodes spawn's arguments as UTF-8, so a name that is not UTF-8 is made by the shell instead,
+ * e.g. words = `put "$DIR/$(printf 'n\\377')"` with DIR in `opts.env`.
+ */
+export async function reefShell (dataDir: string, words: string, opts: { env?: NodeJS.ProcessEnv, cwd?: string } = {}): Promise<CliResult> {
+  return await new Promise((resolve, reject) => {
+    const child = spawn('/bin/sh', ['-c', `exec "$REEF_NODE" "$REEF_BIN" --data-dir "$REEF_DATA" ${words}`], {
+      cwd: opts.cwd ?? os.tmpdir(),
+      env: { ...process.env, NODE_NO_WARNINGS: '1', REEF_NODE: process.execPath, REEF_BIN, REEF_DATA: dataDir, ...opts.env },
+      stdio: ['ignore', 'pipe', 'pipe']
+    })
+    const out: Buffer[] = []
+    const err: Buffer[] = []
+    child.stdout.on('data', (b: Buffer) => out.push(b))
+    child.stderr.on('data', (b: Buffer) => err.push(b))
+    child.on('error', reject)
+    child.on('close', (code, signal) => {
+      const stdout = Buffer.concat(out)
+      resolve({ code, signal, stdout, out: stdout.toString('utf8'), stderr: Buffer.concat(err).toString('utf8') })
+    })
+  })
+}
+
 /** The bracketed error code ending the CLI's error line, e.g. "BAD_GUID", or undefined. */
 export function errorCode (r: CliResult): string | undefined {
   const m = /\[([A-Z0-9_]+)\]\s*$/.exec(r.stderr)
