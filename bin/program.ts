@@ -24,8 +24,10 @@ export interface CliContext {
   err: (s: string) => void
   readStdin: () => Promise<Buffer>
   cwd: string
-  /** stderr is a terminal (progress bars). */
+  /** stderr is a terminal (progress bars): the caller's, when a daemon runs the command. */
   tty: boolean
+  /** Shows progress of `total` bytes; default: a bar on this process's stderr (terminalBar). */
+  progress?: (total: number) => Progress
   /**
    * The bytes of a path argument when they are not UTF-8 (Node decodes argv with U+FFFD in
    * their place): see rawArgs. Absent, or for any other value, the string itself.
@@ -116,23 +118,9 @@ export function createProgram (ctx: CliContext): Command {
       await release()
     }
   }
-  const progress = (total: number): { tick: (n: number) => void, stop: () => void } => {
-    if (!ctx.tty || total < 32 * 1024 * 1024) return { tick: () => {}, stop: () => {} }
-    const bar = new cliProgress.SingleBar({
-      stream: process.stderr,
-      format: '{bar} {percentage}% | {value}/{total} MiB | {speed} MiB/s',
-      hideCursor: true
-    }, cliProgress.Presets.shades_classic)
-    const start = Date.now()
-    let done = 0
-    bar.start(Math.ceil(total / 2 ** 20), 0, { speed: '0' })
-    return {
-      tick: n => {
-        done += n
-        bar.update(Math.floor(done / 2 ** 20), { speed: (done / 2 ** 20 / Math.max(0.001, (Date.now() - start) / 1000)).toFixed(0) })
-      },
-      stop: () => bar.stop()
-    }
+  const progress = (total: number): Progress => {
+    if (!ctx.tty || total < PROGRESS_MIN_BYTES) return { tick: () => {}, stop: () => {} }
+    return (ctx.progress ?? terminalBar)(total)
   }
 
   ctx.lifecycle?.(program)
@@ -273,6 +261,30 @@ export function createProgram (ctx: CliContext): Command {
     })
 
   return program
+}
+
+export interface Progress { tick: (n: number) => void, stop: () => void }
+
+/** Inputs below this size finish too soon for a progress bar to tell anything. */
+export const PROGRESS_MIN_BYTES = 32 * 1024 * 1024
+
+/** A progress bar of `total` bytes on a terminal (this process's stderr). */
+export function terminalBar (total: number, stream: NodeJS.WriteStream = process.stderr): Progress {
+  const bar = new cliProgress.SingleBar({
+    stream,
+    format: '{bar} {percentage}% | {value}/{total} MiB | {speed} MiB/s',
+    hideCursor: true
+  }, cliProgress.Presets.shades_classic)
+  const start = Date.now()
+  let done = 0
+  bar.start(Math.ceil(total / 2 ** 20), 0, { speed: '0' })
+  return {
+    tick: n => {
+      done += n
+      bar.update(Math.floor(done / 2 ** 20), { speed: (done / 2 ** 20 / Math.max(0.001, (Date.now() - start) / 1000)).toFixed(0) })
+    },
+    stop: () => bar.stop()
+  }
 }
 
 /** A VGUID string, or a sequence number of this data directory's file system. */

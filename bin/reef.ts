@@ -10,7 +10,7 @@ import type { Command } from 'commander'
 import '../src/polyfills.js'
 import { ReefError } from '../src/errors.js'
 import { ReefNode } from '../src/node.js'
-import { ControlServer } from '../src/control/server.js'
+import { ControlServer, type Handler } from '../src/control/server.js'
 import { daemonRunning, request } from '../src/control/client.js'
 import { SOCKET_NAME } from '../src/control/protocol.js'
 import { MountDaemon, cleanupStaleMount } from '../mount/daemon.js'
@@ -19,7 +19,7 @@ import { cidFromKey, isAguid, parseGuid } from '../src/block/index.js'
 import type { DhtOptions } from '../src/dht/index.js'
 import type { VersionInfo } from '../src/fs/fs.js'
 import { isFuseMounted } from '../mount/fuse.js'
-import { type CliContext, exitCodeFor, rawArgs, resolveVersionArg, runProgram, toJson } from './program.js'
+import { type CliContext, exitCodeFor, type Progress, rawArgs, resolveVersionArg, runProgram, terminalBar, toJson } from './program.js'
 
 /** Thrown by openNode when a daemon serves the data directory: main re-sends the command line there. */
 class ForwardToDaemon extends Error {
@@ -41,9 +41,48 @@ const err = (s: string): void => { process.stderr.write(s) }
 
 interface RunResult { stdout: string, stderr: string, exitCode: number }
 
+/**
+ * Progress of a command a daemon runs for a CLI on a terminal: sent to that CLI as events on the
+ * control socket (at most ten a second, and the last), which draws the bar on its own stderr.
+ */
+function remoteProgress (notify: (event: unknown) => void): (total: number) => Progress {
+  return total => {
+    let done = 0
+    let sent = 0
+    notify({ progress: { total, done } })
+    return {
+      tick: n => {
+        done += n
+        if (Date.now() - sent < 100) return
+        sent = Date.now()
+        notify({ progress: { total, done } })
+      },
+      stop: () => notify({ progress: { total, done, end: true } })
+    }
+  }
+}
+
+/** Draws the progress events of a forwarded command (see remoteProgress). */
+function progressEvents (): { onEvent: (event: unknown) => void, stop: () => void } {
+  let bar: Progress | undefined
+  let shown = 0
+  const stop = (): void => { bar?.stop(); bar = undefined }
+  return {
+    onEvent: event => {
+      const p = (event as { progress?: { total: number, done: number, end?: boolean } } | null)?.progress
+      if (p === undefined) return
+      if (bar === undefined) { bar = terminalBar(p.total); shown = 0 }
+      bar.tick(p.done - shown)
+      shown = p.done
+      if (p.end === true) stop()
+    },
+    stop
+  }
+}
+
 /** Runs a forwarded command line inside a daemon, against the daemon's own node. */
-export async function runInDaemon (node: ReefNode, args: unknown): Promise<RunResult> {
-  const a = args as { argv: string[], rawArgv?: string[], cwd: string, stdin?: string }
+export async function runInDaemon (node: ReefNode, args: unknown, notify: (event: unknown) => void = () => {}): Promise<RunResult> {
+  const a = args as { argv: string[], rawArgv?: string[], cwd: string, stdin?: string, tty?: boolean }
   const stdout: Buffer[] = []
   let stderr = ''
   const ctx: CliContext = {
@@ -51,7 +90,8 @@ export async function runInDaemon (node: ReefNode, args: unknown): Promise<RunRe
     err: s => { stderr += s },
     readStdin: async () => Buffer.from(a.stdin ?? '', 'base64'),
     cwd: a.cwd,
-    tty: false,
+    tty: a.tty === true,
+    progress: remoteProgress(notify),
     rawArg: rawArgs(a.argv, a.rawArgv?.map(b => Buffer.from(b, 'base64'))),
     openNode: async () => ({ node, release: async () => {} })
   }
@@ -69,7 +109,7 @@ async function serveControl (node: ReefNode, d: Daemon, socket: string, onStop: 
   // Requests served, by command: `reef status --json` shows them, so a test (or a user) can tell
   // that a command was answered by this daemon rather than by a process of its own.
   const served: Record<string, number> = {}
-  const handlers: Record<string, (args: unknown) => Promise<unknown>> = {
+  const handlers: Record<string, Handler> = {
     ping: async () => 'pong',
     status: async () => ({ ...d.status(), controlRequests: { ...served } }),
     sync: async (args) => {
@@ -84,7 +124,7 @@ async function serveControl (node: ReefNode, d: Daemon, socket: string, onStop: 
       setImmediate(() => { void onStop() })
       return { stopping: true }
     },
-    run: async (args) => await runInDaemon(node, args),
+    run: async (args, notify) => await runInDaemon(node, args, notify),
     // Which of these blocks this node holds locally (tests and repair checks use it).
     'local-has': async (args) => (args as { keys: string[] }).keys.map(k => node.local.hasSync(cidFromKey(Buffer.from(k, 'hex')))),
     // The head this node holds for an AGUID in its own head book (no network lookup): null if none.
@@ -95,9 +135,9 @@ async function serveControl (node: ReefNode, d: Daemon, socket: string, onStop: 
       return h === undefined ? null : { seq: h.seq.toString(), vguid: h.vguid.toString() }
     }
   }
-  const counted = Object.fromEntries(Object.entries(handlers).map(([cmd, h]) => [cmd, async (args: unknown) => {
+  const counted = Object.fromEntries(Object.entries(handlers).map(([cmd, h]) => [cmd, async (args: unknown, notify: (event: unknown) => void) => {
     served[cmd] = (served[cmd] ?? 0) + 1
-    return await h(args)
+    return await h(args, notify)
   }]))
   const server = new ControlServer(node.dataDir, counted, socket)
   await server.listen()
@@ -405,8 +445,16 @@ async function main (): Promise<void> {
   let code = await runProgram(ctx, args)
   if (forwarded !== undefined) {
     try {
-      // JSON carries text: arguments that are not UTF-8 go along as bytes too (base64).
-      const r = await request(forwarded, 'run', { argv: args, rawArgv: raw?.map(b => b.toString('base64')), cwd: process.cwd(), stdin: stdinCache?.toString('base64') }) as RunResult
+      // JSON carries text: arguments that are not UTF-8 go along as bytes too (base64). Whether
+      // stderr is a terminal goes along too; the daemon sends the progress to draw here.
+      const shown = progressEvents()
+      let r: RunResult
+      try {
+        r = await request(forwarded, 'run', { argv: args, rawArgv: raw?.map(b => b.toString('base64')), cwd: process.cwd(), stdin: stdinCache?.toString('base64'), tty: ctx.tty },
+          undefined, undefined, shown.onEvent) as RunResult
+      } finally {
+        shown.stop()
+      }
       out(Buffer.from(r.stdout, 'base64'))
       err(r.stderr)
       code = r.exitCode

@@ -8,7 +8,7 @@ import path from 'node:path'
 import { CID } from 'multiformats/cid'
 import { decodeEntryBlock } from '../src/object/dir.js'
 import {
-  compareTrees, countTree, errorCode, expectedMtime, lastWord, reef, reefShell, show, tempDir, utimeArg
+  compareTrees, countTree, errorCode, expectedMtime, lastWord, reef, reefPty, reefShell, SCRIPT_BIN, show, tempDir, utimeArg
 } from './helpers/cli.js'
 import { startNode } from './helpers/cluster.js'
 
@@ -319,5 +319,43 @@ t.test('non-UTF-8 names as put and get arguments, in the CLI and through a daemo
   const before = await runs()
   await roundTrip(served, 'daemon')
   t.equal(await runs(), before + 4 * cases.length, 'the daemon ran every put, get and block get (forwarded)')
+  await node.stop()
+})
+
+t.test('put shows a progress bar on a terminal, directly and through a daemon, and none on a pipe', async t => {
+  if (SCRIPT_BIN === undefined) {
+    t.skip('no script(1) (util-linux) to run reef on a pseudo-terminal')
+    return
+  }
+  const dir = tempDir(t)
+  const big = path.join(dir, 'big.bin')
+  fs.writeFileSync(big, crypto.randomBytes(40 * 1024 * 1024)) // above the 32 MiB threshold
+  const small = path.join(dir, 'small.bin')
+  fs.writeFileSync(small, crypto.randomBytes(1024 * 1024))
+  const BAR = /100% \| 40\/40 MiB \| \d+ MiB\/s/
+  const check = async (data: string, how: string): Promise<void> => {
+    const tty = await reefPty(data, ['put', big])
+    t.equal(tty.code, 0, `${how}, terminal: ${show(tty)}`)
+    t.match(tty.out, BAR, `${how}: a terminal sees the bar reach 100%`)
+    t.match(tty.out, /file 1 files 0 dirs 0 symlinks 41943040 bytes\r?\n\S+/, `${how}: the result follows the bar`)
+    const pipe = await reef(data, ['put', big])
+    t.equal(pipe.code, 0, show(pipe))
+    t.equal(lastWord(pipe), lastWord({ ...tty, out: tty.out.replace(/\r/g, '') }), `${how}: the same GUID either way`)
+    t.equal(pipe.stderr, '', `${how}: no bar when stderr is a pipe`)
+    const little = await reefPty(data, ['put', small])
+    t.equal(little.code, 0, show(little))
+    t.notMatch(little.out, /MiB\/s/, `${how}: no bar for a small input, even on a terminal`)
+  }
+  const direct = path.join(dir, 'data-direct')
+  t.equal((await reef(direct, ['init'])).code, 0)
+  await check(direct, 'direct')
+  // A daemon serving the data directory runs the put; the bar is drawn by the CLI from the
+  // progress the daemon streams back over the control socket.
+  const served = path.join(dir, 'data-daemon')
+  const node = await startNode(t, served, 0)
+  const runs = async (): Promise<number> => (await node.control('status')).controlRequests?.run ?? 0
+  const before = await runs()
+  await check(served, 'daemon')
+  t.equal(await runs(), before + 3, 'the daemon ran all three puts (forwarded)')
   await node.stop()
 })

@@ -1,7 +1,7 @@
 import fs from 'node:fs'
 import net from 'node:net'
 import { ReefError, type ReefErrorCode } from '../errors.js'
-import { MAX_MESSAGE, type Response, SOCKET_NAME } from './protocol.js'
+import { type Event, MAX_MESSAGE, type Response, SOCKET_NAME } from './protocol.js'
 import path from 'node:path'
 
 /** True if a daemon is serving this data directory. */
@@ -15,8 +15,12 @@ export async function daemonRunning (dataDir: string): Promise<boolean> {
   }
 }
 
-/** One request to the daemon; rejects with the daemon's ReefError code on failure. */
-export async function request (dataDir: string, cmd: string, args?: unknown, timeoutMs = 10 * 60 * 1000, socket = SOCKET_NAME): Promise<unknown> {
+/**
+ * One request to the daemon; rejects with the daemon's ReefError code on failure. Events the
+ * daemon sends before its response go to `onEvent` as they arrive.
+ */
+export async function request (dataDir: string, cmd: string, args?: unknown, timeoutMs = 10 * 60 * 1000, socket = SOCKET_NAME,
+  onEvent?: (event: unknown) => void): Promise<unknown> {
   const p = path.join(dataDir, socket)
   const line = await new Promise<string>((resolve, reject) => {
     const sock = net.connect(p)
@@ -26,6 +30,14 @@ export async function request (dataDir: string, cmd: string, args?: unknown, tim
     sock.on('connect', () => sock.write(JSON.stringify({ cmd, args }) + '\n'))
     sock.on('data', d => {
       buf += d
+      // Every complete line but the response is an event: hand it over and drop it.
+      for (let nl = buf.indexOf('\n'); nl >= 0 && buf.startsWith('{"event":'); nl = buf.indexOf('\n')) {
+        const ev = buf.slice(0, nl)
+        buf = buf.slice(nl + 1)
+        let event: unknown
+        try { event = (JSON.parse(ev) as Event).event } catch { continue }
+        onEvent?.(event)
+      }
       if (buf.length > MAX_MESSAGE) sock.destroy(new Error('control response too large'))
     })
     sock.on('end', () => { clearTimeout(timer); resolve(buf) })

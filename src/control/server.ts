@@ -4,7 +4,8 @@ import { ReefError } from '../errors.js'
 import path from 'node:path'
 import { MAX_MESSAGE, type Request, type Response, SOCKET_NAME } from './protocol.js'
 
-export type Handler = (args: unknown) => Promise<unknown>
+/** `notify` sends an event to the client ahead of the response (dropped once it has gone). */
+export type Handler = (args: unknown, notify: (event: unknown) => void) => Promise<unknown>
 
 /** Serves control requests; a stale socket file left by a killed daemon is replaced. */
 export class ControlServer {
@@ -40,16 +41,19 @@ export class ControlServer {
       if (nl < 0) return
       const line = buf.slice(0, nl)
       sock.pause()
-      void this.dispatch(line).then(res => sock.end(JSON.stringify(res) + '\n'))
+      const notify = (event: unknown): void => {
+        if (!sock.writableEnded && !sock.destroyed) sock.write(JSON.stringify({ event }) + '\n')
+      }
+      void this.dispatch(line, notify).then(res => sock.end(JSON.stringify(res) + '\n'))
     })
   }
 
-  private async dispatch (line: string): Promise<Response> {
+  private async dispatch (line: string, notify: (event: unknown) => void): Promise<Response> {
     try {
       const req = JSON.parse(line) as Request
       const h = typeof req?.cmd === 'string' ? this.handlers[req.cmd] : undefined
       if (h === undefined) return { ok: false, code: 'BAD_INPUT', message: `unknown control command ${String(req?.cmd)}` }
-      return { ok: true, result: await h(req.args) }
+      return { ok: true, result: await h(req.args, notify) }
     } catch (err) {
       const code = err instanceof ReefError ? err.code : 'IO'
       return { ok: false, code, message: (err as Error).message }

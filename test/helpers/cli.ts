@@ -76,6 +76,34 @@ export async function reefShell (dataDir: string, words: string, opts: { env?: N
   })
 }
 
+/** util-linux's script(1), which runs a command on a pseudo-terminal (Debian: bsdutils, Essential). */
+export const SCRIPT_BIN = ['/usr/bin/script', '/bin/script'].find(p => fs.existsSync(p))
+
+/**
+ * Runs `reef --data-dir DATA ...args` with its stdin, stdout and stderr on a pseudo-terminal (by
+ * script -qfec); `stdout` is everything the terminal showed, stderr included. Needs SCRIPT_BIN.
+ */
+export async function reefPty (dataDir: string, args: string[]): Promise<CliResult> {
+  const quote = (a: string): string => `'${a.replace(/'/g, "'\\''")}'`
+  const cmd = ['exec', process.execPath, REEF_BIN, '--data-dir', dataDir, ...args].map(quote).join(' ')
+  return await new Promise((resolve, reject) => {
+    const child = spawn(SCRIPT_BIN ?? 'script', ['-qfec', cmd, '/dev/null'], {
+      cwd: os.tmpdir(),
+      env: { ...process.env, NODE_NO_WARNINGS: '1', SHELL: '/bin/sh' },
+      stdio: ['ignore', 'pipe', 'pipe']
+    })
+    const out: Buffer[] = []
+    const err: Buffer[] = []
+    child.stdout.on('data', (b: Buffer) => out.push(b))
+    child.stderr.on('data', (b: Buffer) => err.push(b))
+    child.on('error', reject)
+    child.on('close', (code, signal) => {
+      const stdout = Buffer.concat(out)
+      resolve({ code, signal, stdout, out: stdout.toString('utf8'), stderr: Buffer.concat(err).toString('utf8') })
+    })
+  })
+}
+
 /** The bracketed error code ending the CLI's error line, e.g. "BAD_GUID", or undefined. */
 export function errorCode (r: CliResult): string | undefined {
   const m = /\[([A-Z0-9_]+)\]\s*$/.exec(r.stderr)
