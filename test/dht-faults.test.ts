@@ -7,6 +7,8 @@
 //           serving, its memory stays bounded
 //   repair  a block lost from one replica's store (no membership change) comes back through
 //           the periodic repair pass
+//   reads   while every put/has serving slot of a replica is held (what a flood of replication
+//           and repair requests does), reads through another node are still served by it
 import tap from 'tap'
 import crypto from 'node:crypto'
 import fs from 'node:fs'
@@ -15,7 +17,7 @@ import * as dagCbor from '@ipld/dag-cbor'
 import { multiaddr } from '@multiformats/multiaddr'
 import { CID } from 'multiformats/cid'
 import { open } from 'lmdb'
-import { cidFor } from '../src/block/index.js'
+import { cidFor, cidFromKey } from '../src/block/index.js'
 import { generateKeyPair, keyPairFromSeed, sign } from '../src/crypto/sign.js'
 import { headSigningPayload } from '../src/crypto/layouts.js'
 import { aguidFor, encodeHead, signHead, type SignedHead } from '../src/naming/index.js'
@@ -29,6 +31,17 @@ import {
 
 const K = 3
 const N = 5
+
+/** An unsigned varint (the block protocol's length prefix). */
+function varint (n: number): Uint8Array {
+  const out: number[] = []
+  for (let guard = 0; guard < 10; guard++) {
+    if (n < 0x80) { out.push(n); break }
+    out.push((n % 0x80) | 0x80)
+    n = Math.floor(n / 0x80)
+  }
+  return new Uint8Array(out)
+}
 
 tap.test('faults', async t => {
   // Node i serves corrupt blocks while the file corrupt-i exists in this directory.
@@ -48,18 +61,43 @@ tap.test('faults', async t => {
     const vg = (): CID => cidFor(crypto.randomBytes(32))
     const key = headKey(aguid)
 
-    const push = async (value: Uint8Array, k = key): Promise<{ acks: Set<string>, errors: number }> => {
+    /**
+     * Puts a record through the client. `sent`: the peers the PUT_VALUE went to; `acks`: those
+     * that stored it; `refused`: those that answered it with an error (a node refusing a record
+     * throws in its handler, which resets the stream: the client sees an error from that peer).
+     */
+    const push = async (value: Uint8Array, k = key): Promise<{ sent: Set<string>, acks: Set<string>, refused: Set<string> }> => {
+      const sent = new Set<string>()
       const acks = new Set<string>()
-      let errors = 0
+      const refused = new Set<string>()
       try {
         for await (const e of client.services.dht.put(k, value, { signal: AbortSignal.timeout(20_000) })) {
+          if (e.name === 'SEND_QUERY' && e.messageName === 'PUT_VALUE') sent.add(e.to.toString())
           if (e.name === 'PEER_RESPONSE' && e.messageName === 'PUT_VALUE') acks.add(e.from.toString())
-          if (e.name === 'QUERY_ERROR') errors++
+          // The put's events for one peer come together: its SEND_QUERY, then its answer.
+          if (e.name === 'QUERY_ERROR' && sent.has(e.from.toString())) refused.add(e.from.toString())
         }
-      } catch {
-        errors++
+      } catch (err) {
+        t.fail(`put: ${(err as Error).message}`)
       }
-      return { acks, errors }
+      return { sent, acks, refused }
+    }
+    const everyId = c.nodes.map(nd => nd.peerId).sort()
+    const refusedCounts = async (): Promise<number[]> => await Promise.all(c.nodes.map(async nd => (await nd.network()).headsRefused as number))
+    /** Each node's answer to a GET_VALUE of the victim's head, asked of every node. */
+    const served = async (): Promise<Array<{ from: string, seq: bigint, vguid: string }>> => {
+      const answers: Array<{ from: string, seq: bigint, vguid: string }> = []
+      try {
+        for await (const e of client.services.dht.get(key, { signal: AbortSignal.timeout(20_000) })) {
+          if (e.name === 'PEER_RESPONSE' && e.record != null) {
+            const h = dagCbor.decode<{ s: number | bigint, v: CID }>(e.record.value)
+            answers.push({ from: e.from.toString(), seq: BigInt(h.s), vguid: h.v.toString() })
+          }
+        }
+      } catch (err) {
+        t.fail(`get from the network: ${(err as Error).message}`)
+      }
+      return answers
     }
     const views = async (): Promise<Array<{ seq: string, vguid: string } | null>> =>
       await Promise.all(c.nodes.map(async nd => await nd.control('head', { aguid: aguid.toString() })))
@@ -82,14 +120,15 @@ tap.test('faults', async t => {
     t.equal(p1.acks.size, N, `seq ${SEQ} acknowledged by every node`)
     await everyNodeAt(SEQ, good.vguid)
 
-    const refusedBefore = (await Promise.all(c.nodes.map(async nd => (await nd.network()).headsRefused as number))).reduce((a, b) => a + b, 0)
     const other = generateKeyPair()
     const forge = (h: Omit<SignedHead, 'signature'>, secret: Uint8Array): Uint8Array =>
       encodeHead({ ...h, signature: sign(headSigningPayload({ aguid: h.aguid.bytes, vguid: h.vguid.bytes, seq: h.seq, time: h.time }), secret) })
     const now = BigInt(Date.now())
     const name = new TextEncoder().encode(cfg.name)
     const validHead = encodeHead(good)
-    const bad: Array<[string, Uint8Array]> = [
+    // `guard`: validly signed, so the validator passes it and every node's head guard (its
+    // durable head book) must refuse it, counting the refusal; the others fail validation.
+    const bad: Array<[string, Uint8Array, boolean?]> = [
       // another key claims the victim's AGUID, at a higher seq
       ['forged: other key, victim AGUID', forge({ aguid, vguid: vg(), seq: SEQ + 10n, time: now, name, publicKey: other.publicKey }, other.secretKey)],
       // the victim's public key, signed with another secret
@@ -97,11 +136,11 @@ tap.test('faults', async t => {
       // a valid head of another AGUID under the victim's key
       ['valid head of another AGUID', encodeHead(signHead(other, cfg.name, vg(), SEQ + 12n))],
       // a real, validly signed older head: replayed as is and freshly signed
-      ['replay of seq N-1', older],
-      ['fresh seq N-1', encodeHead(signHead(keys, cfg.name, vg(), SEQ - 1n))],
-      ['seq 0', encodeHead(signHead(keys, cfg.name, vg(), 0n))],
+      ['replay of seq N-1', older, true],
+      ['fresh seq N-1', encodeHead(signHead(keys, cfg.name, vg(), SEQ - 1n)), true],
+      ['seq 0', encodeHead(signHead(keys, cfg.name, vg(), 0n)), true],
       // same seq, different VGUID: a fork, recorded as evidence, never served
-      ['fork at seq N', encodeHead(signHead(keys, cfg.name, vg(), SEQ))],
+      ['fork at seq N', encodeHead(signHead(keys, cfg.name, vg(), SEQ)), true],
       // malformed
       ['random bytes', crypto.randomBytes(200)],
       ['truncated head', validHead.subarray(0, validHead.length - 7)],
@@ -111,33 +150,31 @@ tap.test('faults', async t => {
       ['oversized', dagCbor.encode({ ...dagCbor.decode<Record<string, unknown>>(validHead), n: new Uint8Array(4000) })],
       ['flipped signature', (() => { const b = validHead.slice(); b[b.length - 3] ^= 1; return b })()]
     ]
-    for (const [what, value] of bad) {
+    for (const [what, value, guard] of bad) {
+      const r0 = guard === true ? await refusedCounts() : []
       const p = await push(value)
+      t.same([...p.sent].sort(), everyId, `${what}: sent to every node`)
       t.equal(p.acks.size, 0, `${what}: no node acknowledged it (${[...p.acks].join(',')})`)
-      t.ok(p.errors > 0, `${what}: refusals reported to the sender`)
+      t.same([...p.refused].sort(), everyId, `${what}: every node refused it`)
+      if (guard === true) {
+        const d = (await refusedCounts()).map((n, i) => n - r0[i])
+        t.ok(d.every(n => n >= 1), `${what}: every node's head guard counted the refusal (${d.join(',')})`)
+      }
+      const answers = await served()
+      t.same(answers.map(a => a.from).sort(), everyId, `${what}: every node answered a get`)
+      t.same(answers.filter(a => a.seq !== SEQ || a.vguid !== good.vguid.toString()), [], `${what}: no node serves it (each serves seq N)`)
     }
     // A record under a key that is not a reef AGUID.
     const junkKey = new Uint8Array([...new TextEncoder().encode('/reef/'), 1, 2, 3])
     const pj = await push(validHead, junkKey)
     t.equal(pj.acks.size, 0, 'a head under a non-AGUID key is refused')
+    t.same([...pj.refused].sort(), [...pj.sent].sort(), 'by every node it was sent to')
 
     // Every node still holds seq N with the right VGUID...
     const v = await views()
     t.same(v, c.nodes.map(() => ({ seq: SEQ.toString(), vguid: good.vguid.toString() })), 'every node still at seq N, same VGUID')
-    const refusedAfter = (await Promise.all(c.nodes.map(async nd => (await nd.network()).headsRefused as number))).reduce((a, b) => a + b, 0)
-    t.ok(refusedAfter - refusedBefore >= 3 * N, `the head guards refused the replays and the fork (${refusedAfter - refusedBefore})`)
     // ...and serves only it: ask the network, look at every peer's answer.
-    const answers: Array<{ from: string, seq: bigint, vguid: string }> = []
-    try {
-      for await (const e of client.services.dht.get(key, { signal: AbortSignal.timeout(20_000) })) {
-        if (e.name === 'PEER_RESPONSE' && e.record != null) {
-          const h = dagCbor.decode<{ s: number | bigint, v: CID }>(e.record.value)
-          answers.push({ from: e.from.toString(), seq: BigInt(h.s), vguid: h.v.toString() })
-        }
-      }
-    } catch (err) {
-      t.fail(`get from the network: ${(err as Error).message}`)
-    }
+    const answers = await served()
     t.equal(new Set(answers.map(a => a.from)).size, N, `every node answered (${answers.length} answers)`)
     t.same(answers.filter(a => a.seq !== SEQ || a.vguid !== good.vguid.toString()), [], 'every node serves seq N with the right VGUID')
 
@@ -240,15 +277,6 @@ tap.test('faults', async t => {
     const ma = multiaddr(T.addr)
     const rss0 = rssKb(T.pid)
     const refused0 = (await T.network()).served.refused as number
-    const varint = (n: number): Uint8Array => {
-      const out: number[] = []
-      for (let guard = 0; guard < 10; guard++) {
-        if (n < 0x80) { out.push(n); break }
-        out.push((n % 0x80) | 0x80)
-        n = Math.floor(n / 0x80)
-      }
-      return new Uint8Array(out)
-    }
     const frame = (body: Uint8Array): Uint8Array => Buffer.concat([varint(body.length), body])
     const key = (): Uint8Array => crypto.randomBytes(32)
     /** One stream: sends `bytes`, closes its write side, reads the answer (a decoded map, or why there is none). */
@@ -386,5 +414,87 @@ tap.test('faults', async t => {
     // (~64 MB), MAX_INFLIGHT frames being read (~17 MB), plus heap and allocator slack, which
     // reached 158 MB once in CI. Reading every held frame would take 250 x MAX_FRAME (~530 MB).
     t.ok(Math.max(peak, rss1) - rss0 < 256 * 1024, `VmRSS ${Math.round(rss0 / 1024)} MB before, peak ${Math.round(peak / 1024)} MB, ${Math.round(rss1 / 1024)} MB after`)
+  })
+
+  t.test('reads are served while every put/has slot of a replica is held (repair cannot starve them)', async t => {
+    // The (reader R, replica T) pair with the most blocks R lacks and would ask T for first.
+    const h = await holdings(c.nodes, keys)
+    const holds = (nd: NodeHandle, j: number): boolean => (h.get(nd) as boolean[])[j]
+    let pick: { R: NodeHandle, T: NodeHandle, js: number[] } | undefined
+    for (const R of c.nodes) {
+      for (const T of c.nodes.filter(nd => nd !== R)) {
+        const js = keys.map((_k, j) => j).filter(j => !holds(R, j) && rankFor(keys[j], c.nodes.filter(nd => nd !== R)).find(nd => holds(nd, j)) === T)
+        if (js.length > (pick?.js.length ?? 0)) pick = { R, T, js }
+      }
+    }
+    if (pick === undefined) throw new Error('every node holds every block')
+    const { R, T } = pick
+    const js = pick.js.slice(0, 8)
+    t.ok(js.length >= 2, `reader node ${R.i} asks node ${T.i} first for ${pick.js.length} blocks; reading ${js.length}`)
+
+    // Streams that each send most of a put frame's length and then nothing: each holds one of
+    // T's serving slots until its 5 s request deadline. Fresh ones keep coming, so every put/has
+    // slot stays taken (and the rest wait) for as long as this runs.
+    const ma = multiaddr(T.addr)
+    const partial = Buffer.concat([varint(MAX_FRAME), crypto.randomBytes(64 * 1024)])
+    // 6 a second, each held up to 5 s: about 30 at a time, 8 served, the rest waiting (well
+    // within the 64 streams a connection may open per protocol).
+    const held: Array<{ abort: (e: Error) => void }> = []
+    let holding = true
+    const holder = (async () => {
+      for (let round = 0; holding && round < 60; round++) {
+        await Promise.all(Array.from({ length: 6 }, async () => {
+          try {
+            const s = await client.dialProtocol(ma, BLOCK_PROTOCOL, { signal: AbortSignal.timeout(5000), maxOutboundStreams: 1024 })
+            s.send(partial)
+            held.push(s)
+          } catch {}
+        }))
+        await new Promise(resolve => setTimeout(resolve, 1000))
+      }
+    })()
+    /** A has request on T's put/has protocol: answered within `ms`, not answered (every slot held), or not even sent. */
+    const probe = async (ms: number): Promise<'answered' | 'waiting' | 'error'> => {
+      const signal = AbortSignal.timeout(ms)
+      let s
+      try {
+        s = await client.dialProtocol(ma, BLOCK_PROTOCOL, { signal, maxOutboundStreams: 1024 })
+      } catch {
+        return 'error'
+      }
+      try {
+        const lp = lpStream(s, { maxDataLength: MAX_FRAME })
+        await lp.write(dagCbor.encode({ op: 'has', ks: [Buffer.from(keys[0], 'hex')] }), { signal })
+        await lp.read({ signal })
+        return 'answered'
+      } catch {
+        return signal.aborted ? 'waiting' : 'error'
+      } finally {
+        s.abort(new Error('probe done'))
+      }
+    }
+    try {
+      await waitFor('T\'s put/has slots all held', async () => await probe(1000) === 'waiting', 15_000, 0)
+      const failed0 = (await R.network()).fetch.failedPeers as number
+      const ms: number[] = []
+      for (const j of js) {
+        const bguid = cidFromKey(Buffer.from(keys[j], 'hex')).toString()
+        const t0 = Date.now()
+        const r = await R.control('run', { argv: ['--data-dir', R.dataDir, 'block', 'get', bguid], cwd: work }) as { stdout: string, exitCode: number, stderr: string }
+        ms.push(Date.now() - t0)
+        t.equal(r.exitCode, 0, `block get ${bguid.slice(0, 16)}...: ${r.stderr}`)
+        t.equal(crypto.createHash('sha256').update(Buffer.from(r.stdout, 'base64')).digest('hex'), keys[j], 'the right bytes')
+      }
+      t.equal(await probe(1000), 'waiting', 'T\'s put/has slots were still all held after the reads')
+      const fetch = (await R.network()).fetch
+      t.equal(fetch.failedPeers, failed0, `T answered every read itself: no request waited out its deadline (${JSON.stringify(fetch)})`)
+      t.ok(ms.every(x => x < 2000), `each read within 2 s, well below the 5 s request deadline (ms: ${ms.join(', ')})`)
+      t.comment(`read latencies with T's put/has slots held: ${ms.join(', ')} ms`)
+    } finally {
+      holding = false
+      await holder
+      for (const s of held) s.abort(new Error('done'))
+    }
+    await waitFor('T serving puts and has again', async () => await probe(2000) === 'answered', 20_000, 100)
   })
 })
