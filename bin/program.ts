@@ -188,9 +188,12 @@ export function createProgram (ctx: CliContext): Command {
   block.command('get')
     .description('write one block to stdout, verified against its BGUID')
     .argument('<bguid>', 'block GUID')
-    .action(async (guid: string) => {
+    .option('--json', 'print {bguid, size, base64} instead of the raw bytes')
+    .action(async (guid: string, opts: { json?: boolean }) => {
       const cid = parseGuid(guid)
-      ctx.out(await withNode(async node => await node.store.get(cid)))
+      const bytes = await withNode(async node => await node.store.get(cid))
+      if (opts.json === true) print(true, { bguid: cid, size: bytes.length, base64: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64') }, () => '')
+      else ctx.out(bytes)
     })
 
   program.command('history')

@@ -226,7 +226,8 @@ function lifecycle (program: Command): void {
     process.once('SIGTERM', () => { void stop() })
     serving = true
     const what = checkout !== undefined ? `version ${version?.root.seq} (read-only)` : d.aguid.toString() + (d.fs.readOnly ? ' (read-only)' : '')
-    for (const a of node.dht?.addrs() ?? []) out(a + '\n')
+    // With --json, stdout is one JSON document (its network.addrs are these lines).
+    if (opts.json !== true) for (const a of node.dht?.addrs() ?? []) out(a + '\n')
     err(`reef: mounted ${what} on ${path.resolve(mountpoint)} (data: ${node.dataDir}); Ctrl-C or \`reef unmount ${mountpoint}\` to unmount\n`)
     if (opts.json === true) out(toJson(d.status()) + '\n')
     await new Promise<void>(resolve => { const t = setInterval(() => { if (stopping !== undefined) { clearInterval(t); void stopping.then(resolve) } }, 200) })
@@ -256,7 +257,8 @@ function lifecycle (program: Command): void {
     .option('--bootstrap <multiaddr>', 'join the network through this node (repeatable)', collect, [])
     .option('--k <n>', 'replicas per block (default 3)')
     .option('--repair-interval <seconds>', 'full repair pass period (default 600)')
-    .action(async (opts: { listen?: string[], bootstrap?: string[], k?: string, repairInterval?: string }) => {
+    .option('--json', 'print {peerId, addrs, dataDir, aguid} as JSON once up, instead of one multiaddr per line')
+    .action(async (opts: { listen?: string[], bootstrap?: string[], k?: string, repairInterval?: string, json?: boolean }) => {
       const dir = dataDir()
       if (ReefNode.init(dir)) err(`reef: created a new data directory at ${dir}\n`)
       const node = await ReefNode.open(dir, { network: networkOptions(opts, ['/ip4/0.0.0.0/tcp/4001']) })
@@ -281,7 +283,9 @@ function lifecycle (program: Command): void {
       }
       process.once('SIGINT', () => { void stop() })
       process.once('SIGTERM', () => { void stop() })
-      for (const a of node.dht?.addrs() ?? []) out(a + '\n')
+      const addrs = node.dht?.addrs() ?? []
+      if (opts.json === true) out(toJson({ peerId: node.dht?.peerId, addrs, dataDir: node.dataDir, aguid: node.aguid, pid: process.pid }) + '\n')
+      else for (const a of addrs) out(a + '\n')
       err(`reef: node ${node.dht?.peerId ?? ''} up (data: ${node.dataDir}); Ctrl-C to stop\n`)
       await new Promise<void>(resolve => { const t = setInterval(() => { if (stopping !== undefined) { clearInterval(t); void stopping.then(resolve) } }, 200) })
     })
@@ -290,8 +294,9 @@ function lifecycle (program: Command): void {
     .description('mount one old version read-only on DIR (foreground)')
     .argument('<version>', 'VGUID or sequence number')
     .argument('<dir>', 'mount point (created if missing)')
-    .action(async (version: string, mountpoint: string) => {
-      await foreground(mountpoint, {}, version)
+    .option('--json', 'print the mount status as JSON once mounted')
+    .action(async (version: string, mountpoint: string, opts: { json?: boolean }) => {
+      await foreground(mountpoint, { json: opts.json }, version)
     })
 
   program.command('unmount')

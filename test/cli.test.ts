@@ -8,8 +8,10 @@ import path from 'node:path'
 import { CID } from 'multiformats/cid'
 import { decodeEntryBlock } from '../src/object/dir.js'
 import {
-  compareTrees, countTree, errorCode, expectedMtime, lastWord, reef, reefPty, reefShell, SCRIPT_BIN, show, tempDir, utimeArg
+  compareTrees, countTree, errorCode, expectedMtime, lastWord, reef, reefPty, reefShell, SCRIPT_BIN, show, startDaemon, tempDir, utimeArg,
+  waitUntil
 } from './helpers/cli.js'
+import { skipReason as mountSkipReason } from './helpers/mount.js'
 import { startNode } from './helpers/cluster.js'
 
 const sha256 = (b: Uint8Array): Buffer => crypto.createHash('sha256').update(b).digest()
@@ -61,12 +63,19 @@ t.test('init creates the identity and is idempotent', async t => {
   t.not(j3.aguid, j.aguid, 'a different identity has a different AGUID')
 })
 
-t.test('--help on every command', async t => {
-  const cmds = [[], ['init'], ['put'], ['get'], ['block'], ['block', 'put'], ['block', 'get'], ['history'], ['show']]
+t.test('--help on every command, and --json on every command that prints', async t => {
+  const cmds = [[], ['init'], ['put'], ['get'], ['block'], ['block', 'put'], ['block', 'get'], ['history'], ['show'],
+    ['status'], ['sync'], ['mount'], ['node'], ['checkout'], ['unmount']]
+  const printsData = new Set(['init', 'put', 'get', 'block put', 'block get', 'history', 'show', 'status', 'sync', 'mount', 'node', 'checkout', 'unmount'])
+  // The top-level help lists every command; each of them must be in the list above.
+  const top = await reef(data, ['--help'])
+  const listed = [...top.out.matchAll(/^ {2}(\w+)(?: \[options\])?/gm)].map(m => m[1]).filter(c => c !== 'help')
+  t.same(listed.filter(c => !cmds.some(x => x[0] === c)), [], 'every command of `reef --help` is checked here')
   await Promise.all(cmds.map(async c => {
     const r = await reef(data, [...c, '--help'])
     t.equal(r.code, 0, `${c.join(' ')} --help exits 0: ${show(r)}`)
     t.match(r.out, new RegExp(`Usage: reef ${c.join(' ')}`.trimEnd()), `${c.join(' ')} --help shows its usage`)
+    if (printsData.has(c.join(' '))) t.match(r.out, /--json/, `${c.join(' ')} takes --json`)
   }))
 })
 
@@ -225,6 +234,10 @@ t.test('block put / block get round-trip binary data', async t => {
     const j = json(t, await reef(data, ['block', 'put', '--json'], { input: bytes }))
     t.equal(j.bguid, bguid, `${what}: --json gives the same BGUID`)
     t.equal(j.size, bytes.length)
+    const jg = json(t, await reef(data, ['block', 'get', bguid, '--json']))
+    t.equal(jg.bguid, bguid, `${what}: block get --json names the block`)
+    t.equal(jg.size, bytes.length)
+    t.ok(Buffer.from(jg.base64, 'base64').equals(bytes), `${what}: block get --json carries the bytes (base64)`)
   }
 })
 
@@ -358,4 +371,64 @@ t.test('put shows a progress bar on a terminal, directly and through a daemon, a
   await check(served, 'daemon')
   t.equal(await runs(), before + 3, 'the daemon ran all three puts (forwarded)')
   await node.stop()
+})
+
+t.test('node, mount and checkout --json print one JSON document; unmount --json too', async t => {
+  const dir = tempDir(t)
+  const nodeData = path.join(dir, 'data-node')
+  const aguid = json(t, await reef(nodeData, ['init', '--json'])).aguid
+  const node = startDaemon(t, nodeData, ['node', '--listen', '/ip4/127.0.0.1/tcp/0', '--json'])
+  await waitUntil('the node\'s JSON line', () => {
+    if (node.exited() !== undefined) throw new Error(`reef node exited: ${node.stderr()}`)
+    return node.stdout().endsWith('\n')
+  })
+  const j = JSON.parse(node.stdout())
+  t.equal(node.stdout().trim().split('\n').length, 1, 'one line on stdout')
+  t.equal(j.aguid, aguid)
+  t.ok(Array.isArray(j.addrs) && j.addrs.length > 0, 'addrs listed')
+  for (const a of j.addrs) t.match(a, new RegExp(`^/ip4/127\\.0\\.0\\.1/tcp/\\d+/p2p/${j.peerId}$`), 'a dialable multiaddr of this node')
+  const st = json(t, await reef(nodeData, ['status', '--json']))
+  t.equal(st.pid, j.pid, 'the node that printed it serves the data directory')
+  process.kill(j.pid, 'SIGTERM')
+  t.match(await node.waitExit(30_000), { code: 0 }, 'reef node stops on SIGTERM')
+
+  const why = mountSkipReason()
+  if (why !== false) {
+    t.skip(`mount and checkout: ${why}`)
+    return
+  }
+  // A networked mount: its addresses are in the JSON, not on lines of their own.
+  const mntData = path.join(dir, 'data-mount')
+  const mnt = path.join(dir, 'mnt')
+  const m = startDaemon(t, mntData, ['mount', mnt, '--listen', '/ip4/127.0.0.1/tcp/0', '--json'])
+  await waitUntil('the mount\'s JSON line', () => {
+    if (m.exited() !== undefined) throw new Error(`reef mount exited: ${m.stderr()}`)
+    return m.stdout().endsWith('\n')
+  })
+  const jm = JSON.parse(m.stdout())
+  t.equal(jm.mountpoint, mnt)
+  t.equal(jm.readOnly, false)
+  t.ok(jm.network?.addrs?.length > 0, 'the network addresses are in the JSON')
+  fs.writeFileSync(path.join(mnt, 'f'), 'through the mount')
+  const um = json(t, await reef(mntData, ['unmount', mnt, '--json']))
+  t.equal(um.unmounted, true)
+  t.match(await m.waitExit(60_000), { code: 0 }, 'the mount daemon exits after unmount')
+  const seq = json(t, await reef(mntData, ['status', '--json'])).seq
+
+  const co = path.join(dir, 'checkout')
+  const c = startDaemon(t, mntData, ['checkout', '1', co, '--json'])
+  await waitUntil('the checkout\'s JSON line', () => {
+    if (c.exited() !== undefined) throw new Error(`reef checkout exited: ${c.stderr()}`)
+    return c.stdout().endsWith('\n')
+  })
+  const jc = JSON.parse(c.stdout())
+  t.equal(c.stdout().trim().split('\n').length, 1, 'one line on stdout')
+  t.equal(jc.mountpoint, co)
+  t.equal(jc.readOnly, true)
+  t.equal(jc.seq, '1', 'version 1 is mounted')
+  t.not(jc.seq, seq, 'not the current version')
+  t.notOk(fs.readdirSync(co).includes('f'), 'version 1 is from before the file was written')
+  const uc = json(t, await reef(mntData, ['unmount', co, '--json']))
+  t.same({ unmounted: uc.unmounted, mountpoint: uc.mountpoint }, { unmounted: true, mountpoint: co })
+  t.match(await c.waitExit(60_000), { code: 0 }, 'the checkout daemon exits after unmount')
 })

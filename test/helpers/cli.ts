@@ -104,6 +104,64 @@ export async function reefPty (dataDir: string, args: string[]): Promise<CliResu
   })
 }
 
+export interface Daemon {
+  /** Everything written to stdout / stderr so far. */
+  stdout: () => string
+  stderr: () => string
+  exited: () => { code: number | null, signal: NodeJS.Signals | null } | undefined
+  /** Waits (bounded) for the process to exit on its own; SIGKILL after `ms`. */
+  waitExit: (ms: number) => Promise<{ code: number | null, signal: NodeJS.Signals | null }>
+}
+
+/**
+ * Starts a long-running `reef --data-dir DATA ...args` (node, mount, checkout) with stdout and
+ * stderr in files (never pipes a test might stop reading), killed at teardown if still running.
+ */
+export function startDaemon (t: { teardown: (fn: () => void | Promise<void>) => void }, dataDir: string, args: string[]): Daemon {
+  const logs = fs.mkdtempSync(path.join(os.tmpdir(), 'reef-daemon-'))
+  const ofd = fs.openSync(path.join(logs, 'stdout'), 'w')
+  const efd = fs.openSync(path.join(logs, 'stderr'), 'w')
+  const child = spawn(process.execPath, [REEF_BIN, '--data-dir', dataDir, ...args], {
+    cwd: os.tmpdir(),
+    env: { ...process.env, NODE_NO_WARNINGS: '1' },
+    stdio: ['ignore', ofd, efd]
+  })
+  fs.closeSync(ofd)
+  fs.closeSync(efd)
+  let exit: { code: number | null, signal: NodeJS.Signals | null } | undefined
+  const exited = new Promise<{ code: number | null, signal: NodeJS.Signals | null }>(resolve => {
+    child.on('exit', (code, signal) => { exit = { code, signal }; resolve(exit) })
+  })
+  const read = (f: string) => (): string => { try { return fs.readFileSync(path.join(logs, f), 'utf8') } catch { return '' } }
+  const waitExit = async (ms: number): Promise<{ code: number | null, signal: NodeJS.Signals | null }> => {
+    let timer: NodeJS.Timeout | undefined
+    const late = new Promise<undefined>(resolve => { timer = setTimeout(() => resolve(undefined), ms) })
+    const r = await Promise.race([exited, late])
+    clearTimeout(timer)
+    if (r !== undefined) return r
+    child.kill('SIGKILL')
+    return await exited
+  }
+  t.teardown(async () => {
+    if (exit === undefined) {
+      child.kill('SIGTERM')
+      await waitExit(30_000)
+    }
+    fs.rmSync(logs, { recursive: true, force: true })
+  })
+  return { stdout: read('stdout'), stderr: read('stderr'), exited: () => exit, waitExit }
+}
+
+/** Polls `cond` every `everyMs` until it returns true; throws after `timeoutMs` naming `what`. */
+export async function waitUntil (what: string, cond: () => boolean | Promise<boolean>, timeoutMs = 30_000, everyMs = 50): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    if (await cond()) return
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
+    await new Promise(resolve => setTimeout(resolve, everyMs))
+  }
+}
+
 /** The bracketed error code ending the CLI's error line, e.g. "BAD_GUID", or undefined. */
 export function errorCode (r: CliResult): string | undefined {
   const m = /\[([A-Z0-9_]+)\]\s*$/.exec(r.stderr)
