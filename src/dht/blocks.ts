@@ -208,9 +208,12 @@ export class BlockService {
     }
   }
 
-  /** A verified block from one peer; undefined if the peer lacks it; throws on a corrupt answer. */
-  async getFrom (peer: PeerId, key: Uint8Array): Promise<Uint8Array | undefined> {
-    const res = await this.request(peer, { op: 'get', k: key })
+  /**
+   * A verified block from one peer; undefined if the peer lacks it; throws on a corrupt answer.
+   * The request ends at `timeoutMs` (at most the service's request deadline).
+   */
+  async getFrom (peer: PeerId, key: Uint8Array, timeoutMs = this.timeoutMs): Promise<Uint8Array | undefined> {
+    const res = await this.request(peer, { op: 'get', k: key }, Math.min(timeoutMs, this.timeoutMs))
     if (!res.ok || res.d === undefined) return undefined
     if (!sameBytes(sha256(res.d), key)) {
       throw ReefError.blockCorrupt(cidFromKey(key).toString(), `the answer of peer ${peer.toString()}`)

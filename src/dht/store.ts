@@ -75,7 +75,7 @@ export class DhtBlockStore implements BlockStore {
       if (left <= 0) break
       asked++
       try {
-        const d = await within(this.service.getFrom(m.id, key), left)
+        const d = await within(this.service.getFrom(m.id, key, left), left)
         if (d === undefined) continue
         // A cache copy: verified already, and re-fetchable, so the read does not wait for the
         // local fsync (it used to, for several ms per block).
