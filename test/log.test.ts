@@ -7,6 +7,7 @@ import { type Block, cidFor, type CID, DAG_CBOR, RAW } from '../src/block/index.
 import { MemoryBlockStore } from '../src/store/memory.js'
 import { DATA_FRAME_MIN, WriterLog } from '../src/log/index.js'
 import { decodeRecord, encodeRecord, type LogRecord, type Op } from '../src/log/record.js'
+import { norm } from './helpers/values.js'
 
 const rnd = (n: number): Uint8Array => new Uint8Array(randomBytes(n))
 const enc = new TextEncoder()
@@ -36,17 +37,6 @@ function allOps (): Op[] {
   ]
 }
 
-/** A comparable form: byte arrays as hex, CIDs as strings, bigints kept as bigints. */
-function norm (v: unknown): unknown {
-  if (v instanceof Uint8Array) return { bytes: Buffer.from(v).toString('hex') }
-  if (v !== null && typeof v === 'object') {
-    const c = (v as { asCID?: unknown }).asCID
-    if (c !== undefined && c === v) return { cid: String(v) }
-    if (Array.isArray(v)) return v.map(norm)
-    return Object.fromEntries(Object.entries(v).filter(([, x]) => x !== undefined).map(([k, x]) => [k, norm(x)]))
-  }
-  return v
-}
 
 t.test('every op type roundtrips through append, close and open', async t => {
   const dir = t.testdir()

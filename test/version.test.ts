@@ -10,21 +10,11 @@ import { cidFor, DAG_CBOR, RAW } from '../src/block/index.js'
 import { ROOT_INO } from '../src/fs/inode.js'
 import { ReefNode } from '../src/node.js'
 import { decodeVersion, encodeVersion, objectKind, type VersionRoot } from '../src/object/version.js'
+import { norm } from './helpers/values.js'
 
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s)
 const link = (): ReturnType<typeof cidFor> => cidFor(crypto.randomBytes(16), DAG_CBOR)
 
-/** A comparable form: byte arrays as hex, CIDs as strings, bigints kept. */
-function norm (v: unknown): unknown {
-  if (v instanceof Uint8Array) return { bytes: Buffer.from(v).toString('hex') }
-  if (v !== null && typeof v === 'object') {
-    const c = (v as { asCID?: unknown }).asCID
-    if (c !== undefined && c === v) return { cid: String(v) }
-    if (Array.isArray(v)) return v.map(norm)
-    return Object.fromEntries(Object.entries(v).filter(([, x]) => x !== undefined).map(([k, x]) => [k, norm(x)]))
-  }
-  return v
-}
 
 t.test('a fold writes a version root naming its parent, author, message and time, and it decodes to the same', async t => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'reef-version-'))

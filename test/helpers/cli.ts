@@ -3,7 +3,7 @@
  * error code, make and remove temp dirs, look inside the LMDB store, and compare two trees
  * byte for byte (names as Buffers, so non-UTF-8 names compare exactly).
  */
-import { spawn } from 'node:child_process'
+import { spawn, type ChildProcess } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import fs from 'node:fs'
 import os from 'node:os'
@@ -32,19 +32,24 @@ export interface RunOptions {
 /** Runs `reef --data-dir DATA ...args`; resolves (never rejects) with the exit code and output. */
 export async function reef (dataDir: string | undefined, args: string[], opts: RunOptions = {}): Promise<CliResult> {
   const argv = [REEF_BIN, ...(dataDir !== undefined ? ['--data-dir', dataDir] : []), ...args]
+  const child = spawn(process.execPath, argv, {
+    cwd: opts.cwd ?? os.tmpdir(),
+    env: { ...process.env, NODE_NO_WARNINGS: '1', ...opts.env },
+    stdio: ['pipe', 'pipe', 'pipe']
+  })
+  child.stdin.on('error', () => {}) // the child may exit before reading all of stdin
+  child.stdin.end(opts.input ?? '')
+  return await collect(child)
+}
+
+/** Resolves (never rejects on exit) with a child's exit code and everything it wrote. */
+async function collect (child: ChildProcess): Promise<CliResult> {
   return await new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, argv, {
-      cwd: opts.cwd ?? os.tmpdir(),
-      env: { ...process.env, NODE_NO_WARNINGS: '1', ...opts.env },
-      stdio: ['pipe', 'pipe', 'pipe']
-    })
     const out: Buffer[] = []
     const err: Buffer[] = []
-    child.stdout.on('data', (b: Buffer) => out.push(b))
-    child.stderr.on('data', (b: Buffer) => err.push(b))
+    child.stdout?.on('data', (b: Buffer) => out.push(b))
+    child.stderr?.on('data', (b: Buffer) => err.push(b))
     child.on('error', reject)
-    child.stdin.on('error', () => {}) // the child may exit before reading all of stdin
-    child.stdin.end(opts.input ?? '')
     child.on('close', (code, signal) => {
       const stdout = Buffer.concat(out)
       resolve({ code, signal, stdout, out: stdout.toString('utf8'), stderr: Buffer.concat(err).toString('utf8') })
@@ -58,22 +63,11 @@ export async function reef (dataDir: string | undefined, args: string[], opts: R
  * e.g. words = `put "$DIR/$(printf 'n\\377')"` with DIR in `opts.env`.
  */
 export async function reefShell (dataDir: string, words: string, opts: { env?: NodeJS.ProcessEnv, cwd?: string } = {}): Promise<CliResult> {
-  return await new Promise((resolve, reject) => {
-    const child = spawn('/bin/sh', ['-c', `exec "$REEF_NODE" "$REEF_BIN" --data-dir "$REEF_DATA" ${words}`], {
-      cwd: opts.cwd ?? os.tmpdir(),
-      env: { ...process.env, NODE_NO_WARNINGS: '1', REEF_NODE: process.execPath, REEF_BIN, REEF_DATA: dataDir, ...opts.env },
-      stdio: ['ignore', 'pipe', 'pipe']
-    })
-    const out: Buffer[] = []
-    const err: Buffer[] = []
-    child.stdout.on('data', (b: Buffer) => out.push(b))
-    child.stderr.on('data', (b: Buffer) => err.push(b))
-    child.on('error', reject)
-    child.on('close', (code, signal) => {
-      const stdout = Buffer.concat(out)
-      resolve({ code, signal, stdout, out: stdout.toString('utf8'), stderr: Buffer.concat(err).toString('utf8') })
-    })
-  })
+  return await collect(spawn('/bin/sh', ['-c', `exec "$REEF_NODE" "$REEF_BIN" --data-dir "$REEF_DATA" ${words}`], {
+    cwd: opts.cwd ?? os.tmpdir(),
+    env: { ...process.env, NODE_NO_WARNINGS: '1', REEF_NODE: process.execPath, REEF_BIN, REEF_DATA: dataDir, ...opts.env },
+    stdio: ['ignore', 'pipe', 'pipe']
+  }))
 }
 
 /** util-linux's script(1), which runs a command on a pseudo-terminal (Debian: bsdutils, Essential). */
@@ -86,22 +80,11 @@ export const SCRIPT_BIN = ['/usr/bin/script', '/bin/script'].find(p => fs.exists
 export async function reefPty (dataDir: string, args: string[]): Promise<CliResult> {
   const quote = (a: string): string => `'${a.replace(/'/g, "'\\''")}'`
   const cmd = ['exec', process.execPath, REEF_BIN, '--data-dir', dataDir, ...args].map(quote).join(' ')
-  return await new Promise((resolve, reject) => {
-    const child = spawn(SCRIPT_BIN ?? 'script', ['-qfec', cmd, '/dev/null'], {
-      cwd: os.tmpdir(),
-      env: { ...process.env, NODE_NO_WARNINGS: '1', SHELL: '/bin/sh' },
-      stdio: ['ignore', 'pipe', 'pipe']
-    })
-    const out: Buffer[] = []
-    const err: Buffer[] = []
-    child.stdout.on('data', (b: Buffer) => out.push(b))
-    child.stderr.on('data', (b: Buffer) => err.push(b))
-    child.on('error', reject)
-    child.on('close', (code, signal) => {
-      const stdout = Buffer.concat(out)
-      resolve({ code, signal, stdout, out: stdout.toString('utf8'), stderr: Buffer.concat(err).toString('utf8') })
-    })
-  })
+  return await collect(spawn(SCRIPT_BIN ?? 'script', ['-qfec', cmd, '/dev/null'], {
+    cwd: os.tmpdir(),
+    env: { ...process.env, NODE_NO_WARNINGS: '1', SHELL: '/bin/sh' },
+    stdio: ['ignore', 'pipe', 'pipe']
+  }))
 }
 
 export interface Daemon {
