@@ -180,24 +180,31 @@ if (skip !== false) {
     tt.notOk(fs.existsSync(p('src')), 'source name gone')
     tt.not(fs.statSync(p('target')).ino, oldIno, 'target is the renamed inode')
 
-    // Atomicity: a reader in another process sees the old or the new file, whole, never a mix or
-    // an empty file, and never any error but the ENOENT race below.
+    // Atomicity: a reader in another process sees the old or the new file, whole, never a mix,
+    // an empty file or an error. Each rename waits until the reader has read twice since the
+    // last one, so reads race every rename but no read spans two renames.
+    // libfuse's high-level API names nodes by path: a read whose kernel dentry still pointed at the
+    // replaced inode got ENOENT from libfuse (13 of 56 opens here) before reef saw the call. The
+    // binding answers ESTALE instead, and the kernel looks the name up again and retries once.
     fs.writeFileSync(p('atom'), 'A')
-    const reader = sh('ok=0; gone=0; bad=0; while [ ! -e stop ]; do if c=$(cat atom 2>/tmp/reef-atom-err-$$); then if [ "$c" = A ] || [ "$c" = B ]; then ok=$((ok+1)); else bad=$((bad+1)); fi; elif grep -q "No such file" /tmp/reef-atom-err-$$; then gone=$((gone+1)); else bad=$((bad+1)); fi; done; rm -f /tmp/reef-atom-err-$$; echo "$ok $bad $gone"', { cwd: mntDir })
+    const progress = path.join(tempDir(tt), 'reads')
+    fs.writeFileSync(progress, '0')
+    const reader = sh(`n=0; ok=0; bad=0; while [ ! -e stop ] && [ $n -lt 100000 ]; do n=$((n+1)); if c=$(cat atom 2>&1); then if [ "$c" = A ] || [ "$c" = B ]; then ok=$((ok+1)); else bad=$((bad+1)); echo "read: $c" >&2; fi; else bad=$((bad+1)); echo "$c" >&2; fi; echo $n > ${progress}; done; echo "$ok $bad"`, { cwd: mntDir })
+    const reads = (): number => Number(fs.readFileSync(progress, 'utf8').trim() || '0')
+    let paced = 0
     for (let i = 0; i < 150; i++) {
       fs.writeFileSync(p('atom.tmp'), i % 2 === 0 ? 'B' : 'A')
+      const before = reads()
       fs.renameSync(p('atom.tmp'), p('atom'))
+      const until = Date.now() + 5000
+      while (reads() < before + 2 && Date.now() < until) await new Promise(resolve => setTimeout(resolve, 1))
+      if (reads() >= before + 2) paced++
     }
     fs.writeFileSync(p('stop'), '')
     const r = await reader
-    const [good, bad, gone] = r.stdout.trim().split(' ').map(Number)
-    tt.ok(good > 0, `the reader read (${good} reads)`)
-    tt.equal(bad, 0, 'no read saw a torn or empty target, or an error other than ENOENT')
-    // libfuse's high-level API names nodes by path: a reader that resolved the name to the old
-    // inode just before the rename gets ENOENT from libfuse (the replaced node has no path any
-    // more) before reef sees the call. libfuse returns ENOENT where ESTALE would make the kernel
-    // retry the lookup; a fix needs libfuse or the low-level API.
-    tt.equal(gone, 0, 'no open/stat raced into ENOENT', { todo: `libfuse high-level API: ${gone} of ${good + gone} opens raced into ENOENT` })
+    const [good, bad] = r.stdout.trim().split(' ').map(Number)
+    tt.ok(good >= 300, `the reader read (${good} reads, ${paced} of 150 renames paced)`)
+    tt.equal(bad, 0, `no read saw a torn or empty target, or any error (ENOENT, ESTALE) ${r.stderr.trim().slice(0, 400)}`)
     fs.unlinkSync(p('stop'))
 
     fs.mkdirSync(p('ra', 'inner'), { recursive: true })
