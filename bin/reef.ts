@@ -146,7 +146,7 @@ async function serveControl (node: ReefNode, d: Daemon, socket: string, onStop: 
 
 const collect = (v: string, acc: string[]): string[] => [...acc, v]
 
-function networkOptions (opts: { listen?: string[], bootstrap?: string[], k?: string, repairInterval?: string }, defaultListen: string[] | undefined): DhtOptions | undefined {
+function networkOptions (opts: { listen?: string[], bootstrap?: string[], k?: string, repairInterval?: string, fetchDeadline?: string }, defaultListen: string[] | undefined): DhtOptions | undefined {
   const listen = opts.listen !== undefined && opts.listen.length > 0 ? opts.listen : defaultListen
   const bootstrap = opts.bootstrap ?? []
   if (listen === undefined && bootstrap.length === 0) return undefined
@@ -154,7 +154,9 @@ function networkOptions (opts: { listen?: string[], bootstrap?: string[], k?: st
   if (k !== undefined && !(Number.isInteger(k) && k >= 1 && k <= 20)) throw ReefError.badInput(`bad --k ${opts.k} (1..20)`)
   const repair = opts.repairInterval !== undefined ? Number(opts.repairInterval) * 1000 : undefined
   if (repair !== undefined && !(repair > 0)) throw ReefError.badInput(`bad --repair-interval ${opts.repairInterval}`)
-  return { listen: listen ?? ['/ip4/127.0.0.1/tcp/0'], bootstrap, k, repairIntervalMs: repair, log: line => err(`reef: ${line}\n`) }
+  const deadline = opts.fetchDeadline !== undefined ? Number(opts.fetchDeadline) * 1000 : undefined
+  if (deadline !== undefined && !(deadline > 0 && deadline <= 3_600_000)) throw ReefError.badInput(`bad --fetch-deadline ${opts.fetchDeadline} (seconds, above 0, at most 3600)`)
+  return { listen: listen ?? ['/ip4/127.0.0.1/tcp/0'], bootstrap, k, repairIntervalMs: repair, fetchDeadlineMs: deadline, log: line => err(`reef: ${line}\n`) }
 }
 
 function lifecycle (program: Command): void {
@@ -181,7 +183,7 @@ function lifecycle (program: Command): void {
       }
     })
 
-  type MountCliOptions = { foldInterval?: string, maxDirty?: string, attrTimeout?: string, attrCache?: boolean, writeBehind?: boolean, json?: boolean, aguid?: string, listen?: string[], bootstrap?: string[], k?: string, repairInterval?: string }
+  type MountCliOptions = { foldInterval?: string, maxDirty?: string, attrTimeout?: string, attrCache?: boolean, writeBehind?: boolean, json?: boolean, aguid?: string, listen?: string[], bootstrap?: string[], k?: string, repairInterval?: string, fetchDeadline?: string }
   const foreground = async (mountpoint: string, opts: MountCliOptions, checkout?: string): Promise<void> => {
     const dir = dataDir()
     if (checkout === undefined && ReefNode.init(dir)) err(`reef: created a new data directory at ${dir}\n`)
@@ -247,6 +249,7 @@ function lifecycle (program: Command): void {
     .option('--bootstrap <multiaddr>', 'join the network through this node (repeatable)', collect, [])
     .option('--k <n>', 'replicas per block (default 3)')
     .option('--repair-interval <seconds>', 'full repair pass period (default 600)')
+    .option('--fetch-deadline <seconds>', 'longest wait for one block from the network before a read fails (default 15)')
     .action(async (mountpoint: string, opts: MountCliOptions) => {
       await foreground(mountpoint, opts)
     })
@@ -257,8 +260,9 @@ function lifecycle (program: Command): void {
     .option('--bootstrap <multiaddr>', 'join the network through this node (repeatable)', collect, [])
     .option('--k <n>', 'replicas per block (default 3)')
     .option('--repair-interval <seconds>', 'full repair pass period (default 600)')
+    .option('--fetch-deadline <seconds>', 'longest wait for one block from the network before a read fails (default 15)')
     .option('--json', 'print {peerId, addrs, dataDir, aguid} as JSON once up, instead of one multiaddr per line')
-    .action(async (opts: { listen?: string[], bootstrap?: string[], k?: string, repairInterval?: string, json?: boolean }) => {
+    .action(async (opts: { listen?: string[], bootstrap?: string[], k?: string, repairInterval?: string, fetchDeadline?: string, json?: boolean }) => {
       const dir = dataDir()
       if (ReefNode.init(dir)) err(`reef: created a new data directory at ${dir}\n`)
       const node = await ReefNode.open(dir, { network: networkOptions(opts, ['/ip4/0.0.0.0/tcp/4001']) })

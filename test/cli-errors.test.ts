@@ -208,6 +208,18 @@ t.test('an error that is no ReefError still ends in a code', async t => {
   ])
 })
 
+t.test('bad network options of node and mount are refused before anything starts', async t => {
+  const mnt = path.join(work, 'never-mounted')
+  fs.mkdirSync(mnt, { recursive: true })
+  for (const [opt, value] of [['--fetch-deadline', 'abc'], ['--fetch-deadline', '0'], ['--k', '0'], ['--repair-interval', '-1']]) {
+    failed(t, await reef(data, ['node', '--listen', '/ip4/127.0.0.1/tcp/0', opt, value]), 'BAD_INPUT')
+    failed(t, await reef(data, ['mount', mnt, '--listen', '/ip4/127.0.0.1/tcp/0', opt, value]), 'BAD_INPUT')
+  }
+  t.equal(fs.readdirSync(mnt).length, 0, 'nothing was mounted')
+  fs.rmdirSync(mnt)
+  await unchanged(t, 'bad network options')
+})
+
 t.test('block put refuses a block over the size limit', async t => {
   failed(t, await reef(data, ['block', 'put'], { input: Buffer.alloc(2 * 1024 * 1024 + 1, 7) }), 'BLOCK_TOO_LARGE')
   await unchanged(t, 'oversized block')

@@ -19,14 +19,14 @@ const skip = skipReason()
 interface NetMount { mnt: string, dataDir: string, addr: string, pid: number, stderr: () => string, stop: () => Promise<void>, alive: () => boolean }
 
 /** `reef mount MNT --listen /ip4/127.0.0.1/tcp/0 ...`: resolves once mounted, with the node's multiaddr. */
-async function startNetMount (t: { teardown: (fn: () => Promise<void>) => void }, dataDir: string, mnt: string, extra: string[], env: NodeJS.ProcessEnv = {}): Promise<NetMount> {
+async function startNetMount (t: { teardown: (fn: () => Promise<void>) => void }, dataDir: string, mnt: string, extra: string[]): Promise<NetMount> {
   const outFile = path.join(path.dirname(dataDir), `${path.basename(dataDir)}.stdout`)
   const errFile = path.join(path.dirname(dataDir), `${path.basename(dataDir)}.stderr`)
   const ofd = fs.openSync(outFile, 'w')
   const efd = fs.openSync(errFile, 'w')
   const proc = spawn(process.execPath, [REEF_BIN, '--data-dir', dataDir, 'mount', mnt, '--listen', '/ip4/127.0.0.1/tcp/0', ...extra], {
     stdio: ['ignore', ofd, efd],
-    env: { ...process.env, NODE_NO_WARNINGS: '1', ...env }
+    env: { ...process.env, NODE_NO_WARNINGS: '1' }
   })
   fs.closeSync(ofd)
   fs.closeSync(efd)
@@ -104,7 +104,7 @@ tap.test('a file written through one mount shows up in a follower mount on anoth
 
   // A folds only when asked (sync), so what B sees comes from that sync.
   const A = await startNetMount(t, dirA, path.join(base, 'mnt-a'), ['--fold-interval', '3600'])
-  const B = await startNetMount(t, dirB, path.join(base, 'mnt-b'), ['--aguid', aguid, '--bootstrap', A.addr], { REEF_FETCH_DEADLINE_MS: String(FETCH_DEADLINE_MS) })
+  const B = await startNetMount(t, dirB, path.join(base, 'mnt-b'), ['--aguid', aguid, '--bootstrap', A.addr, '--fetch-deadline', String(FETCH_DEADLINE_MS / 1000)])
   t.notOk(fs.existsSync(path.join(B.mnt, 'hello.bin')), 'B starts without the file')
 
   const bytes = crypto.randomBytes(1536 * 1024 + 77)

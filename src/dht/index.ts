@@ -28,7 +28,7 @@ import { BlockService, corruptionFlag } from './blocks.js'
 import { HeadGuardDatastore, headKey, selectHeadRecord, validateHeadRecord } from './heads.js'
 import { Members } from './members.js'
 import { Replicator } from './replicator.js'
-import { DhtBlockStore, FETCH_DEADLINE_MS } from './store.js'
+import { DhtBlockStore } from './store.js'
 import { BLOCK_PROTOCOL } from './wire.js'
 
 export const DHT_PROTOCOL = '/reef/kad/1.0.0'
@@ -43,10 +43,7 @@ export interface DhtOptions {
   k?: number
   repairIntervalMs?: number
   republishIntervalMs?: number
-  /**
-   * Overall deadline of one block fetch from the network (default 15 s, or
-   * REEF_FETCH_DEADLINE_MS from the environment).
-   */
+  /** Overall deadline of one block fetch from the network (default 15 s; `--fetch-deadline`). */
   fetchDeadlineMs?: number
   log?: (line: string) => void
 }
@@ -62,14 +59,6 @@ const REPUBLISH_DEBOUNCE_MS = 1000
 /** Heads put at once by a republish pass (each put is a DHT query with its own deadline). */
 const REPUBLISH_CONCURRENCY = 4
 
-function fetchDeadline (opts: DhtOptions): number {
-  if (opts.fetchDeadlineMs !== undefined) return opts.fetchDeadlineMs
-  const env = process.env.REEF_FETCH_DEADLINE_MS
-  if (env === undefined || env === '') return FETCH_DEADLINE_MS
-  const ms = Number(env)
-  if (!(Number.isFinite(ms) && ms > 0)) throw ReefError.badInput(`bad REEF_FETCH_DEADLINE_MS ${env} (a positive number of ms)`)
-  return ms
-}
 
 /** Peer addresses on the loopback network only: reef tests and defaults never leave it. */
 const mapper: PeerInfoMapper = (peer) => ({
@@ -131,7 +120,7 @@ export class DhtNode {
     const service = new BlockService(libp2p, local, { serveCorrupt: corruptionFlag(process.env.REEF_TEST_SERVE_CORRUPT) })
     const k = opts.k ?? DEFAULT_K
     const replicator = new Replicator(local, members, service, { k, repairIntervalMs: opts.repairIntervalMs, log })
-    const store = new DhtBlockStore(local, members, service, replicator, { log, fetchDeadlineMs: fetchDeadline(opts) })
+    const store = new DhtBlockStore(local, members, service, replicator, { log, fetchDeadlineMs: opts.fetchDeadlineMs })
     const node = new DhtNode(libp2p, members, service, replicator, store, datastore, heads, headStore, opts)
     service.peerList = async () => await node.peerList()
     await service.start()
