@@ -62,6 +62,26 @@ if (skip !== false) {
     tt.same(again.unexpected(), [], 'no unexpected errors')
   })
 
+  t.test('Ctrl-C (SIGINT) folds pending writes and unmounts, like SIGTERM', async tt => {
+    const base = tempDir(t, 'reef-life-')
+    const dataDir = path.join(base, 'data')
+    const mnt = path.join(base, 'mnt')
+    const m = await startMount(t, { dataDir, mnt, foldInterval: 3600 })
+    const before = await json(dataDir, 'status')
+    fs.writeFileSync(path.join(mnt, 'interrupted'), 'folded at Ctrl-C')
+    tt.ok((await json(dataDir, 'status')).pendingRecords > 0, 'the write waits in the log')
+    m.proc.kill('SIGINT')
+    await waitFor('the daemon to exit after SIGINT', () => m.exited(), 60_000)
+    tt.equal(m.proc.exitCode, 0, 'the daemon exited 0')
+    tt.notOk(isMounted(mnt), 'not mounted')
+    const versions = (await json(dataDir, 'history')).versions as Array<{ seq: string }>
+    tt.ok(BigInt(versions[0].seq) > BigInt(before.seq), `a new version was folded (${before.seq as string} -> ${versions[0].seq})`)
+    const again = await startMount(t, { dataDir, mnt, foldInterval: 3600 })
+    tt.equal((await json(dataDir, 'status')).pendingRecords, 0, 'nothing left to replay')
+    tt.equal(fs.readFileSync(path.join(mnt, '.reef', 'versions', versions[0].seq, 'interrupted'), 'utf8'), 'folded at Ctrl-C', 'the write is in that version')
+    tt.same(again.unexpected(), [], 'no unexpected errors')
+  })
+
   t.test('reef unmount of what a kill -9 left behind', async tt => {
     const base = tempDir(t, 'reef-life-')
     const dataDir = path.join(base, 'data')
