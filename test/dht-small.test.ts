@@ -3,6 +3,8 @@
 //                   and exact counts; a bad --timeout is a usage error; a node's peer id is the
 //                   one its ed25519 identity key gives, before and after a restart
 //   4 nodes at k=2  each block lives on exactly its 2 closest nodes (and its publisher)
+//   3 nodes at k=2  with repair passes every 0.3 s, a put is pushed once per replica: repair
+//                   never pushes blocks the replication queue holds
 import tap from 'tap'
 import crypto from 'node:crypto'
 import fs from 'node:fs'
@@ -12,7 +14,7 @@ import { peerIdFromPublicKey } from '@libp2p/peer-id'
 import { CID } from 'multiformats/cid'
 import { keyPairFromSeed } from '../src/crypto/sign.js'
 import { aguidFor } from '../src/naming/index.js'
-import { describe, holdings, rankFor, startCluster, startNode, storeKeys, type NodeHandle } from './helpers/cluster.js'
+import { describe, holdings, rankFor, startCluster, startNode, storeKeys, waitFor, type NodeHandle } from './helpers/cluster.js'
 
 function makeTree (root: string, files: number): void {
   fs.mkdirSync(path.join(root, 'sub'), { recursive: true })
@@ -105,4 +107,31 @@ tap.test('4 nodes at k=2: every block on exactly its 2 closest nodes', async t =
   })
   t.same(wrong, [], 'each block is on its 2 closest nodes and the publisher, and on no other node')
   t.ok(notPublisher > 0 && notPublisher < keys.length, `${notPublisher} of ${keys.length} blocks have two replicas besides the publisher`)
+})
+
+tap.test('3 nodes at k=2, repair passes every 0.3 s: a put is pushed once per replica, never again by repair', async t => {
+  const K = 2
+  const c = await startCluster(t, 3, { k: K, repairInterval: 0.3 })
+  const P = c.nodes[0]
+  type Repl = { pushed: number, repaired: number, repairPasses: number }
+  const repl = async (): Promise<Repl> => (await P.network()).replication as Repl
+  // The passes that joins started are over: from here on, a pass finds nothing to do until the put.
+  let r0 = await repl()
+  await waitFor('two quiet repair passes on the publisher', async () => {
+    const r = await repl()
+    const quiet = r.repaired === r0.repaired && r.repairPasses >= r0.repairPasses + 2
+    if (!quiet && r.repaired !== r0.repaired) r0 = r
+    return quiet
+  }, 60_000, 100)
+  const file = path.join(c.base, 'big.bin')
+  fs.writeFileSync(file, crypto.randomBytes(24 * 1024 * 1024))
+  const before = new Set(await storeKeys(P.dataDir))
+  const put = await c.reef(P, 'put', file, '--wait-replicated', '--timeout', '60')
+  t.equal(put.code, 0, `put --wait-replicated: ${describe(put)}`)
+  const keys = (await storeKeys(P.dataDir)).filter(k => !before.has(k))
+  const r1 = await repl()
+  t.ok(r1.repairPasses > r0.repairPasses, `repair passes ran meanwhile (${r1.repairPasses - r0.repairPasses})`)
+  const expected = keys.reduce((n, key) => n + rankFor(key, c.nodes).slice(0, K).filter(nd => nd !== P).length, 0)
+  t.equal(r1.pushed - r0.pushed, expected, `${keys.length} blocks: one acknowledged push per remote replica, ${expected} in all`)
+  t.equal(r1.repaired - r0.repaired, 0, 'repair pushed none of the blocks the put had queued')
 })

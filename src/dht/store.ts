@@ -108,9 +108,13 @@ export class DhtBlockStore implements BlockStore {
 
   async putMany (blocks: Iterable<Block>): Promise<void> {
     const list = [...blocks]
+    // Queued before the local write: pushes start from the bytes at hand while it becomes durable,
+    // and a repair pass never finds a stored block that is not queued yet (it pushed such blocks
+    // a second time).
+    const keys = list.map(b => blockKey(b.cid))
+    this.replicator.enqueue(keys, list.map(b => b.bytes))
     await this.local.putMany(list)
-    this.replicator.enqueue(list.map(b => blockKey(b.cid)), list.map(b => b.bytes))
-    this.replicator.track(list.map(b => blockKey(b.cid)))
+    this.replicator.track(keys)
   }
 
   async delete (cid: CID): Promise<void> { await this.local.delete(cid) }
