@@ -9,7 +9,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { CID } from 'multiformats/cid'
 import { allowOtherFor } from '../mount/daemon.js'
-import { describe, errnoOf, isMounted, reef, skipReason, startMount, tempDir, waitFor } from './helpers/mount.js'
+import { describe, errnoOf, isMounted, reef, skipReason, startMount, tempDir, waitFor, type Mount } from './helpers/mount.js'
 
 const DEBIAN_FUSE_CONF = '# Allow non-root users to specify the allow_other or allow_root mount options.\n#user_allow_other\n'
 
@@ -31,11 +31,16 @@ if (skip !== false) {
     return JSON.parse(r.stdout)
   }
 
-  t.test('reef unmount of a read-write mount: folds, waits for the daemon, names the version', async tt => {
+  /** A new data directory mounted on a new directory, folding only when told to. */
+  const freshMount = async (): Promise<{ dataDir: string, mnt: string, m: Mount }> => {
     const base = tempDir(t, 'reef-life-')
     const dataDir = path.join(base, 'data')
     const mnt = path.join(base, 'mnt')
-    const m = await startMount(t, { dataDir, mnt, foldInterval: 3600 })
+    return { dataDir, mnt, m: await startMount(t, { dataDir, mnt, foldInterval: 3600 }) }
+  }
+
+  t.test('reef unmount of a read-write mount: folds, waits for the daemon, names the version', async tt => {
+    const { dataDir, mnt, m } = await freshMount()
     const opts = fs.readFileSync('/proc/mounts', 'utf8').split('\n').find(l => l.split(' ')[1] === mnt) ?? ''
     tt.match(opts, /\ballow_other\b/, 'root mounts with allow_other')
     const before = await json(dataDir, 'status')
@@ -63,10 +68,7 @@ if (skip !== false) {
   })
 
   t.test('Ctrl-C (SIGINT) folds pending writes and unmounts, like SIGTERM', async tt => {
-    const base = tempDir(t, 'reef-life-')
-    const dataDir = path.join(base, 'data')
-    const mnt = path.join(base, 'mnt')
-    const m = await startMount(t, { dataDir, mnt, foldInterval: 3600 })
+    const { dataDir, mnt, m } = await freshMount()
     const before = await json(dataDir, 'status')
     fs.writeFileSync(path.join(mnt, 'interrupted'), 'folded at Ctrl-C')
     tt.ok((await json(dataDir, 'status')).pendingRecords > 0, 'the write waits in the log')
@@ -83,10 +85,7 @@ if (skip !== false) {
   })
 
   t.test('reef unmount of what a kill -9 left behind', async tt => {
-    const base = tempDir(t, 'reef-life-')
-    const dataDir = path.join(base, 'data')
-    const mnt = path.join(base, 'mnt')
-    const m = await startMount(t, { dataDir, mnt, foldInterval: 3600 })
+    const { dataDir, mnt, m } = await freshMount()
     fs.writeFileSync(path.join(mnt, 'synced'), 'durable')
     const fd = fs.openSync(path.join(mnt, 'synced'), 'r')
     fs.fsyncSync(fd)
