@@ -52,6 +52,7 @@ function jsonValue (_key: string, v: unknown): unknown {
 export function toJson (value: unknown): string { return JSON.stringify(value, jsonValue) }
 
 const fmtTime = (ms: number): string => new Date(ms).toISOString()
+const SLASH = Buffer.from('/')
 
 function duSize (p: Buffer): number {
   let total = 0
@@ -221,23 +222,23 @@ export function createProgram (ctx: CliContext): Command {
         const bytes = await node.store.get(vguid)
         const rows: Row[] = []
         let table: DirReader | undefined
-        const walk = async (dir: CID, prefix: string): Promise<void> => {
+        const walk = async (dir: CID, prefix: Buffer): Promise<void> => {
           for await (let e of new DirReader(dir, node.store).entries()) {
-            const p = prefix + Buffer.from(e.name).toString()
+            const p = Buffer.concat([prefix, Buffer.from(e.name)])
             if (e.linked === true && e.ino !== undefined && table !== undefined) {
               // A hard-linked file: its attributes live in the version's link table.
               const t = await table.lookup(linkTableKey(e.ino))
               if (t !== undefined) e = { ...t, name: e.name }
             }
             rows.push(row(p, e))
-            if (e.kind === 'dir' && e.cid !== undefined) await walk(e.cid, p + '/')
+            if (e.kind === 'dir' && e.cid !== undefined) await walk(e.cid, Buffer.concat([p, SLASH]))
           }
         }
         switch (objectKind(vguid, bytes)) {
           case 'version': {
             const v = decodeVersion(bytes)
             if (v.links !== undefined) table = new DirReader(v.links, node.store)
-            await walk(v.root, '/')
+            await walk(v.root, SLASH)
             break
           }
           case 'file': {
@@ -246,13 +247,13 @@ export function createProgram (ctx: CliContext): Command {
             break
           }
           case 'dir':
-            await walk(vguid, '/')
+            await walk(vguid, SLASH)
             break
           case 'entry': {
             // A put GUID: a directory lists its tree, a file or symlink is its one row.
             const e = decodeEntryBlock(bytes)
-            if (e.kind === 'dir' && e.cid !== undefined) await walk(e.cid, '/')
-            else rows.push(row(Buffer.from(e.name).toString(), e))
+            if (e.kind === 'dir' && e.cid !== undefined) await walk(e.cid, SLASH)
+            else rows.push(row(Buffer.from(e.name), e))
             break
           }
           default:
@@ -300,15 +301,28 @@ export async function resolveVersionArg (node: ReefNode, arg: string): Promise<C
   return parseGuid(arg)
 }
 
-interface Row { path: string, kind: string, mode: string, size: number, mtime: string, mtimeNs: string, guid?: string, target?: string }
+/**
+ * One entry of `reef show`. Names and symlink targets are bytes; `path` and `target` are their
+ * UTF-8 readings, and when those are not exact (bytes that are not UTF-8) `pathBase64` and
+ * `targetBase64` carry the bytes themselves.
+ */
+interface Row { path: string, pathBase64?: string, kind: string, mode: string, size: number, mtime: string, mtimeNs: string, guid?: string, target?: string, targetBase64?: string }
 
-function row (p: string, e: Entry): Row {
+const isUtf8 = (b: Buffer): boolean => Buffer.from(b.toString('utf8'), 'utf8').equals(b)
+
+function row (path: Buffer, e: Entry): Row {
+  const p = path.toString('utf8')
   // Floor to the millisecond: BigInt division truncates toward zero, which would show a
   // pre-1970 time one millisecond late. mtimeNs keeps the stored nanoseconds exactly.
   const ms = e.mtime / 1_000_000n - (e.mtime % 1_000_000n < 0n ? 1n : 0n)
   const r: Row = { path: p, kind: e.linked === true ? 'link' : e.kind, mode: e.mode.toString(8).padStart(4, '0'), size: e.size, mtime: fmtTime(Number(ms)), mtimeNs: e.mtime.toString() }
   if (e.cid !== undefined) r.guid = e.cid.toString()
-  if (e.target !== undefined) r.target = Buffer.from(e.target).toString()
+  if (!isUtf8(path)) r.pathBase64 = path.toString('base64')
+  if (e.target !== undefined) {
+    const t = Buffer.from(e.target)
+    r.target = t.toString('utf8')
+    if (!isUtf8(t)) r.targetBase64 = t.toString('base64')
+  }
   return r
 }
 

@@ -197,6 +197,29 @@ t.test('put --json and show of a put GUID', async t => {
   t.match(text.out, /\/rel-link -> small\.txt/, 'text listing shows symlink targets')
 })
 
+t.test('show --json gives the bytes of names and symlink targets that are not UTF-8', async t => {
+  const dir = tempDir(t)
+  const src = path.join(dir, 'tree')
+  fs.mkdirSync(src)
+  const odd = Buffer.from([0x6e, 0xff, 0x2e, 0x74]) // "n\xff.t": not UTF-8
+  const srcB = Buffer.from(src)
+  fs.mkdirSync(Buffer.concat([srcB, Buffer.from('/d'), odd]))
+  fs.writeFileSync(Buffer.concat([srcB, Buffer.from('/d'), odd, Buffer.from('/f')]), 'inside')
+  fs.symlinkSync(Buffer.concat([Buffer.from('to-'), odd]), Buffer.concat([srcB, Buffer.from('/link')]))
+  fs.writeFileSync(path.join(src, 'plain'), 'x')
+  const j = json(t, await reef(data, ['put', src, '--json']))
+  const s = json(t, await reef(data, ['show', j.guid, '--json']))
+  const bytesOf = (e: any): Buffer => e.pathBase64 !== undefined ? Buffer.from(e.pathBase64, 'base64') : Buffer.from(e.path)
+  const paths = s.entries.map(bytesOf)
+  t.ok(paths.some((p: Buffer) => p.equals(Buffer.concat([Buffer.from('/d'), odd]))), 'the directory\'s exact bytes')
+  t.ok(paths.some((p: Buffer) => p.equals(Buffer.concat([Buffer.from('/d'), odd, Buffer.from('/f')]))), 'a path below it, exact')
+  const link = s.entries.find((e: any) => e.path === '/link')
+  t.ok(Buffer.from(link?.targetBase64 ?? '', 'base64').equals(Buffer.concat([Buffer.from('to-'), odd])), 'the symlink target\'s exact bytes')
+  const plain = s.entries.find((e: any) => e.path === '/plain')
+  t.equal(plain?.pathBase64, undefined, 'UTF-8 names carry no base64 copy')
+  t.equal(s.entries.filter((e: any) => e.pathBase64 !== undefined).length, 2, 'only the two paths that are not UTF-8 do')
+})
+
 t.test('put and get a single file, an empty file and a top-level symlink', async t => {
   const dir = tempDir(t)
   const cases: Array<[string, () => void]> = [
