@@ -32,20 +32,6 @@ export interface DhtStoreOptions {
   log?: (line: string) => void
 }
 
-class FetchDeadline extends Error {}
-
-/** `p`, or a FetchDeadline rejection once `ms` have passed (p's own deadline still bounds it). */
-async function within<T> (p: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  const late = new Promise<never>((_resolve, reject) => { timer = setTimeout(() => reject(new FetchDeadline()), ms) })
-  p.catch(() => {}) // a late failure of the abandoned request is nobody's business
-  try {
-    return await Promise.race([p, late])
-  } finally {
-    clearTimeout(timer)
-  }
-}
-
 export class DhtBlockStore implements BlockStore {
   readonly stats: FetchStats = { local: 0, remote: 0, corruptReplicas: 0, failedPeers: 0, misses: 0, deadlines: 0 }
 
@@ -75,7 +61,9 @@ export class DhtBlockStore implements BlockStore {
       if (left <= 0) break
       asked++
       try {
-        const d = await within(this.service.getFrom(m.id, key, left), left)
+        // The request itself ends by what is left of the deadline: a peer that fails then is the
+        // last one asked.
+        const d = await this.service.getFrom(m.id, key, left)
         if (d === undefined) continue
         // A cache copy: verified already, and re-fetchable, so the read does not wait for the
         // local fsync (it used to, for several ms per block).
@@ -83,10 +71,6 @@ export class DhtBlockStore implements BlockStore {
         this.stats.remote++
         return d
       } catch (err) {
-        if (err instanceof FetchDeadline) {
-          this.stats.failedPeers++
-          break
-        }
         if (isReefError(err, 'BLOCK_CORRUPT')) {
           this.stats.corruptReplicas++
           this.opts.log?.(err.message)
