@@ -59,7 +59,6 @@ const REPUBLISH_DEBOUNCE_MS = 1000
 /** Heads put at once by a republish pass (each put is a DHT query with its own deadline). */
 const REPUBLISH_CONCURRENCY = 4
 
-
 /** Peer addresses on the loopback network only: reef tests and defaults never leave it. */
 const mapper: PeerInfoMapper = (peer) => ({
   ...peer,

@@ -65,10 +65,10 @@ class SharedReads {
   private readonly held = new Map<string, { d: Uint8Array, left: number }>()
   private bytes = 0
 
-  constructor (private readonly local: LmdbBlockStore, private readonly uses: Map<string, number>, private readonly fresh?: FreshBlocks) {}
+  constructor (private readonly local: LmdbBlockStore, private readonly uses: Map<string, number>, private readonly fresh: FreshBlocks) {}
 
   async get (h: string, key: Uint8Array): Promise<Uint8Array | undefined> {
-    const f = this.fresh?.get(h)
+    const f = this.fresh.get(h)
     if (f !== undefined) return f
     const e = this.held.get(h)
     if (e !== undefined) {
@@ -120,8 +120,6 @@ class FreshBlocks {
     this.map.delete(h)
     this.bytes -= d.length
   }
-
-  get size (): number { return this.bytes }
 }
 
 export class Replicator {
@@ -178,8 +176,8 @@ export class Replicator {
     for (const k of keys) {
       const h = hex(k)
       const d = bytes?.[i++]
-      if (d !== undefined && !this.queue.has(h)) this.fresh.add(h, d)
       if (!this.queue.has(h)) {
+        if (d !== undefined) this.fresh.add(h, d)
         this.queue.set(h, k)
         if (!this.acks.has(h)) this.acks.set(h, new Set())
       }
