@@ -1,7 +1,7 @@
 // The reef CLI end to end, as a real child process (node dist/bin/reef.js) against a temp data
 // directory: init, put/get of files and trees (bytes, modes, mtimes, symlinks), block put/get,
 // history, show, --json on every data command and --help on every command.
-import tap from 'tap'
+import tap, { type Test } from 'tap'
 import crypto from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
@@ -30,6 +30,23 @@ function json (t: Pick<typeof tap, 'equal' | 'fail'>, r: Awaited<ReturnType<type
 const t = tap
 const base = tempDir(t)
 const data = path.join(base, 'data', 'nested') // init creates missing parents
+
+/**
+ * Runs `check` against a fresh data directory, then against one a `reef node` serves, and asserts
+ * that the daemon ran `forwarded` of the commands (they went through its control socket).
+ */
+async function directAndThroughDaemon (t: Test, dir: string, check: (data: string, how: string) => Promise<void>, forwarded: number, what: string): Promise<void> {
+  const direct = path.join(dir, 'data-direct')
+  t.equal((await reef(direct, ['init'])).code, 0)
+  await check(direct, 'direct')
+  const served = path.join(dir, 'data-daemon')
+  const node = await startNode(t, served, 0)
+  const runs = async (): Promise<number> => (await node.control('status')).controlRequests?.run ?? 0
+  const before = await runs()
+  await check(served, 'daemon')
+  t.equal(await runs(), before + forwarded, `the daemon ran ${what} (forwarded)`)
+  await node.stop()
+}
 
 t.test('init creates the identity and is idempotent', async t => {
   const r1 = await reef(data, ['init'])
@@ -343,19 +360,9 @@ t.test('non-UTF-8 names as put and get arguments, in the CLI and through a daemo
       t.equal(lastWord(rel), guid, `${how}: a relative non-UTF-8 argument resolves in the caller's directory: ${show(rel)}`)
     }
   }
-  const direct = path.join(dir, 'data-direct')
-  t.equal((await reef(direct, ['init'])).code, 0)
-  await roundTrip(direct, 'direct')
-
   // While a daemon serves the data directory, the command line travels as JSON over its control
   // socket: the bytes must travel with it.
-  const served = path.join(dir, 'data-daemon')
-  const node = await startNode(t, served, 0)
-  const runs = async (): Promise<number> => (await node.control('status')).controlRequests?.run ?? 0
-  const before = await runs()
-  await roundTrip(served, 'daemon')
-  t.equal(await runs(), before + 4 * cases.length, 'the daemon ran every put, get and block get (forwarded)')
-  await node.stop()
+  await directAndThroughDaemon(t, dir, roundTrip, 4 * cases.length, 'every put, get and block get')
 })
 
 t.test('put shows a progress bar on a terminal, directly and through a daemon, and none on a pipe', async t => {
@@ -382,18 +389,9 @@ t.test('put shows a progress bar on a terminal, directly and through a daemon, a
     t.equal(little.code, 0, show(little))
     t.notMatch(little.out, /MiB\/s/, `${how}: no bar for a small input, even on a terminal`)
   }
-  const direct = path.join(dir, 'data-direct')
-  t.equal((await reef(direct, ['init'])).code, 0)
-  await check(direct, 'direct')
   // A daemon serving the data directory runs the put; the bar is drawn by the CLI from the
   // progress the daemon streams back over the control socket.
-  const served = path.join(dir, 'data-daemon')
-  const node = await startNode(t, served, 0)
-  const runs = async (): Promise<number> => (await node.control('status')).controlRequests?.run ?? 0
-  const before = await runs()
-  await check(served, 'daemon')
-  t.equal(await runs(), before + 3, 'the daemon ran all three puts (forwarded)')
-  await node.stop()
+  await directAndThroughDaemon(t, dir, check, 3, 'all three puts')
 })
 
 t.test('node, mount and checkout --json print one JSON document; unmount --json too', async t => {
