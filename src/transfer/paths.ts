@@ -19,3 +19,9 @@ export function parentBytes (abs: Buffer): Buffer {
   const i = abs.lastIndexOf(0x2f)
   return i <= 0 ? Buffer.from('/') : abs.subarray(0, i)
 }
+
+/** The last name of an absolute path given as bytes ('/' for the root itself). */
+export function baseBytes (abs: Buffer): Buffer {
+  const name = abs.subarray(abs.lastIndexOf(0x2f) + 1)
+  return name.length > 0 ? name : Buffer.from('/')
+}

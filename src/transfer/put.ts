@@ -12,7 +12,7 @@ import { ReefError } from '../errors.js'
 import { buildDir, encodeEntryBlock, type Entry } from '../object/dir.js'
 import { FileBuilder } from '../object/file.js'
 import type { BlockStore } from '../store/types.js'
-import { resolveBytes } from './paths.js'
+import { baseBytes, resolveBytes } from './paths.js'
 
 export interface PutResult {
   cid: CID
@@ -97,17 +97,12 @@ export async function putPath (store: BlockStore, target: string | Buffer, opts:
   const st = await reading(abs, async () => await fs.promises.lstat(abs, { bigint: true }))
   const w = new Writer(store)
   const res = { files: 0, dirs: 0, symlinks: 0, bytes: 0, skipped: [] as string[] }
-  const entry = await putAny(abs, baseName(abs), st, w, res, opts)
+  const entry = await putAny(abs, new Uint8Array(baseBytes(abs)), st, w, res, opts)
   if (entry === undefined) throw ReefError.badInput(`${target.toString()} is not a regular file, directory or symlink`)
   const block = encodeEntryBlock(entry)
   await w.put([block])
   await w.drain()
   return { cid: block.cid, entry, ...res }
-}
-
-function baseName (abs: Buffer): Uint8Array {
-  const name = abs.subarray(abs.lastIndexOf(0x2f) + 1)
-  return new Uint8Array(name.length > 0 ? name : Buffer.from('/'))
 }
 
 async function putAny (p: Buffer, name: Uint8Array, st: fs.BigIntStats, w: Writer, res: Omit<PutResult, 'cid' | 'entry'>, opts: PutOptions): Promise<Entry | undefined> {
