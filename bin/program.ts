@@ -60,7 +60,7 @@ function duSize (p: Buffer): number {
   for (let guard = 0; stack.length > 0 && guard < 10_000_000; guard++) {
     const cur = stack.pop() as Buffer
     const st = fs.lstatSync(cur)
-    if (st.isDirectory()) for (const n of fs.readdirSync(cur, { encoding: 'buffer' })) stack.push(Buffer.concat([cur, Buffer.from('/'), n]))
+    if (st.isDirectory()) for (const n of fs.readdirSync(cur, { encoding: 'buffer' })) stack.push(Buffer.concat([cur, SLASH, n]))
     else if (st.isFile()) total += st.size
   }
   return total
@@ -106,8 +106,8 @@ export function createProgram (ctx: CliContext): Command {
     })
 
   const dataDir = (): string => path.resolve(ctx.cwd, program.opts().dataDir as string)
-  const abs = (p: string | Buffer): Buffer => resolveBytes(p, ctx.cwd)
-  const raw = (v: string): string | Buffer => ctx.rawArg?.(v) ?? v
+  /** A path argument, absolute, as the exact bytes given (see CliContext.rawArg). */
+  const pathArg = (v: string): Buffer => resolveBytes(ctx.rawArg?.(v) ?? v, ctx.cwd)
   const print = (json: boolean | undefined, value: unknown, text: () => string): void => {
     ctx.out((json === true ? toJson(value) : text()) + '\n')
   }
@@ -137,11 +137,12 @@ export function createProgram (ctx: CliContext): Command {
         if (opts.waitReplicated === true && node.dht === undefined) {
           throw ReefError.badInput('--wait-replicated needs a network node: run `reef node --bootstrap ...` (or a networked `reef mount`) on this data directory')
         }
+        const input = pathArg(target)
         let total = 0
-        if (ctx.tty) { try { total = duSize(abs(raw(target))) } catch {} }
+        if (ctx.tty) { try { total = duSize(input) } catch {} }
         const bar = progress(total)
         const rec = recording(node.store)
-        const res = await putPath(rec.store, abs(raw(target)), { onBytes: bar.tick })
+        const res = await putPath(rec.store, input, { onBytes: bar.tick })
         bar.stop()
         for (const s of res.skipped) ctx.err(`reef: skipped ${s} (not a file, directory or symlink)\n`)
         let replication: { blocks: number, missingReplicas: number, blocksShort: number } | undefined
@@ -171,7 +172,7 @@ export function createProgram (ctx: CliContext): Command {
           if (v === undefined) throw ReefError.notFound(`no head known for ${guid}`)
           cid = v.vguid
         }
-        const res = await getTo(node.store, cid, abs(raw(opts.output)))
+        const res = await getTo(node.store, cid, pathArg(opts.output))
         print(opts.json, { guid: cid, output: opts.output, ...res }, () =>
           `restored ${res.kind} to ${opts.output}: ${res.files} files ${res.dirs} dirs ${res.symlinks} symlinks ${res.bytes} bytes`)
       })
