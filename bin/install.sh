@@ -21,4 +21,10 @@ fi
 # /dev/fuse must exist for mounts; modprobe is harmless where the module is built in.
 [ -e /dev/fuse ] || modprobe fuse 2>/dev/null || true
 
-npm install --no-audit --no-fund --loglevel=error
+# With a lock file, install exactly what was tested (npm ci refuses a lock out of sync with
+# package.json instead of rewriting it); without one, resolve afresh.
+if [ -f package-lock.json ]; then
+  npm ci --no-audit --no-fund --loglevel=error
+else
+  npm install --no-audit --no-fund --loglevel=error
+fi
