@@ -88,6 +88,7 @@ function toStat (a: Attr, ino: number): FuseStat {
     uid: a.uid,
     gid: a.gid,
     size: a.size,
+    rdev: a.rdev,
     blocks: a.blocks,
     blksize: 4096,
     atimeNs: a.atime,
@@ -585,7 +586,13 @@ export function buildOps (o: OpsOptions): FuseOps & { settled: () => Promise<voi
       return () => ({ stat: statOf(n) })
     }),
 
-    mknod: wrap('mknod', async () => { throw posix('EPERM', 'device and special files are not supported') }),
+    // FIFOs, sockets (bind(2) makes one through mknod) and device nodes; the kernel has checked
+    // CAP_MKNOD for devices and applied the caller's umask.
+    mknod: wrap('mknod', async (path: string, mode: number, dev: number, ctx: FuseContext) => {
+      const { dir, name } = await writableParent(path)
+      await o.fs.mknod(dir.ino, name, mode, dev, cred(ctx))
+      changed()
+    }),
 
     setxattr: wrapAttrs('setxattr', async (path: string, name: string, value: Buffer, _position: number, flags: number) => {
       if (name === 'user.reef.guid') throw posix('EPERM', 'user.reef.guid is read-only')

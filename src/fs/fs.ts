@@ -8,13 +8,13 @@
 import type { CID } from 'multiformats/cid'
 import type { Block } from '../block/index.js'
 import { ReefError } from '../errors.js'
-import { buildDir, checkName, DirReader, type Entry, type Kind, linkTableKey } from '../object/dir.js'
+import { buildDir, checkName, DirReader, type Entry, isDevice, type Kind, linkTableKey } from '../object/dir.js'
 import { type Extent, type Leaf, MAX_FILE_SIZE, rewriteFile } from '../object/file.js'
 import { encodeVersion, type VersionRoot } from '../object/version.js'
 import type { Op } from '../log/record.js'
 import type { WriterLog } from '../log/index.js'
 import type { BlockStore } from '../store/types.js'
-import { allocPage, type Attr, freePage, Inode, keyName, nameKey, PAGE, ROOT_INO } from './inode.js'
+import { allocPage, type Attr, freePage, Inode, keyName, kindOfType, nameKey, PAGE, ROOT_INO, S_IFMT } from './inode.js'
 
 export interface Cred { uid: number, gid: number }
 
@@ -362,6 +362,30 @@ export class ReefFS {
   }
 
   /**
+   * mknod(2): `mode` carries the file type (S_IFMT bits) and the permission bits. A regular
+   * file is created as by create (rdev ignored, as Linux does); a FIFO, socket or device node
+   * becomes an entry of its kind, with rdev kept for devices only. Whether the caller may create
+   * a device (CAP_MKNOD) is the kernel's check, made before a request reaches a FUSE file system.
+   */
+  async mknod (parent: number, name: Uint8Array, mode: number, rdev: number, cred: Cred): Promise<Inode> {
+    const type = mode & S_IFMT
+    const kind = type === 0 ? 'file' : kindOfType(type)
+    if (kind === 'dir') throw posix('EPERM', 'mknod of a directory')
+    if (kind === undefined || kind === 'symlink') throw posix('EINVAL', `mknod of file type 0${type.toString(8)}`)
+    if (kind === 'file') return await this.make('file', parent, name, mode, cred)
+    if (!Number.isSafeInteger(rdev) || rdev < 0) throw posix('EINVAL', 'bad device number')
+    return await this.exclusive(async () => {
+      const { existing } = await this.dirFor(parent, name)
+      if (existing !== undefined) throw posix('EEXIST', Buffer.from(name).toString())
+      const ino = this.nextIno
+      await this.commit({
+        op: 'mknod', parent, name, ino, kind, mode: mode & 0o7777, rdev: isDevice(kind) ? rdev : 0, uid: cred.uid, gid: cred.gid, time: this.now()
+      })
+      return this.node(ino)
+    })
+  }
+
+  /**
    * Writes `data` at `offset`; returns how many bytes were written. `dataDigest`, when given, is
    * the sha256 of `data` (computed by the caller, off this thread). As Linux does at a file
    * system's maximum file size (s_maxbytes), a write that straddles MAX_FILE_SIZE writes what fits
@@ -582,6 +606,14 @@ export class ReefFS {
         await this.attachChild(dir, op.name, n, op.time)
         if (kind === 'dir') this.markDirDirty(n.ino)
         if (kind === 'file') this.dirtyFiles.add(n.ino)
+        return
+      }
+      case 'mknod': {
+        const n = new Inode(op.ino, op.kind, op.mode, op.uid, op.gid, op.time)
+        if (isDevice(op.kind)) n.rdev = op.rdev
+        this.inodes.set(n.ino, n)
+        if (n.ino >= this.nextIno) this.nextIno = n.ino + 1
+        await this.attachChild(this.node(op.parent), op.name, n, op.time)
         return
       }
       case 'write': {

@@ -4,13 +4,27 @@
  * loaded from its base directory tree on first use.
  */
 import type { CID } from 'multiformats/cid'
-import type { Entry, Kind } from '../object/dir.js'
+import { type Entry, isDevice, type Kind } from '../object/dir.js'
 import { FileReader } from '../object/file.js'
 import type { BlockGetter } from '../store/types.js'
 
 export const S_IFREG = 0o100000
 export const S_IFDIR = 0o040000
 export const S_IFLNK = 0o120000
+export const S_IFIFO = 0o010000
+export const S_IFCHR = 0o020000
+export const S_IFBLK = 0o060000
+export const S_IFSOCK = 0o140000
+export const S_IFMT = 0o170000
+/** The file-type bits of each kind (st_mode & S_IFMT). */
+export const KIND_TYPE: Readonly<Record<Kind, number>> = {
+  file: S_IFREG, dir: S_IFDIR, symlink: S_IFLNK, fifo: S_IFIFO, socket: S_IFSOCK, chr: S_IFCHR, blk: S_IFBLK
+}
+/** The kind of a file-type value (mode & S_IFMT), or undefined for none. */
+export function kindOfType (type: number): Kind | undefined {
+  for (const [k, t] of Object.entries(KIND_TYPE)) if (t === type) return k as Kind
+  return undefined
+}
 export const PAGE = 64 * 1024
 export const ROOT_INO = 1
 
@@ -45,6 +59,7 @@ export interface Attr {
   uid: number
   gid: number
   size: number
+  rdev: number
   blocks: number
   atime: bigint
   mtime: bigint
@@ -87,6 +102,9 @@ export class Inode {
   // symlinks
   target?: Uint8Array
 
+  // character and block devices
+  rdev = 0
+
   constructor (readonly ino: number, kind: Kind, mode: number, uid: number, gid: number, time: bigint) {
     this.kind = kind
     this.mode = mode & 0o7777
@@ -112,9 +130,14 @@ export class Inode {
       n.nlink = e.nlink ?? 2
       n.subdirs = n.nlink - 2
       n.size = e.size
-    } else {
+    } else if (e.kind === 'symlink') {
       n.target = e.target
       n.size = e.target?.length ?? 0
+      n.nlink = e.nlink ?? 1
+    } else {
+      n.rdev = e.rdev ?? 0
+      n.size = 0
+      n.nlink = e.nlink ?? 1
     }
     return n
   }
@@ -130,20 +153,21 @@ export class Inode {
       e.nlink = this.nlink
     }
     if (this.kind === 'symlink') e.target = this.target
-    if (this.kind === 'file' && this.nlink > 1) e.nlink = this.nlink
+    if (isDevice(this.kind)) e.rdev = this.rdev
+    if (this.kind !== 'dir' && this.nlink > 1) e.nlink = this.nlink
     if (this.xattrs.size > 0) e.xattrs = Object.fromEntries(this.xattrs)
     return e
   }
 
   attr (): Attr {
-    const type = this.kind === 'dir' ? S_IFDIR : this.kind === 'symlink' ? S_IFLNK : S_IFREG
     return {
       ino: this.ino,
-      mode: type | this.mode,
+      mode: KIND_TYPE[this.kind] | this.mode,
       nlink: this.nlink,
       uid: this.uid,
       gid: this.gid,
       size: this.size,
+      rdev: this.rdev,
       blocks: Math.ceil(this.size / 512),
       atime: this.atime,
       mtime: this.mtime,

@@ -13,14 +13,18 @@ import * as dagCbor from '@ipld/dag-cbor'
 import { type Block, DAG_CBOR, makeBlock } from '../block/index.js'
 import { ReefError } from '../errors.js'
 import { decodeCbor, field } from '../object/codec.js'
-import type { Kind } from '../object/dir.js'
+import { type Kind, KINDS } from '../object/dir.js'
 
 export type Op =
   | { op: 'create', parent: number, name: Uint8Array, ino: number, mode: number, uid: number, gid: number, time: bigint }
   | { op: 'mkdir', parent: number, name: Uint8Array, ino: number, mode: number, uid: number, gid: number, time: bigint }
   | { op: 'symlink', parent: number, name: Uint8Array, ino: number, target: Uint8Array, uid: number, gid: number, time: bigint }
+  /** A FIFO, socket or device node (kind), rdev 0 for the first two. */
+  | { op: 'mknod', parent: number, name: Uint8Array, ino: number, kind: Kind, mode: number, rdev: number, uid: number, gid: number, time: bigint }
   | { op: 'write', ino: number, offset: number, data: Uint8Array, time: bigint, dataCid?: CID }
   | { op: 'truncate', ino: number, size: number, time: bigint }
+  /** fallocate(2): mode is Linux's FALLOC_FL_* bits. */
+  | { op: 'fallocate', ino: number, mode: number, offset: number, length: number, time: bigint }
   | { op: 'unlink', parent: number, name: Uint8Array, time: bigint }
   | { op: 'rmdir', parent: number, name: Uint8Array, time: bigint }
   | { op: 'rename', parent: number, name: Uint8Array, newParent: number, newName: Uint8Array, time: bigint }
@@ -36,9 +40,11 @@ const SCHEMA: Record<OpName, Array<[string, string, FieldType, boolean?]>> = {
   create: [['parent', 'p', 'int'], ['name', 'n', 'bytes'], ['ino', 'i', 'int'], ['mode', 'm', 'int'], ['uid', 'u', 'int'], ['gid', 'g', 'int'], ['time', 't', 'time']],
   mkdir: [['parent', 'p', 'int'], ['name', 'n', 'bytes'], ['ino', 'i', 'int'], ['mode', 'm', 'int'], ['uid', 'u', 'int'], ['gid', 'g', 'int'], ['time', 't', 'time']],
   symlink: [['parent', 'p', 'int'], ['name', 'n', 'bytes'], ['ino', 'i', 'int'], ['target', 'y', 'bytes'], ['uid', 'u', 'int'], ['gid', 'g', 'int'], ['time', 't', 'time']],
+  mknod: [['parent', 'p', 'int'], ['name', 'n', 'bytes'], ['ino', 'i', 'int'], ['kind', 'k', 'kind'], ['mode', 'm', 'int'], ['rdev', 'rd', 'int'], ['uid', 'u', 'int'], ['gid', 'g', 'int'], ['time', 't', 'time']],
   // A write carries its data inline (d) or names it (dc: a raw block in its own log frame).
   write: [['ino', 'i', 'int'], ['offset', 'o', 'int'], ['data', 'd', 'bytes', true], ['dataCid', 'dc', 'cid', true], ['time', 't', 'time']],
   truncate: [['ino', 'i', 'int'], ['size', 's', 'int'], ['time', 't', 'time']],
+  fallocate: [['ino', 'i', 'int'], ['mode', 'm', 'int'], ['offset', 'o', 'int'], ['length', 'l', 'int'], ['time', 't', 'time']],
   unlink: [['parent', 'p', 'int'], ['name', 'n', 'bytes'], ['time', 't', 'time']],
   rmdir: [['parent', 'p', 'int'], ['name', 'n', 'bytes'], ['time', 't', 'time']],
   rename: [['parent', 'p', 'int'], ['name', 'n', 'bytes'], ['newParent', 'p2', 'int'], ['newName', 'n2', 'bytes'], ['time', 't', 'time']],
@@ -140,7 +146,7 @@ export function decodeRecord (bytes: Uint8Array): LogRecord {
       case 'bool': if (typeof a[wire] !== 'boolean') throw ReefError.badEncoding(`${what}: ${k} is not a bool`); op[k] = a[wire]; break
       case 'kind': {
         const s = f.str()
-        if (s !== 'file' && s !== 'dir' && s !== 'symlink') throw ReefError.badEncoding(`${what}: bad kind`)
+        if (!(KINDS as readonly string[]).includes(s)) throw ReefError.badEncoding(`${what}: bad kind`)
         op[k] = s
         break
       }

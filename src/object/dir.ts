@@ -14,8 +14,15 @@ import { sha256 } from '../crypto/hash.js'
 import { decodeCbor, encodeBlock, field } from './codec.js'
 import { group } from './tree.js'
 
-export type Kind = 'file' | 'dir' | 'symlink'
-const KINDS: Kind[] = ['file', 'dir', 'symlink']
+/**
+ * Entry kinds. Their index is the wire value, so new kinds are only ever appended (versions
+ * written before FIFOs, sockets and devices existed use 0-2 and read as they did).
+ */
+export type Kind = 'file' | 'dir' | 'symlink' | 'fifo' | 'socket' | 'chr' | 'blk'
+export const KINDS: readonly Kind[] = ['file', 'dir', 'symlink', 'fifo', 'socket', 'chr', 'blk']
+/** Kinds whose entry is all there is: the kernel handles their data (FIFOs, sockets) or the device does. */
+export const SPECIAL_KINDS: ReadonlySet<Kind> = new Set(['fifo', 'socket', 'chr', 'blk'])
+export const isDevice = (k: Kind): boolean => k === 'chr' || k === 'blk'
 
 export const NAME_MAX = 255
 
@@ -26,7 +33,7 @@ export interface Entry {
   mode: number
   uid: number
   gid: number
-  /** Bytes for files, target length for symlinks, entry count for directories. */
+  /** Bytes for files, target length for symlinks, entry count for directories, 0 for special files. */
   size: number
   /** Nanoseconds since the epoch. */
   mtime: bigint
@@ -36,6 +43,8 @@ export interface Entry {
   cid?: CID
   /** Symlink target. */
   target?: Uint8Array
+  /** Device number (Linux's encoding, as in st_rdev) of a character or block device. */
+  rdev?: number
   /** Stable inode number, assigned by the file system that wrote the entry. */
   ino?: number
   /** Link count when > 1: then the version's link table holds the authoritative inode. */
@@ -66,6 +75,7 @@ export function encodeEntry (e: Entry): Record<string, unknown> {
   }
   if (e.cid !== undefined) o.c = e.cid
   if (e.target !== undefined) o.y = e.target
+  if (e.rdev !== undefined) o.rd = e.rdev
   if (e.ino !== undefined) o.i = e.ino
   if (e.nlink !== undefined && e.nlink > 1) o.nl = e.nlink
   if (e.xattrs !== undefined && Object.keys(e.xattrs).length > 0) o.x = e.xattrs
@@ -110,11 +120,18 @@ export function decodeEntry (raw: unknown): Entry {
     }
     e.xattrs = xattrs
   }
+  if (o.rd !== undefined) e.rdev = field(o, 'rd', what).int()
   if (o.hl === true) e.linked = true
+  if (e.linked === true) {
+    // A link-table reference names its inode only: content, target and device number live in
+    // the table entry, whatever the kind (a hard-linked symlink has no target here).
+    if (e.ino === undefined) throw ReefError.badEncoding(`${what}: link-table reference without an inode number`)
+    return e
+  }
   if (e.kind === 'symlink' && e.target === undefined) throw ReefError.badEncoding(`${what}: symlink without target`)
-  if (e.linked === true && e.ino === undefined) throw ReefError.badEncoding(`${what}: link-table reference without an inode number`)
-  // A link-table reference names its inode only; the content link lives in the table entry.
-  if (e.kind !== 'symlink' && e.cid === undefined && e.linked !== true) throw ReefError.badEncoding(`${what}: ${e.kind} without content link`)
+  if ((e.kind === 'file' || e.kind === 'dir') && e.cid === undefined) throw ReefError.badEncoding(`${what}: ${e.kind} without content link`)
+  if (isDevice(e.kind) && e.rdev === undefined) throw ReefError.badEncoding(`${what}: ${e.kind} device without a device number`)
+  if (!isDevice(e.kind) && e.rdev !== undefined) throw ReefError.badEncoding(`${what}: device number on a ${e.kind}`)
   return e
 }
 
