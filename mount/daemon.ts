@@ -242,7 +242,10 @@ export class MountDaemon {
       this.timer = undefined
       this.sync().catch(err => {
         this.lastError = (err as Error).message
-        this.log(`fold failed: ${(err as Error).stack ?? String(err)}`)
+        // A refusal reef knows (a block that does not read back, a store error) is one line; the
+        // writes stay in the log and the next fold tries again. Anything else keeps its stack.
+        const why = err instanceof ReefError ? `${err.message} [${err.code}]` : (err as Error).stack ?? String(err)
+        this.log(`fold failed, head stays at version ${this.fs.version?.root.seq ?? 0}: ${why}`)
       })
     }, delay)
   }

@@ -10,7 +10,8 @@ import type { Block } from '../block/index.js'
 import { ReefError } from '../errors.js'
 import { buildDir, checkName, DirReader, type Entry, isDevice, type Kind, linkTableKey } from '../object/dir.js'
 import { type Extent, type Leaf, MAX_FILE_SIZE, rewriteFile } from '../object/file.js'
-import { encodeVersion, type VersionRoot } from '../object/version.js'
+import { decodeVersion, encodeVersion, type VersionRoot } from '../object/version.js'
+import { checkVersion, readBack } from '../object/readback.js'
 import type { Op } from '../log/record.js'
 import type { WriterLog } from '../log/index.js'
 import type { BlockStore } from '../store/types.js'
@@ -80,6 +81,14 @@ function extentsOf (n: Inode, old: Leaf[]): (pos: number) => Extent {
     }
     return { hole: true, end: Math.max(limit, pos + 1) }
   }
+}
+
+/** A directory tree a fold has built, applied to its inode once the version is committed. */
+interface BuiltDir { cid: CID, count: number, subdirs: number }
+
+/** A directory's entry as of a fold in progress (its new tree, count and link count). */
+function withBuilt (e: Entry, b: BuiltDir | undefined): Entry {
+  return b === undefined ? e : { ...e, cid: b.cid, size: b.count, nlink: 2 + b.subdirs }
 }
 
 export class ReefFS {
@@ -775,16 +784,21 @@ export class ReefFS {
         n.settle(root.cid as CID)
       }
 
+      // Directories are built into `built` and take their new links only once the head has
+      // moved: a fold that fails part-way (a block that does not read back, a store error)
+      // leaves every directory as it was, still dirty, and the writes in the log.
       const root = this.root
-      await this.foldDir(root, emit)
+      const built = new Map<Inode, BuiltDir>()
+      await this.foldDir(root, '/', emit, built)
       let links = this.tableBase
       if (this.tableDirty) links = await this.foldTable(emit)
 
       const prev = this.version
       const seq = (prev?.root.seq ?? 0n) + 1n
+      const builtRoot = built.get(root)
       const vroot: VersionRoot = {
-        root: root.dirBase as CID,
-        rootAttrs: root.toEntry(new Uint8Array(0)),
+        root: builtRoot?.cid ?? root.dirBase as CID,
+        rootAttrs: withBuilt(root.toEntry(new Uint8Array(0)), builtRoot),
         parents: prev !== undefined ? [prev.vguid] : [],
         seq,
         time: Date.now(),
@@ -801,12 +815,19 @@ export class ReefFS {
       // Chunks are stored by now, so a data frame equal to one is not stored twice.
       for (const b of await this.log.blocks(this.store)) blocks.push(b)
       const vblock = encodeVersion(vroot)
+      checkVersion(vblock.cid, vroot, readBack('version root', vblock.cid, vblock.bytes, decodeVersion))
       blocks.push(vblock)
       await put(blocks)
       this.log.sync()
       if (this.commitFn !== undefined) await this.commitFn(vblock, vroot)
       // The version (and its head) are durable: the log up to here is no longer needed.
       this.log.checkpoint()
+      for (const [dir, b] of built) {
+        dir.dirBase = b.cid
+        dir.size = b.count
+        dir.subdirs = b.subdirs
+        dir.nlink = 2 + b.subdirs
+      }
       this.version = { vguid: vblock.cid, root: vroot }
       this.tableBase = links
       this.tableDirty = false
@@ -818,7 +839,8 @@ export class ReefFS {
     })
   }
 
-  private async foldDir (dir: Inode, emit: (b: Block) => void): Promise<void> {
+  /** Builds the tree of a dirty directory (and of its dirty subdirectories) into `built`. */
+  private async foldDir (dir: Inode, path: string, emit: (b: Block) => void, built: Map<Inode, BuiltDir>): Promise<void> {
     if (!this.dirtyDirs.has(dir.ino) && dir.dirBase !== undefined) return
     const entries: Entry[] = []
     let subdirs = 0
@@ -827,19 +849,21 @@ export class ReefFS {
       const name = keyName(key)
       if (n.kind === 'dir') {
         subdirs++
-        await this.foldDir(n, emit)
+        await this.foldDir(n, path + Buffer.from(name).toString() + '/', emit, built)
       }
       if (n.inTable) {
         entries.push({ name, kind: n.kind, mode: 0, uid: 0, gid: 0, size: 0, mtime: 0n, atime: 0n, ctime: 0n, ino: n.ino, linked: true })
       } else {
-        entries.push(n.toEntry(name))
+        entries.push(withBuilt(n.toEntry(name), built.get(n)))
       }
     }
-    const { cid, count } = buildDir(entries, emit)
-    dir.dirBase = cid
-    dir.size = count
-    dir.subdirs = subdirs
-    dir.nlink = 2 + subdirs
+    try {
+      const { cid, count } = buildDir(entries, emit)
+      built.set(dir, { cid, count, subdirs })
+    } catch (err) {
+      if (err instanceof ReefError && err.code === 'BAD_ENCODING') throw new ReefError('BAD_ENCODING', `fold refused, directory ${path}: ${err.message}`, err)
+      throw err
+    }
   }
 
   private async foldTable (emit: (b: Block) => void): Promise<CID | undefined> {

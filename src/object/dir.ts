@@ -12,6 +12,7 @@ import { ReefError } from '../errors.js'
 import type { BlockGetter } from '../store/types.js'
 import { sha256 } from '../crypto/hash.js'
 import { decodeCbor, encodeBlock, field } from './codec.js'
+import { checkEntries, readBack } from './readback.js'
 import { group } from './tree.js'
 
 /**
@@ -68,6 +69,13 @@ export function checkName (name: Uint8Array): void {
   }
 }
 
+/**
+ * Test hook, REEF_TEST_ENCODE_FAULT=NAME: an entry named NAME is encoded wrong (its mode's
+ * lowest bit flipped, a symlink's target left out), so tests can show that the fold's read-back
+ * (readback.ts) refuses the block. Read once, at load.
+ */
+export const encodeFault: { name?: string } = { name: process.env.REEF_TEST_ENCODE_FAULT !== '' ? process.env.REEF_TEST_ENCODE_FAULT : undefined }
+
 export function encodeEntry (e: Entry): Record<string, unknown> {
   const o: Record<string, unknown> = {
     n: e.name, k: KINDS.indexOf(e.kind), m: e.mode, u: e.uid, g: e.gid, s: e.size,
@@ -80,6 +88,10 @@ export function encodeEntry (e: Entry): Record<string, unknown> {
   if (e.nlink !== undefined && e.nlink > 1) o.nl = e.nlink
   if (e.xattrs !== undefined && Object.keys(e.xattrs).length > 0) o.x = e.xattrs
   if (e.linked === true) o.hl = true
+  if (encodeFault.name !== undefined && Buffer.from(e.name).toString() === encodeFault.name) {
+    o.m = e.mode ^ 1
+    delete o.y
+  }
   return o
 }
 
@@ -164,7 +176,11 @@ function decodeDirNode (bytes: Uint8Array): DirNode {
   return { height, links }
 }
 
-/** Builds a directory from entries (any order; duplicate names are an error). Emits every node. */
+/**
+ * Builds a directory from entries (any order; duplicate names are an error). Emits every node,
+ * each read back first: a node that does not decode to what it was built from is BAD_ENCODING
+ * (see readback.ts), and nothing is emitted after it.
+ */
 export function buildDir (entries: Entry[], emit: (b: Block) => void): { cid: CID, count: number } {
   const sorted = [...entries].sort((a, b) => compareBytes(a.name, b.name))
   for (let i = 1; i < sorted.length; i++) {
@@ -175,6 +191,7 @@ export function buildDir (entries: Entry[], emit: (b: Block) => void): { cid: CI
   const leafGroups = sorted.length === 0 ? [[]] : group(sorted, e => sha256(e.name), entrySize)
   let level: DirLink[] = leafGroups.map(g => {
     const b = encodeBlock({ t: 'd', h: 0, e: g.map(encodeEntry) })
+    checkEntries('directory node', b.cid, g, readBack('directory node', b.cid, b.bytes, decodeDirNode).entries ?? [])
     emit(b)
     return { first: g.length > 0 ? g[0].name : new Uint8Array(0), cid: b.cid, count: g.length }
   })
@@ -182,6 +199,10 @@ export function buildDir (entries: Entry[], emit: (b: Block) => void): { cid: CI
   while (level.length > 1) {
     level = group(level, l => l.cid.multihash.digest).map(g => {
       const b = encodeBlock({ t: 'd', h: height, l: g.map(l => [l.first, l.cid, l.count]) })
+      const got = readBack('directory node', b.cid, b.bytes, decodeDirNode).links ?? []
+      if (got.length !== g.length || g.some((l, i) => compareBytes(l.first, got[i].first) !== 0 || !l.cid.equals(got[i].cid) || l.count !== got[i].count)) {
+        throw new ReefError('BAD_ENCODING', `directory node ${b.cid.toString()} does not read back: its links differ`)
+      }
       emit(b)
       return { first: g[0].first, cid: b.cid, count: g.reduce((a, l) => a + l.count, 0) }
     })

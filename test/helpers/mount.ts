@@ -127,6 +127,8 @@ export interface StartOptions {
   extraArgs?: string[]
   /** `reef checkout VERSION MNT` instead of `reef mount MNT`. */
   checkout?: string
+  /** Extra environment of the daemon (test hooks such as REEF_TEST_ENCODE_FAULT). */
+  env?: NodeJS.ProcessEnv
 }
 
 let counter = 0
@@ -144,7 +146,7 @@ export async function startMount (t: TapLike, opts: StartOptions = {}): Promise<
     : ['mount', mnt, ...(opts.foldInterval !== undefined ? ['--fold-interval', String(opts.foldInterval)] : [])]
   const proc = spawn(process.execPath, [REEF_BIN, '--data-dir', dataDir, ...args, ...(opts.extraArgs ?? [])], {
     stdio: ['ignore', 'ignore', fd],
-    env: { ...process.env, NODE_NO_WARNINGS: '1' }
+    env: { ...process.env, NODE_NO_WARNINGS: '1', ...opts.env }
   })
   fs.closeSync(fd)
   let exit: { code: number | null, signal: NodeJS.Signals | null } | undefined
