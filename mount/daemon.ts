@@ -31,6 +31,10 @@
  *                        dropped the cache whenever mtime had moved since the last open, so
  *                        reading a file right after writing it always went to the daemon)
  *   default_permissions  the kernel enforces mode bits (EACCES) with the attrs we report
+ *   nosuid,nodev         libfuse's defaults, kept on purpose: a reef tree can come from another
+ *                        writer or from someone else's put, and a device node in it must not
+ *                        open this machine's devices. Device nodes are stored, listed and
+ *                        stat'ed like any entry (rdev kept); opening one answers EACCES
  *   allow_other          other local users (and tests running as another uid) can reach it;
  *                        only when root mounts or /etc/fuse.conf has user_allow_other (without it,
  *                        fusermount refuses the option and a non-root mount would fail)
