@@ -40,6 +40,7 @@ export const MAX_WRITE_RECORD = 1024 * 1024
 const enc = new TextEncoder()
 
 const posix = ReefError.posix
+const S_ISGID = 0o2000
 const nowNs = (): bigint => BigInt(Date.now()) * 1_000_000n
 
 /**
@@ -89,6 +90,18 @@ interface BuiltDir { cid: CID, count: number, subdirs: number }
 /** A directory's entry as of a fold in progress (its new tree, count and link count). */
 function withBuilt (e: Entry, b: BuiltDir | undefined): Entry {
   return b === undefined ? e : { ...e, cid: b.cid, size: b.count, nlink: 2 + b.subdirs }
+}
+
+/**
+ * Group and mode of a new entry. The caller's group, except in a setgid directory: there the
+ * entry takes the directory's group, and a new directory the setgid bit too (as ext4 and every
+ * Linux file system do; FUSE leaves this to the file system). Dropping S_ISGID from a new file
+ * whose creator is not in the group is the kernel's part, done before the request arrives.
+ */
+function ownerIn (dir: Inode, kind: Kind, mode: number, cred: Cred): { gid: number, mode: number } {
+  const perm = mode & 0o7777
+  if ((dir.mode & S_ISGID) === 0) return { gid: cred.gid, mode: perm }
+  return { gid: dir.gid, mode: kind === 'dir' ? perm | S_ISGID : perm }
 }
 
 export class ReefFS {
@@ -342,17 +355,18 @@ export class ReefFS {
 
   private async make (kind: Kind, parent: number, name: Uint8Array, mode: number, cred: Cred, target?: Uint8Array): Promise<Inode> {
     return await this.exclusive(async () => {
-      const { existing } = await this.dirFor(parent, name)
+      const { dir, existing } = await this.dirFor(parent, name)
       if (existing !== undefined) throw posix('EEXIST', Buffer.from(name).toString())
       const ino = this.nextIno
       const time = this.now()
-      const base = { parent, name, ino, uid: cred.uid, gid: cred.gid, time }
+      const owner = ownerIn(dir, kind, mode, cred)
+      const base = { parent, name, ino, uid: cred.uid, gid: owner.gid, time }
       if (kind === 'symlink') {
         if (target === undefined || target.length === 0) throw posix('ENOENT', 'empty symlink target')
         if (target.length > 4095) throw posix('ENAMETOOLONG', 'symlink target exceeds 4095 bytes')
         await this.commit({ op: 'symlink', ...base, target })
       } else {
-        await this.commit({ op: kind === 'dir' ? 'mkdir' : 'create', ...base, mode: mode & 0o7777 })
+        await this.commit({ op: kind === 'dir' ? 'mkdir' : 'create', ...base, mode: owner.mode })
       }
       return this.node(ino)
     })
@@ -384,11 +398,12 @@ export class ReefFS {
     if (kind === 'file') return await this.make('file', parent, name, mode, cred)
     if (!Number.isSafeInteger(rdev) || rdev < 0) throw posix('EINVAL', 'bad device number')
     return await this.exclusive(async () => {
-      const { existing } = await this.dirFor(parent, name)
+      const { dir, existing } = await this.dirFor(parent, name)
       if (existing !== undefined) throw posix('EEXIST', Buffer.from(name).toString())
       const ino = this.nextIno
+      const owner = ownerIn(dir, kind, mode, cred)
       await this.commit({
-        op: 'mknod', parent, name, ino, kind, mode: mode & 0o7777, rdev: isDevice(kind) ? rdev : 0, uid: cred.uid, gid: cred.gid, time: this.now()
+        op: 'mknod', parent, name, ino, kind, mode: owner.mode, rdev: isDevice(kind) ? rdev : 0, uid: cred.uid, gid: owner.gid, time: this.now()
       })
       return this.node(ino)
     })
