@@ -9,8 +9,9 @@ import path from 'node:path'
 import cliProgress from 'cli-progress'
 import type { CID } from 'multiformats/cid'
 import { isAguid, makeBlock, parseGuid, RAW } from '../src/block/index.js'
-import { ReefError } from '../src/errors.js'
-import { defaultDataDir, type ReefNode } from '../src/node.js'
+import { isDamage, ReefError } from '../src/errors.js'
+import { defaultDataDir, type HistoryItem, type ReefNode } from '../src/node.js'
+import { fsck, type FsckReport } from '../src/fsck/check.js'
 import { putPath } from '../src/transfer/put.js'
 import { resolveBytes } from '../src/transfer/paths.js'
 import { recording } from '../src/store/recording.js'
@@ -265,7 +266,47 @@ export function createProgram (ctx: CliContext): Command {
       })
     })
 
+  program.command('fsck')
+    .description(`check every block of a version (default: the current one); exit ${FSCK_DAMAGED} if any is missing, corrupt or malformed`)
+    .argument('[version]', 'VGUID or SEQ of this file system')
+    .option('--json', 'print JSON')
+    .action(async (version: string | undefined, opts: { json?: boolean }) => {
+      await withNode(async node => {
+        // The head's VGUID, not its decoded version: an unreadable version root is what fsck reports.
+        const head = await node.heads.current(node.aguid)
+        const vguid = version !== undefined ? await resolveVersionArg(node, version) : head?.vguid
+        if (vguid === undefined) throw ReefError.notFound(`no head known for ${node.aguid.toString()}`)
+        const report = await fsck(node.store, vguid)
+        if (report.seq === undefined && head?.vguid.equals(vguid) === true) report.seq = head.seq.toString()
+        const rootLost = report.problems.some(p => p.role === 'version root')
+        const stored = rootLost ? (await node.storedVersions()).filter(v => !v.vguid.equals(vguid)) : undefined
+        print(opts.json, { ...report, clean: report.problems.length === 0, storedVersions: stored }, () => fsckText(report, stored))
+        if (report.problems.length > 0) throw new ExitStatus(FSCK_DAMAGED)
+      })
+    })
+
   return program
+}
+
+/** Exit status of `reef fsck` when it found damage (1 is a failure to check, 2 a usage error). */
+export const FSCK_DAMAGED = 3
+
+/** Ends a command with this exit status, having printed what it had to say. */
+export class ExitStatus extends Error {
+  constructor (readonly status: number) { super(`exit ${status}`) }
+}
+
+function fsckText (r: FsckReport, stored: HistoryItem[] | undefined): string {
+  const lines = r.problems.map(p => `${p.problem.padEnd(9)} ${p.role.padEnd(15)} ${p.guid}  ${p.paths.join(', ')}${p.morePaths > 0 ? ` (+${p.morePaths} more)` : ''}  [${p.code}]`)
+  const n = r.problems.length
+  lines.push(`version ${r.seq ?? '?'} ${r.vguid}: ${r.blocks} block${r.blocks === 1 ? '' : 's'} checked, ${n === 0 ? 'no problems' : n === 1 ? '1 problem' : `${n} problems`}`)
+  if (stored !== undefined) {
+    lines.push(stored.length === 0
+      ? 'no other version of this file system is stored here'
+      : 'versions stored here (continue from one with `reef mount DIR --from SEQ`):\n' +
+        stored.map(i => `${String(i.seq).padStart(5)}  ${fmtTime(i.time)}  ${i.vguid.toString()}  ${i.message ?? ''}`.trimEnd()).join('\n'))
+  }
+  return lines.join('\n')
 }
 
 export interface Progress { tick: (n: number) => void, stop: () => void }
@@ -295,7 +336,16 @@ export function terminalBar (total: number, stream: NodeJS.WriteStream = process
 /** A VGUID string, or a sequence number of this data directory's file system. */
 export async function resolveVersionArg (node: ReefNode, arg: string): Promise<CID> {
   if (/^\d+$/.test(arg)) {
-    const item = (await node.history()).find(i => i.seq === BigInt(arg))
+    let items: Array<{ seq: bigint, vguid: CID }>
+    try {
+      items = await node.history()
+    } catch (err) {
+      // The head's version root is unreadable (so is the chain of parents in it): the versions
+      // still in the store are found by reading it.
+      if (!isDamage(err)) throw err
+      items = await node.storedVersions()
+    }
+    const item = items.find(i => i.seq === BigInt(arg))
     if (item === undefined) throw ReefError.notFound(`no version with seq ${arg}`)
     return item.vguid
   }
@@ -339,6 +389,7 @@ export async function runProgram (ctx: CliContext, args: string[]): Promise<numb
 }
 
 export function exitCodeFor (err: unknown, ctx: Pick<CliContext, 'err'>): number {
+  if (err instanceof ExitStatus) return err.status
   if ((err as { silent?: boolean })?.silent === true) return 0
   if (err instanceof CommanderError) {
     // Already printed (help on stdout, a usage error on stderr via outputError).

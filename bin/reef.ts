@@ -183,7 +183,7 @@ function lifecycle (program: Command): void {
       }
     })
 
-  type MountCliOptions = { foldInterval?: string, maxDirty?: string, attrTimeout?: string, attrCache?: boolean, writeBehind?: boolean, json?: boolean, aguid?: string, listen?: string[], bootstrap?: string[], k?: string, repairInterval?: string, fetchDeadline?: string }
+  type MountCliOptions = { from?: string, foldInterval?: string, maxDirty?: string, attrTimeout?: string, attrCache?: boolean, writeBehind?: boolean, json?: boolean, aguid?: string, listen?: string[], bootstrap?: string[], k?: string, repairInterval?: string, fetchDeadline?: string }
   const foreground = async (mountpoint: string, opts: MountCliOptions, checkout?: string): Promise<void> => {
     const dir = dataDir()
     if (checkout === undefined && ReefNode.init(dir)) err(`reef: created a new data directory at ${dir}\n`)
@@ -211,6 +211,8 @@ function lifecycle (program: Command): void {
     }
     try {
       version = checkout !== undefined ? await node.version(await resolveVersionArg(node, checkout)) : undefined
+      if (opts.from !== undefined && follow !== undefined) throw ReefError.badInput('--from and --aguid exclude each other: --from continues this data directory\'s own file system')
+      const from = opts.from !== undefined ? await node.version(await resolveVersionArg(node, opts.from)) : undefined
       const foldIntervalMs = opts.foldInterval !== undefined ? Math.round(Number(opts.foldInterval) * 1000) : undefined
       if (foldIntervalMs !== undefined && !(foldIntervalMs >= 0)) throw ReefError.badInput(`bad --fold-interval ${opts.foldInterval}`)
       const own = follow === undefined || follow.equals(node.aguid)
@@ -218,7 +220,7 @@ function lifecycle (program: Command): void {
       if (maxDirtyBytes !== undefined && !(maxDirtyBytes > 0)) throw ReefError.badInput(`bad --max-dirty ${opts.maxDirty}`)
       const attrTimeout = opts.attrTimeout !== undefined ? Number(opts.attrTimeout) : undefined
       if (attrTimeout !== undefined && !(attrTimeout >= 0 && attrTimeout <= 3600)) throw ReefError.badInput(`bad --attr-timeout ${opts.attrTimeout}`)
-      d = await MountDaemon.start(node, { mountpoint, foldIntervalMs, maxDirtyBytes, attrTimeout, attrCache: opts.attrCache, writeBehind: opts.writeBehind, checkout: version, follow: own ? undefined : follow })
+      d = await MountDaemon.start(node, { mountpoint, foldIntervalMs, maxDirtyBytes, attrTimeout, attrCache: opts.attrCache, writeBehind: opts.writeBehind, checkout: version, from, follow: own ? undefined : follow })
       server = await serveControl(node, d, checkout === undefined ? SOCKET_NAME : `checkout-${process.pid}.sock`, stop)
     } catch (e) {
       await stop()
@@ -244,6 +246,7 @@ function lifecycle (program: Command): void {
     .option('--no-attr-cache', 'ask the daemon for every getattr instead of answering from the exact attribute cache')
     .option('--no-write-behind', 'apply every write before acknowledging it (default: acknowledge once queued, apply right after; fsync and close wait)')
     .option('--json', 'print the mount status as JSON once mounted')
+    .option('--from <version>', 'start read-write from this version (seq or VGUID): its tree becomes the live tree and the next version follows the head (see reef fsck)')
     .option('--aguid <aguid>', 'mount another owner\'s file system (read-only), following its signed head')
     .option('--listen <multiaddr>', 'be a network node listening here (repeatable)', collect, [])
     .option('--bootstrap <multiaddr>', 'join the network through this node (repeatable)', collect, [])

@@ -71,6 +71,8 @@ export interface MountOptions {
   maxDirtyBytes?: number
   /** Mount this version read-only instead of the live file system. */
   checkout?: VersionInfo
+  /** Mount read-write with this version's tree as the live tree (the way back to a good version). */
+  from?: VersionInfo
   /**
    * Follow another owner's file system (read-only): mount the version its signed head names
    * and switch to newer versions as their heads arrive from the network.
@@ -149,14 +151,16 @@ export class MountDaemon {
     fs.mkdirSync(mnt, { recursive: true })
     let rfs: ReefFS
     if (opts.checkout !== undefined) {
-      rfs = await node.openVersion(opts.checkout)
+      rfs = await node.openVersion(opts.checkout, log)
     } else if (opts.follow !== undefined) {
       await node.refreshHead(opts.follow)
       const v = await node.currentVersion(opts.follow)
       if (v === undefined) throw ReefError.notFound(`no head known for ${opts.follow.toString()} (is a node of the network reachable?)`)
-      rfs = await node.openVersion(v)
+      rfs = await node.openVersion(v, log)
     } else {
-      rfs = await node.openFs()
+      rfs = await node.openFs({ from: opts.from, warn: log })
+      if (opts.from !== undefined) log(`continuing from version ${opts.from.root.seq} (${opts.from.vguid.toString()}): the next version follows ${rfs.version?.root.seq ?? 0} with its tree`)
+      if (rfs.replaySkipped > 0) log(`log replay: ${rfs.replaySkipped} records skipped, ${rfs.pending} applied`)
     }
     const d = new MountDaemon(node, rfs, { ...opts, mountpoint: mnt }, log)
     const opsOptions = {
@@ -189,6 +193,10 @@ export class MountDaemon {
       timeout: false
     })
     
+    // Continuing from another version is recorded at once, as a version that says so.
+    if (opts.from !== undefined) {
+      await d.sync(`from version ${opts.from.root.seq}`).catch(err => log(`fold of the version continued from failed: ${(err as Error).message}`))
+    }
     // Anything the log replay recovered becomes a version right away.
     if (!rfs.readOnly && rfs.dirty) d.scheduleFold(0)
     if (opts.follow !== undefined) d.startFollowing()
@@ -225,7 +233,7 @@ export class MountDaemon {
         if (v === undefined) {
           const item = (await this.node.history(this.aguid)).find(h => h.seq === seq)
           if (item === undefined) throw ReefError.posix('ENOENT', `no version ${seq}`)
-          v = await this.node.openVersion(await this.node.version(item.vguid))
+          v = await this.node.openVersion(await this.node.version(item.vguid), this.log)
           if (this.versionCache.size >= 16) this.versionCache.delete(this.versionCache.keys().next().value as string)
           this.versionCache.set(key, v)
         }
@@ -285,6 +293,8 @@ export class MountDaemon {
       vguid: this.fs.version?.vguid.toString(),
       seq: this.fs.version?.root.seq.toString(),
       pendingRecords: this.fs.pending,
+      replaySkipped: this.fs.replaySkipped,
+      damagedDirs: [...this.fs.damaged.values()].map(d => ({ path: d.path, guid: d.guid, code: d.code })),
       dirtyBytes: this.fs.dirtyBytes,
       folds: this.folds,
       attrCache: this.fuse?.attrCacheStats(),

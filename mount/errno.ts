@@ -34,7 +34,9 @@ const BY_CODE: Record<string, number> = {
   NOT_FOUND: E.EIO,
   BLOCK_CORRUPT: E.EIO,
   BAD_ENCODING: E.EIO,
-  IO: E.EIO
+  IO: E.EIO,
+  // Already reported once, with path and GUID, when it was found (src/fs): not again per reader.
+  DAMAGED: E.EIO
 }
 
 export type Logger = (line: string) => void
@@ -54,7 +56,7 @@ export function toErrno (err: unknown, op: string, log: Logger): number {
   if (err instanceof ReefError) {
     const n = BY_CODE[err.code]
     if (n !== undefined) {
-      if (n === E.EIO) log(`${op}: ${err.code}: ${err.message}`)
+      if (n === E.EIO && err.code !== 'DAMAGED') log(`${op}: ${err.code}: ${err.message}`)
       return -n
     }
   }

@@ -19,6 +19,8 @@ export type ReefErrorCode =
   | 'NO_IDENTITY'
   | 'NOT_REPLICATED'
   | 'IO'
+  // A directory whose tree could not be read: reported once when found, EIO for every reader.
+  | 'DAMAGED'
   // POSIX-flavoured codes raised by the fs core; mount/ maps them to errnos.
   | 'ENOENT' | 'EEXIST' | 'ENOTEMPTY' | 'EISDIR' | 'ENOTDIR' | 'ENAMETOOLONG' | 'EFBIG'
   | 'EACCES' | 'EPERM' | 'EINVAL' | 'EROFS' | 'EBADF' | 'ENODATA' | 'ERANGE' | 'EXDEV'
@@ -64,6 +66,14 @@ export class ReefError extends Error {
 
 export function isReefError (err: unknown, code?: ReefErrorCode): err is ReefError {
   return err instanceof ReefError && (code === undefined || err.code === code)
+}
+
+/**
+ * A block that is missing, fails its hash or does not decode: damage to what a version names,
+ * as opposed to a fault of the store itself or of the caller.
+ */
+export function isDamage (err: unknown): err is ReefError {
+  return err instanceof ReefError && (err.code === 'NOT_FOUND' || err.code === 'BLOCK_CORRUPT' || err.code === 'BAD_ENCODING' || err.code === 'DAMAGED')
 }
 
 function short (s: string): string { return s.length > 80 ? s.slice(0, 77) + '...' : s }

@@ -11,13 +11,13 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import type { CID } from 'multiformats/cid'
-import { parseGuid } from './block/index.js'
+import { cidFromKey, DAG_CBOR, parseGuid } from './block/index.js'
 import { generateKeyPair, keyPairFromSeed, type KeyPair } from './crypto/sign.js'
-import { ReefError } from './errors.js'
+import { isDamage, ReefError } from './errors.js'
 import { ReefFS, type VersionInfo } from './fs/fs.js'
 import { WriterLog } from './log/index.js'
 import { aguidFor, encodeHead, HeadBook, signHead } from './naming/index.js'
-import { decodeVersion } from './object/version.js'
+import { decodeVersion, objectKind } from './object/version.js'
 import { LmdbBlockStore, LmdbHeadStore, LmdbStore } from './store/lmdb.js'
 import type { BlockStore } from './store/types.js'
 import type { DhtNode, DhtOptions } from './dht/index.js'
@@ -116,13 +116,20 @@ export class ReefNode {
     return { vguid, root: decodeVersion(await this.store.get(vguid)) }
   }
 
-  /** Opens this node's own file system for writing: current version plus its log replayed. */
-  async openFs (): Promise<ReefFS> {
+  /**
+   * Opens this node's own file system for writing: current version plus its log replayed.
+   * `from` starts the live tree from that version instead (see FsOptions.from); `warn` gets
+   * the lines about damage and skipped log records.
+   */
+  async openFs (opts: { from?: VersionInfo, warn?: (line: string) => void } = {}): Promise<ReefFS> {
+    const version = await this.headVersion(opts.from)
     const log = new WriterLog(path.join(this.dataDir, 'log'), this.keys.publicKey).open()
     return await ReefFS.open({
       store: this.store,
       log,
-      version: await this.currentVersion(),
+      version,
+      from: opts.from,
+      warn: opts.warn,
       author: this.keys.publicKey,
       commit: async (block, root) => {
         const head = signHead(this.keys, this.config.name, block.cid, root.seq, BigInt(root.time))
@@ -135,9 +142,58 @@ export class ReefNode {
     })
   }
 
+  /**
+   * The current version, for opening the live file system. If its version root cannot be read,
+   * nothing can be mounted from it; with `from` (a version to continue from) the signed head
+   * still gives the sequence number and VGUID the next version follows.
+   */
+  private async headVersion (from?: VersionInfo): Promise<VersionInfo | undefined> {
+    try {
+      return await this.currentVersion()
+    } catch (err) {
+      if (!isDamage(err)) throw err
+      const h = await this.heads.current(this.aguid)
+      if (h === undefined) throw err
+      if (from === undefined) {
+        throw new ReefError(err.code, `the version root of version ${h.seq} (${h.vguid.toString()}) cannot be read: ${err.message}. ` +
+          'Run `reef fsck` to see the damage and the versions stored here, then `reef mount DIR --from VERSION` to continue from one of them', err)
+      }
+      // The head's own log position is lost with its root: every record in the log is replayed.
+      return { vguid: h.vguid, root: { ...from.root, seq: h.seq, parents: [], log: undefined, vv: undefined } }
+    }
+  }
+
+  /**
+   * Every version of this node's own file system held in the local store, newest first, found by
+   * reading every block: the way to older versions when the head's version root is unreadable
+   * (its parent links are in it). Costs a read of the whole store.
+   */
+  async storedVersions (): Promise<HistoryItem[]> {
+    const out: HistoryItem[] = []
+    const own = Buffer.from(this.keys.publicKey)
+    for await (const key of this.local.keys()) {
+      const cid = cidFromKey(key, DAG_CBOR)
+      let bytes: Uint8Array
+      try {
+        bytes = await this.local.get(cid)
+      } catch {
+        continue
+      }
+      if (objectKind(cid, bytes) !== 'version') continue
+      try {
+        const v = decodeVersion(bytes)
+        if (!own.equals(v.author)) continue
+        const item: HistoryItem = { seq: v.seq, time: v.time, vguid: cid }
+        if (v.message !== undefined) item.message = v.message
+        out.push(item)
+      } catch {}
+    }
+    return out.sort((a, b) => (a.seq < b.seq ? 1 : a.seq > b.seq ? -1 : 0))
+  }
+
   /** A read-only view of one version. */
-  async openVersion (v: VersionInfo): Promise<ReefFS> {
-    return await ReefFS.open({ store: this.store, version: v })
+  async openVersion (v: VersionInfo, warn?: (line: string) => void): Promise<ReefFS> {
+    return await ReefFS.open({ store: this.store, version: v, warn })
   }
 
   /** Versions from the head back along first parents, newest first. */
@@ -151,7 +207,13 @@ export class ReefNode {
       const parent = v.root.parents[0]
       if (parent === undefined) break
       if (!(await this.store.has(parent))) break
-      v = await this.version(parent)
+      try {
+        v = await this.version(parent)
+      } catch (err) {
+        // A damaged version ends the list there (reef fsck names it), rather than hiding the rest.
+        if (isDamage(err)) break
+        throw err
+      }
     }
     return out
   }

@@ -7,14 +7,14 @@
  */
 import type { CID } from 'multiformats/cid'
 import type { Block } from '../block/index.js'
-import { ReefError } from '../errors.js'
+import { isDamage, ReefError } from '../errors.js'
 import { buildDir, checkName, DirReader, type Entry, isDevice, type Kind, linkTableKey } from '../object/dir.js'
 import { type Extent, type Leaf, MAX_FILE_SIZE, rewriteFile } from '../object/file.js'
 import { decodeVersion, encodeVersion, type VersionRoot } from '../object/version.js'
 import { checkVersion, readBack } from '../object/readback.js'
 import type { Op } from '../log/record.js'
 import type { WriterLog } from '../log/index.js'
-import type { BlockStore } from '../store/types.js'
+import type { BlockGetter, BlockStore } from '../store/types.js'
 import { allocPage, type Attr, freePage, Inode, keyName, kindOfType, nameKey, PAGE, ROOT_INO, S_IFMT } from './inode.js'
 
 export interface Cred { uid: number, gid: number }
@@ -30,6 +30,14 @@ export interface FsOptions {
   commit?: (block: Block, root: VersionRoot) => Promise<void>
   author?: Uint8Array
   now?: () => bigint
+  /**
+   * Starts the live tree from this version instead of `version` (the way back to a good
+   * version): `version` stays the head the next fold follows (its seq + 1, with it as parent)
+   * and names the unfolded part of the log.
+   */
+  from?: VersionInfo
+  /** Where damage and skipped log records are reported (the daemon's log); one line each. */
+  warn?: (line: string) => void
 }
 
 export const XATTR_CREATE = 1
@@ -84,6 +92,18 @@ function extentsOf (n: Inode, old: Leaf[]): (pos: number) => Extent {
   }
 }
 
+const DAMAGE_WORD: Record<string, string> = { NOT_FOUND: 'is missing', BLOCK_CORRUPT: 'is corrupt', BAD_ENCODING: 'is malformed' }
+
+/** A log op in a few words, for the line that says it was skipped. */
+function describeOp (op: Op): string {
+  const parts: string[] = [op.op]
+  if ('ino' in op) parts.push(`inode ${op.ino}`)
+  if ('parent' in op) parts.push(`in directory inode ${op.parent}`)
+  if ('name' in op) parts.push(JSON.stringify(Buffer.from(op.name).toString()))
+  if ('newName' in op) parts.push(`to ${JSON.stringify(Buffer.from(op.newName).toString())} in directory inode ${op.newParent}`)
+  return parts.join(' ')
+}
+
 /** A directory tree a fold has built, applied to its inode once the version is committed. */
 interface BuiltDir { cid: CID, count: number, subdirs: number }
 
@@ -122,6 +142,13 @@ export class ReefFS {
   private readonly now: () => bigint
   private chain: Promise<unknown> = Promise.resolve()
   private unfolded = 0
+  /** Directories whose tree could not be read, by inode (see children). */
+  readonly damaged = new Map<number, { path: string, guid: string, code: string, message: string }>()
+  /** Damaged blocks already reported (dir ino and GUID): a retried `ls` logs nothing new. */
+  private readonly reported = new Set<string>()
+  /** Log records the replay at open could not apply, each reported through `warn`. */
+  replaySkipped = 0
+  private readonly warn: (line: string) => void
 
   private constructor (opts: FsOptions) {
     this.store = opts.store
@@ -130,12 +157,13 @@ export class ReefFS {
     this.commitFn = opts.commit
     this.author = opts.author ?? new Uint8Array(32)
     this.now = opts.now ?? nowNs
+    this.warn = opts.warn ?? (() => {})
   }
 
   /** Opens a version (or an empty file system) and replays the unfolded part of the log. */
   static async open (opts: FsOptions): Promise<ReefFS> {
     const fs = new ReefFS(opts)
-    const v = opts.version?.root
+    const v = (opts.from ?? opts.version)?.root
     const t = fs.now()
     const root = v?.rootAttrs !== undefined ? Inode.fromEntry(ROOT_INO, v.rootAttrs) : new Inode(ROOT_INO, 'dir', 0o755, 0, 0, t)
     root.dirBase = v?.root
@@ -145,10 +173,12 @@ export class ReefFS {
     }
     fs.inodes.set(ROOT_INO, root)
     if (v !== undefined) {
-      fs.nextIno = Math.max(v.nextIno, ROOT_INO + 1)
+      fs.nextIno = Math.max(v.nextIno, opts.version?.root.nextIno ?? 0, ROOT_INO + 1)
       fs.tableBase = v.links
     }
-    if (opts.log !== undefined) await fs.replay(opts.log, v)
+    // Starting from another version is itself a change: the next fold records it as a version.
+    if (opts.from !== undefined) fs.dirtyDirs.add(ROOT_INO)
+    if (opts.log !== undefined) await fs.replay(opts.log, opts.version?.root)
     return fs
   }
 
@@ -168,23 +198,64 @@ export class ReefFS {
     // Records name inodes by number, so everything they may touch must be in memory first.
     await this.loadAll()
     for (const r of records) {
-      try {
-        await this.apply(r.record.op)
-        this.unfolded++
-      } catch (err) {
-        // A record that no longer applies (e.g. a write to a file unlinked before the crash)
-        // changes nothing reachable; skipping it is what the live system would have shown.
-        if (!(err instanceof ReefError)) throw err
+      const op = r.record.op
+      let why = await this.replayBlocker(op)
+      if (why === undefined) {
+        try {
+          await this.apply(op)
+          this.unfolded++
+          continue
+        } catch (err) {
+          // A record that no longer applies (e.g. a write to a file unlinked before the crash)
+          // changes nothing reachable; skipping it is what the live system would have shown.
+          if (!(err instanceof ReefError)) throw err
+          why = err.message
+        }
       }
+      this.replaySkipped++
+      this.warn(`log replay: skipped record ${r.record.n} (${describeOp(op)}): ${why}`)
     }
   }
 
-  /** Loads every directory of the tree (used before replaying a log). */
+  /**
+   * Why a logged op cannot apply to the state as loaded, checked before anything changes (apply
+   * may change state before it meets a damaged directory); undefined if nothing stands in its way.
+   */
+  private async replayBlocker (op: Op): Promise<string | undefined> {
+    const unknown = (what: string, ino: number): string => `${what} ${ino} is not in the tree (removed before the crash` +
+      (this.damaged.size > 0 ? `, or inside a damaged directory: ${this.damaged.size} found)` : ')')
+    const dirs = 'newParent' in op ? [op.parent, op.newParent] : 'parent' in op ? [op.parent] : []
+    for (const ino of dirs) {
+      const d = this.inodes.get(ino)
+      if (d === undefined) return unknown('directory', ino)
+      try {
+        await this.children(d)
+      } catch (err) {
+        if (isDamage(err)) return err.message
+        throw err
+      }
+    }
+    if ('ino' in op) {
+      const creates = op.op === 'create' || op.op === 'mkdir' || op.op === 'symlink' || op.op === 'mknod' || op.op === 'attach'
+      if (creates && this.inodes.has(op.ino)) return `inode ${op.ino} already exists`
+      if (!creates && !this.inodes.has(op.ino)) return unknown('inode', op.ino)
+    }
+    return undefined
+  }
+
+  /** Loads every directory of the tree (used before replaying a log); damaged ones are skipped. */
   async loadAll (): Promise<void> {
     const stack = [this.inodes.get(ROOT_INO) as Inode]
     while (stack.length > 0) {
       const d = stack.pop() as Inode
-      for (const ino of (await this.children(d)).values()) {
+      let kids: Map<string, number>
+      try {
+        kids = await this.children(d)
+      } catch (err) {
+        if (isDamage(err)) continue
+        throw err
+      }
+      for (const ino of kids.values()) {
         const c = this.inodes.get(ino)
         if (c?.kind === 'dir') stack.push(c)
       }
@@ -201,7 +272,11 @@ export class ReefFS {
 
   get root (): Inode { return this.node(ROOT_INO) }
 
-  /** Children of a directory (name key -> ino), loading them from its tree on first use. */
+  /**
+   * Children of a directory (name key -> ino), loading them from its tree on first use. A tree
+   * that cannot be read makes the directory damaged (DAMAGED, EIO through the mount), not the
+   * file system: the next call tries again, so a block that arrives later heals it.
+   */
   async children (dir: Inode): Promise<Map<string, number>> {
     if (dir.children !== undefined) return dir.children
     if (dir.kind !== 'dir') throw posix('ENOTDIR', `inode ${dir.ino} is not a directory`)
@@ -211,28 +286,47 @@ export class ReefFS {
     return await dir.loading
   }
 
+  /**
+   * Reads the whole tree (and the link-table records of its hard links) before any inode is
+   * made, so a directory that fails part-way leaves nothing behind, and is never dirty: a
+   * damaged directory keeps its old tree link at every fold (nothing in it is lost).
+   */
   private async loadDir (dir: Inode): Promise<Map<string, number>> {
     const map = new Map<string, number>()
     if (dir.dirBase !== undefined) {
-      for await (const e of new DirReader(dir.dirBase, this.store).entries()) {
-        const n = await this.inodeFor(e, dir)
-        map.set(nameKey(e.name), n.ino)
+      // Reads are sequential, so the block that failed is the last one asked for.
+      let last: CID = dir.dirBase
+      const store: BlockGetter = { get: async cid => { last = cid; return await this.store.get(cid) } }
+      const read: Array<{ e: Entry, t?: Entry }> = []
+      try {
+        for await (const e of new DirReader(dir.dirBase, store).entries()) read.push({ e, t: await this.tableEntry(e, store) })
+      } catch (err) {
+        if (!isDamage(err)) throw err
+        throw this.damage(dir, last, err)
       }
+      for (const { e, t } of read) map.set(nameKey(e.name), this.inodeFor(e, dir, t).ino)
     }
+    this.damaged.delete(dir.ino)
     if (dir.children === undefined) dir.children = map
     return dir.children
   }
 
-  private async inodeFor (e: Entry, dir: Inode): Promise<Inode> {
+  /** The link-table record of a hard-linked entry whose inode is not in memory yet. */
+  private async tableEntry (e: Entry, store: BlockGetter): Promise<Entry | undefined> {
+    if (e.linked !== true || e.ino === undefined || this.inodes.has(e.ino)) return undefined
+    if (this.tableBase === undefined) throw ReefError.badEncoding(`entry ${Buffer.from(e.name).toString()}: linked entry without a link table`)
+    const t = await new DirReader(this.tableBase, store).lookup(linkTableKey(e.ino))
+    if (t === undefined) throw ReefError.badEncoding(`entry ${Buffer.from(e.name).toString()}: link table lacks inode ${e.ino}`)
+    return t
+  }
+
+  private inodeFor (e: Entry, dir: Inode, t: Entry | undefined): Inode {
     if (e.ino !== undefined) {
       const known = this.inodes.get(e.ino)
       if (known !== undefined) return known
     }
     let n: Inode
-    if (e.linked === true && e.ino !== undefined) {
-      if (this.tableBase === undefined) throw ReefError.badEncoding('linked entry without a link table')
-      const t = await new DirReader(this.tableBase, this.store).lookup(linkTableKey(e.ino))
-      if (t === undefined) throw ReefError.badEncoding(`link table lacks inode ${e.ino}`)
+    if (t !== undefined && e.ino !== undefined) {
       n = Inode.fromEntry(e.ino, t)
       n.inTable = true
     } else {
@@ -246,6 +340,35 @@ export class ReefFS {
     if (n.ino >= this.nextIno) this.nextIno = n.ino + 1
     this.inodes.set(n.ino, n)
     return n
+  }
+
+  /** Records a damaged directory, reports it once per block, and gives the error its readers get. */
+  private damage (dir: Inode, block: CID, err: ReefError): ReefError {
+    const path = this.pathOf(dir)
+    const guid = block.toString()
+    this.damaged.set(dir.ino, { path, guid, code: err.code, message: err.message })
+    this.dirtyDirs.delete(dir.ino)
+    const key = `${dir.ino} ${guid}`
+    if (!this.reported.has(key)) {
+      this.reported.add(key)
+      this.warn(`damaged directory ${path}: block ${guid} ${DAMAGE_WORD[err.code] ?? 'is unreadable'} (${err.message} [${err.code}]); ` +
+        'it answers EIO, the rest is served, and its stored tree is kept as it is')
+    }
+    return new ReefError('DAMAGED', `directory ${path} is damaged: block ${guid} ${DAMAGE_WORD[err.code] ?? 'is unreadable'}`, err)
+  }
+
+  /** A loaded inode's path, for messages ("?" where a name cannot be found). */
+  pathOf (n: Inode): string {
+    const names: string[] = []
+    for (let cur = n, guard = 0; cur.ino !== ROOT_INO && guard < 4096; guard++) {
+      const parent = this.inodes.get(cur.parent)
+      let name = '?'
+      for (const [k, ino] of parent?.children ?? []) if (ino === cur.ino) { name = Buffer.from(keyName(k)).toString(); break }
+      names.push(name)
+      if (parent === undefined) break
+      cur = parent
+    }
+    return '/' + names.reverse().join('/')
   }
 
   async lookup (dir: Inode, name: Uint8Array): Promise<Inode | undefined> {
@@ -545,7 +668,8 @@ export class ReefFS {
   // ---- apply: the single place where state changes (live and on replay) -----------------
 
   private markDirDirty (ino: number): void {
-    while (ino !== 0 && !this.dirtyDirs.has(ino)) {
+    // A damaged directory is never rebuilt (it would be written from what could not be read).
+    while (ino !== 0 && !this.dirtyDirs.has(ino) && !this.damaged.has(ino)) {
       this.dirtyDirs.add(ino)
       ino = this.inodes.get(ino)?.parent ?? 0
     }

@@ -154,15 +154,15 @@ function entrySize (e: Entry): number {
   return n
 }
 
-interface DirLink { first: Uint8Array, cid: CID, count: number }
+export interface DirLink { first: Uint8Array, cid: CID, count: number }
 
-interface DirNode {
+export interface DirNode {
   height: number
   entries?: Entry[]
   links?: DirLink[]
 }
 
-function decodeDirNode (bytes: Uint8Array): DirNode {
+export function decodeDirNode (bytes: Uint8Array): DirNode {
   const what = 'directory node'
   const o = decodeCbor(bytes, what)
   if (o.t !== 'd') throw ReefError.badEncoding(`${what}: wrong type tag`)
