@@ -29,6 +29,8 @@ const BY_CODE: Record<string, number> = {
   ENOSPC: E.ENOSPC,
   ENOTSUP: E.EOPNOTSUPP,
   E2BIG: E.E2BIG,
+  ESPIPE: E.ESPIPE,
+  ENODEV: E.ENODEV,
   BAD_INPUT: E.EINVAL,
   // A block that is missing or fails verification is an I/O error for the reader.
   NOT_FOUND: E.EIO,

@@ -92,6 +92,8 @@ export interface FuseOps {
   readdir?(path: string, cb: (err: Errno, names?: string[], stats?: FuseStat[]) => void, ctx: FuseContext): void
   truncate?(path: string, size: number, cb: AttrsCb, ctx: FuseContext): void
   ftruncate?(path: string | null, fd: number, size: number, cb: AttrsCb, ctx: FuseContext): void
+  /** fallocate(2): `mode` is Linux's FALLOC_FL_* bits; offset and length are exact to 2^53. */
+  fallocate?(path: string | null, fd: number, mode: number, offset: number, length: number, cb: AttrsCb, ctx: FuseContext): void
   /** Times are bigint ns since the epoch; null = leave unchanged (UTIME_OMIT). */
   utimens?(path: string, atime: bigint | null, mtime: bigint | null, cb: AttrsCb, ctx: FuseContext): void
   readlink?(path: string, cb: (err: Errno, target?: string) => void, ctx: FuseContext): void

@@ -484,6 +484,17 @@ export function buildOps (o: OpsOptions): FuseOps & { settled: () => Promise<voi
       return () => ({ stat: statOf(h.node) })
     }),
 
+    // The kernel sends the handle of the descriptor fallocate was called on; it has checked
+    // that it is open for writing (EBADF otherwise), and refused the modes FUSE does not carry.
+    fallocate: wrapAttrs('fallocate', async (path: string | null, fd: number, mode: number, offset: number, length: number) => {
+      const h = handles.get(fd)
+      if (h !== undefined && (!h.writable || h.fs !== o.fs)) throw posix('EBADF', `file ${fd} is not open for writing`)
+      const n = h !== undefined ? h.node : path !== null ? await writableNode(path) : handle(fd).node
+      await o.fs.fallocate(n.ino, mode, offset, length)
+      changed()
+      return () => ({ stat: statOf(n) })
+    }),
+
     unlink: wrapAttrs('unlink', async (path: string) => {
       const h = hiddenName(path)
       // libfuse removing the name it gave an open file at its last release: reef unlinked it

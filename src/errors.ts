@@ -24,7 +24,7 @@ export type ReefErrorCode =
   // POSIX-flavoured codes raised by the fs core; mount/ maps them to errnos.
   | 'ENOENT' | 'EEXIST' | 'ENOTEMPTY' | 'EISDIR' | 'ENOTDIR' | 'ENAMETOOLONG' | 'EFBIG'
   | 'EACCES' | 'EPERM' | 'EINVAL' | 'EROFS' | 'EBADF' | 'ENODATA' | 'ERANGE' | 'EXDEV'
-  | 'ELOOP' | 'EMLINK' | 'ENOSPC' | 'ENOTSUP' | 'E2BIG'
+  | 'ELOOP' | 'EMLINK' | 'ENOSPC' | 'ENOTSUP' | 'E2BIG' | 'ESPIPE' | 'ENODEV'
 
 export class ReefError extends Error {
   readonly code: ReefErrorCode

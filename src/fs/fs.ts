@@ -16,6 +16,8 @@ import type { Op } from '../log/record.js'
 import type { WriterLog } from '../log/index.js'
 import type { BlockGetter, BlockStore } from '../store/types.js'
 import { allocPage, type Attr, freePage, Inode, keyName, kindOfType, nameKey, PAGE, ROOT_INO, S_IFMT } from './inode.js'
+import { checkFallocate, planFallocate } from './fallocate.js'
+import { ZeroRanges } from './zeros.js'
 
 export interface Cred { uid: number, gid: number }
 
@@ -77,6 +79,9 @@ function extentsOf (n: Inode, old: Leaf[]): (pos: number) => Extent {
     }
     const limit = Math.min(nextPageStart(p), n.size)
     if (pos < n.baseLimit) {
+      // A punched or zeroed part of the base is a hole too.
+      const z = n.zeros?.at(pos) ?? { zero: false, end: Infinity }
+      if (z.zero) return { hole: true, end: Math.max(Math.min(z.end, limit), pos + 1) }
       let lo = 0
       let hi = old.length - 1
       while (lo < hi) {
@@ -85,7 +90,7 @@ function extentsOf (n: Inode, old: Leaf[]): (pos: number) => Extent {
         else hi = mid - 1
       }
       const leaf = old[lo]
-      const end = Math.min(leaf.offset + leaf.size, limit, n.baseLimit)
+      const end = Math.min(leaf.offset + leaf.size, limit, n.baseLimit, z.end)
       return { hole: leaf.cid === undefined, end: Math.max(end, pos + 1) }
     }
     return { hole: true, end: Math.max(limit, pos + 1) }
@@ -435,6 +440,7 @@ export class ReefFS {
       if (pos < baseEnd) {
         const r = n.baseReader(this.store)
         if (r !== undefined) out.set(await r.read(pos, baseEnd - pos), pos - offset)
+        n.zeros?.mask(out.subarray(pos - offset, baseEnd - offset), pos)
       }
       pos = to
     }
@@ -567,6 +573,19 @@ export class ReefFS {
       if (!Number.isSafeInteger(size) || size < 0) throw posix('EINVAL', 'bad size')
       if (size > MAX_FILE_SIZE) throw posix('EFBIG', 'size past the maximum file size')
       await this.commit({ op: 'truncate', ino, size, time: this.now() })
+    })
+  }
+
+  /**
+   * fallocate(2) with Linux's FALLOC_FL_* mode bits (src/fs/fallocate.ts): mode 0 grows the size
+   * to offset+length, KEEP_SIZE keeps it; PUNCH_HOLE|KEEP_SIZE and ZERO_RANGE make the range
+   * read as zeros (ZERO_RANGE grows the size unless KEEP_SIZE). Nothing is written: reef has no
+   * blocks to reserve, and a fold stores the range as hole links where it spans whole chunks.
+   */
+  async fallocate (ino: number, mode: number, offset: number, length: number): Promise<void> {
+    await this.exclusive(async () => {
+      checkFallocate(this.node(ino).kind, mode, offset, length)
+      await this.commit({ op: 'fallocate', ino, mode, offset, length, time: this.now() })
     })
   }
 
@@ -778,6 +797,15 @@ export class ReefFS {
         this.markEntryDirty(n)
         return
       }
+      case 'fallocate': {
+        const n = this.node(op.ino)
+        checkFallocate(n.kind, op.mode, op.offset, op.length)
+        this.applyFallocate(n, op.mode, op.offset, op.length)
+        // As ext4 and tmpfs do for every mode, even one that changes nothing else.
+        n.mtime = n.ctime = op.time
+        this.markEntryDirty(n)
+        return
+      }
       case 'unlink':
       case 'rmdir': {
         const n = await this.detach(this.node(op.parent), op.name, op.time)
@@ -841,6 +869,7 @@ export class ReefFS {
     if (!whole && start < n.baseLimit) {
       const r = n.baseReader(this.store)
       if (r !== undefined) page.set(await r.read(start, Math.min(PAGE, n.baseLimit - start)))
+      n.zeros?.mask(page, start)
     }
     // A concurrent filler may have won while we awaited.
     const raced = n.pages.get(p)
@@ -880,12 +909,54 @@ export class ReefFS {
         const last = n.pages.get(Math.floor(size / PAGE))
         if (last !== undefined) last.fill(0, size % PAGE)
       }
-      if (size < n.baseLimit) n.baseLimit = size
+      if (size < n.baseLimit) {
+        n.baseLimit = size
+        n.zeros?.clip(size)
+      }
       n.markDirty(size, size)
     }
     n.markDirty(Math.min(size, n.size), Math.max(size, n.size))
     n.size = size
     this.dirtyFiles.add(n.ino)
+  }
+
+  /**
+   * Zeros what the call zeros and sets the size; never writes data. Dirty pages wholly inside
+   * the zeroed range go (a fold then sees a hole there), pages it cuts through are zero-filled,
+   * and the base below them is masked by `zeros` until the fold.
+   */
+  private applyFallocate (n: Inode, mode: number, offset: number, length: number): void {
+    const { zeroFrom, zeroTo, newSize } = planFallocate(mode, offset, length, n.size)
+    if (zeroFrom < zeroTo) {
+      if (n.pages !== undefined) {
+        // The range may span far more pages than are dirty (a punch across a sparse terabyte).
+        const first = Math.floor(zeroFrom / PAGE)
+        const end = Math.ceil(zeroTo / PAGE)
+        const touched = end - first <= n.pages.size
+          ? Array.from({ length: end - first }, (_, i) => first + i)
+          : [...n.pages.keys()].filter(p => p >= first && p < end)
+        for (const p of touched) {
+          const page = n.pages.get(p)
+          if (page === undefined) continue
+          const ps = p * PAGE
+          // Bytes of a page past the size are zeros already: such a page may go as a whole.
+          if (ps >= zeroFrom && Math.min(ps + PAGE, n.size) <= zeroTo) {
+            freePage(page)
+            n.pages.delete(p)
+            this.dirtyBytes -= PAGE
+          } else {
+            page.fill(0, Math.max(zeroFrom, ps) - ps, Math.min(zeroTo, ps + PAGE) - ps)
+          }
+        }
+      }
+      if (zeroFrom < n.baseLimit) {
+        n.zeros ??= new ZeroRanges()
+        n.zeros.add(zeroFrom, Math.min(zeroTo, n.baseLimit))
+      }
+      n.markDirty(zeroFrom, zeroTo)
+      this.dirtyFiles.add(n.ino)
+    }
+    if (newSize !== n.size) this.applyTruncate(n, newSize)
   }
 
   // ---- fold: dirty state -> blocks -> version -> signed head -----------------------------

@@ -7,6 +7,7 @@ import type { CID } from 'multiformats/cid'
 import { type Entry, isDevice, type Kind } from '../object/dir.js'
 import { FileReader } from '../object/file.js'
 import type { BlockGetter } from '../store/types.js'
+import type { ZeroRanges } from './zeros.js'
 
 export const S_IFREG = 0o100000
 export const S_IFDIR = 0o040000
@@ -89,6 +90,8 @@ export class Inode {
   base?: CID
   baseLimit = 0
   pages?: Map<number, Uint8Array>
+  /** Parts of the base (below baseLimit) punched or zeroed since the last fold; pages win. */
+  zeros?: ZeroRanges
   dirtyLo = Infinity
   dirtyHi = 0
   private reader?: FileReader
@@ -195,6 +198,7 @@ export class Inode {
     this.baseLimit = this.size
     if (this.pages !== undefined) for (const page of this.pages.values()) freePage(page)
     this.pages = undefined
+    this.zeros = undefined
     this.dirtyLo = Infinity
     this.dirtyHi = 0
   }
