@@ -4,12 +4,16 @@
 // a reef mount side by side. After every step both give the same outcome (or the same errno),
 // and lstat of every path of the small namespace agrees (kind, size, permissions, link count,
 // owner, explicitly set mtimes), as does fstat of the files held open. Hard links, renames of
-// directories, writes through a descriptor and failed lookups are all in the mix.
+// directories, writes through a descriptor and failed lookups are all in the mix; the newer seeds
+// add FIFOs, sockets and device nodes (made by mknod, then linked, renamed, chmodded, chowned
+// and given times like the rest), and fallocate in modes 0, KEEP_SIZE, PUNCH_HOLE and
+// ZERO_RANGE (the content must match too).
 import t from 'tap'
 import crypto from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
 import { describe, errnoOf, reef, skipReason, startMount, tempDir, waitFor } from './helpers/mount.js'
+import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, type SpecialKind, syscalls } from './helpers/posix.js'
 
 const STEPS = 600
 const PREFIXES = ['', 'd0/', 'd1/', 'd0/d2/', 'd1/d2/']
@@ -27,14 +31,26 @@ function rng (seed: number): () => number {
   }
 }
 
-interface Seen { kind: string, size?: number, perm: number, nlink?: number, uid: number, gid: number }
+interface Seen { kind: string, size?: number, perm: number, nlink?: number, uid: number, gid: number, rdev?: number }
+
+const SPECIAL: SpecialKind[] = ['fifo', 'socket', 'chr', 'blk']
+/** Seeds from before the special kinds: they keep their own op list, so their sequences stay. */
+const CLASSIC = new Set([32, 113, 222])
+const CLASSIC_OPS = 13
+const FALLOC_MODES: Array<[string, number]> = [
+  ['0', 0], ['KEEP_SIZE', FALLOC_FL_KEEP_SIZE], ['PUNCH_HOLE|KEEP_SIZE', FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE], ['ZERO_RANGE', FALLOC_FL_ZERO_RANGE]
+]
+const sha = (p: string): string => { try { return crypto.createHash('sha256').update(fs.readFileSync(p)).digest('hex') } catch (err) { return (err as NodeJS.ErrnoException).code ?? 'ERR' } }
+
+const kindOf = (s: fs.Stats): string => s.isFile() ? 'file' : s.isDirectory() ? 'dir' : s.isSymbolicLink() ? 'symlink'
+  : s.isFIFO() ? 'fifo' : s.isSocket() ? 'socket' : s.isCharacterDevice() ? 'chr' : s.isBlockDevice() ? 'blk' : 'other'
 
 function look (p: string): Seen | string {
   try {
     const s = fs.lstatSync(p)
-    const kind = s.isFile() ? 'file' : s.isDirectory() ? 'dir' : s.isSymbolicLink() ? 'symlink' : 'other'
+    const kind = kindOf(s)
     // Directory sizes and link counts are the file system's own business (ext4: 4096, 2 + subdirs).
-    return { kind, size: kind === 'dir' ? undefined : s.size, perm: kind === 'symlink' ? 0 : s.mode & 0o7777, nlink: kind === 'dir' ? undefined : s.nlink, uid: s.uid, gid: s.gid }
+    return { kind, size: kind === 'dir' ? undefined : s.size, perm: kind === 'symlink' ? 0 : s.mode & 0o7777, nlink: kind === 'dir' ? undefined : s.nlink, uid: s.uid, gid: s.gid, rdev: s.rdev }
   } catch (err) {
     return (err as NodeJS.ErrnoException).code ?? String(err)
   }
@@ -46,13 +62,14 @@ if (skip !== false) {
 } else {
   // CI runs fixed seeds (each found a bug once); REEF_TEST_SEED=N repeats one, =random explores.
   const seedEnv = process.env.REEF_TEST_SEED
-  const seeds = seedEnv === undefined ? [32, 113, 222] : [seedEnv === 'random' ? crypto.randomInt(1, 2 ** 31) : Number(seedEnv)]
+  const seeds = seedEnv === undefined ? [32, 113, 222, 7, 4242] : [seedEnv === 'random' ? crypto.randomInt(1, 2 ** 31) : Number(seedEnv)]
   const base = tempDir(t, 'reef-attrcache-')
   const local = path.join(base, 'local')
   fs.mkdirSync(local)
   // REEF_TEST_MOUNT_ARGS: extra mount options, e.g. "--attr-timeout 0 --no-attr-cache" to compare.
   const extraArgs = (process.env.REEF_TEST_MOUNT_ARGS ?? '').split(/\s+/).filter(a => a !== '')
   const m = await startMount(t, { dataDir: path.join(base, 'data'), mnt: path.join(base, 'mnt'), foldInterval: 3600, extraArgs })
+  const sys = syscalls(t, base)
 
   for (const seed of seeds) t.test(`seed ${seed}: ${STEPS} random steps give the same outcomes and attributes on local disk and on the mount`, async t => {
     t.comment(`REEF_TEST_SEED=${seed} repeats this run`)
@@ -72,9 +89,21 @@ if (skip !== false) {
       const mode = pick([0o600, 0o644, 0o755, 0o700, 0o640])
       const bytes = crypto.createHash('sha256').update(`${seed}:${step}`).digest()
       const data = Buffer.concat(Array.from({ length: Math.ceil(n / 32) + 1 }, () => bytes)).subarray(0, n)
+      const special = SPECIAL[n % SPECIAL.length]
+      const [fallocName, fallocMode] = FALLOC_MODES[n % FALLOC_MODES.length]
+      const fallocAt = (step * 997) % 20_000
+      // Opening a FIFO must not block (no reader: ENXIO), nor writing into one (a full pipe:
+      // EAGAIN); a device node is not opened at all, since that follows the mount's nodev
+      // (test/posix-conformance.test.ts checks it) and not local disk.
+      const openable = (p: string): void => {
+        let s: fs.Stats | undefined
+        try { s = fs.lstatSync(p) } catch {}
+        if (s?.isCharacterDevice() === true || s?.isBlockDevice() === true) throw Object.assign(new Error('device'), { code: 'DEVICE' })
+      }
+      const NB = fs.constants.O_NONBLOCK
       const ops: Array<[string, (r: string) => unknown]> = [
-        [`append ${n} bytes to ${a}`, r => fs.appendFileSync(path.join(r, a), data)],
-        [`truncate ${a} to ${n}`, r => fs.truncateSync(path.join(r, a), n)],
+        [`append ${n} bytes to ${a}`, r => { openable(path.join(r, a)); fs.appendFileSync(path.join(r, a), data, { flag: fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT | NB }) }],
+        [`truncate ${a} to ${n}`, r => { openable(path.join(r, a)); fs.truncateSync(path.join(r, a), n) }],
         [`mkdir ${a}`, r => fs.mkdirSync(path.join(r, a), 0o755)],
         [`rmdir ${a}`, r => fs.rmdirSync(path.join(r, a))],
         [`unlink ${a}`, r => fs.unlinkSync(path.join(r, a))],
@@ -84,14 +113,18 @@ if (skip !== false) {
         [`chmod ${a} ${mode.toString(8)}`, r => fs.chmodSync(path.join(r, a), mode)],
         [`chown ${a} ${n}`, r => fs.lchownSync(path.join(r, a), n, n)],
         [`utimes ${a} ${when}`, r => fs.utimesSync(path.join(r, a), when, when)],
-        [`open ${a} and keep it`, r => { fds.push([fs.openSync(path.join(r, a), 'r+'), r === roots[0] ? 0 : 1]) }],
+        [`open ${a} and keep it`, r => { openable(path.join(r, a)); fds.push([fs.openSync(path.join(r, a), fs.constants.O_RDWR | NB), r === roots[0] ? 0 : 1]) }],
         [`write ${n} bytes through an open descriptor`, r => {
           const mine = fds.filter(([, side]) => side === (r === roots[0] ? 0 : 1))
           if (mine.length === 0) throw Object.assign(new Error('none open'), { code: 'NONE' })
           fs.writeSync(mine[Math.floor(step % mine.length)][0], data, 0, data.length, step % 3000)
-        }]
+        }],
+        [`mknod ${special} ${a}`, r => { sys.mknod(path.join(r, a), special, special === 'chr' || special === 'blk' ? n : 0) }],
+        [`fallocate ${fallocName} ${a} at ${fallocAt} for ${n + 1}`, r => { openable(path.join(r, a)); sys.fallocate(path.join(r, a), fallocMode, fallocAt, n + 1) }]
       ]
-      const [what, op] = pick(ops)
+      // Weighted so the newer seeds hold a few special files at any time.
+      ops.push(ops[CLASSIC_OPS], ops[CLASSIC_OPS], ops[CLASSIC_OPS + 1])
+      const [what, op] = pick(CLASSIC.has(seed) ? ops.slice(0, CLASSIC_OPS) : ops)
       // Removing a directory that holds an unlinked, still open file fails on the mount (see the
       // test below); so the descriptors are closed before any rmdir or rename, and since the
       // kernel tells the daemon of a close only afterwards, an ENOTEMPTY right after is retried.
@@ -113,8 +146,15 @@ if (skip !== false) {
         t.fail(`step ${step}: ${what}: local ${results[0]}, reef ${results[1]}`)
         continue
       }
+      if (what.startsWith('fallocate') && results[0] === 'OK') {
+        const sums = roots.map(r => sha(path.join(r, a)))
+        if (sums[0] !== sums[1]) {
+          mismatches++
+          t.fail(`step ${step}: ${what}: the content differs from local disk afterwards`)
+        }
+      }
       if (what.startsWith('utimes') && results[0] === 'OK') mtimes.set(a, when)
-      if (what.startsWith('rename') || what.startsWith('unlink') || what.startsWith('rmdir') || what.startsWith('truncate') || what.startsWith('append') || what.startsWith('write')) mtimes.clear()
+      if (/^(rename|unlink|rmdir|truncate|append|write|fallocate)/.test(what)) mtimes.clear()
       for (const q of PATHS) {
         const seen = roots.map(r => look(path.join(r, q)))
         if (JSON.stringify(seen[0]) !== JSON.stringify(seen[1])) {
