@@ -19,7 +19,7 @@ import stat
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from sys_calls import (OTHER, RENAME_EXCHANGE, RENAME_NOREPLACE, USER, as_user, changes, lchmod, libc,  # noqa: E402
+from sys_calls import (OTHER, RENAME_EXCHANGE, RENAME_NOREPLACE, USER, as_user, changes, fallocate, lchmod, libc,  # noqa: E402
                        outcome, renameat2, same_inode, tick, times, utimensat, view)
 
 KINDS = ['reg', 'dir', 'symlink', 'fifo', 'socket', 'chr', 'blk']
@@ -698,6 +698,35 @@ def _kill_suid(d):
     out['a user writes'] = [as_user(write), view(p)['mode']]
     os.chmod(p, 0o6777)
     out['a user truncates'] = [as_user(lambda: os.truncate(p, 0)), view(p)['mode']]
+    return out
+
+
+# ---- fallocate ----------------------------------------------------------------------------
+
+@case('fallocate/modes')
+def _fallocate(d):
+    p = os.path.join(d, 'f')
+    with open(p, 'wb') as f:
+        f.write(bytes(range(256)) * 64)
+    out = {}
+    fd = os.open(p, os.O_RDWR)
+    # Block-aligned ranges (COLLAPSE and INSERT need them on ext4), one inside the file, one past it.
+    for mode, off, length in (('0', 0, 65536), ('KEEP_SIZE', 65536, 8192), ('PUNCH_HOLE|KEEP_SIZE', 4096, 4096),
+                              ('ZERO_RANGE', 12288, 100), ('ZERO_RANGE|KEEP_SIZE', 60000, 9000), ('ZERO_RANGE', 70000, 5000),
+                              ('PUNCH_HOLE', 0, 4096), ('COLLAPSE_RANGE', 4096, 4096), ('INSERT_RANGE', 4096, 4096),
+                              ('0', 0, 0), ('0', -1, 10)):
+        r = outcome(fallocate, fd, mode, off, length)
+        with open(p, 'rb') as f:
+            data = f.read()
+        out['%s at %d for %d' % (mode, off, length)] = [r, len(data), hashlib.sha256(data).hexdigest()[:16]]
+    os.close(fd)
+    os.mkfifo(os.path.join(d, 'p'))
+    fd = os.open(os.path.join(d, 'p'), os.O_RDWR)
+    out['a fifo'] = outcome(fallocate, fd, '0', 0, 10)
+    os.close(fd)
+    fd = os.open(p, os.O_RDONLY)
+    out['a read-only descriptor'] = outcome(fallocate, fd, '0', 0, 10)
+    os.close(fd)
     return out
 
 

@@ -54,6 +54,15 @@ def lchmod(path, mode):
     _check(libc.fchmodat(AT_FDCWD, os.fsencode(path), mode, AT_SYMLINK_NOFOLLOW))
 
 
+libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+FALLOC = {'0': 0, 'KEEP_SIZE': 1, 'PUNCH_HOLE': 2, 'PUNCH_HOLE|KEEP_SIZE': 3, 'COLLAPSE_RANGE': 8,
+          'ZERO_RANGE': 0x10, 'ZERO_RANGE|KEEP_SIZE': 0x11, 'INSERT_RANGE': 0x20}
+
+
+def fallocate(fd, mode, offset, length):
+    _check(libc.fallocate(fd, FALLOC[mode], offset, length))
+
+
 def renameat2(src, dst, flags):
     _check(libc.renameat2(AT_FDCWD, os.fsencode(src), AT_FDCWD, os.fsencode(dst), flags))
 
