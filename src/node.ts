@@ -204,16 +204,20 @@ export class ReefNode {
       const item: HistoryItem = { seq: v.root.seq, time: v.root.time, vguid: v.vguid }
       if (v.root.message !== undefined) item.message = v.root.message
       out.push(item)
-      const parent = v.root.parents[0]
-      if (parent === undefined) break
-      if (!(await this.store.has(parent))) break
-      try {
-        v = await this.version(parent)
-      } catch (err) {
-        // A damaged version ends the list there (reef fsck names it), rather than hiding the rest.
-        if (isDamage(err)) break
-        throw err
+      // First parents; where one is missing or damaged, the next parent (a version a mount
+      // started from with --from) continues the list.
+      let next: VersionInfo | undefined
+      for (const parent of v.root.parents) {
+        if (!(await this.store.has(parent))) continue
+        try {
+          next = await this.version(parent)
+          break
+        } catch (err) {
+          // A damaged version is skipped here (reef fsck names it), rather than hiding the rest.
+          if (!isDamage(err)) throw err
+        }
       }
+      v = next
     }
     return out
   }

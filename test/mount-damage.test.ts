@@ -179,9 +179,14 @@ if (skip !== false) {
       t.equal(first.root.seq, v3.seq + 1n)
       t.equal(first.root.message, `from version ${fx.seq}`)
       t.equal(first.root.parents[0]?.toString(), v3.vguid, 'its parent is the head it follows, even unreadable')
+      t.equal(first.root.parents[1]?.toString(), fx.vguid, 'and its second parent the version it started from')
     } finally {
       await node.close()
     }
+    const hist = await reef(dataDir, 'history', '--json')
+    t.equal(hist.code, 0, describe(hist))
+    const seqs = (JSON.parse(hist.stdout) as { versions: Array<{ seq: string }> }).versions.map(v => v.seq)
+    t.same(seqs.slice(-4), [String(v3.seq + 2n), String(v3.seq + 1n), String(fx.seq), String(fx.older.seq)], 'history goes on past the unreadable head, through the version started from')
     const clean = await reef(dataDir, 'fsck')
     t.equal(clean.code, 0, `the new head is clean: ${describe(clean)}`)
   })
@@ -217,6 +222,7 @@ if (skip !== false) {
       let v = await node.currentVersion()
       while (v !== undefined && v.root.seq > v3.seq + 1n) v = await node.version(v.root.parents[0])
       t.equal(v?.root.parents[0]?.toString(), v3.vguid, 'its parent is the head')
+      t.equal(v?.root.parents[1]?.toString(), fx.vguid, 'its second parent the version it started from')
       t.equal(v?.root.message, `from version ${fx.seq}`)
     } finally {
       await node.close()

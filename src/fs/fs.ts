@@ -151,6 +151,8 @@ export class ReefFS {
   readonly damaged = new Map<number, { path: string, guid: string, code: string, message: string }>()
   /** Damaged blocks already reported (dir ino and GUID): a retried `ls` logs nothing new. */
   private readonly reported = new Set<string>()
+  /** The version a `from` open started from, until the fold that records it. */
+  private startedFrom?: CID
   /** Log records the replay at open could not apply, each reported through `warn`. */
   replaySkipped = 0
   private readonly warn: (line: string) => void
@@ -181,8 +183,12 @@ export class ReefFS {
       fs.nextIno = Math.max(v.nextIno, opts.version?.root.nextIno ?? 0, ROOT_INO + 1)
       fs.tableBase = v.links
     }
-    // Starting from another version is itself a change: the next fold records it as a version.
-    if (opts.from !== undefined) fs.dirtyDirs.add(ROOT_INO)
+    // Starting from another version is itself a change: the next fold records it as a version,
+    // whose second parent is the version it started from.
+    if (opts.from !== undefined) {
+      fs.dirtyDirs.add(ROOT_INO)
+      fs.startedFrom = opts.from.vguid
+    }
     if (opts.log !== undefined) await fs.replay(opts.log, opts.version?.root)
     return fs
   }
@@ -1009,7 +1015,7 @@ export class ReefFS {
       const vroot: VersionRoot = {
         root: builtRoot?.cid ?? root.dirBase as CID,
         rootAttrs: withBuilt(root.toEntry(new Uint8Array(0)), builtRoot),
-        parents: prev !== undefined ? [prev.vguid] : [],
+        parents: this.parents(),
         seq,
         time: Date.now(),
         author: this.author,
@@ -1039,6 +1045,7 @@ export class ReefFS {
         dir.nlink = 2 + b.subdirs
       }
       this.version = { vguid: vblock.cid, root: vroot }
+      this.startedFrom = undefined
       this.tableBase = links
       this.tableDirty = false
       this.tableDropped.clear()
@@ -1047,6 +1054,17 @@ export class ReefFS {
       this.unfolded = 0
       return this.version
     })
+  }
+
+  /**
+   * The head first (history follows first parents); a version this mount started from (mount
+   * --from) second, so history reaches it when the head is unreadable.
+   */
+  private parents (): CID[] {
+    const out = this.version !== undefined ? [this.version.vguid] : []
+    const from = this.startedFrom
+    if (from !== undefined && !out.some(p => p.equals(from))) out.push(from)
+    return out
   }
 
   /** Builds the tree of a dirty directory (and of its dirty subdirectories) into `built`. */
