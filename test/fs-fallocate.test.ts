@@ -1,15 +1,12 @@
 // fallocate in the fs core, without a mount: every mode against a byte model, the holes it leaves
 // in the folded chunk tree, its errno cases, its times, and log replay after a crash.
 import t from 'tap'
-import fs from 'node:fs'
-import os from 'node:os'
-import path from 'node:path'
 import crypto from 'node:crypto'
-import { ReefNode } from '../src/node.js'
 import type { ReefFS } from '../src/fs/fs.js'
 import { isReefError } from '../src/errors.js'
 import { type Inode, ROOT_INO, S_IFCHR, S_IFIFO } from '../src/fs/inode.js'
 import { FileReader, type Leaf, MAX_FILE_SIZE } from '../src/object/file.js'
+import { type CoreFs, openCoreFs } from './helpers/fs-core.js'
 import { FALLOC_FL_COLLAPSE_RANGE, FALLOC_FL_INSERT_RANGE, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE } from '../src/fs/fallocate.js'
 
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s)
@@ -20,31 +17,7 @@ const ZERO = FALLOC_FL_ZERO_RANGE
 const KiB = 1024
 const MiB = 1024 * KiB
 
-interface Setup { node: ReefNode, fs: ReefFS, reopen: () => Promise<ReefFS> }
-
-async function setup (t: Tap.Test): Promise<Setup> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'reef-fallocate-'))
-  ReefNode.init(dir)
-  const state = { node: await ReefNode.open(dir, { noSync: true }), fs: undefined as unknown as ReefFS }
-  state.fs = await state.node.openFs()
-  t.teardown(async () => {
-    state.fs.log?.close()
-    await state.node.close()
-    fs.rmSync(dir, { recursive: true, force: true })
-  })
-  return {
-    get node () { return state.node },
-    get fs () { return state.fs },
-    // A crash: the in-memory state goes without a fold; the log is replayed on open.
-    reopen: async () => {
-      state.fs.log?.close()
-      await state.node.close()
-      state.node = await ReefNode.open(dir, { noSync: true })
-      state.fs = await state.node.openFs()
-      return state.fs
-    }
-  }
-}
+const setup = async (t: Tap.Test): Promise<CoreFs> => await openCoreFs(t, 'reef-fallocate-')
 
 async function code (p: Promise<unknown>): Promise<string | undefined> {
   try {

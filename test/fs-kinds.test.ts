@@ -1,43 +1,18 @@
 // Every entry kind with hard links, through folds and reopen; the fold's read-back refusing a
 // block its encoder got wrong; directories written before the read-back still read.
 import t from 'tap'
-import fs from 'node:fs'
-import os from 'node:os'
-import path from 'node:path'
-import { ReefNode } from '../src/node.js'
 import type { ReefFS } from '../src/fs/fs.js'
 import { isReefError } from '../src/errors.js'
 import { ROOT_INO, S_IFBLK, S_IFCHR, S_IFIFO, S_IFSOCK } from '../src/fs/inode.js'
 import { decodeEntry, DirReader, encodeFault, type Kind } from '../src/object/dir.js'
 import { encodeBlock } from '../src/object/codec.js'
+import { type CoreFs, openCoreFs } from './helpers/fs-core.js'
 
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s)
 const cred = { uid: 1000, gid: 1000 }
 const makedev = (major: number, minor: number): number => ((major & 0xfff) << 8) | (minor & 0xff) | ((minor & ~0xff) << 12)
 
-async function setup (t: Tap.Test): Promise<{ node: () => ReefNode, fs: () => ReefFS, reopen: () => Promise<ReefFS> }> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'reef-kinds-'))
-  ReefNode.init(dir)
-  let node = await ReefNode.open(dir, { noSync: true })
-  let rfs = await node.openFs()
-  t.teardown(async () => {
-    rfs.log?.close()
-    await node.close()
-    fs.rmSync(dir, { recursive: true, force: true })
-  })
-  return {
-    node: () => node,
-    fs: () => rfs,
-    // A crash: the in-memory state goes without a fold, the log is replayed.
-    reopen: async () => {
-      rfs.log?.close()
-      await node.close()
-      node = await ReefNode.open(dir, { noSync: true })
-      rfs = await node.openFs()
-      return rfs
-    }
-  }
-}
+const setup = async (t: Tap.Test): Promise<CoreFs> => await openCoreFs(t, 'reef-kinds-')
 
 /** One of each kind in /d, each also hard-linked as /d/<name>.l (directories cannot be). */
 async function populate (rfs: ReefFS): Promise<void> {
@@ -81,41 +56,41 @@ const expected: Record<string, Seen> = {
 
 t.test('every kind, hard-linked, reads back the same live, after a fold, in a fresh open and after a crash', async t => {
   const s = await setup(t)
-  await populate(s.fs())
-  t.same(await describeTree(s.fs()), expected, 'live')
-  const v = await s.fs().fold()
+  await populate(s.fs)
+  t.same(await describeTree(s.fs), expected, 'live')
+  const v = await s.fs.fold()
   t.ok(v, 'folded')
-  t.same(await describeTree(s.fs()), expected, 'after the fold')
+  t.same(await describeTree(s.fs), expected, 'after the fold')
   // A read-only view of the committed version decodes every block from the store.
-  const view = await s.node().openVersion(v as NonNullable<typeof v>)
+  const view = await s.node.openVersion(v as NonNullable<typeof v>)
   t.same(await describeTree(view), expected, 'the version, read from its blocks')
-  const names = (await new DirReader((await view.resolve('/d')).dirBase as never, s.node().store).list()).map(e => Buffer.from(e.name).toString())
+  const names = (await new DirReader((await view.resolve('/d')).dirBase as never, s.node.store).list()).map(e => Buffer.from(e.name).toString())
   t.same(names.sort(), ['blk', 'blk.l', 'chr', 'chr.l', 'fifo', 'fifo.l', 'file', 'file.l', 'sock', 'sock.l', 'sym', 'sym.l'], 'the directory lists')
-  await s.fs().unlink((await s.fs().resolve('/d')).ino, enc('sym.l'))
-  await s.fs().rename((await s.fs().resolve('/d')).ino, enc('fifo.l'), ROOT_INO, enc('fifo.moved'))
+  await s.fs.unlink((await s.fs.resolve('/d')).ino, enc('sym.l'))
+  await s.fs.rename((await s.fs.resolve('/d')).ino, enc('fifo.l'), ROOT_INO, enc('fifo.moved'))
   await s.reopen()
-  const sym = await s.fs().resolve('/d/sym')
+  const sym = await s.fs.resolve('/d/sym')
   t.equal(sym.attr().nlink, 1, 'unlinking one name of a symlink is replayed after a crash')
-  t.equal(Buffer.from(s.fs().readlink(sym)).toString(), 'target1')
-  t.equal((await s.fs().resolve('/fifo.moved')).ino, (await s.fs().resolve('/d/fifo')).ino, 'a renamed FIFO link is the same inode')
-  await s.fs().fold()
+  t.equal(Buffer.from(s.fs.readlink(sym)).toString(), 'target1')
+  t.equal((await s.fs.resolve('/fifo.moved')).ino, (await s.fs.resolve('/d/fifo')).ino, 'a renamed FIFO link is the same inode')
+  await s.fs.fold()
   await s.reopen()
-  t.equal((await s.fs().resolve('/fifo.moved')).attr().mode, S_IFIFO | 0o600, 'and after a fold and reopen')
+  t.equal((await s.fs.resolve('/fifo.moved')).attr().mode, S_IFIFO | 0o600, 'and after a fold and reopen')
 })
 
 t.test('mknod refuses what Linux refuses and makes a regular file of S_IFREG', async t => {
   const s = await setup(t)
   const code = async (p: Promise<unknown>): Promise<string> => await p.then(() => 'OK', err => isReefError(err) ? err.code : String(err))
-  t.equal(await code(s.fs().mknod(ROOT_INO, enc('d'), 0o040755, 0, cred)), 'EPERM', 'a directory')
-  t.equal(await code(s.fs().mknod(ROOT_INO, enc('l'), 0o120777, 0, cred)), 'EINVAL', 'a symlink')
-  t.equal(await code(s.fs().mknod(ROOT_INO, enc('x'), 0o170644, 0, cred)), 'EINVAL', 'no such file type')
-  const f = await s.fs().mknod(ROOT_INO, enc('reg'), 0o100644, makedev(8, 1), cred)
+  t.equal(await code(s.fs.mknod(ROOT_INO, enc('d'), 0o040755, 0, cred)), 'EPERM', 'a directory')
+  t.equal(await code(s.fs.mknod(ROOT_INO, enc('l'), 0o120777, 0, cred)), 'EINVAL', 'a symlink')
+  t.equal(await code(s.fs.mknod(ROOT_INO, enc('x'), 0o170644, 0, cred)), 'EINVAL', 'no such file type')
+  const f = await s.fs.mknod(ROOT_INO, enc('reg'), 0o100644, makedev(8, 1), cred)
   t.equal(f.kind, 'file', 'S_IFREG is a file')
   t.equal(f.attr().rdev, 0, 'its device number is ignored')
-  const p = await s.fs().mknod(ROOT_INO, enc('p'), S_IFIFO | 0o644, makedev(8, 1), cred)
+  const p = await s.fs.mknod(ROOT_INO, enc('p'), S_IFIFO | 0o644, makedev(8, 1), cred)
   t.equal(p.attr().rdev, 0, 'a FIFO keeps no device number')
-  t.equal(await code(s.fs().mknod(ROOT_INO, enc('p'), S_IFIFO | 0o644, 0, cred)), 'EEXIST', 'an existing name')
-  t.equal(await code(s.fs().read(p, 0, 10)), 'EINVAL', 'reef serves no data for a FIFO (the kernel does)')
+  t.equal(await code(s.fs.mknod(ROOT_INO, enc('p'), S_IFIFO | 0o644, 0, cred)), 'EEXIST', 'an existing name')
+  t.equal(await code(s.fs.read(p, 0, 10)), 'EINVAL', 'reef serves no data for a FIFO (the kernel does)')
 })
 
 t.test('a directory written with a hard-linked symlink before the fix reads', async t => {
@@ -132,32 +107,32 @@ t.test('a directory written with a hard-linked symlink before the fix reads', as
 
 t.test('a fold whose directory block does not read back fails: head, log and tree stay', async t => {
   const s = await setup(t)
-  await populate(s.fs())
-  const v1 = await s.fs().fold()
-  const d = await s.fs().resolve('/d')
+  await populate(s.fs)
+  const v1 = await s.fs.fold()
+  const d = await s.fs.resolve('/d')
   const before = { dirBase: d.dirBase?.toString(), pending: 0 }
-  const f = await s.fs().create(d.ino, enc('bad'), 0o644, cred)
-  await s.fs().write(f.ino, 0, enc('kept'))
-  await s.fs().symlink(ROOT_INO, enc('badlink'), enc('somewhere'), cred)
-  before.pending = s.fs().pending
+  const f = await s.fs.create(d.ino, enc('bad'), 0o644, cred)
+  await s.fs.write(f.ino, 0, enc('kept'))
+  await s.fs.symlink(ROOT_INO, enc('badlink'), enc('somewhere'), cred)
+  before.pending = s.fs.pending
   for (const [name, why] of [['bad', /entry "bad" .* reads back with another mode/], ['badlink', /does not read back: malformed directory entry: symlink without target/]] as const) {
     encodeFault.name = name
     try {
-      await t.rejects(s.fs().fold(), { code: 'BAD_ENCODING', message: why }, `an encoder fault on ${name} is refused`)
+      await t.rejects(s.fs.fold(), { code: 'BAD_ENCODING', message: why }, `an encoder fault on ${name} is refused`)
     } finally {
       encodeFault.name = undefined
     }
-    const head = await s.node().currentVersion()
+    const head = await s.node.currentVersion()
     t.equal(head?.vguid.toString(), v1?.vguid.toString(), 'the head did not move')
-    t.equal(s.fs().pending, before.pending, 'every record is still pending')
-    t.equal((await s.fs().resolve('/d')).dirBase?.toString(), before.dirBase, 'the directory keeps its committed tree')
+    t.equal(s.fs.pending, before.pending, 'every record is still pending')
+    t.equal((await s.fs.resolve('/d')).dirBase?.toString(), before.dirBase, 'the directory keeps its committed tree')
   }
   // The fault gone, the same state folds, and a fresh open (from the log, as after a crash) too.
   await s.reopen()
-  t.equal(Buffer.from(await s.fs().read(await s.fs().resolve('/d/bad'), 0, 10)).toString(), 'kept', 'the write was replayed from the log')
-  const v2 = await s.fs().fold()
+  t.equal(Buffer.from(await s.fs.read(await s.fs.resolve('/d/bad'), 0, 10)).toString(), 'kept', 'the write was replayed from the log')
+  const v2 = await s.fs.fold()
   t.equal(v2?.root.seq, (v1?.root.seq ?? 0n) + 1n, 'the next fold commits the next version')
-  const view = await s.node().openVersion(v2 as NonNullable<typeof v2>)
+  const view = await s.node.openVersion(v2 as NonNullable<typeof v2>)
   t.equal(Buffer.from(view.readlink(await view.resolve('/badlink'))).toString(), 'somewhere', 'and it reads back')
   t.same(await describeTree(view), expected)
 })

@@ -1,9 +1,6 @@
 // The fs core without a mount: operations, folds into versions, log replay after a crash,
 // hard links through the link table, copy-on-write sharing between versions.
 import t from 'tap'
-import fs from 'node:fs'
-import os from 'node:os'
-import path from 'node:path'
 import crypto from 'node:crypto'
 import { ReefNode } from '../src/node.js'
 import type { ReefFS } from '../src/fs/fs.js'
@@ -13,34 +10,12 @@ import { cidFor, cidFromKey, type CID, DAG_CBOR } from '../src/block/index.js'
 import { objectKind } from '../src/object/version.js'
 import { decodeRecord, encodeRecord, type LogRecord } from '../src/log/record.js'
 import { reef, show } from './helpers/cli.js'
+import { type CoreFs, openCoreFs } from './helpers/fs-core.js'
 
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s)
 const cred = { uid: 1000, gid: 1000 }
 
-async function setup (t: Tap.Test): Promise<{ dir: string, node: ReefNode, fs: ReefFS, reopen: () => Promise<ReefFS> }> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'reef-fs-'))
-  ReefNode.init(dir)
-  const node = await ReefNode.open(dir, { noSync: true })
-  const state = { node, fs: await node.openFs() }
-  t.teardown(async () => {
-    state.fs.log?.close()
-    await state.node.close()
-    fs.rmSync(dir, { recursive: true, force: true })
-  })
-  return {
-    dir,
-    get node () { return state.node },
-    get fs () { return state.fs },
-    // Simulates a crash: drop the in-memory state without folding, reopen from disk.
-    reopen: async () => {
-      state.fs.log?.close()
-      await state.node.close()
-      state.node = await ReefNode.open(dir, { noSync: true })
-      state.fs = await state.node.openFs()
-      return state.fs
-    }
-  } as unknown as { dir: string, node: ReefNode, fs: ReefFS, reopen: () => Promise<ReefFS> }
-}
+const setup = async (t: Tap.Test): Promise<CoreFs> => await openCoreFs(t)
 
 async function code (p: Promise<unknown>): Promise<string | undefined> {
   try {
