@@ -19,6 +19,7 @@ import { getTo } from '../src/transfer/get.js'
 import { decodeEntryBlock, DirReader, type Entry, linkTableKey } from '../src/object/dir.js'
 import { decodeVersion, objectKind } from '../src/object/version.js'
 import { FileReader } from '../src/object/file.js'
+import { devMajor, devMinor } from '../src/object/devnum.js'
 
 export interface CliContext {
   out: (s: string | Uint8Array) => void
@@ -145,13 +146,13 @@ export function createProgram (ctx: CliContext): Command {
         const rec = recording(node.store)
         const res = await putPath(rec.store, input, { onBytes: bar.tick })
         bar.stop()
-        for (const s of res.skipped) ctx.err(`reef: skipped ${s} (not a file, directory or symlink)\n`)
+        for (const s of res.skipped) ctx.err(`reef: skipped ${s} (a file type reef cannot store)\n`)
         let replication: { blocks: number, missingReplicas: number, blocksShort: number } | undefined
         if (opts.waitReplicated === true && node.dht !== undefined) {
           replication = await node.dht.replicator.waitReplicated(rec.keys, opts.timeout * 1000)
         }
-        print(opts.json, { guid: res.cid, kind: res.entry.kind, files: res.files, dirs: res.dirs, symlinks: res.symlinks, bytes: res.bytes, skipped: res.skipped, replication }, () =>
-          `${res.entry.kind} ${res.files} files ${res.dirs} dirs ${res.symlinks} symlinks ${res.bytes} bytes` +
+        print(opts.json, { guid: res.cid, kind: res.entry.kind, files: res.files, dirs: res.dirs, symlinks: res.symlinks, specials: res.specials, bytes: res.bytes, skipped: res.skipped, replication }, () =>
+          `${res.entry.kind} ${res.files} files ${res.dirs} dirs ${res.symlinks} symlinks ${specials(res.specials)}${res.bytes} bytes` +
           (replication !== undefined ? `\n${replication.blocks} blocks, ${replication.blocksShort} short of k=${node.dht?.replicator.k} replicas` : '') +
           `\n${res.cid.toString()}`)
         if (replication !== undefined && replication.missingReplicas > 0) {
@@ -174,8 +175,10 @@ export function createProgram (ctx: CliContext): Command {
           cid = v.vguid
         }
         const res = await getTo(node.store, cid, pathArg(opts.output))
+        // Like tar, the rest is restored and the exit is 0: as non-root, skipping devices is expected.
+        for (const s of res.skipped) ctx.err(`reef: skipped device ${s}: making device nodes needs root (CAP_MKNOD)\n`)
         print(opts.json, { guid: cid, output: opts.output, ...res }, () =>
-          `restored ${res.kind} to ${opts.output}: ${res.files} files ${res.dirs} dirs ${res.symlinks} symlinks ${res.bytes} bytes`)
+          `restored ${res.kind} to ${opts.output}: ${res.files} files ${res.dirs} dirs ${res.symlinks} symlinks ${specials(res.specials)}${res.bytes} bytes`)
       })
     })
 
@@ -252,7 +255,7 @@ export function createProgram (ctx: CliContext): Command {
             await walk(vguid, SLASH)
             break
           case 'entry': {
-            // A put GUID: a directory lists its tree, a file or symlink is its one row.
+            // A put GUID: a directory lists its tree, anything else is its one row.
             const e = decodeEntryBlock(bytes)
             if (e.kind === 'dir' && e.cid !== undefined) await walk(e.cid, SLASH)
             else rows.push(row(Buffer.from(e.name), e))
@@ -262,7 +265,7 @@ export function createProgram (ctx: CliContext): Command {
             throw ReefError.badInput(`${vguid.toString()} is not a version, directory, file or put GUID`)
         }
         print(opts.json, { guid: vguid, entries: rows }, () =>
-          rows.map(r => `${r.kind.padEnd(7)} ${r.mode} ${String(r.size).padStart(10)} ${r.mtime} ${r.path}${r.target !== undefined ? ' -> ' + r.target : ''}`).join('\n'))
+          rows.map(r => `${r.kind.padEnd(7)} ${r.mode} ${(r.major !== undefined ? `${r.major},${String(r.minor)}` : String(r.size)).padStart(10)} ${r.mtime} ${r.path}${r.target !== undefined ? ' -> ' + r.target : ''}`).join('\n'))
       })
     })
 
@@ -357,7 +360,14 @@ export async function resolveVersionArg (node: ReefNode, arg: string): Promise<C
  * UTF-8 readings, and when those are not exact (bytes that are not UTF-8) `pathBase64` and
  * `targetBase64` carry the bytes themselves.
  */
-interface Row { path: string, pathBase64?: string, kind: string, mode: string, size: number, mtime: string, mtimeNs: string, guid?: string, target?: string, targetBase64?: string }
+interface Row {
+  path: string, pathBase64?: string, kind: string, mode: string, size: number, mtime: string, mtimeNs: string, guid?: string, target?: string, targetBase64?: string
+  /** Devices ('chr', 'blk'): st_rdev as stored, and its major and minor (shown as ls does). */
+  rdev?: number, major?: number, minor?: number
+}
+
+/** "N special " for a put or get that met FIFOs, sockets or devices; nothing otherwise. */
+const specials = (n: number): string => n > 0 ? `${n} special ` : ''
 
 const isUtf8 = (b: Buffer): boolean => Buffer.from(b.toString('utf8'), 'utf8').equals(b)
 
@@ -368,6 +378,11 @@ function row (path: Buffer, e: Entry): Row {
   const ms = e.mtime / 1_000_000n - (e.mtime % 1_000_000n < 0n ? 1n : 0n)
   const r: Row = { path: p, kind: e.linked === true ? 'link' : e.kind, mode: e.mode.toString(8).padStart(4, '0'), size: e.size, mtime: fmtTime(Number(ms)), mtimeNs: e.mtime.toString() }
   if (e.cid !== undefined) r.guid = e.cid.toString()
+  if (e.rdev !== undefined) {
+    r.rdev = e.rdev
+    r.major = devMajor(e.rdev)
+    r.minor = devMinor(e.rdev)
+  }
   if (!isUtf8(path)) r.pathBase64 = path.toString('base64')
   if (e.target !== undefined) {
     const t = Buffer.from(e.target)

@@ -1,5 +1,6 @@
 // Property: for random trees, `reef get (reef put T)` restores T exactly (names as bytes, kinds,
-// contents, modes, mtimes to the µs, symlink targets), `reef put` is deterministic, one changed
+// contents, modes, mtimes to the µs, symlink targets, FIFOs, sockets and, as root, character and
+// block devices with their rdev), `reef put` is deterministic, one changed
 // byte changes the GUID, and for trees whose times are whole microseconds the restored copy puts
 // to the very same GUID. Trees come from a seeded PRNG: the seed is printed; rerun one with
 // REEF_SEED=<seed>.
@@ -7,7 +8,7 @@ import tap from 'tap'
 import fs from 'node:fs'
 import path from 'node:path'
 import {
-  compareTrees, countTree, EXACT_US_LIMIT_NS, lastWord, reef, show, storeSnapshot, tempDir, utimeArg
+  compareTrees, countTree, EXACT_US_LIMIT_NS, lastWord, makeNodes, reef, show, type SpecialKind, storeSnapshot, tempDir, utimeArg
 } from './helpers/cli.js'
 
 const t = tap
@@ -16,6 +17,8 @@ const SEED = process.env.REEF_SEED !== undefined && process.env.REEF_SEED !== ''
   : (Math.random() * 2 ** 32) >>> 0
 t.comment(`seed ${SEED} (rerun with REEF_SEED=${SEED})`)
 const TREES = 20
+// Device nodes can only be made (and restored) by root.
+const SPECIAL_KINDS: SpecialKind[] = process.getuid?.() === 0 ? ['fifo', 'socket', 'chr', 'blk'] : ['fifo', 'socket']
 
 /** mulberry32: small, fast, good enough to drive a generator. */
 function prng (seed: number): () => number {
@@ -117,12 +120,12 @@ function pickTime (g: Gen, caps: Caps, exact: boolean): bigint | undefined {
   }
 }
 
-interface Built { large: Buffer[], largeMtime?: bigint, entries: number }
+interface Built { large: Buffer[], largeMtime?: bigint, entries: number, specials: SpecialKind[] }
 
 /** Builds tree number `i` at `root` (a string path whose basename names it). */
 function buildTree (g: Gen, root: string, i: number, caps: Caps): Built {
   const exact = i % 2 === 1
-  const built: Built = { large: [], entries: 0 }
+  const built: Built = { large: [], entries: 0, specials: [] }
   const setTime = (p: Buffer, link: boolean): void => {
     const ns = pickTime(g, caps, exact)
     if (ns === undefined) return
@@ -146,8 +149,15 @@ function buildTree (g: Gen, root: string, i: number, caps: Caps): Built {
       const name = fresh(top && k === 0 ? forced : g.chance(0.5) ? 'plain' : g.pick(NAME_KINDS))
       const p = join(dir, name)
       built.entries++
-      const what = top && k === 1 ? 'symlink' : g.pick(['small', 'small', 'small', 'empty', 'dir', 'dir', 'symlink', 'symlink'])
-      if (what === 'dir' && depth < 4) {
+      const what = top && k === 1 ? 'symlink' : top && k === 2 ? 'special' : g.pick(['small', 'small', 'small', 'empty', 'dir', 'dir', 'symlink', 'symlink', 'special'])
+      if (what === 'special') {
+        // Every tree has one at its top, each kind in turn; the rest at random.
+        const kind = top && k === 2 ? SPECIAL_KINDS[i % SPECIAL_KINDS.length] : g.pick(SPECIAL_KINDS)
+        const [major, minor] = g.pick([[1, 3], [7, 0], [g.int(0, 4095), g.int(0, 2 ** 20 - 1)]])
+        makeNodes([{ path: p, kind, mode: g.pick(FILE_MODES), major, minor }])
+        built.specials.push(kind)
+        setTime(p, false)
+      } else if (what === 'dir' && depth < 4) {
         fs.mkdirSync(p, { mode: 0o700 })
         fill(p, depth + 1, false)
         fs.chmodSync(p, g.pick(DIR_MODES)) // restrictive modes last, once filled
@@ -227,7 +237,7 @@ t.test(`${TREES} random trees survive put -> get`, async t => {
     fs.mkdirSync(path.dirname(src))
     return { i, src, built: buildTree(g, src, i, caps) }
   })
-  const total = { files: 0, dirs: 0, symlinks: 0 }
+  const total = { files: 0, dirs: 0, symlinks: 0, specials: 0 }
   await pool(trees, 2, async ({ i, src, built }) => {
     const p = await reef(data, ['put', src])
     t.equal(p.code, 0, `tree ${i}: put: ${show(p)}`)
@@ -239,10 +249,12 @@ t.test(`${TREES} random trees survive put -> get`, async t => {
     t.equal(r.code, 0, `tree ${i}: get: ${show(r)}`)
     t.same(compareTrees(src, out), [], `tree ${i}: restored tree equals the original`)
     const c = countTree(out)
-    t.equal(c.files + c.dirs + c.symlinks - 1, built.entries, `tree ${i}: every entry restored`)
+    t.equal(c.files + c.dirs + c.symlinks + c.specials - 1, built.entries, `tree ${i}: every entry restored`)
+    t.equal(c.specials, built.specials.length, `tree ${i}: every special file restored`)
     total.files += c.files
     total.dirs += c.dirs
     total.symlinks += c.symlinks
+    total.specials += c.specials
 
     const again = await reef(data, ['put', src])
     t.equal(lastWord(again), guid, `tree ${i}: put twice, same GUID`)
@@ -253,8 +265,10 @@ t.test(`${TREES} random trees survive put -> get`, async t => {
     }
     done.push({ i, src, guid, built })
   })
-  t.comment(`checked ${total.files} files, ${total.dirs} dirs, ${total.symlinks} symlinks`)
+  t.comment(`checked ${total.files} files, ${total.dirs} dirs, ${total.symlinks} symlinks, ${total.specials} special files`)
   t.ok(total.symlinks >= TREES, 'every tree has symlinks')
+  t.ok(total.specials >= TREES, 'every tree has special files')
+  t.same([...new Set(trees.flatMap(x => x.built.specials))].sort(), [...SPECIAL_KINDS].sort(), 'every special kind was made')
   t.ok(total.dirs > TREES, 'trees have subdirectories')
 })
 

@@ -3,6 +3,11 @@
  * local path, byte-identical, with modes, times and symlinks. Hard links recorded in a version's
  * link table are restored as hard links. The target must not exist yet: get never overwrites.
  *
+ * FIFOs and sockets are recreated (special.ts); device nodes only by a process that may make
+ * them (root, or CAP_MKNOD). Otherwise each device is skipped and named in `skipped`, and the
+ * rest is restored, as tar does; a get of one device alone fails with EPERM, having nothing to
+ * restore.
+ *
  * Atomicity: everything is restored under a hidden temporary sibling of the target, which is
  * renamed onto the target only once complete; on any error (a corrupt block, a full disk) the
  * temporary is removed, so a failed get leaves no partial target behind.
@@ -17,13 +22,24 @@ import { randomBytes } from 'node:crypto'
 import type { CID } from 'multiformats/cid'
 import { RAW, DAG_CBOR } from '../block/index.js'
 import { ReefError } from '../errors.js'
-import { decodeEntryBlock, DirReader, type Entry, linkTableKey } from '../object/dir.js'
+import { decodeEntryBlock, DirReader, type Entry, isDevice, linkTableKey, SPECIAL_KINDS } from '../object/dir.js'
 import { FileReader } from '../object/file.js'
 import { decodeVersion, objectKind } from '../object/version.js'
 import type { BlockGetter } from '../store/types.js'
 import { parentBytes, resolveBytes } from './paths.js'
+import { makeSpecial, mayMakeDevices } from './special.js'
 
-export interface GetResult { kind: string, files: number, dirs: number, symlinks: number, bytes: number }
+export interface GetResult {
+  kind: string
+  files: number
+  dirs: number
+  symlinks: number
+  /** FIFOs, sockets and device nodes restored. */
+  specials: number
+  bytes: number
+  /** Device nodes not restored (no right to make them), by restored path. */
+  skipped: string[]
+}
 
 export interface GetOptions { onBytes?: (n: number) => void }
 
@@ -77,18 +93,25 @@ async function removeTree (p: Buffer): Promise<void> {
 export async function getTo (store: BlockGetter, cid: CID, target: string | Buffer, opts: GetOptions = {}): Promise<GetResult> {
   const out = resolveBytes(target)
   targetFree(out)
-  const res: GetResult = { kind: 'raw', files: 0, dirs: 0, symlinks: 0, bytes: 0 }
+  const res: GetResult = { kind: 'raw', files: 0, dirs: 0, symlinks: 0, specials: 0, bytes: 0, skipped: [] }
   const bytes = await store.get(cid)
   const kind = cid.code === RAW ? 'raw' : cid.code === DAG_CBOR ? objectKind(cid, bytes) : 'raw'
   res.kind = kind
   if (kind === 'log') throw ReefError.badInput(`${cid.toString()} is a log record, not a file or tree (use reef block get)`)
   const tmp = Buffer.concat([parentBytes(out), Buffer.from(`/.reef-get-${randomBytes(6).toString('hex')}.tmp`)])
-  const r = new Restorer(store, res, opts)
+  // Messages name where a node was meant to go, not the temporary it was restored under.
+  const r = new Restorer(store, res, opts, p => Buffer.concat([out, p.subarray(tmp.length)]).toString())
   try {
     switch (kind) {
-      case 'entry':
-        await r.entry(tmp, decodeEntryBlock(bytes))
+      case 'entry': {
+        const e = decodeEntryBlock(bytes)
+        await r.entry(tmp, e)
+        if (res.skipped.length > 0 && isDevice(e.kind)) {
+          res.skipped = []
+          throw ReefError.posix('EPERM', `cannot restore the ${e.kind === 'chr' ? 'character' : 'block'} device ${out.toString()}: making device nodes needs root (CAP_MKNOD)`)
+        }
         break
+      }
       case 'version': {
         const v = decodeVersion(bytes)
         r.table = v.links
@@ -122,13 +145,21 @@ export async function getTo (store: BlockGetter, cid: CID, target: string | Buff
 class Restorer {
   table?: CID
   private readonly linked = new Map<number, string | Buffer>()
+  /** Link-table inodes of devices that were skipped: their other names are skipped too. */
+  private readonly skippedIno = new Set<number>()
   private tableReader?: DirReader
   isRoot = process.getuid?.() === 0
+  private devices?: boolean
 
-  constructor (private readonly store: BlockGetter, private readonly res: GetResult, private readonly opts: GetOptions) {}
+  constructor (private readonly store: BlockGetter, private readonly res: GetResult, private readonly opts: GetOptions, private readonly shown: (p: Buffer) => string) {}
 
-  async entry (out: string | Buffer, e: Entry): Promise<void> {
+  async entry (out: Buffer, e: Entry): Promise<void> {
+    const ino = e.linked === true ? e.ino : undefined
     if (e.linked === true && e.ino !== undefined) {
+      if (this.skippedIno.has(e.ino)) {
+        this.res.skipped.push(this.shown(out))
+        return
+      }
       const first = this.linked.get(e.ino)
       if (first !== undefined) {
         await fs.promises.link(first, out)
@@ -148,11 +179,46 @@ class Restorer {
       await fs.promises.lutimes(out, utimeArg(e.atime), utimeArg(e.mtime))
       return
     }
+    if (SPECIAL_KINDS.has(e.kind)) {
+      if (!await this.special(out, e)) {
+        if (ino !== undefined) {
+          this.skippedIno.add(ino)
+          this.linked.delete(ino)
+        }
+        return
+      }
+      if (this.isRoot) await fs.promises.chown(out, e.uid, e.gid).catch(() => {})
+      await fs.promises.chmod(out, e.mode)
+      // By path, never through a descriptor: opening a FIFO would wait for a writer.
+      await fs.promises.lutimes(out, utimeArg(e.atime), utimeArg(e.mtime))
+      return
+    }
     if (e.kind === 'file') await this.file(out, e.cid as CID)
     else await this.dir(out, e.cid as CID)
     if (this.isRoot) await fs.promises.chown(out, e.uid, e.gid).catch(() => {})
     await fs.promises.chmod(out, e.mode)
     await fs.promises.utimes(out, utimeArg(e.atime), utimeArg(e.mtime))
+  }
+
+  /** Makes a FIFO, socket or device node; false when a device was skipped (no right to make it). */
+  private async special (out: Buffer, e: Entry): Promise<boolean> {
+    const device = isDevice(e.kind)
+    this.devices ??= mayMakeDevices()
+    if (device && !this.devices) {
+      this.res.skipped.push(this.shown(out))
+      return false
+    }
+    try {
+      await makeSpecial(out, e.kind, e.rdev, this.shown(out))
+    } catch (err) {
+      // Root without the right (a user namespace, a container without CAP_MKNOD): skipped alike.
+      if (!device || !(err instanceof ReefError && err.code === 'EPERM')) throw err
+      this.devices = false
+      this.res.skipped.push(this.shown(out))
+      return false
+    }
+    this.res.specials++
+    return true
   }
 
   async file (out: string | Buffer, cid: CID): Promise<void> {

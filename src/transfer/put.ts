@@ -2,14 +2,16 @@
  * `reef put`: stores a local file or tree as blocks and returns an entry block naming it, so
  * the top item keeps its name, mode and mtime. Names are read as bytes (any legal name), mtimes
  * at nanosecond precision (atime and ctime are not recorded, see baseEntry); symlinks are
- * stored, not followed. Hard links inside the tree become separate entries sharing the same
- * chunks (content addressing stores the data once).
+ * stored, not followed. FIFOs, sockets and device nodes are stored as entries of their kind
+ * (devices with their rdev), never opened: opening a FIFO blocks, and a device's bytes are not
+ * the tree's. Hard links inside the tree become separate entries (files share their chunks:
+ * content addressing stores the data once; a hard-linked FIFO or device is restored as two).
  */
 import fs from 'node:fs'
 import type { CID } from 'multiformats/cid'
 import type { Block } from '../block/index.js'
 import { ReefError } from '../errors.js'
-import { buildDir, encodeEntryBlock, type Entry } from '../object/dir.js'
+import { buildDir, encodeEntryBlock, type Entry, isDevice, type Kind } from '../object/dir.js'
 import { FileBuilder } from '../object/file.js'
 import type { BlockStore } from '../store/types.js'
 import { baseBytes, resolveBytes } from './paths.js'
@@ -20,6 +22,8 @@ export interface PutResult {
   files: number
   dirs: number
   symlinks: number
+  /** FIFOs, sockets and device nodes. */
+  specials: number
   bytes: number
   skipped: string[]
 }
@@ -96,9 +100,9 @@ export async function putPath (store: BlockStore, target: string | Buffer, opts:
   const abs = resolveBytes(target)
   const st = await reading(abs, async () => await fs.promises.lstat(abs, { bigint: true }))
   const w = new Writer(store)
-  const res = { files: 0, dirs: 0, symlinks: 0, bytes: 0, skipped: [] as string[] }
+  const res = { files: 0, dirs: 0, symlinks: 0, specials: 0, bytes: 0, skipped: [] as string[] }
   const entry = await putAny(abs, new Uint8Array(baseBytes(abs)), st, w, res, opts)
-  if (entry === undefined) throw ReefError.badInput(`${target.toString()} is not a regular file, directory or symlink`)
+  if (entry === undefined) throw ReefError.badInput(`${target.toString()} is of a file type reef cannot store`)
   const block = encodeEntryBlock(entry)
   await w.put([block])
   await w.drain()
@@ -151,5 +155,21 @@ async function putAny (p: Buffer, name: Uint8Array, st: fs.BigIntStats, w: Write
     res.dirs++
     return { ...baseEntry(name, st), kind: 'dir', size: count, cid, nlink: 2 + subdirs }
   }
+  const kind = specialKind(st)
+  if (kind === undefined) return undefined
+  res.specials++
+  const e: Entry = { ...baseEntry(name, st), kind, size: 0 }
+  if (isDevice(kind)) {
+    if (st.rdev > BigInt(Number.MAX_SAFE_INTEGER)) throw ReefError.badInput(`${p.toString()}: device number ${st.rdev} out of range`)
+    e.rdev = Number(st.rdev)
+  }
+  return e
+}
+
+function specialKind (st: fs.BigIntStats): Kind | undefined {
+  if (st.isFIFO()) return 'fifo'
+  if (st.isSocket()) return 'socket'
+  if (st.isCharacterDevice()) return 'chr'
+  if (st.isBlockDevice()) return 'blk'
   return undefined
 }

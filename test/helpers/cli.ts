@@ -3,7 +3,7 @@
  * error code, make and remove temp dirs, look inside the LMDB store, and compare two trees
  * byte for byte (names as Buffers, so non-UTF-8 names compare exactly).
  */
-import { spawn, type ChildProcess } from 'node:child_process'
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import fs from 'node:fs'
 import os from 'node:os'
@@ -239,6 +239,42 @@ export async function overwriteBlock (dataDir: string, digest: Uint8Array, bytes
 }
 
 // ---------------------------------------------------------------------------------------------
+// Special files
+
+export type SpecialKind = 'fifo' | 'socket' | 'chr' | 'blk'
+
+// Names are bytes, which a child's arguments cannot carry: the paths go on stdin. A socket is
+// bound under a short name in its directory (sun_path holds 108 bytes) and renamed into place.
+const MAKE_NODES_PY = `
+import base64, json, os, socket, stat, sys
+for it in json.load(sys.stdin):
+    p = base64.b64decode(it['path'])
+    d, _, name = p.rpartition(b'/')
+    if it['kind'] == 'socket':
+        cwd = os.open('.', os.O_RDONLY)
+        os.chdir(d or b'/')
+        s = socket.socket(socket.AF_UNIX)
+        s.bind(b'.reef-test-sock')
+        os.rename(b'.reef-test-sock', name)
+        s.close()
+        os.fchdir(cwd)
+    else:
+        t = {'fifo': stat.S_IFIFO, 'chr': stat.S_IFCHR, 'blk': stat.S_IFBLK}[it['kind']]
+        os.mknod(p, 0o600 | t, os.makedev(it['major'], it['minor']))
+    os.chmod(p, it['mode'])
+`
+
+/**
+ * Makes FIFOs, Unix sockets and device nodes (devices need root) with python3, independently of
+ * the code under test, at paths given as bytes; throws with python's message on failure.
+ */
+export function makeNodes (items: Array<{ path: string | Buffer, kind: SpecialKind, mode?: number, major?: number, minor?: number }>): void {
+  const input = JSON.stringify(items.map(it => ({ path: Buffer.from(it.path).toString('base64'), kind: it.kind, mode: it.mode ?? 0o644, major: it.major ?? 0, minor: it.minor ?? 0 })))
+  const r = spawnSync('python3', ['-c', MAKE_NODES_PY], { input, encoding: 'utf8' })
+  if (r.status !== 0) throw new Error(`making ${items.length} special files failed: ${r.stderr ?? String(r.error)}`)
+}
+
+// ---------------------------------------------------------------------------------------------
 // Tree comparison
 
 /** Time arguments for fs.utimes that set `ns` exactly to the microsecond (see src/transfer/get.ts). */
@@ -273,7 +309,8 @@ export interface CompareOptions {
 
 /**
  * Compares trees `a` (original) and `b` (restored): names (as bytes), kinds, file bytes, modes,
- * mtimes (see mtimeMatches), uid/gid and symlink targets. Returns one line per difference.
+ * mtimes (see mtimeMatches), uid/gid, symlink targets and device numbers. Returns one line per
+ * difference.
  */
 export function compareTrees (a: string | Buffer, b: string | Buffer, opts: CompareOptions = {}): string[] {
   const diffs: string[] = []
@@ -284,11 +321,11 @@ export function compareTrees (a: string | Buffer, b: string | Buffer, opts: Comp
       diffs.push(`${shown(rel)}: missing in restored tree (${(err as NodeJS.ErrnoException).code})`)
       return
     }
-    const kind = (s: fs.BigIntStats): string => s.isSymbolicLink() ? 'symlink' : s.isDirectory() ? 'dir' : s.isFile() ? 'file' : 'other'
-    if (kind(sa) !== kind(sb)) {
-      diffs.push(`${shown(rel)}: kind ${kind(sa)} != ${kind(sb)}`)
+    if (kindOf(sa) !== kindOf(sb)) {
+      diffs.push(`${shown(rel)}: kind ${kindOf(sa)} != ${kindOf(sb)}`)
       return
     }
+    if ((sa.isCharacterDevice() || sa.isBlockDevice()) && sa.rdev !== sb.rdev) diffs.push(`${shown(rel)}: rdev ${sa.rdev} != ${sb.rdev}`)
     if (!top || opts.top !== false) {
       if (!sa.isSymbolicLink() && (sa.mode & 0o7777n) !== (sb.mode & 0o7777n)) diffs.push(`${shown(rel)}: mode ${sa.mode.toString(8)} != ${sb.mode.toString(8)}`)
       if (!mtimeMatches(sa.mtimeNs, sb.mtimeNs)) diffs.push(`${shown(rel)}: mtime ${sa.mtimeNs} != ${sb.mtimeNs} (expected ${expectedMtime(sa.mtimeNs)})`)
@@ -317,9 +354,14 @@ export function compareTrees (a: string | Buffer, b: string | Buffer, opts: Comp
   return diffs
 }
 
+/** The kind of a stat as reef names it (file, dir, symlink, fifo, socket, chr, blk). */
+export function kindOf (s: fs.Stats | fs.BigIntStats): string {
+  return s.isSymbolicLink() ? 'symlink' : s.isDirectory() ? 'dir' : s.isFile() ? 'file' : s.isFIFO() ? 'fifo' : s.isSocket() ? 'socket' : s.isCharacterDevice() ? 'chr' : s.isBlockDevice() ? 'blk' : 'other'
+}
+
 /** Counts the entries of a tree (for assertions that a comparison covered something). */
-export function countTree (p: string | Buffer): { files: number, dirs: number, symlinks: number } {
-  const c = { files: 0, dirs: 0, symlinks: 0 }
+export function countTree (p: string | Buffer): { files: number, dirs: number, symlinks: number, specials: number } {
+  const c = { files: 0, dirs: 0, symlinks: 0, specials: 0 }
   const walk = (q: Buffer): void => {
     const st = fs.lstatSync(q)
     if (st.isSymbolicLink()) c.symlinks++
@@ -327,7 +369,7 @@ export function countTree (p: string | Buffer): { files: number, dirs: number, s
     else if (st.isDirectory()) {
       c.dirs++
       for (const n of fs.readdirSync(q, { encoding: 'buffer' })) walk(join(q, n))
-    }
+    } else c.specials++
   }
   walk(Buffer.isBuffer(p) ? p : Buffer.from(p))
   return c
