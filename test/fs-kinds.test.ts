@@ -6,11 +6,11 @@ import { isReefError } from '../src/errors.js'
 import { ROOT_INO, S_IFBLK, S_IFCHR, S_IFIFO, S_IFSOCK } from '../src/fs/inode.js'
 import { decodeEntry, DirReader, encodeFault, type Kind } from '../src/object/dir.js'
 import { encodeBlock } from '../src/object/codec.js'
+import { makeDev } from '../src/object/devnum.js'
 import { type CoreFs, openCoreFs } from './helpers/fs-core.js'
 
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s)
 const cred = { uid: 1000, gid: 1000 }
-const makedev = (major: number, minor: number): number => ((major & 0xfff) << 8) | (minor & 0xff) | ((minor & ~0xff) << 12)
 
 const setup = async (t: Tap.Test): Promise<CoreFs> => await openCoreFs(t, 'reef-kinds-')
 
@@ -22,8 +22,8 @@ async function populate (rfs: ReefFS): Promise<void> {
   await rfs.symlink(d.ino, enc('sym'), enc('target1'), cred)
   await rfs.mknod(d.ino, enc('fifo'), S_IFIFO | 0o600, 0, cred)
   await rfs.mknod(d.ino, enc('sock'), S_IFSOCK | 0o755, 0, cred)
-  await rfs.mknod(d.ino, enc('chr'), S_IFCHR | 0o620, makedev(1, 3), cred)
-  await rfs.mknod(d.ino, enc('blk'), S_IFBLK | 0o660, makedev(259, 70000), cred)
+  await rfs.mknod(d.ino, enc('chr'), S_IFCHR | 0o620, makeDev(1, 3), cred)
+  await rfs.mknod(d.ino, enc('blk'), S_IFBLK | 0o660, makeDev(259, 70000), cred)
   for (const name of ['file', 'sym', 'fifo', 'sock', 'chr', 'blk']) {
     const n = await rfs.resolve(`/d/${name}`)
     await rfs.link(n.ino, d.ino, enc(`${name}.l`))
@@ -50,8 +50,8 @@ const expected: Record<string, Seen> = {
   sym: { kind: 'symlink', mode: 0o120777, nlink: 2, uid: 1000, rdev: 0, target: 'target1', same: true },
   fifo: { kind: 'fifo', mode: S_IFIFO | 0o600, nlink: 2, uid: 1000, rdev: 0, same: true },
   sock: { kind: 'socket', mode: S_IFSOCK | 0o755, nlink: 2, uid: 1000, rdev: 0, same: true },
-  chr: { kind: 'chr', mode: S_IFCHR | 0o620, nlink: 2, uid: 1000, rdev: makedev(1, 3), same: true },
-  blk: { kind: 'blk', mode: S_IFBLK | 0o660, nlink: 2, uid: 1000, rdev: makedev(259, 70000), same: true }
+  chr: { kind: 'chr', mode: S_IFCHR | 0o620, nlink: 2, uid: 1000, rdev: makeDev(1, 3), same: true },
+  blk: { kind: 'blk', mode: S_IFBLK | 0o660, nlink: 2, uid: 1000, rdev: makeDev(259, 70000), same: true }
 }
 
 t.test('every kind, hard-linked, reads back the same live, after a fold, in a fresh open and after a crash', async t => {
@@ -84,10 +84,10 @@ t.test('mknod refuses what Linux refuses and makes a regular file of S_IFREG', a
   t.equal(await code(s.fs.mknod(ROOT_INO, enc('d'), 0o040755, 0, cred)), 'EPERM', 'a directory')
   t.equal(await code(s.fs.mknod(ROOT_INO, enc('l'), 0o120777, 0, cred)), 'EINVAL', 'a symlink')
   t.equal(await code(s.fs.mknod(ROOT_INO, enc('x'), 0o170644, 0, cred)), 'EINVAL', 'no such file type')
-  const f = await s.fs.mknod(ROOT_INO, enc('reg'), 0o100644, makedev(8, 1), cred)
+  const f = await s.fs.mknod(ROOT_INO, enc('reg'), 0o100644, makeDev(8, 1), cred)
   t.equal(f.kind, 'file', 'S_IFREG is a file')
   t.equal(f.attr().rdev, 0, 'its device number is ignored')
-  const p = await s.fs.mknod(ROOT_INO, enc('p'), S_IFIFO | 0o644, makedev(8, 1), cred)
+  const p = await s.fs.mknod(ROOT_INO, enc('p'), S_IFIFO | 0o644, makeDev(8, 1), cred)
   t.equal(p.attr().rdev, 0, 'a FIFO keeps no device number')
   t.equal(await code(s.fs.mknod(ROOT_INO, enc('p'), S_IFIFO | 0o644, 0, cred)), 'EEXIST', 'an existing name')
   t.equal(await code(s.fs.read(p, 0, 10)), 'EINVAL', 'reef serves no data for a FIFO (the kernel does)')
