@@ -20,6 +20,7 @@ import type { DhtOptions } from '../src/dht/index.js'
 import type { VersionInfo } from '../src/fs/fs.js'
 import { isFuseMounted } from '../mount/fuse.js'
 import { type CliContext, exitCodeFor, type Progress, rawArgs, resolveVersionArg, runProgram, terminalBar, toJson } from './program.js'
+import { formatFields } from './format.js'
 
 /** Thrown by openNode when a daemon serves the data directory: main re-sends the command line there. */
 class ForwardToDaemon extends Error {
@@ -375,7 +376,7 @@ function lifecycle (program: Command): void {
           await node.close()
         }
       }
-      out((opts.json === true ? toJson(st) : Object.entries(st).filter(([, v]) => v !== undefined).map(([k, v]) => `${k}: ${String(v)}`).join('\n')) + '\n')
+      out((opts.json === true ? toJson(st) : formatFields(JSON.parse(toJson(st)) as Record<string, unknown>)) + '\n')
     })
 
   program.command('sync')

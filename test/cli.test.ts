@@ -431,6 +431,12 @@ t.test('node, mount and checkout --json print one JSON document; unmount --json 
   t.equal(jm.readOnly, false)
   t.ok(jm.network?.addrs?.length > 0, 'the network addresses are in the JSON')
   fs.writeFileSync(path.join(mnt, 'f'), 'through the mount')
+  // Plain status prints nested values as indented blocks (they printed as [object Object]).
+  const plain = await reef(mntData, ['status'])
+  t.equal(plain.code, 0, show(plain))
+  t.notMatch(plain.out, /\[object Object\]/, 'no value prints as [object Object]')
+  t.match(plain.out, /^attrCache:\n(?: {2}.*\n)* {2}hits: \d+$/m, 'the attribute cache counters, indented under their name')
+  t.match(plain.out, /^network:\n(?: {2}.*\n)* {2}addrs: \/ip4\/127\.0\.0\.1\/tcp\/\d+/m, 'the network block, its addresses on one line')
   const um = json(t, await reef(mntData, ['unmount', mnt, '--json']))
   t.equal(um.unmounted, true)
   t.match(await m.waitExit(60_000), { code: 0 }, 'the mount daemon exits after unmount')
