@@ -4,11 +4,12 @@
  * never an exception escaping into the binding.
  */
 import os from 'node:os'
-import { ReefError } from '../src/errors.js'
+import { ReefError, type ReefErrorCode } from '../src/errors.js'
 
 const E = os.constants.errno
 
-const BY_CODE: Record<string, number> = {
+/** Every code reef has, so a new code does not compile until it is given its errno here. */
+const BY_CODE: Record<ReefErrorCode, number> = {
   ENOENT: E.ENOENT,
   EEXIST: E.EEXIST,
   ENOTEMPTY: E.ENOTEMPTY,
@@ -37,6 +38,19 @@ const BY_CODE: Record<string, number> = {
   BLOCK_CORRUPT: E.EIO,
   BAD_ENCODING: E.EIO,
   IO: E.EIO,
+  // Faults of the store, the log or the network under a read or a write: the caller sees an I/O
+  // error, and the daemon logs the code and message.
+  BAD_GUID: E.EIO,
+  BLOCK_TOO_LARGE: E.EIO,
+  STORE_CORRUPT: E.EIO,
+  HEAD_MALFORMED: E.EIO,
+  HEAD_WRONG_KEY: E.EIO,
+  HEAD_BAD_SIGNATURE: E.EIO,
+  HEAD_ROLLBACK: E.EIO,
+  HEAD_FORK: E.EIO,
+  LOG_CORRUPT: E.EIO,
+  NO_IDENTITY: E.EIO,
+  NOT_REPLICATED: E.EIO,
   // Already reported once, with path and GUID, when it was found (src/fs): not again per reader.
   DAMAGED: E.EIO
 }
@@ -56,11 +70,10 @@ export function describeError (err: unknown): string {
 /** Negative errno for any thrown value; logs what is not an ordinary POSIX outcome. */
 export function toErrno (err: unknown, op: string, log: Logger): number {
   if (err instanceof ReefError) {
-    const n = BY_CODE[err.code]
-    if (n !== undefined) {
-      if (n === E.EIO && err.code !== 'DAMAGED') log(`${op}: ${err.code}: ${err.message}`)
-      return -n
-    }
+    // A code outside the type (a cast somewhere) is EIO too.
+    const n = BY_CODE[err.code] ?? E.EIO
+    if (n === E.EIO && err.code !== 'DAMAGED') log(`${op}: ${err.code}: ${err.message}`)
+    return -n
   }
   const sys = (err as NodeJS.ErrnoException)?.code
   if (typeof sys === 'string' && typeof (E as Record<string, number>)[sys] === 'number') {
