@@ -442,6 +442,13 @@ if (skip !== false) {
     ])
     tt.equal(writer.code, 0, `the writer: ${writer.stderr}`)
     tt.equal(reader.stdout, 'through the fifo', 'the reader gets what the writer wrote')
+    // Folded, it is an entry of the version, and .reef/versions/ shows it as a FIFO.
+    const synced = await reef(dataDir, 'sync', '--json')
+    tt.equal(synced.code, 0, describe(synced))
+    const seq = JSON.parse(synced.stdout).seq as string
+    const old = fs.lstatSync(p('.reef', 'versions', seq, 'fifo'))
+    tt.ok(old.isFIFO(), `.reef/versions/${seq}/fifo is a FIFO`)
+    tt.equal(old.mode & 0o7777, 0o640, 'with its mode')
     alive(tt, 'a fifo')
     tt.same(m.unexpected(), [], 'no unexpected errors logged by the daemon')
   })
