@@ -684,7 +684,11 @@ export class ReefFS {
 
   release (n: Inode): void {
     n.openCount = Math.max(0, n.openCount - 1)
-    if (n.openCount === 0 && n.nlink === 0) this.forget(n)
+    if (n.openCount > 0) return
+    if (n.nlink === 0) this.forget(n)
+    // The reader's cached tree nodes and chunks (~5 KiB even for a tiny file) would otherwise
+    // stay with every inode ever read, for as long as the mount lives.
+    else n.dropReader()
   }
 
   /** Makes every appended record durable (fdatasync of the log). */
@@ -854,8 +858,8 @@ export class ReefFS {
         if (op.atime !== undefined) n.atime = op.atime
         if (op.mtime !== undefined) n.mtime = op.mtime
         if (op.xattrName !== undefined) {
-          if (op.xattrRemove === true) n.xattrs.delete(op.xattrName)
-          else if (op.xattrValue !== undefined) n.xattrs.set(op.xattrName, op.xattrValue)
+          if (op.xattrRemove === true) n.removeXattr(op.xattrName)
+          else if (op.xattrValue !== undefined) n.setXattr(op.xattrName, op.xattrValue)
         }
         n.ctime = op.time
         this.markEntryDirty(n)

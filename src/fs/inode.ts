@@ -68,6 +68,8 @@ export interface Attr {
   kind: Kind
 }
 
+const NO_XATTRS: ReadonlyMap<string, Uint8Array> = new Map()
+
 export class Inode {
   kind: Kind
   mode: number
@@ -78,7 +80,8 @@ export class Inode {
   atime: bigint
   mtime: bigint
   ctime: bigint
-  xattrs = new Map<string, Uint8Array>()
+  /** Most inodes have no xattrs: they share one empty map until the first is set. */
+  private ownXattrs?: Map<string, Uint8Array>
   /** Containing directory (dirs and singly-linked files); 0 for the root and table residents. */
   parent = 0
   /** Hard-linked at some point: lives in the version's link table. */
@@ -123,7 +126,7 @@ export class Inode {
     n.atime = e.atime
     n.ctime = e.ctime
     n.size = e.size
-    if (e.xattrs !== undefined) for (const [k, v] of Object.entries(e.xattrs)) n.xattrs.set(k, v)
+    if (e.xattrs !== undefined) for (const [k, v] of Object.entries(e.xattrs)) n.setXattr(k, v)
     if (e.kind === 'file') {
       n.base = e.cid
       n.baseLimit = e.size
@@ -186,6 +189,13 @@ export class Inode {
     if (this.reader === undefined || !this.reader.root.equals(this.base)) this.reader = new FileReader(this.base, store)
     return this.reader
   }
+
+  get xattrs (): ReadonlyMap<string, Uint8Array> { return this.ownXattrs ?? NO_XATTRS }
+  setXattr (name: string, value: Uint8Array): void { (this.ownXattrs ??= new Map()).set(name, value) }
+  removeXattr (name: string): void { this.ownXattrs?.delete(name) }
+
+  /** Forgets the cached reader of the base tree (the next read makes a new one). */
+  dropReader (): void { this.reader = undefined }
 
   markDirty (lo: number, hi: number): void {
     if (lo < this.dirtyLo) this.dirtyLo = lo
