@@ -3,10 +3,9 @@
 import t from 'tap'
 import crypto from 'node:crypto'
 import type { ReefFS } from '../src/fs/fs.js'
-import { isReefError } from '../src/errors.js'
 import { type Inode, ROOT_INO, S_IFCHR, S_IFIFO } from '../src/fs/inode.js'
 import { FileReader, type Leaf, MAX_FILE_SIZE } from '../src/object/file.js'
-import { type CoreFs, openCoreFs } from './helpers/fs-core.js'
+import { code, type CoreFs, openCoreFs } from './helpers/fs-core.js'
 import { FALLOC_FL_COLLAPSE_RANGE, FALLOC_FL_INSERT_RANGE, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE } from '../src/fs/fallocate.js'
 
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s)
@@ -18,15 +17,6 @@ const KiB = 1024
 const MiB = 1024 * KiB
 
 const setup = async (t: Tap.Test): Promise<CoreFs> => await openCoreFs(t, 'reef-fallocate-')
-
-async function code (p: Promise<unknown>): Promise<string | undefined> {
-  try {
-    await p
-    return undefined
-  } catch (err) {
-    return isReefError(err) ? err.code : String(err)
-  }
-}
 
 async function content (rfs: ReefFS, p: string): Promise<Buffer> {
   const n = await rfs.resolve(p)

@@ -2,12 +2,11 @@
 // block its encoder got wrong; directories written before the read-back still read.
 import t from 'tap'
 import type { ReefFS } from '../src/fs/fs.js'
-import { isReefError } from '../src/errors.js'
 import { ROOT_INO, S_IFBLK, S_IFCHR, S_IFIFO, S_IFSOCK } from '../src/fs/inode.js'
 import { decodeEntry, DirReader, encodeFault, type Kind } from '../src/object/dir.js'
 import { encodeBlock } from '../src/object/codec.js'
 import { makeDev } from '../src/object/devnum.js'
-import { type CoreFs, openCoreFs } from './helpers/fs-core.js'
+import { code, type CoreFs, openCoreFs } from './helpers/fs-core.js'
 
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s)
 const cred = { uid: 1000, gid: 1000 }
@@ -80,7 +79,6 @@ t.test('every kind, hard-linked, reads back the same live, after a fold, in a fr
 
 t.test('mknod refuses what Linux refuses and makes a regular file of S_IFREG', async t => {
   const s = await setup(t)
-  const code = async (p: Promise<unknown>): Promise<string> => await p.then(() => 'OK', err => isReefError(err) ? err.code : String(err))
   t.equal(await code(s.fs.mknod(ROOT_INO, enc('d'), 0o040755, 0, cred)), 'EPERM', 'a directory')
   t.equal(await code(s.fs.mknod(ROOT_INO, enc('l'), 0o120777, 0, cred)), 'EINVAL', 'a symlink')
   t.equal(await code(s.fs.mknod(ROOT_INO, enc('x'), 0o170644, 0, cred)), 'EINVAL', 'no such file type')

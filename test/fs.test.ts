@@ -4,27 +4,17 @@ import t from 'tap'
 import crypto from 'node:crypto'
 import { ReefNode } from '../src/node.js'
 import type { ReefFS } from '../src/fs/fs.js'
-import { isReefError } from '../src/errors.js'
 import { ROOT_INO } from '../src/fs/inode.js'
 import { cidFor, cidFromKey, type CID, DAG_CBOR } from '../src/block/index.js'
 import { objectKind } from '../src/object/version.js'
 import { decodeRecord, encodeRecord, type LogRecord } from '../src/log/record.js'
 import { reef, show } from './helpers/cli.js'
-import { type CoreFs, openCoreFs } from './helpers/fs-core.js'
+import { code, type CoreFs, openCoreFs } from './helpers/fs-core.js'
 
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s)
 const cred = { uid: 1000, gid: 1000 }
 
 const setup = async (t: Tap.Test): Promise<CoreFs> => await openCoreFs(t)
-
-async function code (p: Promise<unknown>): Promise<string | undefined> {
-  try {
-    await p
-    return undefined
-  } catch (err) {
-    return isReefError(err) ? err.code : String(err)
-  }
-}
 
 const text = async (rfs: ReefFS, p: string): Promise<string> => {
   const n = await rfs.resolve(p)

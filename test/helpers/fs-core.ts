@@ -7,6 +7,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { ReefNode } from '../../src/node.js'
 import type { ReefFS } from '../../src/fs/fs.js'
+import { isReefError } from '../../src/errors.js'
 
 export interface CoreFs {
   dir: string
@@ -37,5 +38,15 @@ export async function openCoreFs (t: Tap.Test, prefix = 'reef-fs-'): Promise<Cor
       state.fs = await state.node.openFs()
       return state.fs
     }
+  }
+}
+
+/** The ReefError code a promise rejects with (any other failure as text), or undefined if it resolves. */
+export async function code (p: Promise<unknown>): Promise<string | undefined> {
+  try {
+    await p
+    return undefined
+  } catch (err) {
+    return isReefError(err) ? err.code : String(err)
   }
 }
