@@ -6,6 +6,7 @@
  * Data directory layout:
  *   identity.key   32-byte ed25519 seed (0600)       config.json  { name, aguid }
  *   store/         LMDB: blocks, heads, forks         log/         writer-log segments
+ *   peers.json     peers met on the network, for rejoining (networked nodes only)
  */
 import fs from 'node:fs'
 import os from 'node:os'
@@ -90,7 +91,7 @@ export class ReefNode {
       try {
         // Loaded only for networked nodes: importing libp2p costs ~0.6 s of every CLI start.
         const { DhtNode } = await import('./dht/index.js')
-        node.dht = await DhtNode.start(keys.secretKey, node.local, node.heads, headStore, opts.network)
+        node.dht = await DhtNode.start(keys.secretKey, node.local, node.heads, headStore, { peersFile: path.join(dataDir, 'peers.json'), ...opts.network })
       } catch (err) {
         await db.close()
         throw err

@@ -6,61 +6,14 @@
 // node joins. Last, a read in B's mount whose block B lacks and whose every holder is dead or
 // frozen ends with EIO within B's fetch deadline, and B keeps serving.
 import tap from 'tap'
-import { spawn } from 'node:child_process'
 import crypto from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
 import { open } from 'lmdb'
-import { errnoOf, isMounted, REEF_BIN, run, skipReason, tempDir } from './helpers/mount.js'
-import { describe, reefCli, startNode, StopWaiting, storeKeys, waitFor } from './helpers/cluster.js'
+import { errnoOf, isMounted, run, skipReason, tempDir } from './helpers/mount.js'
+import { describe, reefCli, startNetMount, startNode, storeKeys, waitFor } from './helpers/cluster.js'
 
 const skip = skipReason()
-
-interface NetMount { mnt: string, dataDir: string, addr: string, pid: number, stderr: () => string, stop: () => Promise<void>, alive: () => boolean }
-
-/** `reef mount MNT --listen /ip4/127.0.0.1/tcp/0 ...`: resolves once mounted, with the node's multiaddr. */
-async function startNetMount (t: { teardown: (fn: () => Promise<void>) => void }, dataDir: string, mnt: string, extra: string[]): Promise<NetMount> {
-  const outFile = path.join(path.dirname(dataDir), `${path.basename(dataDir)}.stdout`)
-  const errFile = path.join(path.dirname(dataDir), `${path.basename(dataDir)}.stderr`)
-  const ofd = fs.openSync(outFile, 'w')
-  const efd = fs.openSync(errFile, 'w')
-  const proc = spawn(process.execPath, [REEF_BIN, '--data-dir', dataDir, 'mount', mnt, '--listen', '/ip4/127.0.0.1/tcp/0', ...extra], {
-    stdio: ['ignore', ofd, efd],
-    env: { ...process.env, NODE_NO_WARNINGS: '1' }
-  })
-  fs.closeSync(ofd)
-  fs.closeSync(efd)
-  let exited = false
-  const exitP = new Promise<void>(resolve => proc.on('exit', () => { exited = true; resolve() }))
-  const read = (f: string) => (): string => { try { return fs.readFileSync(f, 'utf8') } catch { return '' } }
-  const stderr = read(errFile)
-  const stdout = read(outFile)
-  const waitExit = async (ms: number): Promise<void> => {
-    let timer: NodeJS.Timeout | undefined
-    await Promise.race([exitP, new Promise(resolve => { timer = setTimeout(resolve, ms) })])
-    clearTimeout(timer)
-  }
-  let stopped: Promise<void> | undefined
-  const stop = async (): Promise<void> => {
-    stopped ??= (async () => {
-      if (!exited) {
-        proc.kill('SIGTERM')
-        await waitExit(30_000)
-        if (!exited) { proc.kill('SIGKILL'); await waitExit(10_000) }
-      }
-      if (isMounted(mnt)) spawn('fusermount', ['-uz', mnt], { stdio: 'ignore' })
-    })()
-    await stopped
-  }
-  t.teardown(stop)
-  await waitFor(`the mount of ${dataDir} on ${mnt}`, () => {
-    if (exited) throw new StopWaiting(`reef mount exited before mounting:\n${stderr()}`)
-    return /^reef: mounted /m.test(stderr()) && isMounted(mnt)
-  }, 40_000, 50)
-  const addr = stdout().split('\n').find(l => /^\/ip4\/127\.0\.0\.1\/tcp\/\d+\/p2p\/\S+$/.test(l))
-  if (addr === undefined) throw new Error(`no multiaddr on stdout: ${stdout()}`)
-  return { mnt, dataDir, addr, pid: proc.pid as number, stderr, stop, alive: () => !exited }
-}
 
 /** Block bytes by hex key, read from a data directory's store (safe while its node runs). */
 async function readBlocks (dataDir: string, keys: string[]): Promise<Map<string, Buffer>> {

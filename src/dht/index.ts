@@ -26,7 +26,9 @@ import type { HeadBook } from '../naming/index.js'
 import type { LmdbBlockStore, LmdbHeadStore } from '../store/lmdb.js'
 import { BlockService, corruptionFlag } from './blocks.js'
 import { HeadGuardDatastore, headKey, selectHeadRecord, validateHeadRecord } from './heads.js'
+import { Joiner } from './joiner.js'
 import { Members } from './members.js'
+import { PeerBook } from './peerbook.js'
 import { Replicator } from './replicator.js'
 import { DhtBlockStore } from './store.js'
 import { BLOCK_PROTOCOL } from './wire.js'
@@ -45,6 +47,8 @@ export interface DhtOptions {
   republishIntervalMs?: number
   /** Overall deadline of one block fetch from the network (default 15 s; `--fetch-deadline`). */
   fetchDeadlineMs?: number
+  /** Where the peers this node has met are remembered (peers.json in the data directory). */
+  peersFile?: string
   log?: (line: string) => void
 }
 
@@ -58,6 +62,8 @@ export type RepublishReason = 'join' | 'leave' | 'timer'
 const REPUBLISH_DEBOUNCE_MS = 1000
 /** Heads put at once by a republish pass (each put is a DHT query with its own deadline). */
 const REPUBLISH_CONCURRENCY = 4
+/** Deadline of the first join round, which start-up waits for (the background rounds take longer). */
+const FIRST_ROUND_MS = 3000
 
 /** Peer addresses on the loopback network only: reef tests and defaults never leave it. */
 const mapper: PeerInfoMapper = (peer) => ({
@@ -67,8 +73,6 @@ const mapper: PeerInfoMapper = (peer) => ({
     return s.startsWith('/ip4/') || s.startsWith('/ip6/')
   })
 })
-
-const sleep = async (ms: number): Promise<void> => await new Promise(resolve => setTimeout(resolve, ms))
 
 export class DhtNode {
   private republishTimer?: NodeJS.Timeout
@@ -87,11 +91,21 @@ export class DhtNode {
     readonly datastore: HeadGuardDatastore,
     private readonly heads: HeadBook,
     private readonly headStore: LmdbHeadStore,
-    private readonly opts: DhtOptions
+    private readonly opts: DhtOptions,
+    readonly peerBook: PeerBook
   ) {}
+
+  private joiner?: Joiner
 
   static async start (seed: Uint8Array, local: LmdbBlockStore, heads: HeadBook, headStore: LmdbHeadStore, opts: DhtOptions): Promise<DhtNode> {
     const log = opts.log ?? (() => {})
+    const bootstrap = opts.bootstrap.map(addr => {
+      try {
+        return multiaddr(addr)
+      } catch (err) {
+        throw ReefError.badInput(`bad --bootstrap multiaddr ${addr}: ${(err as Error).message}`)
+      }
+    })
     const datastore = new HeadGuardDatastore(heads)
     const libp2p = await createLibp2p({
       privateKey: await generateKeyPairFromSeed('Ed25519', seed),
@@ -120,7 +134,8 @@ export class DhtNode {
     const k = opts.k ?? DEFAULT_K
     const replicator = new Replicator(local, members, service, { k, repairIntervalMs: opts.repairIntervalMs, log })
     const store = new DhtBlockStore(local, members, service, replicator, { log, fetchDeadlineMs: opts.fetchDeadlineMs })
-    const node = new DhtNode(libp2p, members, service, replicator, store, datastore, heads, headStore, opts)
+    const peerBook = new PeerBook(opts.peersFile, log)
+    const node = new DhtNode(libp2p, members, service, replicator, store, datastore, heads, headStore, opts, peerBook)
     service.peerList = async () => await node.peerList()
     await service.start()
     // Membership before any dial, or peers identified early are missed.
@@ -129,7 +144,19 @@ export class DhtNode {
       onDisconnect: (peer) => members.remove(peer)
     })
     replicator.start()
-    await node.join(opts.bootstrap)
+    members.onJoin((m) => { void node.remember(m.id) })
+    members.onLeave((m) => { void node.remember(m.id) })
+    const joiner = node.joiner = new Joiner(libp2p, members, peerBook, bootstrap, {
+      log,
+      // Blocks stored and heads folded while alone go out now, without waiting for the timers.
+      onJoined: () => {
+        node.requestRepublish('join')
+        replicator.requestRepair(0)
+      }
+    })
+    // One quick round in the foreground, so that a follower mount whose peers are up finds its
+    // head at once; a peer that is down costs a refused connection, not a wait.
+    await joiner.attempt(FIRST_ROUND_MS, FIRST_ROUND_MS)
     node.republishTimer = setInterval(() => node.requestRepublish('timer', 0), opts.republishIntervalMs ?? 10 * 60_000)
     node.republishTimer.unref()
     members.onJoin((m) => {
@@ -145,6 +172,7 @@ export class DhtNode {
       if (others.length > 0) void node.exchangePeers(others[Math.floor(Math.random() * others.length)].id)
     }, 10_000)
     node.exchangeTimer.unref()
+    joiner.start()
     return node
   }
 
@@ -183,37 +211,13 @@ export class DhtNode {
     }))
   }
 
-  /** Dials the bootstrap peers (bounded retries), then looks itself up to fill the routing table. */
-  private async join (bootstrap: string[]): Promise<void> {
-    for (const addr of bootstrap) {
-      let ma
-      try {
-        ma = multiaddr(addr)
-      } catch (err) {
-        throw ReefError.badInput(`bad --bootstrap multiaddr ${addr}: ${(err as Error).message}`)
-      }
-      for (let attempt = 0; attempt < 5; attempt++) {
-        try {
-          await this.libp2p.dial(ma, { signal: AbortSignal.timeout(5000) })
-          break
-        } catch (err) {
-          this.opts.log?.(`bootstrap ${addr}: ${(err as Error).message}`)
-          await sleep(200 * (attempt + 1))
-        }
-      }
-    }
-    if (bootstrap.length > 0) {
-      // kad-dht adds a dialled peer to its routing table only after identify, asynchronously: a
-      // lookup before that runs "with no peers" and finds nothing (a follower mount then found
-      // no head for the AGUID it was asked to mount). Wait (bounded) for the first entry.
-      const table = (this.libp2p.services.dht as unknown as { routingTable?: { size: number } }).routingTable
-      for (let i = 0; i < 100 && table !== undefined && table.size === 0; i++) await sleep(50)
-      try {
-        for await (const _ of this.libp2p.services.dht.getClosestPeers(this.libp2p.peerId.toMultihash().bytes, { signal: AbortSignal.timeout(10_000) })) { /* fills the routing table */ }
-      } catch (err) {
-        this.opts.log?.(`self lookup: ${(err as Error).message}`)
-      }
-    }
+  /** Remembers a peer and the addresses it listens on (from identify), for rejoining later. */
+  private async remember (id: PeerId): Promise<void> {
+    try {
+      const p = await this.libp2p.peerStore.get(id)
+      const addrs = mapper({ id, multiaddrs: p.addresses.map(a => a.multiaddr) }).multiaddrs.map(ma => ma.toString())
+      this.peerBook.note(id.toString(), addrs)
+    } catch {}
   }
 
   addrs (): string[] { return this.libp2p.getMultiaddrs().map(a => a.toString()) }
@@ -299,17 +303,20 @@ export class DhtNode {
       fetch: this.store.stats,
       served: this.service.stats,
       headsRefused: this.datastore.refused,
-      republish: { ...this.republishStat, running: this.republishRun !== undefined }
+      republish: { ...this.republishStat, running: this.republishRun !== undefined },
+      join: this.joiner?.status()
     }
   }
 
   async stop (): Promise<void> {
     this.stopped = true
+    await this.joiner?.stop()
     if (this.republishDue !== undefined) clearTimeout(this.republishDue)
     if (this.republishTimer !== undefined) clearInterval(this.republishTimer)
     if (this.exchangeTimer !== undefined) clearInterval(this.exchangeTimer)
     await this.replicator.stop()
     await this.service.stop().catch(() => {})
     await this.libp2p.stop()
+    this.peerBook.flush()
   }
 }

@@ -26,7 +26,7 @@ import { request } from '../../src/control/client.js'
 import { DHT_PROTOCOL } from '../../src/dht/index.js'
 import { compareDistance, kadId } from '../../src/dht/placement.js'
 import { rmTree } from './cli.js'
-import { run, type RunResult } from './mount.js'
+import { isMounted, run, type RunResult } from './mount.js'
 
 export { rmTree, run, type RunResult }
 
@@ -257,6 +257,52 @@ export async function startCluster (t: TapLike, n: number, opts: ClusterOptions 
     reefIn: async (node, input, ...args) => await reefCli(node.dataDir, args, { input }),
     stopAll: async () => { await Promise.all(nodes.map(async nd => await nd.stop())) }
   }
+}
+
+export interface NetMount { mnt: string, dataDir: string, addr: string, pid: number, stderr: () => string, stop: () => Promise<void>, alive: () => boolean }
+
+/** `reef mount MNT --listen /ip4/127.0.0.1/tcp/0 ...`: resolves once mounted, with the node's multiaddr. */
+export async function startNetMount (t: { teardown: (fn: () => Promise<void>) => void }, dataDir: string, mnt: string, extra: string[]): Promise<NetMount> {
+  const outFile = path.join(path.dirname(dataDir), `${path.basename(dataDir)}.stdout`)
+  const errFile = path.join(path.dirname(dataDir), `${path.basename(dataDir)}.stderr`)
+  const ofd = fs.openSync(outFile, 'w')
+  const efd = fs.openSync(errFile, 'w')
+  const proc = spawn(process.execPath, [REEF_BIN, '--data-dir', dataDir, 'mount', mnt, '--listen', '/ip4/127.0.0.1/tcp/0', ...extra], {
+    stdio: ['ignore', ofd, efd],
+    env: { ...process.env, NODE_NO_WARNINGS: '1' }
+  })
+  fs.closeSync(ofd)
+  fs.closeSync(efd)
+  let exited = false
+  const exitP = new Promise<void>(resolve => proc.on('exit', () => { exited = true; resolve() }))
+  const read = (f: string) => (): string => { try { return fs.readFileSync(f, 'utf8') } catch { return '' } }
+  const stderr = read(errFile)
+  const stdout = read(outFile)
+  const waitExit = async (ms: number): Promise<void> => {
+    let timer: NodeJS.Timeout | undefined
+    await Promise.race([exitP, new Promise(resolve => { timer = setTimeout(resolve, ms) })])
+    clearTimeout(timer)
+  }
+  let stopped: Promise<void> | undefined
+  const stop = async (): Promise<void> => {
+    stopped ??= (async () => {
+      if (!exited) {
+        proc.kill('SIGTERM')
+        await waitExit(30_000)
+        if (!exited) { proc.kill('SIGKILL'); await waitExit(10_000) }
+      }
+      if (isMounted(mnt)) spawn('fusermount', ['-uz', mnt], { stdio: 'ignore' })
+    })()
+    await stopped
+  }
+  t.teardown(stop)
+  await waitFor(`the mount of ${dataDir} on ${mnt}`, () => {
+    if (exited) throw new StopWaiting(`reef mount exited before mounting:\n${stderr()}`)
+    return /^reef: mounted /m.test(stderr()) && isMounted(mnt)
+  }, 40_000, 50)
+  const addr = stdout().split('\n').find(l => /^\/ip4\/127\.0\.0\.1\/tcp\/\d+\/p2p\/\S+$/.test(l))
+  if (addr === undefined) throw new Error(`no multiaddr on stdout: ${stdout()}`)
+  return { mnt, dataDir, addr, pid: proc.pid as number, stderr, stop, alive: () => !exited }
 }
 
 /** Resident memory of a process in kB (VmRSS from /proc/PID/status). */
