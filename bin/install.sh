@@ -6,7 +6,9 @@ cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 
 pkgs=()
-for p in fuse libfuse2 libfuse-dev pkg-config rsync attr; do
+# fuse3 gives fusermount3 (and /bin/fusermount as a link to it; it Breaks/Replaces fuse) and
+# libfuse3-dev builds reef's own addon; libfuse2 and libfuse-dev stay for the fuse-native binding.
+for p in fuse3 libfuse3-dev libfuse2 libfuse-dev pkg-config rsync attr; do
   dpkg -s "$p" >/dev/null 2>&1 || pkgs+=("$p")
 done
 for tool in make:make g++:g++ gcc:gcc git:git; do
