@@ -1,0 +1,67 @@
+/*
+ * reef_fuse3.h: what the addon's files share. A session (session.c) owns the libfuse3 low-level
+ * session and its loop thread; each kernel request becomes a reef_req queued to JS (ring.c) and
+ * is answered once from JS (reply.c). A session lives while its loop runs or any request is
+ * unanswered, so a late reply never touches a destroyed fuse_session.
+ */
+#ifndef REEF_FUSE3_H
+#define REEF_FUSE3_H
+
+#define FUSE_USE_VERSION 312
+#include <fuse_lowlevel.h>
+#include <node_api.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+enum reef_op {
+  OP_INIT, OP_END, OP_LOOKUP, OP_FORGET, OP_GETATTR, OP_READDIR, OP_OPEN, OP_READ,
+  OP_RELEASE, OP_OPENDIR, OP_RELEASEDIR, OP_STATFS
+};
+
+typedef struct reef_session {
+  struct fuse_session *se;
+  pthread_t thread;
+  napi_threadsafe_function tsfn;
+  atomic_int refs;      /* 1 for the loop thread + 1 per unanswered request */
+  int loop_result;
+} reef_session;
+
+typedef struct reef_req {
+  reef_session *s;
+  fuse_req_t req;       /* NULL once answered (or for ops that take no answer) */
+  enum reef_op op;
+  fuse_ino_t ino;
+  char *name;
+  off_t off;
+  size_t size;
+  uint64_t fh;
+  int flags;
+  uid_t uid;
+  gid_t gid;
+  pid_t pid;
+  size_t nforgets;      /* OP_FORGET: (ino, nlookup) pairs, one for FORGET, many for BATCH_FORGET */
+  struct fuse_forget_data *forgets;
+} reef_req;
+
+/* session.c */
+void reef_session_unref(reef_session *s);
+void reef_session_ended(reef_session *s);
+
+/* ring.c */
+extern const struct fuse_lowlevel_ops reef_ll_ops;
+void reef_ring_call_js(napi_env env, napi_value js_cb, void *context, void *data);
+void reef_req_free(reef_req *r);
+
+/* reply.c */
+napi_value reef_reply_exports(napi_env env, napi_value exports);
+reef_req *reef_req_take(napi_env env, napi_value external);
+
+#define NAPI_OK(env, call)                                                   \
+  do {                                                                       \
+    if ((call) != napi_ok) {                                                 \
+      napi_throw_error((env), NULL, "reef fuse3: N-API call failed: " #call); \
+      return NULL;                                                           \
+    }                                                                        \
+  } while (0)
+
+#endif

@@ -1,0 +1,191 @@
+/*
+ * reply.c: answers from JS. Each reply*(req, ...) takes the request external handed to JS by
+ * ring.c, answers the kernel exactly once (a second answer throws) and drops the request's hold
+ * on its session. Attributes arrive as { ino, mode, nlink, uid, gid, rdev, size, blocks,
+ * atimeMs, mtimeMs, ctimeMs }.
+ */
+#include "reef_fuse3.h"
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+
+reef_req *reef_req_take(napi_env env, napi_value external) {
+  reef_req *r = NULL;
+  if (napi_get_value_external(env, external, (void **)&r) != napi_ok || r == NULL) {
+    napi_throw_type_error(env, NULL, "not a FUSE request");
+    return NULL;
+  }
+  if (r->req == NULL) {
+    napi_throw_error(env, "EALREADY", "FUSE request already answered");
+    return NULL;
+  }
+  return r;
+}
+
+static void answered(reef_req *r) {
+  r->req = NULL;
+  reef_session_unref(r->s);
+}
+
+static double num(napi_env env, napi_value obj, const char *key) {
+  napi_value v;
+  double d = 0;
+  if (napi_get_named_property(env, obj, key, &v) == napi_ok) napi_get_value_double(env, v, &d);
+  return isnan(d) ? 0 : d;
+}
+
+static struct timespec ts(double ms) {
+  struct timespec t;
+  t.tv_sec = (time_t)floor(ms / 1000);
+  t.tv_nsec = (long)((ms - (double)t.tv_sec * 1000) * 1e6);
+  return t;
+}
+
+static void to_stat(napi_env env, napi_value a, struct stat *st) {
+  memset(st, 0, sizeof *st);
+  st->st_ino = (ino_t)num(env, a, "ino");
+  st->st_mode = (mode_t)num(env, a, "mode");
+  st->st_nlink = (nlink_t)num(env, a, "nlink");
+  st->st_uid = (uid_t)num(env, a, "uid");
+  st->st_gid = (gid_t)num(env, a, "gid");
+  st->st_rdev = (dev_t)num(env, a, "rdev");
+  st->st_size = (off_t)num(env, a, "size");
+  st->st_blocks = (blkcnt_t)num(env, a, "blocks");
+  st->st_blksize = 4096;
+  st->st_atim = ts(num(env, a, "atimeMs"));
+  st->st_mtim = ts(num(env, a, "mtimeMs"));
+  st->st_ctim = ts(num(env, a, "ctimeMs"));
+}
+
+#define ARGS(n)                                                      \
+  size_t argc = (n);                                                 \
+  napi_value argv[(n)];                                              \
+  NAPI_OK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL)); \
+  reef_req *r = reef_req_take(env, argv[0]);                         \
+  if (r == NULL) return NULL
+
+/* replyErr(req, errno) */
+static napi_value reply_err(napi_env env, napi_callback_info info) {
+  ARGS(2);
+  int32_t err = EIO;
+  napi_get_value_int32(env, argv[1], &err);
+  fuse_reply_err(r->req, err);
+  answered(r);
+  return NULL;
+}
+
+/* replyEntry(req, attr, attrTimeoutS, entryTimeoutS): the kernel's lookup count of attr.ino grows. */
+static napi_value reply_entry(napi_env env, napi_callback_info info) {
+  ARGS(4);
+  struct fuse_entry_param e;
+  memset(&e, 0, sizeof e);
+  to_stat(env, argv[1], &e.attr);
+  e.ino = e.attr.st_ino;
+  NAPI_OK(env, napi_get_value_double(env, argv[2], &e.attr_timeout));
+  NAPI_OK(env, napi_get_value_double(env, argv[3], &e.entry_timeout));
+  fuse_reply_entry(r->req, &e);
+  answered(r);
+  return NULL;
+}
+
+/* replyAttr(req, attr, timeoutS) */
+static napi_value reply_attr(napi_env env, napi_callback_info info) {
+  ARGS(3);
+  struct stat st;
+  double timeout;
+  to_stat(env, argv[1], &st);
+  NAPI_OK(env, napi_get_value_double(env, argv[2], &timeout));
+  fuse_reply_attr(r->req, &st, timeout);
+  answered(r);
+  return NULL;
+}
+
+/* replyOpen(req, fh, keepCache) */
+static napi_value reply_open(napi_env env, napi_callback_info info) {
+  ARGS(3);
+  struct fuse_file_info fi;
+  double fh;
+  bool keep;
+  memset(&fi, 0, sizeof fi);
+  NAPI_OK(env, napi_get_value_double(env, argv[1], &fh));
+  NAPI_OK(env, napi_get_value_bool(env, argv[2], &keep));
+  fi.fh = (uint64_t)fh;
+  fi.keep_cache = keep;
+  fuse_reply_open(r->req, &fi);
+  answered(r);
+  return NULL;
+}
+
+/* replyData(req, buffer) */
+static napi_value reply_data(napi_env env, napi_callback_info info) {
+  ARGS(2);
+  void *data;
+  size_t len;
+  NAPI_OK(env, napi_get_buffer_info(env, argv[1], &data, &len));
+  fuse_reply_buf(r->req, data, len);
+  answered(r);
+  return NULL;
+}
+
+/* replyDir(req, entries: {name, ino, mode}[]): entries start at the request's offset; the
+ * cookie of entry i is off + i + 1. What does not fit in the kernel's buffer is asked again. */
+static napi_value reply_dir(napi_env env, napi_callback_info info) {
+  ARGS(2);
+  uint32_t n;
+  NAPI_OK(env, napi_get_array_length(env, argv[1], &n));
+  char *buf = malloc(r->size);
+  size_t used = 0;
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value ent, v;
+    char name[1024];
+    size_t len;
+    struct stat st;
+    memset(&st, 0, sizeof st);
+    napi_get_element(env, argv[1], i, &ent);
+    napi_get_named_property(env, ent, "name", &v);
+    napi_get_value_string_utf8(env, v, name, sizeof name, &len);
+    st.st_ino = (ino_t)num(env, ent, "ino");
+    st.st_mode = (mode_t)num(env, ent, "mode");
+    size_t need = fuse_add_direntry(r->req, buf + used, r->size - used, name, &st, r->off + i + 1);
+    if (need > r->size - used) break;
+    used += need;
+  }
+  fuse_reply_buf(r->req, buf, used);
+  free(buf);
+  answered(r);
+  return NULL;
+}
+
+/* replyStatfs(req, { bsize, blocks, bfree, bavail, files, ffree, namemax }) */
+static napi_value reply_statfs(napi_env env, napi_callback_info info) {
+  ARGS(2);
+  struct statvfs sv;
+  memset(&sv, 0, sizeof sv);
+  sv.f_bsize = sv.f_frsize = (unsigned long)num(env, argv[1], "bsize");
+  sv.f_blocks = (fsblkcnt_t)num(env, argv[1], "blocks");
+  sv.f_bfree = (fsblkcnt_t)num(env, argv[1], "bfree");
+  sv.f_bavail = (fsblkcnt_t)num(env, argv[1], "bavail");
+  sv.f_files = (fsfilcnt_t)num(env, argv[1], "files");
+  sv.f_ffree = (fsfilcnt_t)num(env, argv[1], "ffree");
+  sv.f_namemax = (unsigned long)num(env, argv[1], "namemax");
+  fuse_reply_statfs(r->req, &sv);
+  answered(r);
+  return NULL;
+}
+
+napi_value reef_reply_exports(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+    { "replyErr", NULL, reply_err, NULL, NULL, NULL, napi_default, NULL },
+    { "replyEntry", NULL, reply_entry, NULL, NULL, NULL, napi_default, NULL },
+    { "replyAttr", NULL, reply_attr, NULL, NULL, NULL, napi_default, NULL },
+    { "replyOpen", NULL, reply_open, NULL, NULL, NULL, napi_default, NULL },
+    { "replyData", NULL, reply_data, NULL, NULL, NULL, napi_default, NULL },
+    { "replyDir", NULL, reply_dir, NULL, NULL, NULL, napi_default, NULL },
+    { "replyStatfs", NULL, reply_statfs, NULL, NULL, NULL, napi_default, NULL },
+  };
+  NAPI_OK(env, napi_define_properties(env, exports, sizeof props / sizeof props[0], props));
+  return exports;
+}

@@ -1,0 +1,235 @@
+/*
+ * ring.c: the request ring to JS. Each fuse_lowlevel_ops callback runs on the loop thread, copies
+ * what the request carries (op, inode, name, offset, size, handle, caller uid/gid/pid) into a
+ * reef_req and queues it on the session's napi_threadsafe_function; nothing here blocks on JS.
+ * On the JS thread the request becomes a plain object plus an external that reply.c answers.
+ * FORGETs take no answer: they are acknowledged here and passed on as news.
+ */
+#include "reef_fuse3.h"
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+void reef_req_free(reef_req *r) {
+  free(r->name);
+  free(r->forgets);
+  free(r);
+}
+
+static void queue(reef_req *r) {
+  if (napi_call_threadsafe_function(r->s->tsfn, r, napi_tsfn_nonblocking) == napi_ok) return;
+  if (r->req) {
+    fuse_reply_err(r->req, EIO);
+    reef_session_unref(r->s);
+  }
+  reef_req_free(r);
+}
+
+static reef_req *make(fuse_req_t req, enum reef_op op, fuse_ino_t ino) {
+  reef_req *r = calloc(1, sizeof *r);
+  const struct fuse_ctx *ctx = fuse_req_ctx(req);
+  r->s = fuse_req_userdata(req);
+  r->req = req;
+  r->op = op;
+  r->ino = ino;
+  r->uid = ctx->uid;
+  r->gid = ctx->gid;
+  r->pid = ctx->pid;
+  atomic_fetch_add(&r->s->refs, 1);
+  return r;
+}
+
+static void with_fi(reef_req *r, struct fuse_file_info *fi) {
+  if (fi == NULL) return;
+  r->fh = fi->fh;
+  r->flags = fi->flags;
+}
+
+static void ll_init(void *userdata, struct fuse_conn_info *conn) {
+  (void)conn;
+  reef_req *r = calloc(1, sizeof *r);
+  r->s = userdata;
+  r->op = OP_INIT;
+  queue(r);
+}
+
+static void ll_lookup(fuse_req_t req, fuse_ino_t parent, const char *name) {
+  reef_req *r = make(req, OP_LOOKUP, parent);
+  r->name = strdup(name);
+  queue(r);
+}
+
+static void forget_news(fuse_req_t req, size_t count, struct fuse_forget_data *forgets) {
+  reef_req *r = calloc(1, sizeof *r);
+  r->s = fuse_req_userdata(req);
+  r->op = OP_FORGET;
+  r->nforgets = count;
+  r->forgets = malloc(count * sizeof *forgets);
+  memcpy(r->forgets, forgets, count * sizeof *forgets);
+  fuse_reply_none(req);
+  queue(r);
+}
+
+static void ll_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
+  struct fuse_forget_data one = { .ino = ino, .nlookup = nlookup };
+  forget_news(req, 1, &one);
+}
+
+static void ll_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets) {
+  forget_news(req, count, forgets);
+}
+
+static void ll_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  reef_req *r = make(req, OP_GETATTR, ino);
+  with_fi(r, fi);
+  queue(r);
+}
+
+static void ll_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  reef_req *r = make(req, OP_OPEN, ino);
+  with_fi(r, fi);
+  queue(r);
+}
+
+static void ll_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  reef_req *r = make(req, OP_OPENDIR, ino);
+  with_fi(r, fi);
+  queue(r);
+}
+
+static void ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                    struct fuse_file_info *fi) {
+  reef_req *r = make(req, OP_READ, ino);
+  with_fi(r, fi);
+  r->size = size;
+  r->off = off;
+  queue(r);
+}
+
+static void ll_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                       struct fuse_file_info *fi) {
+  reef_req *r = make(req, OP_READDIR, ino);
+  with_fi(r, fi);
+  r->size = size;
+  r->off = off;
+  queue(r);
+}
+
+static void ll_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  reef_req *r = make(req, OP_RELEASE, ino);
+  with_fi(r, fi);
+  queue(r);
+}
+
+static void ll_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  reef_req *r = make(req, OP_RELEASEDIR, ino);
+  with_fi(r, fi);
+  queue(r);
+}
+
+static void ll_statfs(fuse_req_t req, fuse_ino_t ino) {
+  queue(make(req, OP_STATFS, ino));
+}
+
+const struct fuse_lowlevel_ops reef_ll_ops = {
+  .init = ll_init,
+  .lookup = ll_lookup,
+  .forget = ll_forget,
+  .forget_multi = ll_forget_multi,
+  .getattr = ll_getattr,
+  .open = ll_open,
+  .read = ll_read,
+  .release = ll_release,
+  .opendir = ll_opendir,
+  .readdir = ll_readdir,
+  .releasedir = ll_releasedir,
+  .statfs = ll_statfs,
+};
+
+static const char *const OP_NAMES[] = {
+  [OP_INIT] = "init", [OP_END] = "end", [OP_LOOKUP] = "lookup", [OP_FORGET] = "forget",
+  [OP_GETATTR] = "getattr", [OP_READDIR] = "readdir", [OP_OPEN] = "open", [OP_READ] = "read",
+  [OP_RELEASE] = "release", [OP_OPENDIR] = "opendir", [OP_RELEASEDIR] = "releasedir",
+  [OP_STATFS] = "statfs",
+};
+
+static void set_num(napi_env env, napi_value obj, const char *key, double v) {
+  napi_value n;
+  napi_create_double(env, v, &n);
+  napi_set_named_property(env, obj, key, n);
+}
+
+/* The external's finalizer: a request JS dropped without answering gets EIO, not a hang. */
+static void unanswered(napi_env env, void *data, void *hint) {
+  (void)env, (void)hint;
+  reef_req *r = data;
+  if (r->req) {
+    fuse_reply_err(r->req, EIO);
+    reef_session_unref(r->s);
+  }
+  reef_req_free(r);
+}
+
+static void call_js_req(napi_env env, napi_value js_cb, reef_req *r) {
+  napi_value obj, v, undefined;
+  napi_get_undefined(env, &undefined);
+  napi_create_object(env, &obj);
+  napi_create_string_utf8(env, OP_NAMES[r->op], NAPI_AUTO_LENGTH, &v);
+  napi_set_named_property(env, obj, "op", v);
+  set_num(env, obj, "ino", (double)r->ino);
+  set_num(env, obj, "uid", r->uid);
+  set_num(env, obj, "gid", r->gid);
+  set_num(env, obj, "pid", r->pid);
+  set_num(env, obj, "off", (double)r->off);
+  set_num(env, obj, "size", (double)r->size);
+  set_num(env, obj, "fh", (double)r->fh);
+  set_num(env, obj, "flags", r->flags);
+  if (r->name) {
+    napi_create_string_utf8(env, r->name, NAPI_AUTO_LENGTH, &v);
+    napi_set_named_property(env, obj, "name", v);
+  }
+  if (r->op == OP_FORGET) {
+    napi_create_array_with_length(env, r->nforgets, &v);
+    for (size_t i = 0; i < r->nforgets; i++) {
+      napi_value pair, n;
+      napi_create_array_with_length(env, 2, &pair);
+      napi_create_double(env, (double)r->forgets[i].ino, &n);
+      napi_set_element(env, pair, 0, n);
+      napi_create_double(env, (double)r->forgets[i].nlookup, &n);
+      napi_set_element(env, pair, 1, n);
+      napi_set_element(env, v, i, pair);
+    }
+    napi_set_named_property(env, obj, "forgets", v);
+  }
+  bool answerable = r->req != NULL; /* then the external owns r */
+  if (answerable) {
+    napi_create_external(env, r, unanswered, NULL, &v);
+    napi_set_named_property(env, obj, "req", v);
+  }
+  napi_call_function(env, undefined, js_cb, 1, &obj, NULL);
+  /* The handler must not throw (the TS wrapper catches); a pending exception is cleared. */
+  bool pending;
+  napi_is_exception_pending(env, &pending);
+  if (pending) {
+    napi_value e;
+    napi_get_and_clear_last_exception(env, &e);
+  }
+  if (!answerable) reef_req_free(r);
+}
+
+void reef_ring_call_js(napi_env env, napi_value js_cb, void *context, void *data) {
+  (void)context;
+  reef_req *r = data;
+  if (env == NULL) { /* the function is being torn down: nobody will answer */
+    if (r->req) {
+      fuse_reply_err(r->req, EIO);
+      reef_session_unref(r->s);
+    }
+    reef_req_free(r);
+    return;
+  }
+  reef_session *s = r->s;
+  enum reef_op op = r->op;
+  call_js_req(env, js_cb, r);
+  if (op == OP_END) reef_session_ended(s);
+}
