@@ -29,6 +29,14 @@ export interface Attr {
 export interface Entry { attr: Attr, attrTimeout: number, entryTimeout: number }
 export interface DirEntry { name: string, ino: number, mode: number }
 export interface Opened { fh: number, keepCache?: boolean }
+/** A READDIRPLUS entry: a listing entry plus its lookup answer. */
+export interface DirEntryPlus { name: string, attr: Attr, attrTimeout: number, entryTimeout: number }
+/** What setattr changes; absent fields stay. A time the caller set to UTIME_NOW is the time the
+ * request arrived here (Date.now()); UTIME_OMIT leaves it out. */
+export interface SetAttr { mode?: number, uid?: number, gid?: number, size?: number, atimeMs?: number, mtimeMs?: number, ctimeMs?: number }
+/** renameat2's flags, passed through from the kernel. */
+export const RENAME_NOREPLACE = 1
+export const RENAME_EXCHANGE = 2
 export interface StatFs { bsize: number, blocks: number, bfree: number, bavail: number, files: number, ffree: number, namemax: number }
 
 type Maybe<T> = T | Promise<T>
@@ -50,6 +58,39 @@ export interface LowLevelOps {
   readdir: (ino: number, fh: number, ctx: Ctx) => Maybe<DirEntry[]>
   releasedir?: (ino: number, fh: number) => Maybe<void>
   statfs?: (ino: number) => Maybe<StatFs>
+  /** `fh` is set when the kernel named an open handle (ftruncate, futimens). */
+  setattr?: (ino: number, set: SetAttr, fh: number | undefined, ctx: Ctx) => Maybe<{ attr: Attr, timeout: number }>
+  mknod?: (parent: number, name: string, mode: number, rdev: number, ctx: Ctx) => Maybe<Entry>
+  mkdir?: (parent: number, name: string, mode: number, ctx: Ctx) => Maybe<Entry>
+  symlink?: (parent: number, name: string, target: string, ctx: Ctx) => Maybe<Entry>
+  readlink?: (ino: number, ctx: Ctx) => Maybe<string>
+  /** A new name for `ino`; the answer's entry counts as a lookup of `ino`. */
+  link?: (ino: number, newParent: number, newName: string, ctx: Ctx) => Maybe<Entry>
+  unlink?: (parent: number, name: string, ctx: Ctx) => Maybe<void>
+  rmdir?: (parent: number, name: string, ctx: Ctx) => Maybe<void>
+  /** `flags`: 0, RENAME_NOREPLACE (EEXIST if newName exists) or RENAME_EXCHANGE (swap both). */
+  rename?: (parent: number, name: string, newParent: number, newName: string, flags: number, ctx: Ctx) => Maybe<void>
+  /** Creates and opens (`flags` are open's); the entry counts as a lookup. */
+  create?: (parent: number, name: string, mode: number, flags: number, ctx: Ctx) => Maybe<Entry & Opened>
+  /** Returns how many bytes were written (all of `data` unless short). */
+  write?: (ino: number, fh: number, off: number, data: Buffer, ctx: Ctx) => Maybe<number>
+  flush?: (ino: number, fh: number, ctx: Ctx) => Maybe<void>
+  fsync?: (ino: number, fh: number, datasync: boolean, ctx: Ctx) => Maybe<void>
+  fsyncdir?: (ino: number, fh: number, datasync: boolean, ctx: Ctx) => Maybe<void>
+  /** `flags`: XATTR_CREATE (1) / XATTR_REPLACE (2). */
+  setxattr?: (ino: number, name: string, value: Buffer, flags: number, ctx: Ctx) => Maybe<void>
+  /** The whole value; the wrapper answers size probes and ERANGE. Throw ENODATA if absent. */
+  getxattr?: (ino: number, name: string, ctx: Ctx) => Maybe<Buffer>
+  listxattr?: (ino: number, ctx: Ctx) => Maybe<string[]>
+  removexattr?: (ino: number, name: string, ctx: Ctx) => Maybe<void>
+  /** `mask`: R_OK/W_OK/X_OK/F_OK. Not called under the default_permissions mount option. */
+  access?: (ino: number, mask: number, ctx: Ctx) => Maybe<void>
+  /** The whole listing with attributes, '.' and '..' included; the kernel's offset is an index
+   * into it. Having it makes the kernel use READDIRPLUS (and then this, not readdir). */
+  readdirplus?: (ino: number, fh: number, ctx: Ctx) => Maybe<DirEntryPlus[]>
+  /** The kernel's lookup count of each of these grew by 1: the READDIRPLUS entries it was
+   * actually sent ('.' and '..' never count), to be given back by FORGET like lookups. */
+  counted?: (inos: number[]) => void
 }
 
 export class FuseErrno extends Error {
@@ -61,7 +102,9 @@ type Req = { readonly [requestBrand]: true }
 type Session = { readonly [requestBrand]: false }
 
 interface Request {
-  op: 'init' | 'end' | 'forget' | 'lookup' | 'getattr' | 'open' | 'read' | 'release' | 'opendir' | 'readdir' | 'releasedir' | 'statfs'
+  op: 'init' | 'end' | 'forget' | 'lookup' | 'getattr' | 'open' | 'read' | 'release' | 'opendir' | 'readdir' | 'releasedir' | 'statfs' |
+  'setattr' | 'mknod' | 'mkdir' | 'symlink' | 'readlink' | 'link' | 'unlink' | 'rmdir' | 'rename' | 'create' | 'write' | 'flush' |
+  'fsync' | 'fsyncdir' | 'setxattr' | 'getxattr' | 'listxattr' | 'removexattr' | 'access' | 'readdirplus'
   ino: number
   name?: string
   off: number
@@ -73,10 +116,18 @@ interface Request {
   pid: number
   forgets?: Array<[number, number]>
   req?: Req
+  // ops.c's requests
+  ino2?: number
+  name2?: string
+  mode?: number
+  rdev?: number
+  data?: Buffer
+  set?: SetAttr & { atimeNow?: boolean, mtimeNow?: boolean }
+  hasFh?: boolean
 }
 
 interface Addon {
-  mount: (mnt: string, options: string[], handler: (r: Request) => void) => Session
+  mount: (mnt: string, options: string[], handler: (r: Request) => void, readdirplus: boolean) => Session
   unmount: (s: Session) => void
   replyErr: (req: Req, errno: number) => void
   replyEntry: (req: Req, attr: Attr, attrTimeout: number, entryTimeout: number) => void
@@ -85,6 +136,11 @@ interface Addon {
   replyData: (req: Req, data: Buffer) => void
   replyDir: (req: Req, entries: DirEntry[]) => void
   replyStatfs: (req: Req, st: StatFs) => void
+  replyCreate: (req: Req, attr: Attr, attrTimeout: number, entryTimeout: number, fh: number, keepCache: boolean) => void
+  replyWrite: (req: Req, count: number) => void
+  replyReadlink: (req: Req, target: string) => void
+  replyXattrSize: (req: Req, size: number) => void
+  replyDirPlus: (req: Req, entries: DirEntryPlus[]) => number
 }
 
 let addon: Addon | undefined
@@ -102,6 +158,27 @@ function load (): Addon {
 
 const EIO = 5
 const ENOSYS = 38
+const ERANGE = 34
+
+function need<F> (f: F | undefined): F {
+  if (f === undefined) throw new FuseErrno(ENOSYS)
+  return f
+}
+
+/** getxattr/listxattr: size 0 asks for the length; a value longer than `size` is ERANGE. */
+function replyXattr (a: Addon, req: Req, size: number, value: Buffer): void {
+  if (size === 0) return a.replyXattrSize(req, value.length)
+  if (value.length > size) return a.replyErr(req, ERANGE)
+  return a.replyData(req, value)
+}
+
+function setOf (r: Request): SetAttr {
+  const { atimeNow, mtimeNow, ...set } = r.set ?? {}
+  const now = Date.now()
+  if (atimeNow === true) set.atimeMs = now
+  if (mtimeNow === true) set.mtimeMs = now
+  return set
+}
 
 function errnoOf (err: unknown): number {
   const n = (err as { errno?: unknown } | null)?.errno
@@ -136,6 +213,68 @@ async function answer (a: Addon, ops: LowLevelOps, r: Request, req: Req): Promis
     case 'statfs':
       if (!ops.statfs) return a.replyErr(req, ENOSYS)
       return a.replyStatfs(req, await ops.statfs(r.ino))
+    case 'setattr': {
+      const { attr, timeout } = await need(ops.setattr)(r.ino, setOf(r), r.hasFh === true ? r.fh : undefined, ctx)
+      return a.replyAttr(req, attr, timeout)
+    }
+    case 'mknod':
+    case 'mkdir':
+    case 'symlink':
+    case 'link': {
+      const name = r.name ?? ''
+      const e = r.op === 'mknod'
+        ? await need(ops.mknod)(r.ino, name, r.mode ?? 0, r.rdev ?? 0, ctx)
+        : r.op === 'mkdir'
+          ? await need(ops.mkdir)(r.ino, name, r.mode ?? 0, ctx)
+          : r.op === 'symlink'
+            ? await need(ops.symlink)(r.ino, name, r.name2 ?? '', ctx)
+            : await need(ops.link)(r.ino, r.ino2 ?? 0, r.name2 ?? '', ctx)
+      return a.replyEntry(req, e.attr, e.attrTimeout, e.entryTimeout)
+    }
+    case 'readlink':
+      return a.replyReadlink(req, await need(ops.readlink)(r.ino, ctx))
+    case 'unlink':
+    case 'rmdir':
+      await need(r.op === 'unlink' ? ops.unlink : ops.rmdir)(r.ino, r.name ?? '', ctx)
+      return a.replyErr(req, 0)
+    case 'rename':
+      await need(ops.rename)(r.ino, r.name ?? '', r.ino2 ?? 0, r.name2 ?? '', r.flags, ctx)
+      return a.replyErr(req, 0)
+    case 'create': {
+      const e = await need(ops.create)(r.ino, r.name ?? '', r.mode ?? 0, r.flags, ctx)
+      return a.replyCreate(req, e.attr, e.attrTimeout, e.entryTimeout, e.fh, e.keepCache ?? false)
+    }
+    case 'write':
+      return a.replyWrite(req, await need(ops.write)(r.ino, r.fh, r.off, r.data ?? Buffer.alloc(0), ctx))
+    case 'flush':
+      await ops.flush?.(r.ino, r.fh, ctx)
+      return a.replyErr(req, 0)
+    case 'fsync':
+    case 'fsyncdir':
+      await (r.op === 'fsync' ? ops.fsync : ops.fsyncdir)?.(r.ino, r.fh, r.flags !== 0, ctx)
+      return a.replyErr(req, 0)
+    case 'setxattr':
+      await need(ops.setxattr)(r.ino, r.name2 ?? '', r.data ?? Buffer.alloc(0), r.flags, ctx)
+      return a.replyErr(req, 0)
+    case 'getxattr':
+      return replyXattr(a, req, r.size, await need(ops.getxattr)(r.ino, r.name2 ?? '', ctx))
+    case 'listxattr': {
+      const names = await need(ops.listxattr)(r.ino, ctx)
+      return replyXattr(a, req, r.size, Buffer.from(names.map((n) => n + '\0').join('')))
+    }
+    case 'removexattr':
+      await need(ops.removexattr)(r.ino, r.name2 ?? '', ctx)
+      return a.replyErr(req, 0)
+    case 'access':
+      await ops.access?.(r.ino, r.flags, ctx)
+      return a.replyErr(req, 0)
+    case 'readdirplus': {
+      const entries = (await need(ops.readdirplus)(r.ino, r.fh, ctx)).slice(r.off)
+      const sent = a.replyDirPlus(req, entries)
+      const counted = entries.slice(0, sent).filter((e) => e.name !== '.' && e.name !== '..').map((e) => e.attr.ino)
+      if (counted.length > 0) ops.counted?.(counted)
+      return
+    }
     default:
       return a.replyErr(req, ENOSYS)
   }
@@ -167,7 +306,7 @@ export function mountLowLevel (mnt: string, ops: LowLevelOps, options: string[] 
     answer(a, ops, r, req).catch((err: unknown) => {
       try { a.replyErr(req, errnoOf(err)) } catch {}
     })
-  })
+  }, ops.readdirplus !== undefined)
   return {
     unmount: () => { if (!ended) a.unmount(session) },
     ended: endedP

@@ -4,53 +4,20 @@
 // them back as FORGETs once it drops its caches.
 
 import t from 'tap'
-import { execFile, fork, type ChildProcess } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
-import { promisify } from 'node:util'
-import { ROOT, tempDir, waitFor, isMounted } from './helpers/mount.js'
+import { tempDir, isMounted } from './helpers/mount.js'
+import { fuse3SkipReason, serveFuse3, unmountFuse3 } from './helpers/fuse3.js'
 
-const run = promisify(execFile)
-const FIXTURE = path.join(ROOT, 'test', 'fixtures', 'fuse3-tree.mjs')
-
-interface Stats { lookups: Array<[number, number]>, forgotten: Array<[number, number]>, uids: number[] }
-
-function skipReason (): string | false {
-  if (process.platform !== 'linux') return 'FUSE tests need Linux'
-  if (!fs.existsSync('/dev/fuse')) return '/dev/fuse is missing'
-  if (process.getuid?.() !== 0) return 'needs root (mount, drop_caches)'
-  return false
-}
-
-// Messages from the child, in arrival order.
-function serve (mnt: string): { child: ChildProcess, got: unknown[], stats: () => Promise<Stats> } {
-  const child = fork(FIXTURE, [mnt], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
-  const got: unknown[] = []
-  child.on('message', (m) => got.push(m))
-  const stats = async (): Promise<Stats> => {
-    const before = got.length
-    child.send('stats')
-    await waitFor('stats from the fixture', () => got.slice(before).some((m) => typeof m === 'object'))
-    return got.slice(before).find((m) => typeof m === 'object') as Stats
-  }
-  return { child, got, stats }
-}
-
-const reason = skipReason()
+const reason = fuse3SkipReason()
 if (reason) {
   t.plan(0, reason)
 } else {
   t.test('a tree served over the low-level API, inode-addressed', async (t) => {
     const mnt = path.join(tempDir(t, 'reef-fuse3-'), 'mnt')
     fs.mkdirSync(mnt)
-    const { child, got, stats } = serve(mnt)
-    let exited: number | null | undefined
-    child.on('exit', (code) => { exited = code })
-    t.teardown(async () => {
-      if (isMounted(mnt)) await run('fusermount3', ['-uz', mnt]).catch(() => {})
-      if (exited === undefined) child.kill('SIGKILL')
-    })
-    await waitFor('INIT from the kernel', () => got.includes('ready'))
+    const served = await serveFuse3(t, mnt)
+    const { stats } = served
     t.ok(isMounted(mnt), 'mounted')
 
     t.same(fs.readdirSync(mnt).sort(), ['hello.txt', 'sub'], 'ls of the root')
@@ -94,10 +61,7 @@ if (reason) {
     const looked = new Map(after.lookups)
     t.ok(after.forgotten.every(([ino, n]) => n === looked.get(ino)), 'each FORGET gives back all of that inode\'s lookups')
 
-    await run('fusermount3', ['-u', mnt])
-    await waitFor('the fixture to see the connection end', () => got.includes('ended'))
-    await waitFor('the fixture to exit', () => exited !== undefined)
-    t.equal(exited, 0, 'the server exits cleanly')
+    t.equal(await unmountFuse3(served, mnt), 0, 'the server exits cleanly')
     t.notOk(isMounted(mnt), 'unmounted')
   })
 }

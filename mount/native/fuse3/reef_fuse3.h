@@ -15,7 +15,11 @@
 
 enum reef_op {
   OP_INIT, OP_END, OP_LOOKUP, OP_FORGET, OP_GETATTR, OP_READDIR, OP_OPEN, OP_READ,
-  OP_RELEASE, OP_OPENDIR, OP_RELEASEDIR, OP_STATFS
+  OP_RELEASE, OP_OPENDIR, OP_RELEASEDIR, OP_STATFS,
+  /* ops.c */
+  OP_SETATTR, OP_MKNOD, OP_MKDIR, OP_SYMLINK, OP_READLINK, OP_LINK, OP_UNLINK, OP_RMDIR,
+  OP_RENAME, OP_CREATE, OP_WRITE, OP_FLUSH, OP_FSYNC, OP_FSYNCDIR, OP_SETXATTR, OP_GETXATTR,
+  OP_LISTXATTR, OP_REMOVEXATTR, OP_ACCESS, OP_READDIRPLUS, OP_COUNT
 };
 
 typedef struct reef_session {
@@ -35,12 +39,22 @@ typedef struct reef_req {
   off_t off;
   size_t size;
   uint64_t fh;
-  int flags;
+  int flags;           /* open flags, or RENAME_*, XATTR_*, fsync's datasync, access's mask */
   uid_t uid;
   gid_t gid;
   pid_t pid;
   size_t nforgets;      /* OP_FORGET: (ino, nlookup) pairs, one for FORGET, many for BATCH_FORGET */
   struct fuse_forget_data *forgets;
+  /* ops.c's requests */
+  fuse_ino_t ino2;      /* rename's and link's new parent */
+  char *name2;          /* rename's and link's new name, symlink's target, an xattr's name */
+  mode_t mode;
+  dev_t rdev;
+  void *data;           /* write's bytes, setxattr's value (a copy, freed with the request) */
+  size_t datalen;
+  int to_set;           /* setattr: FUSE_SET_ATTR_* bits; attr holds the values they name */
+  struct stat attr;
+  int has_fh;           /* setattr: the kernel named an open handle (ftruncate, futimens) */
 } reef_req;
 
 /* session.c */
@@ -51,6 +65,13 @@ void reef_session_ended(reef_session *s);
 extern const struct fuse_lowlevel_ops reef_ll_ops;
 void reef_ring_call_js(napi_env env, napi_value js_cb, void *context, void *data);
 void reef_req_free(reef_req *r);
+reef_req *reef_req_new(fuse_req_t req, enum reef_op op, fuse_ino_t ino);
+void reef_req_fi(reef_req *r, struct fuse_file_info *fi);
+void reef_req_queue(reef_req *r);
+
+/* ops.c */
+void reef_ops_add(struct fuse_lowlevel_ops *ops);
+void reef_ops_fields(napi_env env, napi_value obj, reef_req *r);
 
 /* reply.c */
 napi_value reef_reply_exports(napi_env env, napi_value exports);

@@ -176,6 +176,100 @@ static napi_value reply_statfs(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* replyCreate(req, attr, attrTimeoutS, entryTimeoutS, fh, keepCache): an entry (one lookup
+ * more) and an open handle in one answer. */
+static napi_value reply_create(napi_env env, napi_callback_info info) {
+  ARGS(6);
+  struct fuse_entry_param e;
+  struct fuse_file_info fi;
+  double fh;
+  bool keep;
+  memset(&e, 0, sizeof e);
+  memset(&fi, 0, sizeof fi);
+  to_stat(env, argv[1], &e.attr);
+  e.ino = e.attr.st_ino;
+  NAPI_OK(env, napi_get_value_double(env, argv[2], &e.attr_timeout));
+  NAPI_OK(env, napi_get_value_double(env, argv[3], &e.entry_timeout));
+  NAPI_OK(env, napi_get_value_double(env, argv[4], &fh));
+  NAPI_OK(env, napi_get_value_bool(env, argv[5], &keep));
+  fi.fh = (uint64_t)fh;
+  fi.keep_cache = keep;
+  fuse_reply_create(r->req, &e, &fi);
+  answered(r);
+  return NULL;
+}
+
+/* replyWrite(req, count): how many of the request's bytes were written. */
+static napi_value reply_write(napi_env env, napi_callback_info info) {
+  ARGS(2);
+  double count;
+  NAPI_OK(env, napi_get_value_double(env, argv[1], &count));
+  fuse_reply_write(r->req, (size_t)count);
+  answered(r);
+  return NULL;
+}
+
+/* replyReadlink(req, target) */
+static napi_value reply_readlink(napi_env env, napi_callback_info info) {
+  ARGS(2);
+  size_t len;
+  NAPI_OK(env, napi_get_value_string_utf8(env, argv[1], NULL, 0, &len));
+  char *target = malloc(len + 1);
+  napi_get_value_string_utf8(env, argv[1], target, len + 1, &len);
+  fuse_reply_readlink(r->req, target);
+  free(target);
+  answered(r);
+  return NULL;
+}
+
+/* replyXattrSize(req, size): the answer to a size probe (getxattr/listxattr with size 0). */
+static napi_value reply_xattr_size(napi_env env, napi_callback_info info) {
+  ARGS(2);
+  double size;
+  NAPI_OK(env, napi_get_value_double(env, argv[1], &size));
+  fuse_reply_xattr(r->req, (size_t)size);
+  answered(r);
+  return NULL;
+}
+
+/* replyDirPlus(req, entries: {name, attr, attrTimeout, entryTimeout}[]) -> how many were sent.
+ * Like replyDir (entries start at the request's offset, cookie off + i + 1), but each entry
+ * carries its attributes, and each one sent except '.' and '..' adds 1 to the kernel's lookup
+ * count of its inode: the caller counts only the first `sent`. */
+static napi_value reply_dir_plus(napi_env env, napi_callback_info info) {
+  ARGS(2);
+  uint32_t n;
+  NAPI_OK(env, napi_get_array_length(env, argv[1], &n));
+  char *buf = malloc(r->size);
+  size_t used = 0;
+  uint32_t sent = 0;
+  for (; sent < n; sent++) {
+    napi_value ent, v, a;
+    char name[1024];
+    size_t len;
+    struct fuse_entry_param e;
+    memset(&e, 0, sizeof e);
+    napi_get_element(env, argv[1], sent, &ent);
+    napi_get_named_property(env, ent, "name", &v);
+    napi_get_value_string_utf8(env, v, name, sizeof name, &len);
+    napi_get_named_property(env, ent, "attr", &a);
+    to_stat(env, a, &e.attr);
+    e.ino = e.attr.st_ino;
+    e.attr_timeout = num(env, ent, "attrTimeout");
+    e.entry_timeout = num(env, ent, "entryTimeout");
+    size_t need = fuse_add_direntry_plus(r->req, buf + used, r->size - used, name, &e,
+                                         r->off + sent + 1);
+    if (need > r->size - used) break;
+    used += need;
+  }
+  fuse_reply_buf(r->req, buf, used);
+  free(buf);
+  answered(r);
+  napi_value out;
+  NAPI_OK(env, napi_create_uint32(env, sent, &out));
+  return out;
+}
+
 napi_value reef_reply_exports(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     { "replyErr", NULL, reply_err, NULL, NULL, NULL, napi_default, NULL },
@@ -185,6 +279,11 @@ napi_value reef_reply_exports(napi_env env, napi_value exports) {
     { "replyData", NULL, reply_data, NULL, NULL, NULL, napi_default, NULL },
     { "replyDir", NULL, reply_dir, NULL, NULL, NULL, napi_default, NULL },
     { "replyStatfs", NULL, reply_statfs, NULL, NULL, NULL, napi_default, NULL },
+    { "replyCreate", NULL, reply_create, NULL, NULL, NULL, napi_default, NULL },
+    { "replyWrite", NULL, reply_write, NULL, NULL, NULL, napi_default, NULL },
+    { "replyReadlink", NULL, reply_readlink, NULL, NULL, NULL, napi_default, NULL },
+    { "replyXattrSize", NULL, reply_xattr_size, NULL, NULL, NULL, napi_default, NULL },
+    { "replyDirPlus", NULL, reply_dir_plus, NULL, NULL, NULL, napi_default, NULL },
   };
   NAPI_OK(env, napi_define_properties(env, exports, sizeof props / sizeof props[0], props));
   return exports;

@@ -13,10 +13,12 @@
 void reef_req_free(reef_req *r) {
   free(r->name);
   free(r->forgets);
+  free(r->name2);
+  free(r->data);
   free(r);
 }
 
-static void queue(reef_req *r) {
+void reef_req_queue(reef_req *r) {
   if (napi_call_threadsafe_function(r->s->tsfn, r, napi_tsfn_nonblocking) == napi_ok) return;
   if (r->req) {
     fuse_reply_err(r->req, EIO);
@@ -25,7 +27,7 @@ static void queue(reef_req *r) {
   reef_req_free(r);
 }
 
-static reef_req *make(fuse_req_t req, enum reef_op op, fuse_ino_t ino) {
+reef_req *reef_req_new(fuse_req_t req, enum reef_op op, fuse_ino_t ino) {
   reef_req *r = calloc(1, sizeof *r);
   const struct fuse_ctx *ctx = fuse_req_ctx(req);
   r->s = fuse_req_userdata(req);
@@ -39,7 +41,7 @@ static reef_req *make(fuse_req_t req, enum reef_op op, fuse_ino_t ino) {
   return r;
 }
 
-static void with_fi(reef_req *r, struct fuse_file_info *fi) {
+void reef_req_fi(reef_req *r, struct fuse_file_info *fi) {
   if (fi == NULL) return;
   r->fh = fi->fh;
   r->flags = fi->flags;
@@ -50,13 +52,13 @@ static void ll_init(void *userdata, struct fuse_conn_info *conn) {
   reef_req *r = calloc(1, sizeof *r);
   r->s = userdata;
   r->op = OP_INIT;
-  queue(r);
+  reef_req_queue(r);
 }
 
 static void ll_lookup(fuse_req_t req, fuse_ino_t parent, const char *name) {
-  reef_req *r = make(req, OP_LOOKUP, parent);
+  reef_req *r = reef_req_new(req, OP_LOOKUP, parent);
   r->name = strdup(name);
-  queue(r);
+  reef_req_queue(r);
 }
 
 static void forget_news(fuse_req_t req, size_t count, struct fuse_forget_data *forgets) {
@@ -67,7 +69,7 @@ static void forget_news(fuse_req_t req, size_t count, struct fuse_forget_data *f
   r->forgets = malloc(count * sizeof *forgets);
   memcpy(r->forgets, forgets, count * sizeof *forgets);
   fuse_reply_none(req);
-  queue(r);
+  reef_req_queue(r);
 }
 
 static void ll_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
@@ -80,55 +82,55 @@ static void ll_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_dat
 }
 
 static void ll_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
-  reef_req *r = make(req, OP_GETATTR, ino);
-  with_fi(r, fi);
-  queue(r);
+  reef_req *r = reef_req_new(req, OP_GETATTR, ino);
+  reef_req_fi(r, fi);
+  reef_req_queue(r);
 }
 
 static void ll_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
-  reef_req *r = make(req, OP_OPEN, ino);
-  with_fi(r, fi);
-  queue(r);
+  reef_req *r = reef_req_new(req, OP_OPEN, ino);
+  reef_req_fi(r, fi);
+  reef_req_queue(r);
 }
 
 static void ll_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
-  reef_req *r = make(req, OP_OPENDIR, ino);
-  with_fi(r, fi);
-  queue(r);
+  reef_req *r = reef_req_new(req, OP_OPENDIR, ino);
+  reef_req_fi(r, fi);
+  reef_req_queue(r);
 }
 
 static void ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                     struct fuse_file_info *fi) {
-  reef_req *r = make(req, OP_READ, ino);
-  with_fi(r, fi);
+  reef_req *r = reef_req_new(req, OP_READ, ino);
+  reef_req_fi(r, fi);
   r->size = size;
   r->off = off;
-  queue(r);
+  reef_req_queue(r);
 }
 
 static void ll_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                        struct fuse_file_info *fi) {
-  reef_req *r = make(req, OP_READDIR, ino);
-  with_fi(r, fi);
+  reef_req *r = reef_req_new(req, OP_READDIR, ino);
+  reef_req_fi(r, fi);
   r->size = size;
   r->off = off;
-  queue(r);
+  reef_req_queue(r);
 }
 
 static void ll_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
-  reef_req *r = make(req, OP_RELEASE, ino);
-  with_fi(r, fi);
-  queue(r);
+  reef_req *r = reef_req_new(req, OP_RELEASE, ino);
+  reef_req_fi(r, fi);
+  reef_req_queue(r);
 }
 
 static void ll_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
-  reef_req *r = make(req, OP_RELEASEDIR, ino);
-  with_fi(r, fi);
-  queue(r);
+  reef_req *r = reef_req_new(req, OP_RELEASEDIR, ino);
+  reef_req_fi(r, fi);
+  reef_req_queue(r);
 }
 
 static void ll_statfs(fuse_req_t req, fuse_ino_t ino) {
-  queue(make(req, OP_STATFS, ino));
+  reef_req_queue(reef_req_new(req, OP_STATFS, ino));
 }
 
 const struct fuse_lowlevel_ops reef_ll_ops = {
@@ -150,7 +152,12 @@ static const char *const OP_NAMES[] = {
   [OP_INIT] = "init", [OP_END] = "end", [OP_LOOKUP] = "lookup", [OP_FORGET] = "forget",
   [OP_GETATTR] = "getattr", [OP_READDIR] = "readdir", [OP_OPEN] = "open", [OP_READ] = "read",
   [OP_RELEASE] = "release", [OP_OPENDIR] = "opendir", [OP_RELEASEDIR] = "releasedir",
-  [OP_STATFS] = "statfs",
+  [OP_STATFS] = "statfs", [OP_SETATTR] = "setattr", [OP_MKNOD] = "mknod", [OP_MKDIR] = "mkdir",
+  [OP_SYMLINK] = "symlink", [OP_READLINK] = "readlink", [OP_LINK] = "link",
+  [OP_UNLINK] = "unlink", [OP_RMDIR] = "rmdir", [OP_RENAME] = "rename", [OP_CREATE] = "create",
+  [OP_WRITE] = "write", [OP_FLUSH] = "flush", [OP_FSYNC] = "fsync", [OP_FSYNCDIR] = "fsyncdir",
+  [OP_SETXATTR] = "setxattr", [OP_GETXATTR] = "getxattr", [OP_LISTXATTR] = "listxattr",
+  [OP_REMOVEXATTR] = "removexattr", [OP_ACCESS] = "access", [OP_READDIRPLUS] = "readdirplus",
 };
 
 static void set_num(napi_env env, napi_value obj, const char *key, double v) {
@@ -201,6 +208,7 @@ static void call_js_req(napi_env env, napi_value js_cb, reef_req *r) {
     }
     napi_set_named_property(env, obj, "forgets", v);
   }
+  if (r->op > OP_STATFS) reef_ops_fields(env, obj, r);
   bool answerable = r->req != NULL; /* then the external owns r */
   if (answerable) {
     napi_create_external(env, r, unanswered, NULL, &v);

@@ -26,10 +26,11 @@ static void *loop_thread(void *arg) {
   return NULL;
 }
 
-/* mount(mountpoint: string, options: string[], handler: (req) => void): session */
+/* mount(mountpoint, options: string[], handler: (req) => void, readdirplus: boolean): session.
+ * Without readdirplus the op stays unset, so libfuse does not offer the kernel READDIRPLUS. */
 static napi_value mount(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3];
+  size_t argc = 4;
+  napi_value argv[4];
   NAPI_OK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   char mountpoint[4096];
   size_t len;
@@ -48,8 +49,14 @@ static napi_value mount(napi_env env, napi_callback_info info) {
     fuse_opt_add_arg(&args, opt);
   }
 
+  bool plus = false;
+  if (argc > 3) napi_get_value_bool(env, argv[3], &plus);
+  struct fuse_lowlevel_ops ops = reef_ll_ops; /* fuse_session_new copies it */
+  reef_ops_add(&ops);
+  if (!plus) ops.readdirplus = NULL;
+
   reef_session *s = calloc(1, sizeof *s);
-  s->se = fuse_session_new(&args, &reef_ll_ops, sizeof reef_ll_ops, s);
+  s->se = fuse_session_new(&args, &ops, sizeof ops, s);
   fuse_opt_free_args(&args);
   if (s->se == NULL) {
     free(s);
