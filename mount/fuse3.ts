@@ -20,9 +20,13 @@ export interface Attr {
   size: number
   rdev?: number
   blocks?: number
-  atimeMs: number
-  mtimeMs: number
-  ctimeMs: number
+  /** Times: ns since the epoch (exact), or else ms. */
+  atimeNs?: bigint
+  mtimeNs?: bigint
+  ctimeNs?: bigint
+  atimeMs?: number
+  mtimeMs?: number
+  ctimeMs?: number
 }
 
 /** A lookup's answer; each one adds 1 to the kernel's lookup count of attr.ino. Timeouts in s. */
@@ -31,9 +35,9 @@ export interface DirEntry { name: string, ino: number, mode: number }
 export interface Opened { fh: number, keepCache?: boolean }
 /** A READDIRPLUS entry: a listing entry plus its lookup answer. */
 export interface DirEntryPlus { name: string, attr: Attr, attrTimeout: number, entryTimeout: number }
-/** What setattr changes; absent fields stay. A time the caller set to UTIME_NOW is the time the
- * request arrived here (Date.now()); UTIME_OMIT leaves it out. */
-export interface SetAttr { mode?: number, uid?: number, gid?: number, size?: number, atimeMs?: number, mtimeMs?: number, ctimeMs?: number }
+/** What setattr changes; absent fields stay. Times in ns since the epoch; a time the caller set
+ * to UTIME_NOW is the time the request arrived here; UTIME_OMIT leaves it out. */
+export interface SetAttr { mode?: number, uid?: number, gid?: number, size?: number, atimeNs?: bigint, mtimeNs?: bigint, ctimeNs?: bigint }
 /** renameat2's flags, passed through from the kernel. */
 export const RENAME_NOREPLACE = 1
 export const RENAME_EXCHANGE = 2
@@ -174,9 +178,9 @@ function replyXattr (a: Addon, req: Req, size: number, value: Buffer): void {
 
 function setOf (r: Request): SetAttr {
   const { atimeNow, mtimeNow, ...set } = r.set ?? {}
-  const now = Date.now()
-  if (atimeNow === true) set.atimeMs = now
-  if (mtimeNow === true) set.mtimeMs = now
+  const now = BigInt(Date.now()) * 1_000_000n
+  if (atimeNow === true) set.atimeNs = now
+  if (mtimeNow === true) set.mtimeNs = now
   return set
 }
 

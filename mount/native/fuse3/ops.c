@@ -197,11 +197,14 @@ static void set_num(napi_env env, napi_value obj, const char *key, double v) {
   napi_set_named_property(env, obj, key, n);
 }
 
-static double ms(struct timespec t) {
-  return (double)t.tv_sec * 1000 + (double)t.tv_nsec / 1e6;
+/* A time as a BigInt of ns since the epoch: exact, where a double of ms would round. */
+static void set_ns(napi_env env, napi_value obj, const char *key, struct timespec t) {
+  napi_value n;
+  napi_create_bigint_int64(env, (int64_t)t.tv_sec * 1000000000 + t.tv_nsec, &n);
+  napi_set_named_property(env, obj, key, n);
 }
 
-/* setattr's { mode?, uid?, gid?, size?, atimeMs?, mtimeMs?, ctimeMs?, atimeNow?, mtimeNow? }:
+/* setattr's { mode?, uid?, gid?, size?, atimeNs?, mtimeNs?, ctimeNs? (BigInt ns), atimeNow?, mtimeNow? }:
  * only what the kernel asked to change is present (UTIME_OMIT leaves a time out). */
 static napi_value set_object(napi_env env, reef_req *r) {
   napi_value set, t;
@@ -213,10 +216,10 @@ static napi_value set_object(napi_env env, reef_req *r) {
   if (s & FUSE_SET_ATTR_GID) set_num(env, set, "gid", r->attr.st_gid);
   if (s & FUSE_SET_ATTR_SIZE) set_num(env, set, "size", (double)r->attr.st_size);
   if (s & FUSE_SET_ATTR_ATIME_NOW) napi_set_named_property(env, set, "atimeNow", t);
-  else if (s & FUSE_SET_ATTR_ATIME) set_num(env, set, "atimeMs", ms(r->attr.st_atim));
+  else if (s & FUSE_SET_ATTR_ATIME) set_ns(env, set, "atimeNs", r->attr.st_atim);
   if (s & FUSE_SET_ATTR_MTIME_NOW) napi_set_named_property(env, set, "mtimeNow", t);
-  else if (s & FUSE_SET_ATTR_MTIME) set_num(env, set, "mtimeMs", ms(r->attr.st_mtim));
-  if (s & FUSE_SET_ATTR_CTIME) set_num(env, set, "ctimeMs", ms(r->attr.st_ctim));
+  else if (s & FUSE_SET_ATTR_MTIME) set_ns(env, set, "mtimeNs", r->attr.st_mtim);
+  if (s & FUSE_SET_ATTR_CTIME) set_ns(env, set, "ctimeNs", r->attr.st_ctim);
   return set;
 }
 

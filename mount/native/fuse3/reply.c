@@ -2,11 +2,13 @@
  * reply.c: answers from JS. Each reply*(req, ...) takes the request external handed to JS by
  * ring.c, answers the kernel exactly once (a second answer throws) and drops the request's hold
  * on its session. Attributes arrive as { ino, mode, nlink, uid, gid, rdev, size, blocks,
- * atimeMs, mtimeMs, ctimeMs }.
+ * atimeNs, mtimeNs, ctimeNs } (BigInt ns; or atimeMs, ... as numbers). A field of the wrong
+ * type throws a TypeError and nothing is answered (the TS wrapper then answers EIO).
  */
 #include "reef_fuse3.h"
 #include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -30,21 +32,59 @@ static void answered(reef_req *r) {
   reef_session_unref(r->s);
 }
 
+/* A field of a JS object as a number; absent is 0. Any other type throws a TypeError (the caller
+ * returns without answering, and the TS wrapper answers EIO): a reply JS could not express is a
+ * bug to report, not a zero to send. */
 static double num(napi_env env, napi_value obj, const char *key) {
   napi_value v;
+  napi_valuetype t;
   double d = 0;
-  if (napi_get_named_property(env, obj, key, &v) == napi_ok) napi_get_value_double(env, v, &d);
+  if (napi_get_named_property(env, obj, key, &v) != napi_ok || napi_typeof(env, v, &t) != napi_ok) return 0;
+  if (t == napi_undefined) return 0;
+  if (t != napi_number) {
+    bool pending;
+    napi_is_exception_pending(env, &pending);
+    if (!pending) {
+      char msg[96];
+      snprintf(msg, sizeof msg, "reply field %s is not a number", key);
+      napi_throw_type_error(env, NULL, msg);
+    }
+    return 0;
+  }
+  napi_get_value_double(env, v, &d);
   return isnan(d) ? 0 : d;
 }
 
-static struct timespec ts(double ms) {
-  struct timespec t;
-  t.tv_sec = (time_t)floor(ms / 1000);
-  t.tv_nsec = (long)((ms - (double)t.tv_sec * 1000) * 1e6);
-  return t;
+/* Times: `<x>timeNs` (a BigInt of ns since the epoch, exact) or else `<x>timeMs` (a number). */
+static struct timespec ts_of(napi_env env, napi_value a, const char *ns_key, const char *ms_key) {
+  napi_value v;
+  napi_valuetype t;
+  struct timespec out;
+  if (napi_get_named_property(env, a, ns_key, &v) == napi_ok && napi_typeof(env, v, &t) == napi_ok &&
+      t == napi_bigint) {
+    int64_t ns;
+    bool lossless;
+    napi_get_value_bigint_int64(env, v, &ns, &lossless);
+    int64_t sec = ns / 1000000000, rem = ns % 1000000000;
+    if (rem < 0) { sec -= 1; rem += 1000000000; }
+    out.tv_sec = (time_t)sec;
+    out.tv_nsec = (long)rem;
+    return out;
+  }
+  double ms = num(env, a, ms_key);
+  out.tv_sec = (time_t)floor(ms / 1000);
+  out.tv_nsec = (long)((ms - (double)out.tv_sec * 1000) * 1e6);
+  return out;
 }
 
-static void to_stat(napi_env env, napi_value a, struct stat *st) {
+static bool pending_exception(napi_env env) {
+  bool pending = false;
+  napi_is_exception_pending(env, &pending);
+  return pending;
+}
+
+/* false (with a JS exception pending) when a field could not be converted. */
+static bool to_stat(napi_env env, napi_value a, struct stat *st) {
   memset(st, 0, sizeof *st);
   st->st_ino = (ino_t)num(env, a, "ino");
   st->st_mode = (mode_t)num(env, a, "mode");
@@ -55,9 +95,10 @@ static void to_stat(napi_env env, napi_value a, struct stat *st) {
   st->st_size = (off_t)num(env, a, "size");
   st->st_blocks = (blkcnt_t)num(env, a, "blocks");
   st->st_blksize = 4096;
-  st->st_atim = ts(num(env, a, "atimeMs"));
-  st->st_mtim = ts(num(env, a, "mtimeMs"));
-  st->st_ctim = ts(num(env, a, "ctimeMs"));
+  st->st_atim = ts_of(env, a, "atimeNs", "atimeMs");
+  st->st_mtim = ts_of(env, a, "mtimeNs", "mtimeMs");
+  st->st_ctim = ts_of(env, a, "ctimeNs", "ctimeMs");
+  return !pending_exception(env);
 }
 
 #define ARGS(n)                                                      \
@@ -82,7 +123,7 @@ static napi_value reply_entry(napi_env env, napi_callback_info info) {
   ARGS(4);
   struct fuse_entry_param e;
   memset(&e, 0, sizeof e);
-  to_stat(env, argv[1], &e.attr);
+  if (!to_stat(env, argv[1], &e.attr)) return NULL;
   e.ino = e.attr.st_ino;
   NAPI_OK(env, napi_get_value_double(env, argv[2], &e.attr_timeout));
   NAPI_OK(env, napi_get_value_double(env, argv[3], &e.entry_timeout));
@@ -96,7 +137,7 @@ static napi_value reply_attr(napi_env env, napi_callback_info info) {
   ARGS(3);
   struct stat st;
   double timeout;
-  to_stat(env, argv[1], &st);
+  if (!to_stat(env, argv[1], &st)) return NULL;
   NAPI_OK(env, napi_get_value_double(env, argv[2], &timeout));
   fuse_reply_attr(r->req, &st, timeout);
   answered(r);
@@ -186,7 +227,7 @@ static napi_value reply_create(napi_env env, napi_callback_info info) {
   bool keep;
   memset(&e, 0, sizeof e);
   memset(&fi, 0, sizeof fi);
-  to_stat(env, argv[1], &e.attr);
+  if (!to_stat(env, argv[1], &e.attr)) return NULL;
   e.ino = e.attr.st_ino;
   NAPI_OK(env, napi_get_value_double(env, argv[2], &e.attr_timeout));
   NAPI_OK(env, napi_get_value_double(env, argv[3], &e.entry_timeout));
@@ -253,7 +294,10 @@ static napi_value reply_dir_plus(napi_env env, napi_callback_info info) {
     napi_get_named_property(env, ent, "name", &v);
     napi_get_value_string_utf8(env, v, name, sizeof name, &len);
     napi_get_named_property(env, ent, "attr", &a);
-    to_stat(env, a, &e.attr);
+    if (!to_stat(env, a, &e.attr)) {
+      free(buf);
+      return NULL;
+    }
     e.ino = e.attr.st_ino;
     e.attr_timeout = num(env, ent, "attrTimeout");
     e.entry_timeout = num(env, ent, "entryTimeout");
