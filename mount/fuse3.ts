@@ -31,10 +31,12 @@ export interface Attr {
 
 /** A lookup's answer; each one adds 1 to the kernel's lookup count of attr.ino. Timeouts in s. */
 export interface Entry { attr: Attr, attrTimeout: number, entryTimeout: number }
-export interface DirEntry { name: string, ino: number, mode: number }
+/** A name is raw bytes (a Uint8Array is written as-is; a string as UTF-8). */
+export type NameOut = string | Uint8Array
+export interface DirEntry { name: NameOut, ino: number, mode: number }
 export interface Opened { fh: number, keepCache?: boolean }
 /** A READDIRPLUS entry: a listing entry plus its lookup answer. */
-export interface DirEntryPlus { name: string, attr: Attr, attrTimeout: number, entryTimeout: number }
+export interface DirEntryPlus { name: NameOut, attr: Attr, attrTimeout: number, entryTimeout: number }
 /** What setattr changes; absent fields stay. Times in ns since the epoch; a time the caller set
  * to UTIME_NOW is the time the request arrived here; UTIME_OMIT leaves it out. */
 export interface SetAttr { mode?: number, uid?: number, gid?: number, size?: number, atimeNs?: bigint, mtimeNs?: bigint, ctimeNs?: bigint }
@@ -45,37 +47,40 @@ export interface StatFs { bsize: number, blocks: number, bfree: number, bavail: 
 
 type Maybe<T> = T | Promise<T>
 
-/** Handlers; throw a FuseErrno (or anything with a positive numeric `errno`) to answer an error. */
+/** Handlers; throw a FuseErrno (or anything with a positive numeric `errno`) to answer an error.
+ * Names and link targets arrive as Buffers of the caller's bytes (not necessarily UTF-8); xattr
+ * names are strings. */
 export interface LowLevelOps {
   init?: () => void
   /** The connection is gone (unmounted); no more requests will come. */
   end?: () => void
   /** The kernel dropped `nlookup` references to each inode: [ino, nlookup] pairs. */
   forget?: (forgets: Array<[number, number]>) => void
-  lookup: (parent: number, name: string, ctx: Ctx) => Maybe<Entry>
+  lookup: (parent: number, name: Buffer, ctx: Ctx) => Maybe<Entry>
   getattr: (ino: number, ctx: Ctx) => Maybe<{ attr: Attr, timeout: number }>
   open?: (ino: number, flags: number, ctx: Ctx) => Maybe<Opened>
   read: (ino: number, fh: number, off: number, size: number, ctx: Ctx) => Maybe<Buffer>
   release?: (ino: number, fh: number) => Maybe<void>
   opendir?: (ino: number, flags: number, ctx: Ctx) => Maybe<Opened>
   /** The whole listing, '.' and '..' included; the kernel's offset is an index into it. */
-  readdir: (ino: number, fh: number, ctx: Ctx) => Maybe<DirEntry[]>
+  readdir: (ino: number, fh: number, ctx: Ctx, off: number) => Maybe<DirEntry[]>
   releasedir?: (ino: number, fh: number) => Maybe<void>
   statfs?: (ino: number) => Maybe<StatFs>
   /** `fh` is set when the kernel named an open handle (ftruncate, futimens). */
   setattr?: (ino: number, set: SetAttr, fh: number | undefined, ctx: Ctx) => Maybe<{ attr: Attr, timeout: number }>
-  mknod?: (parent: number, name: string, mode: number, rdev: number, ctx: Ctx) => Maybe<Entry>
-  mkdir?: (parent: number, name: string, mode: number, ctx: Ctx) => Maybe<Entry>
-  symlink?: (parent: number, name: string, target: string, ctx: Ctx) => Maybe<Entry>
-  readlink?: (ino: number, ctx: Ctx) => Maybe<string>
+  mknod?: (parent: number, name: Buffer, mode: number, rdev: number, ctx: Ctx) => Maybe<Entry>
+  mkdir?: (parent: number, name: Buffer, mode: number, ctx: Ctx) => Maybe<Entry>
+  symlink?: (parent: number, name: Buffer, target: Buffer, ctx: Ctx) => Maybe<Entry>
+  /** The target's bytes (a string is sent as UTF-8). */
+  readlink?: (ino: number, ctx: Ctx) => Maybe<NameOut>
   /** A new name for `ino`; the answer's entry counts as a lookup of `ino`. */
-  link?: (ino: number, newParent: number, newName: string, ctx: Ctx) => Maybe<Entry>
-  unlink?: (parent: number, name: string, ctx: Ctx) => Maybe<void>
-  rmdir?: (parent: number, name: string, ctx: Ctx) => Maybe<void>
+  link?: (ino: number, newParent: number, newName: Buffer, ctx: Ctx) => Maybe<Entry>
+  unlink?: (parent: number, name: Buffer, ctx: Ctx) => Maybe<void>
+  rmdir?: (parent: number, name: Buffer, ctx: Ctx) => Maybe<void>
   /** `flags`: 0, RENAME_NOREPLACE (EEXIST if newName exists) or RENAME_EXCHANGE (swap both). */
-  rename?: (parent: number, name: string, newParent: number, newName: string, flags: number, ctx: Ctx) => Maybe<void>
+  rename?: (parent: number, name: Buffer, newParent: number, newName: Buffer, flags: number, ctx: Ctx) => Maybe<void>
   /** Creates and opens (`flags` are open's); the entry counts as a lookup. */
-  create?: (parent: number, name: string, mode: number, flags: number, ctx: Ctx) => Maybe<Entry & Opened>
+  create?: (parent: number, name: Buffer, mode: number, flags: number, ctx: Ctx) => Maybe<Entry & Opened>
   /** Returns how many bytes were written (all of `data` unless short). */
   write?: (ino: number, fh: number, off: number, data: Buffer, ctx: Ctx) => Maybe<number>
   flush?: (ino: number, fh: number, ctx: Ctx) => Maybe<void>
@@ -91,10 +96,13 @@ export interface LowLevelOps {
   access?: (ino: number, mask: number, ctx: Ctx) => Maybe<void>
   /** The whole listing with attributes, '.' and '..' included; the kernel's offset is an index
    * into it. Having it makes the kernel use READDIRPLUS (and then this, not readdir). */
-  readdirplus?: (ino: number, fh: number, ctx: Ctx) => Maybe<DirEntryPlus[]>
+  readdirplus?: (ino: number, fh: number, ctx: Ctx, off: number) => Maybe<DirEntryPlus[]>
   /** The kernel's lookup count of each of these grew by 1: the READDIRPLUS entries it was
    * actually sent ('.' and '..' never count), to be given back by FORGET like lookups. */
   counted?: (inos: number[]) => void
+  /** An exception without an errno (answered EIO): a handler's bug, or a reply the addon could
+   * not convert. Handlers that map their own errors see only the latter here. */
+  unexpected?: (op: string, err: unknown) => void
 }
 
 export class FuseErrno extends Error {
@@ -110,7 +118,7 @@ interface Request {
   'setattr' | 'mknod' | 'mkdir' | 'symlink' | 'readlink' | 'link' | 'unlink' | 'rmdir' | 'rename' | 'create' | 'write' | 'flush' |
   'fsync' | 'fsyncdir' | 'setxattr' | 'getxattr' | 'listxattr' | 'removexattr' | 'access' | 'readdirplus'
   ino: number
-  name?: string
+  name?: Buffer
   off: number
   size: number
   fh: number
@@ -122,7 +130,8 @@ interface Request {
   req?: Req
   // ops.c's requests
   ino2?: number
-  name2?: string
+  /** rename's and link's new name, symlink's target (Buffers); an xattr's name (a string). */
+  name2?: Buffer | string
   mode?: number
   rdev?: number
   data?: Buffer
@@ -142,7 +151,7 @@ interface Addon {
   replyStatfs: (req: Req, st: StatFs) => void
   replyCreate: (req: Req, attr: Attr, attrTimeout: number, entryTimeout: number, fh: number, keepCache: boolean) => void
   replyWrite: (req: Req, count: number) => void
-  replyReadlink: (req: Req, target: string) => void
+  replyReadlink: (req: Req, target: NameOut) => void
   replyXattrSize: (req: Req, size: number) => void
   replyDirPlus: (req: Req, entries: DirEntryPlus[]) => number
 }
@@ -184,6 +193,17 @@ function setOf (r: Request): SetAttr {
   return set
 }
 
+const EMPTY = Buffer.alloc(0)
+const nameOf = (r: Request): Buffer => r.name ?? EMPTY
+const name2Of = (r: Request): Buffer => Buffer.isBuffer(r.name2) ? r.name2 : EMPTY
+const xattrName = (r: Request): string => typeof r.name2 === 'string' ? r.name2 : ''
+
+/** '.' or '..', which READDIRPLUS never counts as lookups. */
+function isDot (name: NameOut): boolean {
+  const b = typeof name === 'string' ? Buffer.from(name) : name
+  return (b.length === 1 || b.length === 2) && b.every((c) => c === 0x2e)
+}
+
 function errnoOf (err: unknown): number {
   const n = (err as { errno?: unknown } | null)?.errno
   return typeof n === 'number' && n > 0 ? n : EIO
@@ -193,7 +213,7 @@ async function answer (a: Addon, ops: LowLevelOps, r: Request, req: Req): Promis
   const ctx: Ctx = { uid: r.uid, gid: r.gid, pid: r.pid }
   switch (r.op) {
     case 'lookup': {
-      const e = await ops.lookup(r.ino, r.name ?? '', ctx)
+      const e = await ops.lookup(r.ino, nameOf(r), ctx)
       return a.replyEntry(req, e.attr, e.attrTimeout, e.entryTimeout)
     }
     case 'getattr': {
@@ -206,10 +226,14 @@ async function answer (a: Addon, ops: LowLevelOps, r: Request, req: Req): Promis
       const o = handler ? await handler(r.ino, r.flags, ctx) : { fh: 0 }
       return a.replyOpen(req, o.fh, o.keepCache ?? false)
     }
-    case 'read':
-      return a.replyData(req, await ops.read(r.ino, r.fh, r.off, r.size, ctx))
+    case 'read': {
+      const data = await ops.read(r.ino, r.fh, r.off, r.size, ctx)
+      // The kernel would fail the whole request; a handler's bug is reported as one.
+      if (data.length > r.size) throw new RangeError(`read of ${r.size} bytes answered with ${data.length}`)
+      return a.replyData(req, data)
+    }
     case 'readdir':
-      return a.replyDir(req, (await ops.readdir(r.ino, r.fh, ctx)).slice(r.off))
+      return a.replyDir(req, (await ops.readdir(r.ino, r.fh, ctx, r.off)).slice(r.off))
     case 'release':
     case 'releasedir':
       await (r.op === 'release' ? ops.release : ops.releasedir)?.(r.ino, r.fh)
@@ -225,27 +249,27 @@ async function answer (a: Addon, ops: LowLevelOps, r: Request, req: Req): Promis
     case 'mkdir':
     case 'symlink':
     case 'link': {
-      const name = r.name ?? ''
+      const name = nameOf(r)
       const e = r.op === 'mknod'
         ? await need(ops.mknod)(r.ino, name, r.mode ?? 0, r.rdev ?? 0, ctx)
         : r.op === 'mkdir'
           ? await need(ops.mkdir)(r.ino, name, r.mode ?? 0, ctx)
           : r.op === 'symlink'
-            ? await need(ops.symlink)(r.ino, name, r.name2 ?? '', ctx)
-            : await need(ops.link)(r.ino, r.ino2 ?? 0, r.name2 ?? '', ctx)
+            ? await need(ops.symlink)(r.ino, name, name2Of(r), ctx)
+            : await need(ops.link)(r.ino, r.ino2 ?? 0, name2Of(r), ctx)
       return a.replyEntry(req, e.attr, e.attrTimeout, e.entryTimeout)
     }
     case 'readlink':
       return a.replyReadlink(req, await need(ops.readlink)(r.ino, ctx))
     case 'unlink':
     case 'rmdir':
-      await need(r.op === 'unlink' ? ops.unlink : ops.rmdir)(r.ino, r.name ?? '', ctx)
+      await need(r.op === 'unlink' ? ops.unlink : ops.rmdir)(r.ino, nameOf(r), ctx)
       return a.replyErr(req, 0)
     case 'rename':
-      await need(ops.rename)(r.ino, r.name ?? '', r.ino2 ?? 0, r.name2 ?? '', r.flags, ctx)
+      await need(ops.rename)(r.ino, nameOf(r), r.ino2 ?? 0, name2Of(r), r.flags, ctx)
       return a.replyErr(req, 0)
     case 'create': {
-      const e = await need(ops.create)(r.ino, r.name ?? '', r.mode ?? 0, r.flags, ctx)
+      const e = await need(ops.create)(r.ino, nameOf(r), r.mode ?? 0, r.flags, ctx)
       return a.replyCreate(req, e.attr, e.attrTimeout, e.entryTimeout, e.fh, e.keepCache ?? false)
     }
     case 'write':
@@ -258,24 +282,24 @@ async function answer (a: Addon, ops: LowLevelOps, r: Request, req: Req): Promis
       await (r.op === 'fsync' ? ops.fsync : ops.fsyncdir)?.(r.ino, r.fh, r.flags !== 0, ctx)
       return a.replyErr(req, 0)
     case 'setxattr':
-      await need(ops.setxattr)(r.ino, r.name2 ?? '', r.data ?? Buffer.alloc(0), r.flags, ctx)
+      await need(ops.setxattr)(r.ino, xattrName(r), r.data ?? Buffer.alloc(0), r.flags, ctx)
       return a.replyErr(req, 0)
     case 'getxattr':
-      return replyXattr(a, req, r.size, await need(ops.getxattr)(r.ino, r.name2 ?? '', ctx))
+      return replyXattr(a, req, r.size, await need(ops.getxattr)(r.ino, xattrName(r), ctx))
     case 'listxattr': {
       const names = await need(ops.listxattr)(r.ino, ctx)
       return replyXattr(a, req, r.size, Buffer.from(names.map((n) => n + '\0').join('')))
     }
     case 'removexattr':
-      await need(ops.removexattr)(r.ino, r.name2 ?? '', ctx)
+      await need(ops.removexattr)(r.ino, xattrName(r), ctx)
       return a.replyErr(req, 0)
     case 'access':
       await ops.access?.(r.ino, r.flags, ctx)
       return a.replyErr(req, 0)
     case 'readdirplus': {
-      const entries = (await need(ops.readdirplus)(r.ino, r.fh, ctx)).slice(r.off)
+      const entries = (await need(ops.readdirplus)(r.ino, r.fh, ctx, r.off)).slice(r.off)
       const sent = a.replyDirPlus(req, entries)
-      const counted = entries.slice(0, sent).filter((e) => e.name !== '.' && e.name !== '..').map((e) => e.attr.ino)
+      const counted = entries.slice(0, sent).filter((e) => !isDot(e.name)).map((e) => e.attr.ino)
       if (counted.length > 0) ops.counted?.(counted)
       return
     }
@@ -308,7 +332,11 @@ export function mountLowLevel (mnt: string, ops: LowLevelOps, options: string[] 
     if (req === undefined) return
     // A throwing handler answers an errno; the mount never dies of it.
     answer(a, ops, r, req).catch((err: unknown) => {
-      try { a.replyErr(req, errnoOf(err)) } catch {}
+      const errno = errnoOf(err)
+      if (errno === EIO && (err as { errno?: unknown } | null)?.errno !== EIO) {
+        try { ops.unexpected?.(r.op, err) } catch {}
+      }
+      try { a.replyErr(req, errno) } catch {}
     })
   }, ops.readdirplus !== undefined)
   return {

@@ -228,8 +228,10 @@ void reef_ops_fields(napi_env env, napi_value obj, reef_req *r) {
   set_num(env, obj, "ino2", (double)r->ino2);
   set_num(env, obj, "mode", r->mode);
   set_num(env, obj, "rdev", (double)r->rdev);
-  if (r->name2) {
-    napi_create_string_utf8(env, r->name2, NAPI_AUTO_LENGTH, &v);
+  if (r->name2) { /* a name or link target as bytes; an xattr's name as a string */
+    bool xattr = r->op == OP_SETXATTR || r->op == OP_GETXATTR || r->op == OP_REMOVEXATTR;
+    if (xattr) napi_create_string_utf8(env, r->name2, NAPI_AUTO_LENGTH, &v);
+    else napi_create_buffer_copy(env, strlen(r->name2), r->name2, NULL, &v);
     napi_set_named_property(env, obj, "name2", v);
   }
   if (r->data) {

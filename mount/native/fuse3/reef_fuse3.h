@@ -80,7 +80,7 @@ reef_req *reef_req_take(napi_env env, napi_value external);
 #define NAPI_OK(env, call)                                                   \
   do {                                                                       \
     if ((call) != napi_ok) {                                                 \
-      napi_throw_error((env), NULL, "reef fuse3: N-API call failed: " #call); \
+      napi_throw_type_error((env), NULL, "reef fuse3: N-API call failed: " #call); \
       return NULL;                                                           \
     }                                                                        \
   } while (0)

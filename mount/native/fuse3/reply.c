@@ -7,6 +7,7 @@
  */
 #include "reef_fuse3.h"
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -81,6 +82,32 @@ static bool pending_exception(napi_env env) {
   bool pending = false;
   napi_is_exception_pending(env, &pending);
   return pending;
+}
+
+/* A name or link target from JS: a string (as UTF-8) or a Uint8Array/Buffer (its bytes as they
+ * are, for names that are not UTF-8), copied NUL-terminated into out. false with a TypeError
+ * pending if it is neither, or does not fit (or holds a NUL byte). */
+static bool bytes_of(napi_env env, napi_value v, char *out, size_t cap) {
+  napi_valuetype t;
+  bool is_ta = false;
+  size_t len = 0;
+  if (napi_typeof(env, v, &t) == napi_ok && t == napi_string) {
+    if (napi_get_value_string_utf8(env, v, NULL, 0, &len) == napi_ok && len < cap) {
+      napi_get_value_string_utf8(env, v, out, cap, &len);
+      return true;
+    }
+  } else if (napi_is_typedarray(env, v, &is_ta) == napi_ok && is_ta) {
+    napi_typedarray_type type;
+    void *data;
+    napi_get_typedarray_info(env, v, &type, &len, &data, NULL, NULL);
+    if (type == napi_uint8_array && len < cap && memchr(data, 0, len) == NULL) {
+      memcpy(out, data, len);
+      out[len] = 0;
+      return true;
+    }
+  }
+  if (!pending_exception(env)) napi_throw_type_error(env, NULL, "a name is not a string or Uint8Array (or too long, or holds a NUL)");
+  return false;
 }
 
 /* false (with a JS exception pending) when a field could not be converted. */
@@ -182,14 +209,16 @@ static napi_value reply_dir(napi_env env, napi_callback_info info) {
   for (uint32_t i = 0; i < n; i++) {
     napi_value ent, v;
     char name[1024];
-    size_t len;
     struct stat st;
     memset(&st, 0, sizeof st);
     napi_get_element(env, argv[1], i, &ent);
     napi_get_named_property(env, ent, "name", &v);
-    napi_get_value_string_utf8(env, v, name, sizeof name, &len);
     st.st_ino = (ino_t)num(env, ent, "ino");
     st.st_mode = (mode_t)num(env, ent, "mode");
+    if (!bytes_of(env, v, name, sizeof name) || pending_exception(env)) {
+      free(buf);
+      return NULL;
+    }
     size_t need = fuse_add_direntry(r->req, buf + used, r->size - used, name, &st, r->off + i + 1);
     if (need > r->size - used) break;
     used += need;
@@ -250,13 +279,14 @@ static napi_value reply_write(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* replyReadlink(req, target) */
+/* replyReadlink(req, target: Uint8Array | string) */
 static napi_value reply_readlink(napi_env env, napi_callback_info info) {
   ARGS(2);
-  size_t len;
-  NAPI_OK(env, napi_get_value_string_utf8(env, argv[1], NULL, 0, &len));
-  char *target = malloc(len + 1);
-  napi_get_value_string_utf8(env, argv[1], target, len + 1, &len);
+  char *target = malloc(PATH_MAX);
+  if (!bytes_of(env, argv[1], target, PATH_MAX)) {
+    free(target);
+    return NULL;
+  }
   fuse_reply_readlink(r->req, target);
   free(target);
   answered(r);
@@ -287,14 +317,12 @@ static napi_value reply_dir_plus(napi_env env, napi_callback_info info) {
   for (; sent < n; sent++) {
     napi_value ent, v, a;
     char name[1024];
-    size_t len;
     struct fuse_entry_param e;
     memset(&e, 0, sizeof e);
     napi_get_element(env, argv[1], sent, &ent);
     napi_get_named_property(env, ent, "name", &v);
-    napi_get_value_string_utf8(env, v, name, sizeof name, &len);
     napi_get_named_property(env, ent, "attr", &a);
-    if (!to_stat(env, a, &e.attr)) {
+    if (!bytes_of(env, v, name, sizeof name) || !to_stat(env, a, &e.attr)) {
       free(buf);
       return NULL;
     }

@@ -191,8 +191,8 @@ static void call_js_req(napi_env env, napi_value js_cb, reef_req *r) {
   set_num(env, obj, "size", (double)r->size);
   set_num(env, obj, "fh", (double)r->fh);
   set_num(env, obj, "flags", r->flags);
-  if (r->name) {
-    napi_create_string_utf8(env, r->name, NAPI_AUTO_LENGTH, &v);
+  if (r->name) { /* bytes, not UTF-8: a name is whatever the caller's bytes were */
+    napi_create_buffer_copy(env, strlen(r->name), r->name, NULL, &v);
     napi_set_named_property(env, obj, "name", v);
   }
   if (r->op == OP_FORGET) {
