@@ -14,9 +14,11 @@ import { ControlServer, type Handler } from '../src/control/server.js'
 import { daemonRunning, request } from '../src/control/client.js'
 import { SOCKET_NAME } from '../src/control/protocol.js'
 import { MountDaemon, cleanupStaleMount } from '../mount/daemon.js'
+import type { Faults } from '../mount/adapter/index.js'
 import { describeError } from '../mount/errno.js'
 import { cidFromKey, isAguid, parseGuid } from '../src/block/index.js'
 import type { DhtOptions } from '../src/dht/index.js'
+import { DEFAULT_MAX_CONNECTIONS } from '../src/dht/connections.js'
 import type { VersionInfo } from '../src/fs/fs.js'
 import { isFuseMounted } from '../mount/fuse.js'
 import { type CliContext, exitCodeFor, type Progress, rawArgs, resolveVersionArg, runProgram, terminalBar, toJson } from './program.js'
@@ -147,7 +149,7 @@ async function serveControl (node: ReefNode, d: Daemon, socket: string, onStop: 
 
 const collect = (v: string, acc: string[]): string[] => [...acc, v]
 
-function networkOptions (opts: { listen?: string[], bootstrap?: string[], k?: string, repairInterval?: string, fetchDeadline?: string }, defaultListen: string[] | undefined): DhtOptions | undefined {
+function networkOptions (opts: { listen?: string[], bootstrap?: string[], k?: string, repairInterval?: string, fetchDeadline?: string, maxConnections?: string }, defaultListen: string[] | undefined): DhtOptions | undefined {
   const listen = opts.listen !== undefined && opts.listen.length > 0 ? opts.listen : defaultListen
   const bootstrap = opts.bootstrap ?? []
   if (listen === undefined && bootstrap.length === 0) return undefined
@@ -157,7 +159,9 @@ function networkOptions (opts: { listen?: string[], bootstrap?: string[], k?: st
   if (repair !== undefined && !(repair > 0)) throw ReefError.badInput(`bad --repair-interval ${opts.repairInterval}`)
   const deadline = opts.fetchDeadline !== undefined ? Number(opts.fetchDeadline) * 1000 : undefined
   if (deadline !== undefined && !(deadline > 0 && deadline <= 3_600_000)) throw ReefError.badInput(`bad --fetch-deadline ${opts.fetchDeadline} (seconds, above 0, at most 3600)`)
-  return { listen: listen ?? ['/ip4/127.0.0.1/tcp/0'], bootstrap, k, repairIntervalMs: repair, fetchDeadlineMs: deadline, log: line => err(`reef: ${line}\n`) }
+  const maxConnections = opts.maxConnections !== undefined ? Number(opts.maxConnections) : undefined
+  if (maxConnections !== undefined && !(Number.isInteger(maxConnections) && maxConnections >= 4 && maxConnections <= 100_000)) throw ReefError.badInput(`bad --max-connections ${opts.maxConnections} (an integer, 4..100000)`)
+  return { listen: listen ?? ['/ip4/127.0.0.1/tcp/0'], bootstrap, k, repairIntervalMs: repair, fetchDeadlineMs: deadline, maxConnections, log: line => err(`reef: ${line}\n`) }
 }
 
 function lifecycle (program: Command): void {
@@ -184,7 +188,13 @@ function lifecycle (program: Command): void {
       }
     })
 
-  type MountCliOptions = { from?: string, foldInterval?: string, maxDirty?: string, attrTimeout?: string, attrCache?: boolean, writeBehind?: boolean, json?: boolean, aguid?: string, listen?: string[], bootstrap?: string[], k?: string, repairInterval?: string, fetchDeadline?: string }
+  /** Test hooks (see mount/adapter/options.ts): the handlers never read the environment. */
+  const testFaults = (): Faults => {
+    const hook = (v: string | undefined): string | undefined => v === undefined || v === '' ? undefined : v
+    return { write: hook(process.env.REEF_TEST_WRITE_FAULT), op: hook(process.env.REEF_TEST_OP_FAULT) }
+  }
+
+  type MountCliOptions = { from?: string, foldInterval?: string, maxDirty?: string, attrTimeout?: string, attrCache?: boolean, writeBehind?: boolean, json?: boolean, aguid?: string, listen?: string[], bootstrap?: string[], k?: string, repairInterval?: string, fetchDeadline?: string, maxConnections?: string }
   const foreground = async (mountpoint: string, opts: MountCliOptions, checkout?: string): Promise<void> => {
     const dir = dataDir()
     if (checkout === undefined && ReefNode.init(dir)) err(`reef: created a new data directory at ${dir}\n`)
@@ -221,7 +231,7 @@ function lifecycle (program: Command): void {
       if (maxDirtyBytes !== undefined && !(maxDirtyBytes > 0)) throw ReefError.badInput(`bad --max-dirty ${opts.maxDirty}`)
       const attrTimeout = opts.attrTimeout !== undefined ? Number(opts.attrTimeout) : undefined
       if (attrTimeout !== undefined && !(attrTimeout >= 0 && attrTimeout <= 3600)) throw ReefError.badInput(`bad --attr-timeout ${opts.attrTimeout}`)
-      d = await MountDaemon.start(node, { mountpoint, foldIntervalMs, maxDirtyBytes, attrTimeout, attrCache: opts.attrCache, writeBehind: opts.writeBehind, checkout: version, from, follow: own ? undefined : follow })
+      d = await MountDaemon.start(node, { mountpoint, foldIntervalMs, maxDirtyBytes, attrTimeout, attrCache: opts.attrCache, writeBehind: opts.writeBehind, checkout: version, from, follow: own ? undefined : follow, faults: testFaults(), engine: process.env.REEF_MOUNT_ENGINE === 'fuse-native' ? 'fuse-native' : undefined })
       server = await serveControl(node, d, checkout === undefined ? SOCKET_NAME : `checkout-${process.pid}.sock`, stop)
     } catch (e) {
       await stop()
@@ -254,6 +264,7 @@ function lifecycle (program: Command): void {
     .option('--k <n>', 'replicas per block (default 3)')
     .option('--repair-interval <seconds>', 'full repair pass period (default 600)')
     .option('--fetch-deadline <seconds>', 'longest wait for one block from the network before a read fails (default 15)')
+    .option('--max-connections <n>', `connections held at most: routing neighbours plus short-lived transfers (default ${DEFAULT_MAX_CONNECTIONS})`)
     .action(async (mountpoint: string, opts: MountCliOptions) => {
       await foreground(mountpoint, opts)
     })
@@ -265,8 +276,9 @@ function lifecycle (program: Command): void {
     .option('--k <n>', 'replicas per block (default 3)')
     .option('--repair-interval <seconds>', 'full repair pass period (default 600)')
     .option('--fetch-deadline <seconds>', 'longest wait for one block from the network before a read fails (default 15)')
+    .option('--max-connections <n>', `connections held at most: routing neighbours plus short-lived transfers (default ${DEFAULT_MAX_CONNECTIONS})`)
     .option('--json', 'print {peerId, addrs, dataDir, aguid} as JSON once up, instead of one multiaddr per line')
-    .action(async (opts: { listen?: string[], bootstrap?: string[], k?: string, repairInterval?: string, fetchDeadline?: string, json?: boolean }) => {
+    .action(async (opts: { listen?: string[], bootstrap?: string[], k?: string, repairInterval?: string, fetchDeadline?: string, maxConnections?: string, json?: boolean }) => {
       const dir = dataDir()
       if (ReefNode.init(dir)) err(`reef: created a new data directory at ${dir}\n`)
       const node = await ReefNode.open(dir, { network: networkOptions(opts, ['/ip4/0.0.0.0/tcp/4001']) })

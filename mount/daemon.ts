@@ -51,6 +51,8 @@ import type { Logger } from './errno.js'
 import { type FuseInstance, isFuseMounted, mountFuse, unmountFuse } from './fuse.js'
 import { MAX_FILE_SIZE } from '../src/object/file.js'
 import { buildOps, type VersionSource } from './ops.js'
+import { buildAdapter, type AdapterOptions, type Faults, type MountAdapter } from './adapter/index.js'
+import { type Fuse3Mount, mountLowLevel } from './fuse3.js'
 
 const run = promisify(execFile)
 
@@ -90,6 +92,10 @@ export interface MountOptions {
   attrCache?: boolean
   /** Acknowledge writes once queued in the binding, apply them right after (default true). */
   writeBehind?: boolean
+  /** Test faults, set by the composition root (bin/), never read from the environment here. */
+  faults?: Faults
+  /** 'fuse3': reef's own addon on libfuse3's low-level API (default); 'fuse-native': the old one. */
+  engine?: 'fuse3' | 'fuse-native'
   log?: Logger
 }
 
@@ -128,6 +134,9 @@ export async function cleanupStaleMount (mnt: string): Promise<boolean> {
 export class MountDaemon {
   private fuse?: FuseInstance
   private ops?: ReturnType<typeof buildOps>
+  private fuse3?: Fuse3Mount
+  private adapter?: MountAdapter
+  private adapterOptions?: AdapterOptions
   private timer?: NodeJS.Timeout
   private folding?: Promise<VersionInfo | undefined>
   private readonly versionCache = new Map<string, ReefFS>()
@@ -163,6 +172,52 @@ export class MountDaemon {
       if (rfs.replaySkipped > 0) log(`log replay: ${rfs.replaySkipped} records skipped, ${rfs.pending} applied`)
     }
     const d = new MountDaemon(node, rfs, { ...opts, mountpoint: mnt }, log)
+    if ((opts.engine ?? 'fuse3') === 'fuse3') {
+      d.mountLowLevel(rfs)
+    } else {
+      await d.mountFuseNative(rfs)
+    }
+    // Continuing from another version is recorded at once, as a version that says so.
+    if (opts.from !== undefined) {
+      await d.sync(`from version ${opts.from.root.seq}`).catch(err => log(`fold of the version continued from failed: ${(err as Error).message}`))
+    }
+    // Anything the log replay recovered becomes a version right away.
+    if (!rfs.readOnly && rfs.dirty) d.scheduleFold(0)
+    if (opts.follow !== undefined) d.startFollowing()
+    return d
+  }
+
+  private get readOnlyMount (): boolean { return this.opts.checkout !== undefined || this.opts.follow !== undefined }
+
+  /** Mounts through reef's own libfuse3 low-level addon (mount/fuse3.ts, mount/adapter). */
+  private mountLowLevel (rfs: ReefFS): void {
+    const o: AdapterOptions = {
+      fs: rfs,
+      versions: this.versionSource(),
+      log: this.log,
+      readOnly: this.readOnlyMount,
+      follower: this.opts.follow !== undefined,
+      onChange: () => this.scheduleFold(),
+      statfsPath: this.node.dataDir,
+      attrTimeout: this.opts.follow !== undefined || this.opts.attrCache === false ? 0 : this.opts.attrTimeout ?? DEFAULT_ATTR_TIMEOUT,
+      entryTimeout: 1,
+      writeBehind: (this.opts.writeBehind ?? true) && !this.readOnlyMount,
+      maxFileSize: MAX_FILE_SIZE,
+      faults: this.opts.faults
+    }
+    this.adapterOptions = o
+    this.adapter = buildAdapter(o)
+    const options = [`fsname=reef:${this.node.config.name}`, 'subtype=reef', 'default_permissions']
+    if (allowOtherFor(process.getuid?.() ?? 0, readFuseConf())) options.push('allow_other')
+    this.fuse3 = mountLowLevel(this.opts.mountpoint, this.adapter.ops, options)
+  }
+
+  private async mountFuseNative (rfs: ReefFS): Promise<void> {
+    const d = this
+    const opts = this.opts
+    const log = this.log
+    const mnt = this.opts.mountpoint
+    const node = this.node
     const opsOptions = {
       fs: rfs,
       versions: d.versionSource(),
@@ -192,15 +247,6 @@ export class MountDaemon {
       options: ['big_writes', 'max_write=131072', 'max_read=131072'],
       timeout: false
     })
-    
-    // Continuing from another version is recorded at once, as a version that says so.
-    if (opts.from !== undefined) {
-      await d.sync(`from version ${opts.from.root.seq}`).catch(err => log(`fold of the version continued from failed: ${(err as Error).message}`))
-    }
-    // Anything the log replay recovered becomes a version right away.
-    if (!rfs.readOnly && rfs.dirty) d.scheduleFold(0)
-    if (opts.follow !== undefined) d.startFollowing()
-    return d
   }
 
   private startFollowing (): void {
@@ -211,8 +257,13 @@ export class MountDaemon {
       if (v === undefined || this.stopped) return
       if (this.fs.version !== undefined && v.root.seq <= this.fs.version.root.seq) return
       const next = await this.node.openVersion(v)
+      const old = this.fs
       this.fs = next
       if (this.opsOptions !== undefined) this.opsOptions.fs = next
+      if (this.adapterOptions !== undefined) {
+        this.adapterOptions.fs = next
+        this.adapter?.adapter.tree.swapped(old)
+      }
       this.fuse?.clearAttrCache()
       this.log(`following ${aguid.toString()}: now at version ${v.root.seq}`)
     }
@@ -281,6 +332,7 @@ export class MountDaemon {
   private async settleWrites (): Promise<void> {
     this.fuse?.flushWriteBehind()
     await this.ops?.settled()
+    await this.adapter?.settled()
   }
 
   status (): Record<string, unknown> {
@@ -297,10 +349,27 @@ export class MountDaemon {
       damagedDirs: [...this.fs.damaged.values()].map(d => ({ path: d.path, guid: d.guid, code: d.code })),
       dirtyBytes: this.fs.dirtyBytes,
       folds: this.folds,
-      attrCache: this.fuse?.attrCacheStats(),
-      writeBehind: this.fuse?.writeBehindStats(),
+      engine: this.fuse3 !== undefined ? 'fuse3' : 'fuse-native',
+      attrCache: this.fuse3 !== undefined ? this.kernelCacheStats() : this.fuse?.attrCacheStats(),
+      writeBehind: this.adapter?.writeBehind() ?? this.fuse?.writeBehindStats(),
       lastError: this.lastError,
       pid: process.pid
+    }
+  }
+
+  /**
+   * The kernel is the attribute cache on the low-level API (every name of a file is one kernel
+   * inode, so its cache is exact); what reaches the daemon is what it did not answer.
+   */
+  private kernelCacheStats (): Record<string, unknown> {
+    const a = this.adapter?.adapter
+    return {
+      enabled: (this.adapterOptions?.attrTimeout ?? 0) > 0,
+      timeoutSeconds: this.adapterOptions?.attrTimeout,
+      getattrs: a?.counters.getattr,
+      lookups: a?.counters.lookup,
+      forgets: a?.counters.forget,
+      inodesHeld: a?.tree.referenced
     }
   }
 
@@ -316,6 +385,10 @@ export class MountDaemon {
     } finally {
       this.stopped = true
       if (this.fuse !== undefined) await unmountFuse(this.fuse).catch(err => this.log(`unmount: ${(err as Error).message}`))
+      if (this.fuse3 !== undefined) {
+        this.fuse3.unmount()
+        await this.fuse3.ended
+      }
       // Writes acknowledged after that fold, before the kernel let go: into the log and a version.
       if (!this.fs.readOnly) {
         await this.settleWrites()

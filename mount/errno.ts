@@ -32,6 +32,9 @@ const BY_CODE: Record<ReefErrorCode, number> = {
   E2BIG: E.E2BIG,
   ESPIPE: E.ESPIPE,
   ENODEV: E.ENODEV,
+  // An inode number the kernel still holds and reef no longer knows (the kernel looks the name
+  // up again and retries once).
+  ESTALE: E.ESTALE,
   BAD_INPUT: E.EINVAL,
   // A block that is missing or fails verification is an I/O error for the reader.
   NOT_FOUND: E.EIO,
@@ -52,7 +55,18 @@ const BY_CODE: Record<ReefErrorCode, number> = {
   NO_IDENTITY: E.EIO,
   NOT_REPLICATED: E.EIO,
   // Already reported once, with path and GUID, when it was found (src/fs): not again per reader.
-  DAMAGED: E.EIO
+  DAMAGED: E.EIO,
+  // Views: who may write is a permission; a bad or stale record under a read is an I/O error.
+  VIEW_BAD_KEY: E.EINVAL,
+  VIEW_NOT_OWNER: E.EPERM,
+  VIEW_ALREADY_WRITER: E.EEXIST,
+  VIEW_NOT_WRITER: E.EPERM,
+  VIEW_REMOVED: E.EPERM,
+  VIEW_MALFORMED: E.EIO,
+  VIEW_BAD_SIGNATURE: E.EIO,
+  VIEW_ROLLBACK: E.EIO,
+  VIEW_CHAIN: E.EIO,
+  VIEW_STALE: E.EIO
 }
 
 export type Logger = (line: string) => void

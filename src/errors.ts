@@ -19,12 +19,15 @@ export type ReefErrorCode =
   | 'NO_IDENTITY'
   | 'NOT_REPLICATED'
   | 'IO'
+  // Views (src/view): a shared file system's writer list and its writers' heads.
+  | 'VIEW_BAD_KEY' | 'VIEW_NOT_OWNER' | 'VIEW_ALREADY_WRITER' | 'VIEW_NOT_WRITER' | 'VIEW_REMOVED'
+  | 'VIEW_MALFORMED' | 'VIEW_BAD_SIGNATURE' | 'VIEW_ROLLBACK' | 'VIEW_CHAIN' | 'VIEW_STALE'
   // A directory whose tree could not be read: reported once when found, EIO for every reader.
   | 'DAMAGED'
   // POSIX-flavoured codes raised by the fs core; mount/ maps them to errnos.
   | 'ENOENT' | 'EEXIST' | 'ENOTEMPTY' | 'EISDIR' | 'ENOTDIR' | 'ENAMETOOLONG' | 'EFBIG'
   | 'EACCES' | 'EPERM' | 'EINVAL' | 'EROFS' | 'EBADF' | 'ENODATA' | 'ERANGE' | 'EXDEV'
-  | 'ELOOP' | 'EMLINK' | 'ENOSPC' | 'ENOTSUP' | 'E2BIG' | 'ESPIPE' | 'ENODEV'
+  | 'ELOOP' | 'EMLINK' | 'ENOSPC' | 'ENOTSUP' | 'E2BIG' | 'ESPIPE' | 'ENODEV' | 'ESTALE'
 
 export class ReefError extends Error {
   readonly code: ReefErrorCode

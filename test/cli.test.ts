@@ -435,7 +435,7 @@ t.test('node, mount and checkout --json print one JSON document; unmount --json 
   const plain = await reef(mntData, ['status'])
   t.equal(plain.code, 0, show(plain))
   t.notMatch(plain.out, /\[object Object\]/, 'no value prints as [object Object]')
-  t.match(plain.out, /^attrCache:\n(?: {2}.*\n)* {2}hits: \d+$/m, 'the attribute cache counters, indented under their name')
+  t.match(plain.out, /^attrCache:\n(?: {2}.*\n)* {2}getattrs: \d+$/m, 'the attribute cache counters, indented under their name')
   t.match(plain.out, /^network:\n(?: {2}.*\n)* {2}addrs: \/ip4\/127\.0\.0\.1\/tcp\/\d+/m, 'the network block, its addresses on one line')
   const um = json(t, await reef(mntData, ['unmount', mnt, '--json']))
   t.equal(um.unmounted, true)

@@ -45,7 +45,11 @@ const sha = (p: string): string => { try { return crypto.createHash('sha256').up
 const kindOf = (s: fs.Stats): string => s.isFile() ? 'file' : s.isDirectory() ? 'dir' : s.isSymbolicLink() ? 'symlink'
   : s.isFIFO() ? 'fifo' : s.isSocket() ? 'socket' : s.isCharacterDevice() ? 'chr' : s.isBlockDevice() ? 'blk' : 'other'
 
+/** lstat calls made by look(), half of them on the mount (every path is looked at on both). */
+let looks = 0
+
 function look (p: string): Seen | string {
+  looks++
   try {
     const s = fs.lstatSync(p)
     const kind = kindOf(s)
@@ -260,12 +264,15 @@ if (skip !== false) {
     fs.closeSync(fz)
   })
 
-  t.test('the cache answered most lookups, and the daemon logged no unexpected error', async t => {
+  t.test('the kernel\'s cache answered most stats, and the daemon logged no unexpected error', async t => {
     const st = await reef(m.dataDir, 'status', '--json')
     t.equal(st.code, 0, describe(st))
-    const ac = JSON.parse(st.stdout).attrCache as { enabled: boolean, hits: number, misses: number, invalidations: number }
-    t.ok(ac.enabled, 'the attribute cache is on by default')
-    t.ok(ac.hits > ac.misses, `hits ${ac.hits} > misses ${ac.misses} (${ac.invalidations} invalidations)`)
+    // Inode-addressed, the kernel's attribute cache is exact for every file; the daemon counts
+    // the GETATTRs it still had to answer.
+    const ac = JSON.parse(st.stdout).attrCache as { enabled: boolean, getattrs: number, lookups: number }
+    t.ok(ac.enabled, 'the kernel may cache attributes by default')
+    const onMount = looks / 2
+    t.ok(ac.getattrs < onMount / 2, `${ac.getattrs} GETATTRs reached the daemon for ${onMount} lstat calls on the mount (and ${ac.lookups} LOOKUPs)`)
     t.same(m.unexpected(), [], 'no unexpected errors')
   })
 }

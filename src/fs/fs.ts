@@ -45,6 +45,8 @@ export interface FsOptions {
 export const XATTR_CREATE = 1
 export const XATTR_REPLACE = 2
 export const XATTR_SIZE_MAX = 64 * 1024
+export const RENAME_NOREPLACE = 1
+export const RENAME_EXCHANGE = 2
 /** Data carried by one write record. */
 export const MAX_WRITE_RECORD = 1024 * 1024
 const enc = new TextEncoder()
@@ -614,18 +616,25 @@ export class ReefFS {
     })
   }
 
-  async rename (parent: number, name: Uint8Array, newParent: number, newName: Uint8Array): Promise<void> {
+  /** `flags`: renameat2's RENAME_NOREPLACE (1: EEXIST if newName exists) or RENAME_EXCHANGE
+   * (2: both names must exist, and swap), decided under the lock, so atomically for everyone. */
+  async rename (parent: number, name: Uint8Array, newParent: number, newName: Uint8Array, flags = 0): Promise<void> {
+    if (flags !== 0 && flags !== RENAME_NOREPLACE && flags !== RENAME_EXCHANGE) throw posix('EINVAL', `rename flags ${flags}`)
     await this.exclusive(async () => {
-      const { existing: src } = await this.dirFor(parent, name)
+      const { dir: from, existing: src } = await this.dirFor(parent, name)
       if (src === undefined) throw posix('ENOENT', Buffer.from(name).toString())
       const { dir: dst, existing: target } = await this.dirFor(newParent, newName)
-      if (target === src) return
-      if (src.kind === 'dir') {
-        // Moving a directory into its own subtree would detach it from the root.
-        for (let a: Inode | undefined = dst; a !== undefined && a.ino !== ROOT_INO; a = this.inodes.get(a.parent)) {
-          if (a === src) throw posix('EINVAL', 'cannot move a directory into itself')
-        }
+      if (flags === RENAME_NOREPLACE && target !== undefined) throw posix('EEXIST', Buffer.from(newName).toString())
+      if (flags === RENAME_EXCHANGE) {
+        if (target === undefined) throw posix('ENOENT', Buffer.from(newName).toString())
+        if (target === src) return
+        this.refuseCycle(src, dst)
+        this.refuseCycle(target, from)
+        await this.commit({ op: 'rename', parent, name, newParent, newName, time: this.now(), exchange: true })
+        return
       }
+      if (target === src) return
+      this.refuseCycle(src, dst)
       if (target !== undefined) {
         if (target.kind === 'dir' && src.kind !== 'dir') throw posix('EISDIR', 'rename of a non-directory over a directory')
         if (target.kind !== 'dir' && src.kind === 'dir') throw posix('ENOTDIR', 'rename of a directory over a non-directory')
@@ -633,6 +642,14 @@ export class ReefFS {
       }
       await this.commit({ op: 'rename', parent, name, newParent, newName, time: this.now() })
     })
+  }
+
+  /** Moving a directory into its own subtree would detach it from the root. */
+  private refuseCycle (moving: Inode, into: Inode): void {
+    if (moving.kind !== 'dir') return
+    for (let a: Inode | undefined = into; a !== undefined && a.ino !== ROOT_INO; a = this.inodes.get(a.parent)) {
+      if (a === moving) throw posix('EINVAL', 'cannot move a directory into itself')
+    }
   }
 
   async link (ino: number, newParent: number, newName: Uint8Array): Promise<Inode> {
@@ -825,6 +842,16 @@ export class ReefFS {
       case 'rename': {
         const src = this.node(op.parent)
         const dst = this.node(op.newParent)
+        if (op.exchange === true) {
+          const a = await this.detach(src, op.name, op.time)
+          const b = await this.detach(dst, op.newName, op.time)
+          a.ctime = b.ctime = op.time
+          await this.attachChild(dst, op.newName, a, op.time)
+          await this.attachChild(src, op.name, b, op.time)
+          this.markEntryDirty(a)
+          this.markEntryDirty(b)
+          return
+        }
         const target = await this.lookup(dst, op.newName)
         const n = await this.detach(src, op.name, op.time)
         if (target !== undefined && target !== n) {

@@ -27,7 +27,8 @@ export type Op =
   | { op: 'fallocate', ino: number, mode: number, offset: number, length: number, time: bigint }
   | { op: 'unlink', parent: number, name: Uint8Array, time: bigint }
   | { op: 'rmdir', parent: number, name: Uint8Array, time: bigint }
-  | { op: 'rename', parent: number, name: Uint8Array, newParent: number, newName: Uint8Array, time: bigint }
+  /** exchange: renameat2's RENAME_EXCHANGE, both names swap their inodes atomically. */
+  | { op: 'rename', parent: number, name: Uint8Array, newParent: number, newName: Uint8Array, time: bigint, exchange?: boolean }
   | { op: 'link', ino: number, parent: number, name: Uint8Array, time: bigint }
   | { op: 'setattr', ino: number, time: bigint, mode?: number, uid?: number, gid?: number, atime?: bigint, mtime?: bigint, xattrName?: string, xattrValue?: Uint8Array, xattrRemove?: boolean }
   | { op: 'attach', parent: number, name: Uint8Array, ino: number, kind: Kind, cid: CID, time: bigint }
@@ -47,7 +48,7 @@ const SCHEMA: Record<OpName, Array<[string, string, FieldType, boolean?]>> = {
   fallocate: [['ino', 'i', 'int'], ['mode', 'm', 'int'], ['offset', 'o', 'int'], ['length', 'l', 'int'], ['time', 't', 'time']],
   unlink: [['parent', 'p', 'int'], ['name', 'n', 'bytes'], ['time', 't', 'time']],
   rmdir: [['parent', 'p', 'int'], ['name', 'n', 'bytes'], ['time', 't', 'time']],
-  rename: [['parent', 'p', 'int'], ['name', 'n', 'bytes'], ['newParent', 'p2', 'int'], ['newName', 'n2', 'bytes'], ['time', 't', 'time']],
+  rename: [['parent', 'p', 'int'], ['name', 'n', 'bytes'], ['newParent', 'p2', 'int'], ['newName', 'n2', 'bytes'], ['time', 't', 'time'], ['exchange', 'x', 'bool', true]],
   link: [['ino', 'i', 'int'], ['parent', 'p', 'int'], ['name', 'n', 'bytes'], ['time', 't', 'time']],
   setattr: [['ino', 'i', 'int'], ['time', 't', 'time'], ['mode', 'm', 'int', true], ['uid', 'u', 'int', true], ['gid', 'g', 'int', true],
     ['atime', 'at', 'time', true], ['mtime', 'mt', 'time', true], ['xattrName', 'xn', 'str', true], ['xattrValue', 'xv', 'bytes', true], ['xattrRemove', 'xr', 'bool', true]],

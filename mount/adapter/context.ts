@@ -1,0 +1,103 @@
+/**
+ * What the operation groups (entries, files, dirs, xattrs) share: the options, the kernel's
+ * inodes (Tree), open handles, the write-behind queue, and the checks every mutation makes.
+ */
+import { ReefError } from '../../src/errors.js'
+import type { Cred, ReefFS } from '../../src/fs/fs.js'
+import type { Inode } from '../../src/fs/inode.js'
+import type { Ctx } from '../fuse3.js'
+import type { AdapterOptions } from './options.js'
+import { isReserved, RESERVED, Tree, type NodeTarget } from './tree.js'
+
+const posix = ReefError.posix
+
+export interface Handle {
+  fs: ReefFS
+  node: Inode
+  ino: number
+  writable: boolean
+  /** O_SYNC, O_DSYNC or O_DIRECT: every write is applied before it is answered. */
+  sync: boolean
+  /** A queued write that failed after it was acknowledged: reported once, by the next call. */
+  lateError?: unknown
+}
+
+export interface WriteBehindStats { enabled: boolean, pending: number, deferred: number, synchronous: number, fullWaits: number, lateErrors: number }
+
+export class Adapter {
+  readonly tree: Tree
+  readonly handles = new Map<number, Handle>()
+  private nextFh = 1
+  readonly wb: WriteBehindStats
+  /** Bytes acknowledged and not yet applied; past `maxQueued` a writer waits. */
+  queuedBytes = 0
+  readonly maxQueued = 16 * 1024 * 1024
+  /** Settles once every write handed over so far has been applied (or failed). */
+  lastWrite: Promise<unknown> = Promise.resolve()
+  counters = { getattr: 0, lookup: 0, forget: 0 }
+
+  constructor (readonly o: AdapterOptions) {
+    this.tree = new Tree(o)
+    this.wb = { enabled: o.writeBehind && o.readOnly !== true, pending: 0, deferred: 0, synchronous: 0, fullWaits: 0, lateErrors: 0 }
+  }
+
+  get fs (): ReefFS { return this.o.fs }
+
+  log (line: string): void { try { this.o.log(line) } catch {} }
+
+  changed (): void { this.o.onChange?.() }
+
+  cred (ctx: Ctx): Cred { return { uid: ctx.uid, gid: ctx.gid } }
+
+  /** Runs `fn` once every write acknowledged before it has been applied. */
+  afterWrites<T> (fn: () => Promise<T>): Promise<T> {
+    return this.wb.pending > 0 ? this.lastWrite.then(fn) : fn()
+  }
+
+  open (h: Omit<Handle, 'lateError'>): number {
+    const fh = this.nextFh++
+    if (this.nextFh >= 2 ** 52) this.nextFh = 1
+    this.handles.set(fh, h)
+    h.fs.open(h.node)
+    return fh
+  }
+
+  handle (fh: number): Handle {
+    const h = this.handles.get(fh)
+    if (h === undefined) throw posix('EBADF', `no open file ${fh}`)
+    return h
+  }
+
+  /** A late write failure of `h`, reported once. */
+  takeLateError (h: Handle): void {
+    const e = h.lateError
+    if (e === undefined) return
+    h.lateError = undefined
+    throw e
+  }
+
+  /** A live inode that may change; EROFS in a read-only place. */
+  async writable (ino: number): Promise<NodeTarget> {
+    const t = await this.tree.target(ino)
+    if (t.kind !== 'node' || t.ro) throw posix('EROFS', 'read-only file system')
+    return t
+  }
+
+  /** The directory a new name goes into; refuses read-only places and the reserved name. */
+  async writableDir (parent: number, name: Uint8Array): Promise<Inode> {
+    const t = await this.writable(parent)
+    if (isReserved(t.node.ino, name)) throw posix('EEXIST', `/${RESERVED} is reserved`)
+    return t.node
+  }
+
+  /** The test hook of `Faults.op`: whether `op` at `stage` should fail for inode `ino`. */
+  faultAt (op: string, ino: number, stage: 'run' | 'reply'): boolean {
+    const mark = this.o.faults?.op
+    if (mark === undefined) return false
+    return this.tree.nameOf(ino).endsWith(`${mark}.${op}${stage === 'reply' ? '.reply' : ''}`)
+  }
+
+  injected (op: string, ino: number): TypeError {
+    return new TypeError(`REEF_TEST_OP_FAULT: ${op} of /${this.tree.nameOf(ino)}`)
+  }
+}

@@ -1,0 +1,179 @@
+/**
+ * The kernel's inodes and what they are in reef. The kernel names every inode by a number it got
+ * from a lookup (or a create, mkdir, readdirplus ...), and gives each reference back with FORGET:
+ *   - a live inode is reef's own inode number (the root is 1, FUSE's root);
+ *   - `/.reef` and `/.reef/versions` are two virtual directories above 2^52;
+ *   - an inode of an old version (`/.reef/versions/N/...`) gets a number above 2^51, remembered
+ *     here until the kernel forgets it.
+ * There is no path table: names are resolved in the fs core, one directory at a time.
+ */
+import { ReefError } from '../../src/errors.js'
+import type { ReefFS } from '../../src/fs/fs.js'
+import { type Attr as ReefAttr, type Inode, ROOT_INO, S_IFDIR } from '../../src/fs/inode.js'
+import type { Attr, Entry } from '../fuse3.js'
+import type { AdapterOptions } from './options.js'
+
+export const RESERVED = '.reef'
+const RESERVED_BYTES = Buffer.from(RESERVED)
+export const REEF_INO = 2 ** 52 + 1
+export const VERSIONS_INO = 2 ** 52 + 2
+const VERSION_INO_BASE = 2 ** 51
+const posix = ReefError.posix
+
+export type NodeTarget = { kind: 'node', fs: ReefFS, node: Inode, ro: boolean, seq?: bigint }
+export type Target = NodeTarget | { kind: 'virtual', which: 'reef' | 'versions' }
+
+export const bytes = (name: string | Uint8Array): Uint8Array => typeof name === 'string' ? Buffer.from(name) : name
+export const isReserved = (parent: number, name: Uint8Array): boolean => parent === ROOT_INO && RESERVED_BYTES.equals(name)
+
+export class Tree {
+  /** Kernel references per inode number (lookups minus forgets). */
+  private readonly refs = new Map<number, number>()
+  /** Old versions' inodes the kernel holds: number -> (version, inode of that version). */
+  private readonly versionNodes = new Map<number, { seq: bigint, ino: number }>()
+  /** The last name each referenced inode was found under (test hooks and log lines). */
+  private readonly names = new Map<number, Uint8Array>()
+  /**
+   * Live inodes the kernel references are held open in the fs core, as an open file is: a name
+   * removed (unlink, rename over it) between a process's lookup and its open must still lead to
+   * that inode, as on a local file system. FORGET lets go.
+   */
+  private readonly held = new Map<number, { fs: ReefFS, node: Inode }>()
+  /** A follower's previous tree: inodes the kernel holds are found again by path in the new one. */
+  private previous?: ReefFS
+
+  constructor (private readonly o: AdapterOptions) {}
+
+  get referenced (): number { return this.refs.size }
+
+  /** A follower moved to a newer version: the same inode numbers, a new tree. */
+  swapped (old: ReefFS): void { this.previous = old }
+
+  nameOf (ino: number): string {
+    const n = this.names.get(ino)
+    return n === undefined ? `inode ${ino}` : Buffer.from(n).toString()
+  }
+
+  /** What the kernel's inode `ino` is now. */
+  async target (ino: number): Promise<Target> {
+    if (ino === REEF_INO) return { kind: 'virtual', which: 'reef' }
+    if (ino === VERSIONS_INO) return { kind: 'virtual', which: 'versions' }
+    const v = this.versionNodes.get(ino)
+    if (v !== undefined) {
+      const fs = await this.o.versions.open(v.seq)
+      return { kind: 'node', fs, node: fs.node(v.ino), ro: true, seq: v.seq }
+    }
+    return { kind: 'node', fs: this.o.fs, node: await this.live(ino), ro: this.o.readOnly === true }
+  }
+
+  async node (ino: number): Promise<NodeTarget> {
+    const t = await this.target(ino)
+    if (t.kind !== 'node') throw posix('EISDIR', `${this.nameOf(ino)} is part of reef's read-only control tree`)
+    return t
+  }
+
+  private async live (ino: number): Promise<Inode> {
+    const fs = this.o.fs
+    const n = fs.inodes.get(ino)
+    if (n !== undefined) return n
+    const old = this.previous?.inodes.get(ino)
+    if (old !== undefined && this.previous !== undefined) {
+      const again = await fs.resolve(this.previous.pathOf(old)).catch(() => undefined)
+      if (again?.ino === ino) return again
+    }
+    throw posix('ESTALE', `no inode ${ino}`)
+  }
+
+  /** `name` in directory `parent`, or ENOENT. */
+  async child (parent: number, name: Uint8Array): Promise<Target> {
+    const dir = await this.target(parent)
+    if (dir.kind === 'virtual') {
+      const text = Buffer.from(name).toString()
+      if (dir.which === 'reef') {
+        if (text === 'versions') return { kind: 'virtual', which: 'versions' }
+        throw posix('ENOENT', text)
+      }
+      if (!/^[1-9]\d{0,18}$/.test(text)) throw posix('ENOENT', text)
+      const seq = BigInt(text)
+      const fs = await this.o.versions.open(seq)
+      return { kind: 'node', fs, node: fs.root, ro: true, seq }
+    }
+    if (dir.node.kind !== 'dir') throw posix('ENOTDIR', this.nameOf(parent))
+    if (dir.seq === undefined && isReserved(dir.node.ino, name)) return { kind: 'virtual', which: 'reef' }
+    const n = await dir.fs.lookup(dir.node, name)
+    if (n === undefined) throw posix('ENOENT', Buffer.from(name).toString())
+    return { ...dir, node: n }
+  }
+
+  inoOf (t: Target): number {
+    if (t.kind === 'virtual') return t.which === 'reef' ? REEF_INO : VERSIONS_INO
+    if (t.seq === undefined) return t.node.ino
+    return VERSION_INO_BASE + Number(t.seq % 1_048_576n) * 2 ** 31 + (t.node.ino % 2 ** 31)
+  }
+
+  /** The kernel now holds one more reference to `t` (a lookup answered with it). */
+  counted (t: Target, name?: Uint8Array): number {
+    const ino = this.inoOf(t)
+    this.refs.set(ino, (this.refs.get(ino) ?? 0) + 1)
+    if (t.kind === 'node' && t.seq !== undefined) this.versionNodes.set(ino, { seq: t.seq, ino: t.node.ino })
+    if (t.kind === 'node' && t.seq === undefined && !this.held.has(ino)) {
+      t.fs.open(t.node)
+      this.held.set(ino, { fs: t.fs, node: t.node })
+    }
+    if (name !== undefined) this.names.set(ino, name)
+    return ino
+  }
+
+
+  forget (ino: number, n: number): void {
+    const left = (this.refs.get(ino) ?? 0) - n
+    if (left > 0) {
+      this.refs.set(ino, left)
+      return
+    }
+    this.refs.delete(ino)
+    this.names.delete(ino)
+    this.versionNodes.delete(ino)
+    const h = this.held.get(ino)
+    if (h !== undefined) {
+      this.held.delete(ino)
+      h.fs.release(h.node)
+    }
+  }
+
+  /** The kernel's view of `t`: reef's attributes under the kernel's inode number. */
+  attr (t: Target): Attr {
+    if (t.kind === 'virtual') {
+      const r = this.o.fs.root.attr()
+      return { ino: this.inoOf(t), mode: S_IFDIR | 0o555, nlink: 2, uid: r.uid, gid: r.gid, size: 0, blocks: 0, atimeNs: r.atime, mtimeNs: r.mtime, ctimeNs: r.ctime }
+    }
+    return toAttr(t.node.attr(), this.inoOf(t))
+  }
+
+  /**
+   * Seconds the kernel may keep `t`'s attributes. Inode-addressed, so every name of a hard-linked
+   * file is one kernel inode and caching is exact: everything but what changes under the kernel
+   * (a follower's tree, and `.reef/versions`, which grows with each fold).
+   */
+  attrTimeout (t: Target): number {
+    if (t.kind === 'virtual') return 0
+    if (t.seq !== undefined) return this.o.attrTimeout
+    return this.o.follower === true ? 0 : this.o.attrTimeout
+  }
+
+  entryTimeout (t: Target): number {
+    if (t.kind === 'virtual' || (t.seq === undefined && this.o.follower === true)) return 0
+    return this.o.entryTimeout
+  }
+
+  /** A lookup's answer; the kernel's count of `t` grows by one. */
+  entry (t: Target, name?: Uint8Array): Entry {
+    const e = { attr: this.attr(t), attrTimeout: this.attrTimeout(t), entryTimeout: this.entryTimeout(t) }
+    this.counted(t, name)
+    return e
+  }
+}
+
+export function toAttr (a: ReefAttr, ino: number): Attr {
+  return { ino, mode: a.mode, nlink: a.nlink, uid: a.uid, gid: a.gid, size: a.size, rdev: a.rdev, blocks: a.blocks, atimeNs: a.atime, mtimeNs: a.mtime, ctimeNs: a.ctime }
+}
