@@ -103,6 +103,49 @@ export interface LowLevelOps {
   /** An exception without an errno (answered EIO): a handler's bug, or a reply the addon could
    * not convert. Handlers that map their own errors see only the latter here. */
   unexpected?: (op: string, err: unknown) => void
+  /** `mode`: FALLOC_FL_* bits (0 allocates and may grow the file; KEEP_SIZE, PUNCH_HOLE,
+   * ZERO_RANGE, ...). Without it the kernel gets ENOSYS from libfuse, no hand-off. */
+  fallocate?: (ino: number, fh: number, mode: number, off: number, length: number, ctx: Ctx) => Maybe<void>
+  /** SEEK_DATA (3) or SEEK_HOLE (4) from `off`: the offset found (throw ENXIO past the data).
+   * Without it the kernel answers them itself (all data, a hole at the end). */
+  lseek?: (ino: number, fh: number, off: number, whence: number, ctx: Ctx) => Maybe<number>
+}
+
+/** Init capabilities to ask the kernel for; a field left out keeps libfuse's default. */
+export interface Caps {
+  /** The kernel caches writes and sends them later, in bigger WRITEs. */
+  writebackCache?: boolean
+  /** Zero-message opens: with no `open` handler the wrapper answers ENOSYS (or a handler may
+   * throw errno 38), and the kernel then sends no more OPEN (nor RELEASE) on this mount. */
+  noOpen?: boolean
+  /** The same for OPENDIR/RELEASEDIR. */
+  noOpendir?: boolean
+  /** Lookups and readdirs in one directory in parallel (libfuse's default: on). */
+  parallelDirops?: boolean
+  /** Request and reply bytes through pipes (splice) instead of copies. */
+  splice?: boolean
+  /** Largest WRITE in bytes (libfuse's limit: 1 MiB). */
+  maxWrite?: number
+  /** Largest READ in bytes (also passed as the max_read mount option, as libfuse requires). */
+  maxRead?: number
+  maxBackground?: number
+  congestionThreshold?: number
+  /** getxattr of security.* and system.* answered ENODATA in C, never asking JS (the kernel
+   * asks for security.capability before every write). Only for file systems that keep none. */
+  noSecurityXattrs?: boolean
+}
+
+/** What the kernel and libfuse granted, at INIT. */
+export interface Granted {
+  writebackCache: boolean
+  noOpen: boolean
+  noOpendir: boolean
+  parallelDirops: boolean
+  splice: boolean
+  maxWrite: number
+  maxRead: number
+  maxBackground: number
+  congestionThreshold: number
 }
 
 export class FuseErrno extends Error {
@@ -116,7 +159,8 @@ type Session = { readonly [requestBrand]: false }
 interface Request {
   op: 'init' | 'end' | 'forget' | 'lookup' | 'getattr' | 'open' | 'read' | 'release' | 'opendir' | 'readdir' | 'releasedir' | 'statfs' |
   'setattr' | 'mknod' | 'mkdir' | 'symlink' | 'readlink' | 'link' | 'unlink' | 'rmdir' | 'rename' | 'create' | 'write' | 'flush' |
-  'fsync' | 'fsyncdir' | 'setxattr' | 'getxattr' | 'listxattr' | 'removexattr' | 'access' | 'readdirplus'
+  'fsync' | 'fsyncdir' | 'setxattr' | 'getxattr' | 'listxattr' | 'removexattr' | 'access' | 'readdirplus' |
+  'fallocate' | 'lseek'
   ino: number
   name?: Buffer
   off: number
@@ -137,10 +181,15 @@ interface Request {
   data?: Buffer
   set?: SetAttr & { atimeNow?: boolean, mtimeNow?: boolean }
   hasFh?: boolean
+  granted?: Granted
 }
 
 interface Addon {
-  mount: (mnt: string, options: string[], handler: (r: Request) => void, readdirplus: boolean) => Session
+  mount: (mnt: string, options: string[], handler: (r: Request) => void,
+    has: { readdirplus: boolean, fallocate: boolean, lseek: boolean }, caps: Caps | undefined,
+    notified: (id: number, result: number) => void) => Session
+  /** kind 0: inval_inode(ino, off=a, len=b); 1: inval_entry(parent=ino, name); 2: delete(parent=ino, child=a, name). */
+  notify: (s: Session, id: number, kind: 0 | 1 | 2, ino: number, a: number, b: number, name?: NameOut) => void
   unmount: (s: Session) => void
   replyErr: (req: Req, errno: number) => void
   replyEntry: (req: Req, attr: Attr, attrTimeout: number, entryTimeout: number) => void
@@ -154,6 +203,7 @@ interface Addon {
   replyReadlink: (req: Req, target: NameOut) => void
   replyXattrSize: (req: Req, size: number) => void
   replyDirPlus: (req: Req, entries: DirEntryPlus[]) => number
+  replyLseek: (req: Req, off: number) => void
 }
 
 let addon: Addon | undefined
@@ -209,7 +259,7 @@ function errnoOf (err: unknown): number {
   return typeof n === 'number' && n > 0 ? n : EIO
 }
 
-async function answer (a: Addon, ops: LowLevelOps, r: Request, req: Req): Promise<void> {
+async function answer (a: Addon, ops: LowLevelOps, r: Request, req: Req, granted: Granted | undefined): Promise<void> {
   const ctx: Ctx = { uid: r.uid, gid: r.gid, pid: r.pid }
   switch (r.op) {
     case 'lookup': {
@@ -223,6 +273,9 @@ async function answer (a: Addon, ops: LowLevelOps, r: Request, req: Req): Promis
     case 'open':
     case 'opendir': {
       const handler = r.op === 'open' ? ops.open : ops.opendir
+      // Without a handler, a granted zero-message open is ENOSYS: the kernel stops asking.
+      const zero = r.op === 'open' ? granted?.noOpen : granted?.noOpendir
+      if (handler === undefined && zero === true) return a.replyErr(req, ENOSYS)
       const o = handler ? await handler(r.ino, r.flags, ctx) : { fh: 0 }
       return a.replyOpen(req, o.fh, o.keepCache ?? false)
     }
@@ -303,6 +356,11 @@ async function answer (a: Addon, ops: LowLevelOps, r: Request, req: Req): Promis
       if (counted.length > 0) ops.counted?.(counted)
       return
     }
+    case 'fallocate':
+      await need(ops.fallocate)(r.ino, r.fh, r.mode ?? 0, r.off, r.size, ctx)
+      return a.replyErr(req, 0)
+    case 'lseek':
+      return a.replyLseek(req, await need(ops.lseek)(r.ino, r.fh, r.off, r.flags, ctx))
     default:
       return a.replyErr(req, ENOSYS)
   }
@@ -312,16 +370,45 @@ export interface Fuse3Mount {
   /** Asks the kernel to end the connection; `ended` resolves when it has. */
   unmount: () => void
   readonly ended: Promise<void>
+  /** What INIT granted of the caps asked for. */
+  readonly granted: Promise<Granted>
+  /** Drops the kernel's cached attributes and pages of `ino` (off 0, len 0: all pages; a
+   * negative off: attributes only). Resolves once the kernel has processed it (also when it did
+   * not hold the inode). Kernel notifications never block this thread: a notify thread sends
+   * them, since the kernel may wait for a LOOKUP only this thread can answer. */
+  invalInode: (ino: number, off?: number, len?: number) => Promise<void>
+  /** Drops the kernel's cached `name` in `parent` (its dentry; the inode stays). */
+  invalEntry: (parent: number, name: NameOut) => Promise<void>
+  /** `name` in `parent` (naming `child`) is gone: the kernel drops the dentry, also from an
+   * inotify watcher's view. */
+  deleteEntry: (parent: number, child: number, name: NameOut) => Promise<void>
+  /** Resolves once every notification asked for so far has been processed. */
+  flushNotifications: () => Promise<void>
 }
 
-/** Mounts `ops` on `mnt` with libfuse3 `-o` options (e.g. 'fsname=reef', 'allow_other'). */
-export function mountLowLevel (mnt: string, ops: LowLevelOps, options: string[] = []): Fuse3Mount {
+/** Mounts `ops` on `mnt` with libfuse3 `-o` options (e.g. 'fsname=reef', 'allow_other') and
+ * the init capabilities `caps`. */
+export function mountLowLevel (mnt: string, ops: LowLevelOps, options: string[] = [], caps?: Caps): Fuse3Mount {
   const a = load()
   let ended = false
   let onEnd!: () => void
   const endedP = new Promise<void>(resolve => { onEnd = resolve })
-  const session = a.mount(mnt, options, (r: Request) => {
-    if (r.op === 'init') return ops.init?.()
+  let granted: Granted | undefined
+  let onGranted!: (g: Granted) => void
+  const grantedP = new Promise<Granted>(resolve => { onGranted = resolve })
+  // Notifications in flight: id -> its promise's resolve.
+  const waiting = new Map<number, () => void>()
+  let nextId = 1
+  // Sent in order by one thread and reported in order, so the last one done means all are.
+  let last: Promise<void> = Promise.resolve()
+  const opts = caps?.maxRead !== undefined ? [...options, `max_read=${caps.maxRead}`] : options
+  const has = { readdirplus: ops.readdirplus !== undefined, fallocate: ops.fallocate !== undefined, lseek: ops.lseek !== undefined }
+  const session = a.mount(mnt, opts, (r: Request) => {
+    if (r.op === 'init') {
+      granted = r.granted
+      if (granted !== undefined) onGranted(granted)
+      return ops.init?.()
+    }
     if (r.op === 'end') {
       ended = true
       ops.end?.()
@@ -331,16 +418,40 @@ export function mountLowLevel (mnt: string, ops: LowLevelOps, options: string[] 
     const req = r.req
     if (req === undefined) return
     // A throwing handler answers an errno; the mount never dies of it.
-    answer(a, ops, r, req).catch((err: unknown) => {
+    answer(a, ops, r, req, granted).catch((err: unknown) => {
       const errno = errnoOf(err)
       if (errno === EIO && (err as { errno?: unknown } | null)?.errno !== EIO) {
         try { ops.unexpected?.(r.op, err) } catch {}
       }
       try { a.replyErr(req, errno) } catch {}
     })
-  }, ops.readdirplus !== undefined)
+  }, has, caps, (id: number) => {
+    // The result is not passed on: ENOENT (the kernel did not hold it) is success here, and
+    // after the connection ended there is nothing left to invalidate.
+    const resolve = waiting.get(id)
+    waiting.delete(id)
+    resolve?.()
+  })
+  const notify = (kind: 0 | 1 | 2, ino: number, x: number, y: number, name?: NameOut): Promise<void> => {
+    if (ended) return Promise.resolve()
+    const id = nextId++
+    const done = new Promise<void>(resolve => waiting.set(id, resolve))
+    try {
+      a.notify(session, id, kind, ino, x, y, name)
+    } catch (err) {
+      waiting.delete(id)
+      throw err
+    }
+    last = done
+    return done
+  }
   return {
     unmount: () => { if (!ended) a.unmount(session) },
-    ended: endedP
+    ended: endedP,
+    granted: grantedP,
+    invalInode: (ino, off = 0, len = 0) => notify(0, ino, off, len),
+    invalEntry: (parent, name) => notify(1, parent, 0, 0, name),
+    deleteEntry: (parent, child, name) => notify(2, parent, child, 0, name),
+    flushNotifications: async () => await last
   }
 }

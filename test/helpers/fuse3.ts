@@ -16,8 +16,25 @@ export interface Fuse3Stats {
   viaPlus: Array<[number, number]>
   uids: number[]
   renames: Array<[string, string, number]>
-  seen: { readdirplus: number, flush: number, fsync: number, access: number }
+  seen: {
+    readdirplus: number
+    flush: number
+    fsync: number
+    access: number
+    open: number
+    opendir: number
+    /** Each WRITE's size, in arrival order. */
+    writes: number[]
+    /** Each getxattr name JS was asked for. */
+    getxattr: string[]
+    /** [mode, off, length] of each FALLOCATE. */
+    fallocate: Array<[number, number, number]>
+    lookupNames: string[]
+  }
 }
+
+/** The fixture's argv[4]: caps for mountLowLevel, attr/entry timeouts, which open handler. */
+export interface Fuse3Config { caps?: Record<string, unknown>, ttl?: number, open?: 'keep' | 'enosys' }
 
 interface TapLike { teardown: (fn: () => void | Promise<void>) => void }
 
@@ -35,11 +52,13 @@ export interface Fuse3Child {
   got: unknown[]
   exited: () => number | null | undefined
   stats: () => Promise<Fuse3Stats>
+  /** A control message to the fixture ({ cmd, ... }); resolves with its result. */
+  ask: (cmd: string, args?: Record<string, unknown>) => Promise<unknown>
 }
 
 /** Mounts the fixture on `mnt` ('rw': read-write with READDIRPLUS) and waits for INIT. */
-export async function serveFuse3 (t: TapLike, mnt: string, mode: 'ro' | 'rw' = 'ro'): Promise<Fuse3Child> {
-  const child = fork(FIXTURE, [mnt, mode], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+export async function serveFuse3 (t: TapLike, mnt: string, mode: 'ro' | 'rw' = 'ro', cfg: Fuse3Config = {}): Promise<Fuse3Child> {
+  const child = fork(FIXTURE, [mnt, mode, JSON.stringify(cfg)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
   const got: unknown[] = []
   let exited: number | null | undefined
   child.on('message', (m) => got.push(m))
@@ -51,11 +70,23 @@ export async function serveFuse3 (t: TapLike, mnt: string, mode: 'ro' | 'rw' = '
   const stats = async (): Promise<Fuse3Stats> => {
     const before = got.length
     child.send('stats')
-    await waitFor('stats from the fixture', () => got.slice(before).some((m) => typeof m === 'object'))
-    return got.slice(before).find((m) => typeof m === 'object') as Fuse3Stats
+    const isStats = (m: unknown): boolean => typeof m === 'object' && m !== null && 'lookups' in m
+    await waitFor('stats from the fixture', () => got.slice(before).some(isStats))
+    return got.slice(before).find(isStats) as Fuse3Stats
+  }
+  let nextId = 1
+  const ask = async (cmd: string, args: Record<string, unknown> = {}): Promise<unknown> => {
+    const id = nextId++
+    child.send({ ...args, id, cmd })
+    type Reply = { id: number, result?: unknown, error?: string }
+    const mine = (m: unknown): m is Reply => typeof m === 'object' && m !== null && (m as Reply).id === id
+    await waitFor(`the fixture's answer to ${cmd}`, () => got.some(mine))
+    const reply = got.find(mine) as Reply
+    if (reply.error !== undefined) throw new Error(`fixture ${cmd}: ${reply.error}`)
+    return reply.result
   }
   await waitFor('INIT from the kernel', () => got.includes('ready'))
-  return { child, got, exited: () => exited, stats }
+  return { child, got, exited: () => exited, stats, ask }
 }
 
 /** Unmounts with fusermount3 and waits for the fixture to see the end and exit. */

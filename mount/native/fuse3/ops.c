@@ -7,6 +7,7 @@
  * it through ring.c; reef_ops_fields adds those fields to the object JS gets.
  */
 #include "reef_fuse3.h"
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -135,6 +136,14 @@ static void ll_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
 
 /* size 0 asks for the value's length (fuse_reply_xattr), else the value if it fits (ERANGE). */
 static void ll_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size) {
+  reef_session *s = fuse_req_userdata(req);
+  /* The kernel asks for security.capability before every write (to drop it); answering here
+   * saves that hand-off. Only when JS keeps no security.* or system.* xattrs (caps). */
+  if (s->caps.no_security_xattrs &&
+      (strncmp(name, "security.", 9) == 0 || strncmp(name, "system.", 7) == 0)) {
+    fuse_reply_err(req, ENODATA);
+    return;
+  }
   reef_req *r = reef_req_new(req, OP_GETXATTR, ino);
   r->name2 = strdup(name);
   r->size = size;
@@ -168,7 +177,32 @@ static void ll_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
   reef_req_queue(r);
 }
 
-void reef_ops_add(struct fuse_lowlevel_ops *ops) {
+/* mode: FALLOC_FL_* (KEEP_SIZE, PUNCH_HOLE, ZERO_RANGE, ...) as the caller gave them. */
+static void ll_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
+                         struct fuse_file_info *fi) {
+  reef_req *r = reef_req_new(req, OP_FALLOCATE, ino);
+  reef_req_fi(r, fi);
+  r->mode = (mode_t)mode;
+  r->off = offset;
+  r->size = (size_t)length;
+  reef_req_queue(r);
+}
+
+/* whence: SEEK_DATA or SEEK_HOLE (the kernel answers SEEK_SET/CUR/END itself). */
+static void ll_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
+                     struct fuse_file_info *fi) {
+  reef_req *r = reef_req_new(req, OP_LSEEK, ino);
+  r->fh = fi->fh;
+  r->off = off;
+  r->flags = whence;
+  reef_req_queue(r);
+}
+
+/* Optional ops are set only when JS has a handler: an unset op answers ENOSYS in libfuse, and
+ * the kernel then stops asking (the same as JS answering ENOSYS, without the hand-off). */
+void reef_ops_add(struct fuse_lowlevel_ops *ops, const reef_has *has) {
+  if (has->fallocate) ops->fallocate = ll_fallocate;
+  if (has->lseek) ops->lseek = ll_lseek;
   ops->setattr = ll_setattr;
   ops->mknod = ll_mknod;
   ops->mkdir = ll_mkdir;
@@ -188,7 +222,7 @@ void reef_ops_add(struct fuse_lowlevel_ops *ops) {
   ops->listxattr = ll_listxattr;
   ops->removexattr = ll_removexattr;
   ops->access = ll_access;
-  ops->readdirplus = ll_readdirplus;
+  if (has->readdirplus) ops->readdirplus = ll_readdirplus;
 }
 
 static void set_num(napi_env env, napi_value obj, const char *key, double v) {

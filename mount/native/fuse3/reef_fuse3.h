@@ -19,8 +19,30 @@ enum reef_op {
   /* ops.c */
   OP_SETATTR, OP_MKNOD, OP_MKDIR, OP_SYMLINK, OP_READLINK, OP_LINK, OP_UNLINK, OP_RMDIR,
   OP_RENAME, OP_CREATE, OP_WRITE, OP_FLUSH, OP_FSYNC, OP_FSYNCDIR, OP_SETXATTR, OP_GETXATTR,
-  OP_LISTXATTR, OP_REMOVEXATTR, OP_ACCESS, OP_READDIRPLUS, OP_COUNT
+  OP_LISTXATTR, OP_REMOVEXATTR, OP_ACCESS, OP_READDIRPLUS, OP_FALLOCATE, OP_LSEEK, OP_COUNT
 };
+
+/* Which optional handlers JS has (mount()'s 4th argument). */
+typedef struct reef_has {
+  bool readdirplus, fallocate, lseek;
+} reef_has;
+
+/* The init capabilities JS asked for (mount()'s 5th argument; caps.c). A flag is -1 when JS
+ * left it to libfuse's default, else 0/1; a size is 0 when left to the default. */
+typedef struct reef_caps {
+  int writeback_cache, no_open, no_opendir, parallel_dirops, splice;
+  unsigned max_write, max_read, max_background, congestion_threshold;
+  bool no_security_xattrs; /* security.* and system.* getxattr answered ENODATA in C */
+} reef_caps;
+
+/* What the kernel and libfuse granted, filled in at INIT (on the loop thread, before any
+ * request, read on the JS thread when OP_INIT arrives). */
+typedef struct reef_granted {
+  bool writeback_cache, no_open, no_opendir, parallel_dirops, splice_read, splice_write;
+  unsigned max_write, max_read, max_background, congestion_threshold;
+} reef_granted;
+
+struct reef_notify_queue;
 
 typedef struct reef_session {
   struct fuse_session *se;
@@ -28,6 +50,9 @@ typedef struct reef_session {
   napi_threadsafe_function tsfn;
   atomic_int refs;      /* 1 for the loop thread + 1 per unanswered request */
   int loop_result;
+  reef_caps caps;
+  reef_granted granted;
+  struct reef_notify_queue *notify; /* notify.c */
 } reef_session;
 
 typedef struct reef_req {
@@ -70,8 +95,18 @@ void reef_req_fi(reef_req *r, struct fuse_file_info *fi);
 void reef_req_queue(reef_req *r);
 
 /* ops.c */
-void reef_ops_add(struct fuse_lowlevel_ops *ops);
+void reef_ops_add(struct fuse_lowlevel_ops *ops, const reef_has *has);
 void reef_ops_fields(napi_env env, napi_value obj, reef_req *r);
+
+/* caps.c */
+bool reef_caps_parse(napi_env env, napi_value obj, reef_caps *caps);
+void reef_caps_apply(reef_session *s, struct fuse_conn_info *conn);
+napi_value reef_caps_granted(napi_env env, const reef_granted *g);
+
+/* notify.c */
+bool reef_notify_start(napi_env env, reef_session *s, napi_value on_done);
+void reef_notify_stop(reef_session *s);
+napi_value reef_notify_exports(napi_env env, napi_value exports);
 
 /* reply.c */
 napi_value reef_reply_exports(napi_env env, napi_value exports);

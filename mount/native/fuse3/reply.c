@@ -342,6 +342,16 @@ static napi_value reply_dir_plus(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* replyLseek(req, off): where SEEK_DATA/SEEK_HOLE landed. */
+static napi_value reply_lseek(napi_env env, napi_callback_info info) {
+  ARGS(2);
+  double off;
+  NAPI_OK(env, napi_get_value_double(env, argv[1], &off));
+  fuse_reply_lseek(r->req, (off_t)off);
+  answered(r);
+  return NULL;
+}
+
 napi_value reef_reply_exports(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     { "replyErr", NULL, reply_err, NULL, NULL, NULL, napi_default, NULL },
@@ -356,6 +366,7 @@ napi_value reef_reply_exports(napi_env env, napi_value exports) {
     { "replyReadlink", NULL, reply_readlink, NULL, NULL, NULL, napi_default, NULL },
     { "replyXattrSize", NULL, reply_xattr_size, NULL, NULL, NULL, napi_default, NULL },
     { "replyDirPlus", NULL, reply_dir_plus, NULL, NULL, NULL, napi_default, NULL },
+    { "replyLseek", NULL, reply_lseek, NULL, NULL, NULL, napi_default, NULL },
   };
   NAPI_OK(env, napi_define_properties(env, exports, sizeof props / sizeof props[0], props));
   return exports;

@@ -48,9 +48,9 @@ void reef_req_fi(reef_req *r, struct fuse_file_info *fi) {
 }
 
 static void ll_init(void *userdata, struct fuse_conn_info *conn) {
-  (void)conn;
   reef_req *r = calloc(1, sizeof *r);
   r->s = userdata;
+  reef_caps_apply(r->s, conn);
   r->op = OP_INIT;
   reef_req_queue(r);
 }
@@ -158,6 +158,7 @@ static const char *const OP_NAMES[] = {
   [OP_WRITE] = "write", [OP_FLUSH] = "flush", [OP_FSYNC] = "fsync", [OP_FSYNCDIR] = "fsyncdir",
   [OP_SETXATTR] = "setxattr", [OP_GETXATTR] = "getxattr", [OP_LISTXATTR] = "listxattr",
   [OP_REMOVEXATTR] = "removexattr", [OP_ACCESS] = "access", [OP_READDIRPLUS] = "readdirplus",
+  [OP_FALLOCATE] = "fallocate", [OP_LSEEK] = "lseek",
 };
 
 static void set_num(napi_env env, napi_value obj, const char *key, double v) {
@@ -209,6 +210,7 @@ static void call_js_req(napi_env env, napi_value js_cb, reef_req *r) {
     napi_set_named_property(env, obj, "forgets", v);
   }
   if (r->op > OP_STATFS) reef_ops_fields(env, obj, r);
+  if (r->op == OP_INIT) napi_set_named_property(env, obj, "granted", reef_caps_granted(env, &r->s->granted));
   bool answerable = r->req != NULL; /* then the external owns r */
   if (answerable) {
     napi_create_external(env, r, unanswered, NULL, &v);

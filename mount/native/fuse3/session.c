@@ -26,11 +26,21 @@ static void *loop_thread(void *arg) {
   return NULL;
 }
 
-/* mount(mountpoint, options: string[], handler: (req) => void, readdirplus: boolean): session.
- * Without readdirplus the op stays unset, so libfuse does not offer the kernel READDIRPLUS. */
+static bool has_flag(napi_env env, napi_value obj, const char *key) {
+  napi_value v;
+  bool b = false;
+  if (napi_get_named_property(env, obj, key, &v) == napi_ok) napi_get_value_bool(env, v, &b);
+  return b;
+}
+
+/* mount(mountpoint, options: string[], handler: (req) => void,
+ *       has: { readdirplus, fallocate, lseek }, caps: object | undefined,
+ *       notified: (id, result) => void): session.
+ * An optional op JS has no handler for stays unset: without readdirplus libfuse does not offer
+ * the kernel READDIRPLUS; without fallocate/lseek libfuse answers ENOSYS itself. */
 static napi_value mount(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4];
+  size_t argc = 6;
+  napi_value argv[6];
   NAPI_OK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   char mountpoint[4096];
   size_t len;
@@ -49,13 +59,21 @@ static napi_value mount(napi_env env, napi_callback_info info) {
     fuse_opt_add_arg(&args, opt);
   }
 
-  bool plus = false;
-  if (argc > 3) napi_get_value_bool(env, argv[3], &plus);
+  if (argc < 6) {
+    fuse_opt_free_args(&args);
+    napi_throw_type_error(env, NULL, "mount(mnt, options, handler, has, caps, notified)");
+    return NULL;
+  }
+  reef_has has = {
+    .readdirplus = has_flag(env, argv[3], "readdirplus"),
+    .fallocate = has_flag(env, argv[3], "fallocate"),
+    .lseek = has_flag(env, argv[3], "lseek"),
+  };
   struct fuse_lowlevel_ops ops = reef_ll_ops; /* fuse_session_new copies it */
-  reef_ops_add(&ops);
-  if (!plus) ops.readdirplus = NULL;
+  reef_ops_add(&ops, &has);
 
   reef_session *s = calloc(1, sizeof *s);
+  reef_caps_parse(env, argv[4], &s->caps);
   s->se = fuse_session_new(&args, &ops, sizeof ops, s);
   fuse_opt_free_args(&args);
   if (s->se == NULL) {
@@ -74,7 +92,8 @@ static napi_value mount(napi_env env, napi_callback_info info) {
   NAPI_OK(env, napi_create_threadsafe_function(env, argv[2], NULL, name, 0, 1, NULL, NULL, s,
                                                reef_ring_call_js, &s->tsfn));
   atomic_store(&s->refs, 1);
-  if (pthread_create(&s->thread, NULL, loop_thread, s) != 0) {
+  if (!reef_notify_start(env, s, argv[5]) || pthread_create(&s->thread, NULL, loop_thread, s) != 0) {
+    reef_notify_stop(s);
     fuse_session_unmount(s->se);
     reef_session_unref(s);
     napi_throw_error(env, "EAGAIN", "cannot start the FUSE thread");
@@ -100,6 +119,7 @@ static napi_value unmount(napi_env env, napi_callback_info info) {
 /* Called on the JS thread for OP_END: the loop thread has finished. */
 void reef_session_ended(reef_session *s) {
   pthread_join(s->thread, NULL);
+  reef_notify_stop(s);
   fuse_session_unmount(s->se);
   reef_session_unref(s);
 }
@@ -110,6 +130,7 @@ static napi_value init(napi_env env, napi_value exports) {
     { "unmount", NULL, unmount, NULL, NULL, NULL, napi_default, NULL },
   };
   NAPI_OK(env, napi_define_properties(env, exports, 2, props));
+  reef_notify_exports(env, exports);
   return reef_reply_exports(env, exports);
 }
 
