@@ -69,10 +69,21 @@ function recordKeyOf (dsKey: Key): Uint8Array | undefined {
   }
 }
 
+/**
+ * Other signed records with a seq (view records and writer heads, src/view/dht.ts), guarded the
+ * same way under their own key prefixes: refused unless they advance, served from the book.
+ */
+export interface RecordGuard {
+  idOf: (recordKey: Uint8Array) => CID | undefined
+  accept: (id: CID, value: Uint8Array) => Promise<void>
+  held: (id: CID) => Promise<{ seq: bigint, bytes: Uint8Array } | undefined>
+  seqOf: (recordKey: Uint8Array, value: Uint8Array) => bigint
+}
+
 export class HeadGuardDatastore extends MemoryDatastore {
   refused = 0
 
-  constructor (private readonly book: HeadBook) { super() }
+  constructor (private readonly book: HeadBook, private readonly guard?: RecordGuard) { super() }
 
   override async put (key: Key, val: Uint8Array, options?: AbortOptions): Promise<Key> {
     const rk = recordKeyOf(key)
@@ -84,6 +95,15 @@ export class HeadGuardDatastore extends MemoryDatastore {
       } catch (err) {
         this.refused++
         throw isReefError(err) ? err : new ReefError('HEAD_MALFORMED', `unreadable head record: ${(err as Error).message}`)
+      }
+    }
+    const other = rk !== undefined && aguid === undefined ? this.guard?.idOf(rk) : undefined
+    if (other !== undefined && this.guard !== undefined) {
+      try {
+        await this.guard.accept(other, Libp2pRecord.deserialize(val).value)
+      } catch (err) {
+        this.refused++
+        throw isReefError(err) ? err : new ReefError('VIEW_MALFORMED', `unreadable view record: ${(err as Error).message}`)
       }
     }
     return await super.put(key, val, options)
@@ -102,6 +122,15 @@ export class HeadGuardDatastore extends MemoryDatastore {
       stored = await super.get(key, options)
     } catch (err) {
       storedErr = err
+    }
+    const other = rk !== undefined && aguid === undefined ? this.guard?.idOf(rk) : undefined
+    if (other !== undefined && rk !== undefined && this.guard !== undefined) {
+      const held = await this.guard.held(other).catch(() => undefined)
+      let storedSeq = -1n
+      try {
+        if (stored !== undefined) storedSeq = this.guard.seqOf(rk, Libp2pRecord.deserialize(stored).value)
+      } catch {}
+      if (held !== undefined && held.seq > storedSeq) return new Libp2pRecord(rk, held.bytes, new Date()).serialize()
     }
     if (aguid === undefined || rk === undefined) {
       if (stored === undefined) throw storedErr

@@ -21,11 +21,14 @@ import { generateKeyPairFromSeed } from '@libp2p/crypto/keys'
 import { multiaddr } from '@multiformats/multiaddr'
 import { CID } from 'multiformats/cid'
 import type { PeerId } from '@libp2p/interface'
+import { isAguid } from '../block/index.js'
 import { ReefError } from '../errors.js'
 import type { HeadBook } from '../naming/index.js'
 import type { LmdbBlockStore, LmdbHeadStore } from '../store/lmdb.js'
 import { BlockService, corruptionFlag } from './blocks.js'
 import { HeadGuardDatastore, headKey, selectHeadRecord, validateHeadRecord } from './heads.js'
+import { ViewBook } from '../view/book.js'
+import { recordKeyFor, VIEW_SELECTORS, VIEW_VALIDATORS, viewRecordGuard } from '../view/dht.js'
 import { Joiner } from './joiner.js'
 import { Members } from './members.js'
 import { PeerBook } from './peerbook.js'
@@ -106,7 +109,7 @@ export class DhtNode {
         throw ReefError.badInput(`bad --bootstrap multiaddr ${addr}: ${(err as Error).message}`)
       }
     })
-    const datastore = new HeadGuardDatastore(heads)
+    const datastore = new HeadGuardDatastore(heads, viewRecordGuard(new ViewBook(headStore)))
     const libp2p = await createLibp2p({
       privateKey: await generateKeyPairFromSeed('Ed25519', seed),
       datastore,
@@ -124,8 +127,8 @@ export class DhtNode {
           peerInfoMapper: mapper,
           initialQuerySelfInterval: 0,
           allowQueryWithZeroPeers: true,
-          validators: { reef: validateHeadRecord },
-          selectors: { reef: selectHeadRecord }
+          validators: { reef: validateHeadRecord, ...VIEW_VALIDATORS },
+          selectors: { reef: selectHeadRecord, ...VIEW_SELECTORS }
         })
       }
     })
@@ -225,15 +228,33 @@ export class DhtNode {
 
   /** Stores a head on the DHT; returns how many peers acknowledged it. */
   async publishHead (aguid: CID, bytes: Uint8Array, timeoutMs = 15_000): Promise<number> {
+    return await this.publishRecord(headKey(aguid), bytes, `head ${aguid.toString()}`, timeoutMs)
+  }
+
+  /** Stores any reef record (a head, a view record, a writer head) under its DHT key; returns the acks. */
+  async publishRecord (key: Uint8Array, bytes: Uint8Array, what: string, timeoutMs = 15_000): Promise<number> {
     let acks = 0
     try {
-      for await (const e of this.libp2p.services.dht.put(headKey(aguid), bytes, { signal: AbortSignal.timeout(timeoutMs) })) {
+      for await (const e of this.libp2p.services.dht.put(key, bytes, { signal: AbortSignal.timeout(timeoutMs) })) {
         if (e.name === 'PEER_RESPONSE' && e.messageName === 'PUT_VALUE') acks++
       }
     } catch (err) {
-      this.opts.log?.(`publish head ${aguid.toString()}: ${(err as Error).message}`)
+      this.opts.log?.(`publish ${what}: ${(err as Error).message}`)
     }
     return acks
+  }
+
+  /** The best record the network has under a key (validated and selected by kad-dht), if any. */
+  async fetchRecord (key: Uint8Array, what: string, timeoutMs = 10_000): Promise<Uint8Array | undefined> {
+    let value: Uint8Array | undefined
+    try {
+      for await (const e of this.libp2p.services.dht.get(key, { signal: AbortSignal.timeout(timeoutMs) })) {
+        if (e.name === 'VALUE') value = e.value
+      }
+    } catch (err) {
+      this.opts.log?.(`fetch ${what}: ${(err as Error).message}`)
+    }
+    return value
   }
 
   /** The best head the network has for an AGUID, accepted into the local head book if newer. */
@@ -260,7 +281,9 @@ export class DhtNode {
       while (next < aguids.length && !this.stopped) {
         const aguid = CID.parse(aguids[next++])
         const e = await this.headStore.getHead(aguid)
-        if (e !== undefined) await this.publishHead(aguid, e.bytes)
+        // The head store also holds view records and writer heads (src/view), each under its own key.
+        const key = isAguid(aguid) ? headKey(aguid) : recordKeyFor(aguid)
+        if (e !== undefined && key !== undefined) await this.publishRecord(key, e.bytes, aguid.toString())
         this.republishStat.heads++
       }
     }
