@@ -20,6 +20,7 @@ import { decodeEntryBlock, DirReader, type Entry, linkTableKey } from '../src/ob
 import { decodeVersion, objectKind } from '../src/object/version.js'
 import { FileReader } from '../src/object/file.js'
 import { devMajor, devMinor } from '../src/object/devnum.js'
+import { addViewCommands } from './view.js'
 
 export interface CliContext {
   out: (s: string | Uint8Array) => void
@@ -268,6 +269,8 @@ export function createProgram (ctx: CliContext): Command {
           rows.map(r => `${r.kind.padEnd(7)} ${r.mode} ${(r.major !== undefined ? `${r.major},${String(r.minor)}` : String(r.size)).padStart(10)} ${r.mtime} ${r.path}${r.target !== undefined ? ' -> ' + r.target : ''}`).join('\n'))
       })
     })
+
+  addViewCommands(program, { withNode, print })
 
   program.command('fsck')
     .description(`check every block of a version (default: the current one); exit ${FSCK_DAMAGED} if any is missing, corrupt or malformed`)

@@ -22,6 +22,7 @@ import { decodeVersion, objectKind } from './object/version.js'
 import { LmdbBlockStore, LmdbHeadStore, LmdbStore } from './store/lmdb.js'
 import type { BlockStore } from './store/types.js'
 import type { DhtNode, DhtOptions } from './dht/index.js'
+import { Views } from './view/views.js'
 
 export function defaultDataDir (): string {
   const xdg = process.env.XDG_DATA_HOME
@@ -99,6 +100,11 @@ export class ReefNode {
       node.store = node.dht.store
     }
     return node
+  }
+
+  /** Shared file systems (views) as this node sees them: with its network when it has one. */
+  views (): Views {
+    return new Views({ keys: this.keys, heads: this.headStore, blocks: this.store, net: this.dht })
   }
 
   /** Asks the network for a newer head of `aguid` (no-op without a network). */
