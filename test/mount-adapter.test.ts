@@ -118,3 +118,16 @@ t.test('the control tree: /.reef and /.reef/versions are read-only directories',
   const names = (await ops.readdirplus(ROOT_INO, (await ops.opendir(ROOT_INO, 0, ctx)).fh, ctx, 0)).map(e => Buffer.from(e.name).toString())
   t.same(names, ['.', '..', '.reef'], 'the root lists it')
 })
+
+t.test('open with O_TRUNC empties the file (the kernel sends it with the open: atomic_o_trunc)', async t => {
+  const { ops, settled } = await setup(t)
+  const c = await ops.create(ROOT_INO, b('t'), 0o644, fsc.O_WRONLY, ctx)
+  await ops.write(c.attr.ino, c.fh, 0, b('a long first content'), ctx)
+  await ops.release(c.attr.ino, c.fh)
+  const o = await ops.open(c.attr.ino, fsc.O_WRONLY | fsc.O_TRUNC, ctx)
+  await ops.write(c.attr.ino, o.fh, 0, b('short'), ctx)
+  await settled()
+  t.equal((await ops.getattr(c.attr.ino, ctx)).attr.size, 5, 'size of the new content only')
+  const r = await ops.open(c.attr.ino, fsc.O_RDONLY | fsc.O_TRUNC, ctx)
+  t.equal((await ops.read(c.attr.ino, r.fh, 0, 100, ctx)).toString(), '', 'O_RDONLY|O_TRUNC truncates too, as Linux does')
+})

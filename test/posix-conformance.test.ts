@@ -13,26 +13,14 @@ import { describe, isMounted, reef, run, skipReason, startMount, tempDir, type M
 import { POSIX_RUNNER as RUNNER, PYTHON } from './helpers/posix.js'
 
 /**
- * Differences that reef cannot remove with libfuse2's high-level, path-based API (the libfuse3
- * low-level engine of the next issue can). Each must still differ: one that starts to match is
- * reported, so this list never outlives its reason.
+ * Differences reef cannot remove. Each must still differ: one that starts to match is reported,
+ * so this list never outlives its reason.
  */
 const KNOWN: Array<{ id: RegExp, step: string | RegExp, reason: string }> = [
-  {
-    id: /^[a-z]+\/chown$/,
-    step: 'times -1 -1',
-    reason: 'chown(-1, -1) only touches ctime: the kernel sends a SETATTR with no attribute that libfuse2 maps to an operation, so reef is never called'
-  },
-  { id: /^rename\/flags$/, step: '*', reason: 'renameat2 flags (RENAME_NOREPLACE, RENAME_EXCHANGE): libfuse2 has no rename flags, the kernel answers EINVAL' },
   {
     id: /^fallocate\/modes$/,
     step: /^(COLLAPSE|INSERT)_RANGE /,
     reason: 'fallocate COLLAPSE_RANGE and INSERT_RANGE: Linux\'s FUSE module refuses them itself (EOPNOTSUPP), no FUSE file system receives them'
-  },
-  {
-    id: /^names\/not-utf8$/,
-    step: '*',
-    reason: 'fuse-native hands paths to JavaScript as UTF-8 strings: bytes that are not UTF-8 become U+FFFD, so such a name lists differently and names differing only there collide'
   }
 ]
 

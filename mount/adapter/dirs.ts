@@ -14,6 +14,8 @@ import { isReserved, type Target } from './tree.js'
 
 const posix = ReefError.posix
 
+interface Listed { t: Target, name: Uint8Array }
+
 type DirOps = Pick<LowLevelOps, 'opendir' | 'releasedir' | 'fsyncdir' | 'statfs' | 'counted'> & {
   readdir: (ino: number, fh: number, ctx: unknown, off: number) => Promise<Array<{ name: string | Uint8Array, ino: number, mode: number }>>
   readdirplus: (ino: number, fh: number, ctx: unknown, off: number) => Promise<DirEntryPlus[]>
@@ -22,15 +24,15 @@ type DirOps = Pick<LowLevelOps, 'opendir' | 'releasedir' | 'fsyncdir' | 'statfs'
 export function dirOps (a: Adapter): DirOps {
   const { tree } = a
   /** Per open directory: its listing, and the target of each inode number in it. */
-  const listings = new Map<number, { entries: DirEntryPlus[], targets: Map<number, Target> } | undefined>()
+  const listings = new Map<number, { entries: DirEntryPlus[], targets: Map<number, Listed> } | undefined>()
   let nextFh = 1
 
-  async function list (ino: number): Promise<{ entries: DirEntryPlus[], targets: Map<number, Target> }> {
-    const targets = new Map<number, Target>()
+  async function list (ino: number): Promise<{ entries: DirEntryPlus[], targets: Map<number, Listed> }> {
+    const targets = new Map<number, Listed>()
     const t = await tree.target(ino)
     if (a.faultAt('readdir', ino, 'run')) throw a.injected('readdir', ino)
     const plus = (name: string | Uint8Array, c: Target): DirEntryPlus => {
-      targets.set(tree.inoOf(c), c)
+      targets.set(tree.inoOf(c), { t: c, name: typeof name === 'string' ? Buffer.from(name) : name })
       return { name, attr: tree.attr(c), attrTimeout: tree.attrTimeout(c), entryTimeout: tree.entryTimeout(c) }
     }
     const out: DirEntryPlus[] = [plus('.', t)]
@@ -88,9 +90,9 @@ export function dirOps (a: Adapter): DirOps {
     counted: (inos: number[]) => {
       for (const ino of inos) {
         for (const l of listings.values()) {
-          const t = l?.targets.get(ino)
-          if (t !== undefined) {
-            tree.counted(t)
+          const e = l?.targets.get(ino)
+          if (e !== undefined) {
+            tree.counted(e.t, e.name)
             break
           }
         }

@@ -55,7 +55,9 @@ export function entryOps (a: Adapter): Pick<LowLevelOps, 'lookup' | 'forget' | '
         if (n.kind === 'dir') throw posix('EISDIR', tree.nameOf(ino))
         await a.fs.truncate(n.ino, set.size)
       }
-      if (set.mode !== undefined || set.uid !== undefined || set.gid !== undefined || set.atimeNs !== undefined || set.mtimeNs !== undefined) {
+      // With nothing else to change (chown(-1, -1), a SETATTR of ctime alone) only ctime moves, as
+      // on ext4.
+      if (set.size === undefined || set.mode !== undefined || set.uid !== undefined || set.gid !== undefined || set.atimeNs !== undefined || set.mtimeNs !== undefined) {
         await a.fs.setattr(n.ino, { mode: set.mode, uid: set.uid, gid: set.gid, atime: set.atimeNs, mtime: set.mtimeNs })
       }
       a.changed()

@@ -19,6 +19,7 @@ const posix = ReefError.posix
 const O_ACCMODE = 3
 const O_DSYNC = 0o10000
 const O_DIRECT = 0o40000
+const O_TRUNC = 0o1000
 
 const asBuffer = (u: Uint8Array): Buffer => Buffer.isBuffer(u) ? u : Buffer.from(u.buffer, u.byteOffset, u.byteLength)
 
@@ -67,6 +68,14 @@ export function fileOps (a: Adapter): FileOps {
       const writable = (flags & O_ACCMODE) !== 0
       if (writable && t.ro) throw posix('EROFS', 'read-only file system')
       if (t.node.kind === 'dir' && writable) throw posix('EISDIR', tree.nameOf(ino))
+      // libfuse3 asks for atomic O_TRUNC: the kernel sends it with the open (no SETATTR) and
+      // takes the file as empty once the open succeeds. Linux truncates on O_RDONLY|O_TRUNC too
+      // (it has checked write permission).
+      if ((flags & O_TRUNC) !== 0 && t.node.kind === 'file') {
+        if (t.ro) throw posix('EROFS', 'read-only file system')
+        await a.fs.truncate(t.node.ino, 0)
+        a.changed()
+      }
       return opened({ fs: t.fs, node: t.node, ino, writable, sync: syncFlags(flags) })
     },
 

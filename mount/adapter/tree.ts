@@ -86,6 +86,7 @@ export class Tree {
 
   /** `name` in directory `parent`, or ENOENT. */
   async child (parent: number, name: Uint8Array): Promise<Target> {
+    if (name.length > 255) throw posix('ENAMETOOLONG', `a name of ${name.length} bytes`)
     const dir = await this.target(parent)
     if (dir.kind === 'virtual') {
       const text = Buffer.from(name).toString()
