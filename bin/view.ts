@@ -75,7 +75,7 @@ function position (p: WriterPosition): Record<string, unknown> {
 /** Where this node's own log is: its current version, newest folded record and its counter. */
 async function ownPosition (node: ReefNode): Promise<{ vguid: CID, record?: CID, n: bigint }> {
   const h = await node.heads.current(node.aguid)
-  if (h === undefined) throw ReefError.notFound(`no version of this node's file system yet (reef init --data-dir ${node.dataDir})`)
+  if (h === undefined) throw ReefError.notFound(`this node's file system has no version yet to publish (reef init, or a mount, makes the first one: reef init --data-dir ${node.dataDir})`)
   const v = decodeVersion(await node.store.get(h.vguid))
   if (v.log === undefined) return { vguid: h.vguid, n: 0n }
   const mine = v.vv?.[keyHex(node.keys.publicKey)]
@@ -157,8 +157,7 @@ export function addViewCommands (program: Command, { withNode, print }: ViewCliH
     .action(async (v: string, opts: { json?: boolean }) => {
       const id = parseViewId(v)
       await withNode(async node => {
-        const at = await ownPosition(node)
-        const r = await node.views().publishHead(id, at)
+        const r = await node.views().publishHead(id, async () => await ownPosition(node))
         const h = r.head
         print(opts.json, { view: id.toString(), key: keyHex(h.writer), seq: h.seq.toString(), vguid: h.vguid.toString(), record: h.record?.toString(), n: h.n.toString(), listSeq: h.listSeq.toString(), acks: r.acks }, () =>
           `head ${h.seq} of ${keyHex(h.writer)}: version ${h.vguid.toString()}, record ${h.n}, under list ${h.listSeq}; ${published(r.acks)}`)

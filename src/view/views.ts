@@ -21,6 +21,9 @@ export interface RecordNet {
   fetchRecord: (key: Uint8Array, what: string) => Promise<Uint8Array | undefined>
 }
 
+/** Where a writer's log is: its newest version, newest log record and that record's counter. */
+export interface LogPosition { vguid: CID, record?: CID, n: bigint }
+
 export interface ViewState { record: ViewRecord, list: ViewList, listCid: CID }
 
 /** One writer's place in a view as a reader sees it. */
@@ -116,15 +119,17 @@ export class Views {
   }
 
   /**
-   * Signs and publishes this node's head in a view: its log is at `at`. Only a current writer
+   * Signs and publishes this node's head in a view: its log is at `position`. Only a current writer
    * may; the head names the list version it was made under.
    */
-  async publishHead (view: CID, at: { vguid: CID, record?: CID, n: bigint }): Promise<{ head: WriterHead, acks?: number }> {
+  async publishHead (view: CID, position: LogPosition | (() => Promise<LogPosition>)): Promise<{ head: WriterHead, acks?: number }> {
     const s = await this.resolve(view)
     const me = this.deps.keys.publicKey
     const st = standingOf(s.list, me)
     if (st.state === 'removed') throw new ReefError('VIEW_REMOVED', `this node's key ${keyHex(me)} was removed from view ${view.toString()} at list ${st.removed}`)
     if (st.state !== 'writer') throw new ReefError('VIEW_NOT_WRITER', `this node's key ${keyHex(me)} is not a writer of view ${view.toString()} (its owner adds it with: reef view add ${view.toString()} ${keyHex(me)})`)
+    // Asked for only once this key may write: a non-writer is refused whatever its log holds.
+    const at = typeof position === 'function' ? await position() : position
     const slot = writerSlotFor(view, me)
     await this.fetchHead(slot)
     const held = await this.book.currentWriterHead(slot)
