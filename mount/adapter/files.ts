@@ -23,11 +23,7 @@ const O_TRUNC = 0o1000
 
 const asBuffer = (u: Uint8Array): Buffer => Buffer.isBuffer(u) ? u : Buffer.from(u.buffer, u.byteOffset, u.byteLength)
 
-type FileOps = Pick<LowLevelOps, 'open' | 'create' | 'read' | 'write' | 'flush' | 'fsync' | 'release'> & {
-  fallocate: (ino: number, fh: number, mode: number, off: number, length: number) => Promise<void>
-}
-
-export function fileOps (a: Adapter): FileOps {
+export function fileOps (a: Adapter): Pick<LowLevelOps, 'open' | 'create' | 'read' | 'write' | 'flush' | 'fsync' | 'release' | 'fallocate'> {
   const { tree } = a
   /**
    * The kernel may keep a file's pages across opens wherever its content changes only through
