@@ -83,3 +83,25 @@ export async function findSeconds (dir: string, expect: number): Promise<number>
   if (n !== expect) throw new Error(`find saw ${n} files in ${dir}, expected ${expect}`)
   return r.seconds
 }
+
+/**
+ * Random 4 KiB writes into an existing file of `fileBytes`, with an fsync every `syncEvery`
+ * writes (the way a database or a disk image on a loop device writes); writes per second.
+ * Offsets are 4 KiB-aligned, drawn from a fixed seed so every target gets the same ones.
+ */
+export function randomWrites (file: string, fileBytes: number, writes: number, syncEvery: number): number {
+  const block = crypto.randomBytes(4096)
+  const pages = Math.floor(fileBytes / 4096)
+  let x = 0x2545f491
+  const next = (): number => { x ^= x << 13; x ^= x >>> 17; x ^= x << 5; return (x >>> 0) % pages }
+  const fd = fs.openSync(file, 'r+')
+  const t0 = now()
+  for (let i = 1; i <= writes; i++) {
+    fs.writeSync(fd, block, 0, 4096, next() * 4096)
+    if (i % syncEvery === 0) fs.fsyncSync(fd)
+  }
+  fs.fsyncSync(fd)
+  const s = now() - t0
+  fs.closeSync(fd)
+  return writes / s
+}

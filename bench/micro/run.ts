@@ -9,11 +9,14 @@
  *                   a fresh (re)mount and drop_caches, warm = a second file right after
  *   seq read        the same in 128 KiB reads; warm = right after writing, cold = after
  *                   unmount/remount (local: nothing to remount) and drop_caches
- *   find            `find . -type f | wc -l` over 10,000 files in 100 directories, cold and warm
+ *   find            `find . -type f | wc -l` over 100,000 files in 1,000 directories, cold and warm,
+ *                   and the mount daemon's RSS right after (reef only)
+ *   random write    4 KiB writes at random aligned offsets of a 1 GiB file, fsync every 256 writes
  *
  * Environment: REEF_MICRO_RUNS (1; medians over runs), REEF_MICRO_STATS (20000),
  * REEF_MICRO_CREATES (2000), REEF_MICRO_SEQ_MIB (256), REEF_MICRO_BLOCK_KIB (128),
- * REEF_MICRO_FIND_FILES (10000), REEF_BENCH_DIR (/var/tmp), REEF_BENCH_DAEMON_NODE_ARGS.
+ * REEF_MICRO_FIND_FILES (100000), REEF_MICRO_RAND_MIB (1024), REEF_MICRO_RAND_WRITES (8192),
+ * REEF_BENCH_DIR (/var/tmp), REEF_BENCH_DAEMON_NODE_ARGS.
  * Reports; never passes or fails on a number.
  */
 import fs from 'node:fs'
@@ -21,7 +24,7 @@ import path from 'node:path'
 import { cleanupAll, ROOT, runMain } from '../phases/proc.js'
 import { commandLine, machine, median, printMachine, table, writeResults, barChartSvg } from '../phases/report.js'
 import { makeTarget, type TargetName } from '../phases/targets.js'
-import { createRate, findSeconds, payload, populate, seqRead, seqWrite, statRate } from './ops.js'
+import { createRate, findSeconds, payload, populate, randomWrites, seqRead, seqWrite, statRate } from './ops.js'
 
 const args = process.argv.slice(2)
 const opt = (name: string): string | undefined => { const i = args.indexOf(name); return i >= 0 ? args[i + 1] : undefined }
@@ -38,7 +41,10 @@ const STATS = num('REEF_MICRO_STATS', 20_000)
 const CREATES = num('REEF_MICRO_CREATES', 2_000)
 const SEQ = num('REEF_MICRO_SEQ_MIB', 256) * 2 ** 20
 const BLOCK = num('REEF_MICRO_BLOCK_KIB', 128) * 1024
-const FIND = num('REEF_MICRO_FIND_FILES', 10_000)
+const FIND = num('REEF_MICRO_FIND_FILES', 100_000)
+const RAND_FILE = num('REEF_MICRO_RAND_MIB', 1024) * 2 ** 20
+const RAND_WRITES = num('REEF_MICRO_RAND_WRITES', 8192)
+const RAND_SYNC = 256
 
 const started = Date.now()
 const log = (s: string): void => { process.stderr.write(`micro [${((Date.now() - started) / 1000).toFixed(0)} s]: ${s}\n`) }
@@ -53,7 +59,9 @@ const METRICS: Metric[] = [
   { key: 'readWarm', label: `seq read ${SEQ / 2 ** 20} MiB, warm`, unit: 'MB/s', higherIsBetter: true },
   { key: 'readCold', label: `seq read ${SEQ / 2 ** 20} MiB, cold`, unit: 'MB/s', higherIsBetter: true },
   { key: 'findCold', label: `find over ${FIND} files, cold`, unit: 's', higherIsBetter: false },
-  { key: 'findWarm', label: `find over ${FIND} files, warm`, unit: 's', higherIsBetter: false }
+  { key: 'findWarm', label: `find over ${FIND} files, warm`, unit: 's', higherIsBetter: false },
+  { key: 'rssFind', label: `daemon RSS after find over ${FIND} files`, unit: 'MiB', higherIsBetter: false },
+  { key: 'randWrite', label: `random 4 KiB writes, ${RAND_FILE / 2 ** 20} MiB file, fsync every ${RAND_SYNC}`, unit: 'writes/s', higherIsBetter: true }
 ]
 type Values = Record<string, number>
 
@@ -72,6 +80,8 @@ async function once (name: TargetName): Promise<Values> {
     if (!cold.dropped) log('could not drop caches (not root?): "cold" is only a remount')
     step('findCold', await findSeconds(d('find'), findFiles))
     step('findWarm', await findSeconds(d('find'), findFiles))
+    const rss = await t.daemonRssMiB?.()
+    if (rss !== undefined) step('rssFind', rss)
     const a = payload(SEQ)
     await t.coldRestart()
     step('writeCold', seqWrite(d('seq-a'), a, BLOCK))
@@ -80,6 +90,9 @@ async function once (name: TargetName): Promise<Values> {
     step('readWarm', seqRead(d('seq-b'), BLOCK, SEQ))
     await t.coldRestart()
     step('readCold', seqRead(d('seq-a'), BLOCK, SEQ))
+    // The file is written whole first (untimed): a disk image or a database file exists already.
+    seqWrite(d('rand'), payload(RAND_FILE), BLOCK)
+    step('randWrite', randomWrites(d('rand'), RAND_FILE, RAND_WRITES, RAND_SYNC))
   } finally {
     await t.stop()
   }
@@ -117,7 +130,7 @@ async function main (): Promise<void> {
     command,
     machine: m,
     runs,
-    sizes: { stats: STATS, creates: CREATES, seqBytes: SEQ, blockBytes: BLOCK, findFiles: FIND },
+    sizes: { stats: STATS, creates: CREATES, seqBytes: SEQ, blockBytes: BLOCK, findFiles: FIND, randFileBytes: RAND_FILE, randWrites: RAND_WRITES, randSyncEvery: RAND_SYNC },
     metrics: METRICS,
     targets: Object.fromEntries([...all].map(([n, vs]) => [n, { median: med.get(n), runs: vs }])),
     slowdown: Object.fromEntries(others.map(n => [n, Object.fromEntries(METRICS.map(mt => [mt.key, slower(n, mt)]))]))

@@ -30,6 +30,8 @@ export interface Target {
   /** Makes the next access cold: reef unmounts and remounts its data dir; all drop caches. */
   coldRestart (): Promise<{ dropped: boolean }>
   stop (): Promise<void>
+  /** The mount daemon's resident set now, in MiB (reef targets only). */
+  daemonRssMiB?: () => Promise<number | undefined>
 }
 
 const LOOPBACK = '/ip4/127.0.0.1/tcp/0'
@@ -168,6 +170,13 @@ export class ReefTarget implements Target {
 
   /** The mount daemon's stderr so far (for reports of failures). */
   daemonLog (): string { return this.mount.stderr() }
+
+  async daemonRssMiB (): Promise<number | undefined> {
+    const st = await reefJson(this.mount.dataDir, ['status'], 30_000) as { pid?: number }
+    if (st.pid === undefined) return undefined
+    const m = /^VmRSS:\s+(\d+) kB/m.exec(fs.readFileSync(`/proc/${st.pid}/status`, 'utf8'))
+    return m === null ? undefined : Number(m[1]) / 1024
+  }
   get dataDir (): string { return this.mount.dataDir }
 }
 
