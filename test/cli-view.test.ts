@@ -9,10 +9,11 @@ import tap from 'tap'
 import fs from 'node:fs'
 import path from 'node:path'
 import { multiaddr } from '@multiformats/multiaddr'
+import { CID } from 'multiformats/cid'
 import { keyPairFromSeed } from '../src/crypto/sign.js'
-import { keyHex, viewIdFor } from '../src/view/ids.js'
+import { keyHex, viewIdFor, writerSlotFor } from '../src/view/ids.js'
 import { recordKeyFor } from '../src/view/dht.js'
-import { encodeViewRecord, signViewRecord } from '../src/view/record.js'
+import { encodeViewRecord, encodeWriterHead, signViewRecord, signWriterHead } from '../src/view/record.js'
 import { errorCode, lastWord, reef, show, tempDir } from './helpers/cli.js'
 import { describe, reefCli, startClient, startNode, waitFor, type NodeHandle, type RunResult } from './helpers/cluster.js'
 
@@ -157,11 +158,11 @@ tap.test('3 nodes on loopback', async t => {
     const mallory = keyPairFromSeed(new Uint8Array(fs.readFileSync(path.join(C.dataDir, 'identity.key'))))
     const cur = await showJson(A, view)
     const key = recordKeyFor(viewIdFor(owner.publicKey, 'shared')) as Uint8Array
-    const push = async (value: Uint8Array): Promise<{ acks: number, errors: number }> => {
+    const push = async (value: Uint8Array, to = key): Promise<{ acks: number, errors: number }> => {
       let acks = 0
       let errors = 0
       try {
-        for await (const e of client.services.dht.put(key, value, { signal: AbortSignal.timeout(20_000) })) {
+        for await (const e of client.services.dht.put(to, value, { signal: AbortSignal.timeout(20_000) })) {
           if (e.name === 'PEER_RESPONSE' && e.messageName === 'PUT_VALUE') acks++
           if (e.name === 'QUERY_ERROR') errors++
         }
@@ -170,7 +171,6 @@ tap.test('3 nodes on loopback', async t => {
     }
     const refusedBefore = await Promise.all(c.nodes.map(async nd => (await nd.network()).headsRefused as number))
     const name = new TextEncoder().encode('shared')
-    const { CID } = await import('multiformats/cid')
     // Forged: a higher seq, naming the owner, signed by another key.
     const forged = encodeViewRecord({ ...signViewRecord(mallory, name, CID.parse(cur.list), 9n), view: viewIdFor(owner.publicKey, name), owner: owner.publicKey })
     t.equal((await push(forged)).acks, 0, 'no node stores a forged record')
@@ -182,5 +182,19 @@ tap.test('3 nodes on loopback', async t => {
     const refusedAfter = await Promise.all(c.nodes.map(async nd => (await nd.network()).headsRefused as number))
     t.ok(refusedAfter.some((n, i) => n > refusedBefore[i]), `the nodes' guards refused the replay (${refusedBefore.join(',')} -> ${refusedAfter.join(',')})`)
     for (const nd of c.nodes) t.equal((await showJson(nd, view)).seq, '3', `node ${nd.i} still serves list 3`)
+
+    // Writer heads in B's slot: one signed by C claiming to be B's, and a replay of B's head 1
+    // (B's key, seq below the held 2).
+    const bKeys = keyPairFromSeed(new Uint8Array(fs.readFileSync(path.join(B.dataDir, 'identity.key'))))
+    const vid = viewIdFor(owner.publicKey, name)
+    const slotKey = recordKeyFor(writerSlotFor(vid, bKeys.publicKey)) as Uint8Array
+    const someVersion = CID.parse(cur.list)
+    const forgedHead = encodeWriterHead({ ...signWriterHead(mallory, { view: vid, vguid: someVersion, n: 0n, listSeq: 2n, seq: 9n }), writer: bKeys.publicKey })
+    t.equal((await push(forgedHead, slotKey)).acks, 0, 'no node stores a forged writer head')
+    const before = await Promise.all(c.nodes.map(async nd => (await nd.network()).headsRefused as number))
+    const oldHead = encodeWriterHead(signWriterHead(bKeys, { view: vid, vguid: someVersion, n: 0n, listSeq: 2n, seq: 1n }))
+    t.equal((await push(oldHead, slotKey)).acks, 0, 'no node stores a replayed writer head')
+    const after = await Promise.all(c.nodes.map(async nd => (await nd.network()).headsRefused as number))
+    t.ok(after.some((n, i) => n > before[i]), `the nodes' guards refused it (${before.join(',')} -> ${after.join(',')})`)
   })
 })
