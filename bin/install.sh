@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Installs everything reef needs on a fresh Debian + Node 20 machine (run as root), then the
-# npm dependencies (which build the patched FUSE binding and compile reef). Idempotent.
+# npm dependencies (which build reef's libfuse3 addon and compile reef). Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 
 pkgs=()
 # fuse3 gives fusermount3 (and /bin/fusermount as a link to it; it Breaks/Replaces fuse) and
-# libfuse3-dev builds reef's own addon; libfuse2 and libfuse-dev stay for the fuse-native binding.
-for p in fuse3 libfuse3-dev libfuse2 libfuse-dev pkg-config rsync attr; do
+# libfuse3-dev builds reef's own addon (mount/native/fuse3).
+for p in fuse3 libfuse3-dev pkg-config rsync attr; do
   dpkg -s "$p" >/dev/null 2>&1 || pkgs+=("$p")
 done
 for tool in make:make g++:g++ gcc:gcc git:git; do

@@ -20,7 +20,7 @@ import { cidFromKey, isAguid, parseGuid } from '../src/block/index.js'
 import type { DhtOptions } from '../src/dht/index.js'
 import { DEFAULT_MAX_CONNECTIONS } from '../src/dht/connections.js'
 import type { VersionInfo } from '../src/fs/fs.js'
-import { isFuseMounted } from '../mount/fuse.js'
+import { isFuseMounted } from '../mount/mounts.js'
 import { type CliContext, exitCodeFor, type Progress, rawArgs, resolveVersionArg, runProgram, terminalBar, toJson } from './program.js'
 import { formatFields } from './format.js'
 
@@ -231,7 +231,7 @@ function lifecycle (program: Command): void {
       if (maxDirtyBytes !== undefined && !(maxDirtyBytes > 0)) throw ReefError.badInput(`bad --max-dirty ${opts.maxDirty}`)
       const attrTimeout = opts.attrTimeout !== undefined ? Number(opts.attrTimeout) : undefined
       if (attrTimeout !== undefined && !(attrTimeout >= 0 && attrTimeout <= 3600)) throw ReefError.badInput(`bad --attr-timeout ${opts.attrTimeout}`)
-      d = await MountDaemon.start(node, { mountpoint, foldIntervalMs, maxDirtyBytes, attrTimeout, attrCache: opts.attrCache, writeBehind: opts.writeBehind, checkout: version, from, follow: own ? undefined : follow, faults: testFaults(), engine: process.env.REEF_MOUNT_ENGINE === 'fuse-native' ? 'fuse-native' : undefined })
+      d = await MountDaemon.start(node, { mountpoint, foldIntervalMs, maxDirtyBytes, attrTimeout, attrCache: opts.attrCache, writeBehind: opts.writeBehind, checkout: version, from, follow: own ? undefined : follow, faults: testFaults() })
       server = await serveControl(node, d, checkout === undefined ? SOCKET_NAME : `checkout-${process.pid}.sock`, stop)
     } catch (e) {
       await stop()
@@ -253,8 +253,8 @@ function lifecycle (program: Command): void {
     .argument('<dir>', 'mount point (created if missing)')
     .option('--fold-interval <seconds>', 'fold writes into a version after this many seconds of activity', '5')
     .option('--max-dirty <MiB>', 'fold early once this much written data waits in memory', '512')
-    .option('--attr-timeout <seconds>', 'let the kernel cache attributes this long where that is exact (directories, files with one link); 0: ask every time', '1')
-    .option('--no-attr-cache', 'ask the daemon for every getattr instead of answering from the exact attribute cache')
+    .option('--attr-timeout <seconds>', 'let the kernel cache attributes this long (a follower\'s: never); 0: ask every time', '1')
+    .option('--no-attr-cache', 'the same as --attr-timeout 0: every stat reaches the daemon')
     .option('--no-write-behind', 'apply every write before acknowledging it (default: acknowledge once queued, apply right after; fsync and close wait)')
     .option('--json', 'print the mount status as JSON once mounted')
     .option('--from <version>', 'start read-write from this version (seq or VGUID): its tree becomes the live tree and the next version follows the head (see reef fsck)')

@@ -1,43 +1,31 @@
 /**
  * The mount daemon: mounts a reef file system on a directory, folds the writer log into
  * versions every few seconds of activity (and on demand, and at unmount), and cleans up a mount
- * left behind by a killed daemon. FUSE options and why:
- *   use_ino              st_ino from reef (stable across remounts, shared by hard links)
- *   big_writes,max_write=131072
- *                        128 KiB writes instead of 4 KiB: one handler call per 128 KiB
- *   max_read=131072      same for reads
- *   attr_timeout=0       libfuse's high-level API gives every *path* its own kernel inode, so the
- *                        names of a hard-linked file are separate kernel inodes, and one global
- *                        timeout let them disagree (`ln a b; stat a` showed nlink 1, `rm b;
- *                        stat a` nlink 2). So libfuse's is 0, and instead...
- *   kernel attr cache    ...the patched binding gives each reply its own validity (--attr-timeout,
- *                        default 1 s) where caching is exact: directories, and files and symlinks
- *                        with one link; when a file gets its second link, the kernel inode of its
- *                        first name is told to drop its attributes. A follower, whose tree
- *                        changes under it, lets the kernel cache nothing.
- *   attribute cache      what the kernel does ask is answered on the FUSE thread, from the
- *                        binding's exact cache (mount/native): every change reaches the daemon
- *                        through an op that drops what it touched, so only the daemon's own
- *                        changes (a follower's new version) need a clearAttrCache(). A GETATTR
- *                        costs ~35 us instead of a ~130 us round trip to JS (--no-attr-cache).
- *   write-behind         a write is acknowledged once the FUSE thread has queued and hashed it,
- *                        and applied right after, before any later op (--no-write-behind)
- *   entry_timeout=1      name -> node lookups may be cached 1 s: every namespace change goes
- *                        through this mount, which updates the kernel's dentries itself
- *   negative_timeout=0   a name created right after a failed lookup must be seen at once
- *   page cache           decided per open (mount/ops.ts, keep_cache through the patched
- *                        binding), not by kernel_cache (with hard links, a write through one
- *                        name left the other's cached pages stale forever) nor auto_cache (it
- *                        dropped the cache whenever mtime had moved since the last open, so
- *                        reading a file right after writing it always went to the daemon)
+ * left behind by a killed daemon. It mounts through reef's own addon on libfuse3's low-level API
+ * (mount/fuse3.ts, mount/native/fuse3), with the operations of mount/adapter. Choices and why:
+ *   inode numbers        the kernel names every inode by reef's own number (stable across
+ *                        remounts, one kernel inode for all names of a hard-linked file); there is
+ *                        no path table, and FORGET tells the daemon what the kernel still holds
+ *   attribute cache      the kernel's: every reply carries its validity (--attr-timeout, default
+ *                        1 s), exact for every file since all changes go through this mount and
+ *                        a file's names share one kernel inode. A follower (its tree changes
+ *                        under it) and /.reef/versions (it grows with each fold) get 0
+ *   entry timeout 1 s    name -> inode lookups may be cached: namespace changes go through this
+ *                        mount, which updates the kernel's dentries itself; negative entries are
+ *                        not cached (a name created right after a failed lookup is seen at once)
+ *   page cache           kept across opens (keep_cache) for every file but a follower's
+ *   write-behind         a write is acknowledged once queued and applied right after, before any
+ *                        later op; a late failure is reported by the next write, close or fsync
+ *                        of that descriptor (--no-write-behind)
+ *   atomic O_TRUNC       libfuse3 asks for it: O_TRUNC comes with the open, not as a SETATTR
  *   default_permissions  the kernel enforces mode bits (EACCES) with the attrs we report
- *   nosuid,nodev         libfuse's defaults, kept on purpose: a reef tree can come from another
+ *   nosuid,nodev         fusermount3's defaults, kept on purpose: a reef tree can come from another
  *                        writer or from someone else's put, and a device node in it must not
  *                        open this machine's devices. Device nodes are stored, listed and
  *                        stat'ed like any entry (rdev kept); opening one answers EACCES
  *   allow_other          other local users (and tests running as another uid) can reach it;
  *                        only when root mounts or /etc/fuse.conf has user_allow_other (without it,
- *                        fusermount refuses the option and a non-root mount would fail)
+ *                        fusermount3 refuses the option and a non-root mount would fail)
  */
 import { execFile } from 'node:child_process'
 import fs from 'node:fs'
@@ -48,10 +36,9 @@ import { ReefError } from '../src/errors.js'
 import type { ReefFS, VersionInfo } from '../src/fs/fs.js'
 import type { ReefNode } from '../src/node.js'
 import type { Logger } from './errno.js'
-import { type FuseInstance, isFuseMounted, mountFuse, unmountFuse } from './fuse.js'
+import { isFuseMounted } from './mounts.js'
 import { MAX_FILE_SIZE } from '../src/object/file.js'
-import { buildOps, type VersionSource } from './ops.js'
-import { buildAdapter, type AdapterOptions, type Faults, type MountAdapter } from './adapter/index.js'
+import { buildAdapter, type AdapterOptions, type Faults, type MountAdapter, type VersionSource } from './adapter/index.js'
 import { type Fuse3Mount, mountLowLevel } from './fuse3.js'
 
 const run = promisify(execFile)
@@ -83,19 +70,16 @@ export interface MountOptions {
   /** How often a follower asks the network for a newer head (default 2000 ms). */
   followIntervalMs?: number
   /**
-   * Seconds the kernel may cache the attributes it can cache exactly: directories, and files and
-   * symlinks with one link (default 1; 0 makes the kernel ask every time). A follower's kernel
-   * caches nothing: its tree changes under it.
+   * Seconds the kernel may cache attributes (default 1; 0 makes the kernel ask every time). A
+   * follower's kernel caches nothing: its tree changes under it.
    */
   attrTimeout?: number
-  /** Answer getattr from the binding's exact attribute cache (default true). */
+  /** false: the same as attrTimeout 0 (default true). */
   attrCache?: boolean
-  /** Acknowledge writes once queued in the binding, apply them right after (default true). */
+  /** Acknowledge writes once queued, apply them right after (default true). */
   writeBehind?: boolean
   /** Test faults, set by the composition root (bin/), never read from the environment here. */
   faults?: Faults
-  /** 'fuse3': reef's own addon on libfuse3's low-level API (default); 'fuse-native': the old one. */
-  engine?: 'fuse3' | 'fuse-native'
   log?: Logger
 }
 
@@ -132,8 +116,6 @@ export async function cleanupStaleMount (mnt: string): Promise<boolean> {
 }
 
 export class MountDaemon {
-  private fuse?: FuseInstance
-  private ops?: ReturnType<typeof buildOps>
   private fuse3?: Fuse3Mount
   private adapter?: MountAdapter
   private adapterOptions?: AdapterOptions
@@ -145,7 +127,6 @@ export class MountDaemon {
   folds = 0
 
   private followTimer?: NodeJS.Timeout
-  private opsOptions?: { fs: ReefFS }
 
   private constructor (readonly node: ReefNode, public fs: ReefFS, readonly opts: MountOptions, private readonly log: Logger) {}
 
@@ -172,11 +153,7 @@ export class MountDaemon {
       if (rfs.replaySkipped > 0) log(`log replay: ${rfs.replaySkipped} records skipped, ${rfs.pending} applied`)
     }
     const d = new MountDaemon(node, rfs, { ...opts, mountpoint: mnt }, log)
-    if ((opts.engine ?? 'fuse3') === 'fuse3') {
-      d.mountLowLevel(rfs)
-    } else {
-      await d.mountFuseNative(rfs)
-    }
+    d.mountLowLevel(rfs)
     // Continuing from another version is recorded at once, as a version that says so.
     if (opts.from !== undefined) {
       await d.sync(`from version ${opts.from.root.seq}`).catch(err => log(`fold of the version continued from failed: ${(err as Error).message}`))
@@ -212,43 +189,6 @@ export class MountDaemon {
     this.fuse3 = mountLowLevel(this.opts.mountpoint, this.adapter.ops, options)
   }
 
-  private async mountFuseNative (rfs: ReefFS): Promise<void> {
-    const d = this
-    const opts = this.opts
-    const log = this.log
-    const mnt = this.opts.mountpoint
-    const node = this.node
-    const opsOptions = {
-      fs: rfs,
-      versions: d.versionSource(),
-      log,
-      readOnly: opts.checkout !== undefined || opts.follow !== undefined,
-      follower: opts.follow !== undefined,
-      onChange: () => d.scheduleFold(),
-      onAliasedChange: () => d.fuse?.clearAttrCache(),
-      statfsPath: node.dataDir
-    }
-    d.opsOptions = opsOptions
-    const ops = buildOps(opsOptions)
-    d.ops = ops
-    d.fuse = await mountFuse(mnt, ops, {
-      useIno: true,
-      attrTimeout: 0,
-      kernelAttrTimeout: opts.follow !== undefined ? 0 : opts.attrTimeout ?? DEFAULT_ATTR_TIMEOUT,
-      attrCache: opts.attrCache ?? true,
-      writeBehind: (opts.writeBehind ?? true) && !opsOptions.readOnly,
-      maxFileSize: MAX_FILE_SIZE,
-      entryTimeout: 1,
-      negativeTimeout: 0,
-      allowOther: allowOtherFor(process.getuid?.() ?? 0, readFuseConf()),
-      defaultPermissions: true,
-      fsname: `reef:${node.config.name}`,
-      subtype: 'reef',
-      options: ['big_writes', 'max_write=131072', 'max_read=131072'],
-      timeout: false
-    })
-  }
-
   private startFollowing (): void {
     const tick = async (): Promise<void> => {
       const aguid = this.aguid
@@ -259,12 +199,10 @@ export class MountDaemon {
       const next = await this.node.openVersion(v)
       const old = this.fs
       this.fs = next
-      if (this.opsOptions !== undefined) this.opsOptions.fs = next
       if (this.adapterOptions !== undefined) {
         this.adapterOptions.fs = next
         this.adapter?.adapter.tree.swapped(old)
       }
-      this.fuse?.clearAttrCache()
       this.log(`following ${aguid.toString()}: now at version ${v.root.seq}`)
     }
     const loop = (): void => {
@@ -330,8 +268,6 @@ export class MountDaemon {
 
   /** Every write acknowledged so far (write-behind) applied to the fs core. */
   private async settleWrites (): Promise<void> {
-    this.fuse?.flushWriteBehind()
-    await this.ops?.settled()
     await this.adapter?.settled()
   }
 
@@ -349,9 +285,8 @@ export class MountDaemon {
       damagedDirs: [...this.fs.damaged.values()].map(d => ({ path: d.path, guid: d.guid, code: d.code })),
       dirtyBytes: this.fs.dirtyBytes,
       folds: this.folds,
-      engine: this.fuse3 !== undefined ? 'fuse3' : 'fuse-native',
-      attrCache: this.fuse3 !== undefined ? this.kernelCacheStats() : this.fuse?.attrCacheStats(),
-      writeBehind: this.adapter?.writeBehind() ?? this.fuse?.writeBehindStats(),
+      attrCache: this.kernelCacheStats(),
+      writeBehind: this.adapter?.writeBehind(),
       lastError: this.lastError,
       pid: process.pid
     }
@@ -384,7 +319,6 @@ export class MountDaemon {
       v = await this.sync('unmount')
     } finally {
       this.stopped = true
-      if (this.fuse !== undefined) await unmountFuse(this.fuse).catch(err => this.log(`unmount: ${(err as Error).message}`))
       if (this.fuse3 !== undefined) {
         this.fuse3.unmount()
         await this.fuse3.ended

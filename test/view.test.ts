@@ -267,3 +267,27 @@ t.test('Views: owner changes, others follow, non-owners refused, heads checked',
   await t.rejects(o.book.acceptView(encodeViewRecord(signViewRecord(owner, created.list.name, created.listCid, 1n))), code('VIEW_ROLLBACK'), 'the genesis replayed')
   t.equal((await m.resolve(view)).list.seq, 3n)
 })
+
+t.test('Views: a fetched list that does not follow the held one is refused (VIEW_CHAIN)', async t => {
+  const net = memNet()
+  const blocks = new MemoryBlockStore()
+  const o = new Views({ keys: owner, heads: new MemoryHeadStore(), blocks, net })
+  const reader = new Views({ keys: bob, heads: new MemoryHeadStore(), blocks, net })
+  const { list, listCid } = await o.create('chain')
+  await reader.resolve(list.view)
+  // The owner's key signs list 2 that claims to follow another list 1 than the one published.
+  const other = encodeList({ ...genesisList(owner.publicKey, 'chain', 5), time: 5 })
+  t.notOk(other.cid.equals(listCid))
+  await blocks.put(other)
+  const bad = encodeList(addWriter(list, other.cid, alice.publicKey))
+  await blocks.put(bad)
+  net.records.set(Buffer.from(recordKeyFor(list.view) as Uint8Array).toString('hex'), encodeViewRecord(signViewRecord(owner, list.name, bad.cid, 2n)))
+  await t.rejects(reader.resolve(list.view), code('VIEW_CHAIN'))
+  t.equal((await reader.book.currentView(list.view))?.record.seq, 1n, 'the reader keeps list 1')
+  // A newer list whose block nobody has: the held list still answers.
+  const lost = encodeList(addWriter(list, listCid, alice.publicKey))
+  net.records.set(Buffer.from(recordKeyFor(list.view) as Uint8Array).toString('hex'), encodeViewRecord(signViewRecord(owner, list.name, lost.cid, 2n)))
+  t.equal((await reader.resolve(list.view)).list.seq, 1n, 'list 1, while list 2\'s block cannot be fetched')
+  await blocks.put(lost)
+  t.equal((await reader.resolve(list.view)).list.seq, 2n, 'list 2 once its block can be')
+})

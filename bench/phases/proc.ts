@@ -8,7 +8,7 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { isFuseMounted } from '../../mount/fuse.js'
+import { isFuseMounted } from '../../mount/mounts.js'
 
 /** The repository root, found from this file's place (ROOT/dist/bench/phases/proc.js). */
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..')

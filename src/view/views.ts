@@ -3,6 +3,12 @@
  * or read the writers' heads. Everything lands in the local view book and block store first, so
  * a node without peers works on what it holds; with a network, each change is published at once
  * and each read first asks the network for something newer.
+ *
+ * For the merge (issue 12 item 3, not built yet): `positions(view)` gives every writer's place
+ * to merge from (a current writer's checked head, a removed writer's cut from the list); walk
+ * each writer's records back from there along `prev` and pass each through check.ts's
+ * `checkRecord` with the head that reached it. Until the merge lands, `reef view publish` makes a
+ * writer's head name its own file system's current version and newest folded record.
  */
 import type { CID } from 'multiformats/cid'
 import type { KeyPair } from '../crypto/sign.js'
@@ -67,7 +73,13 @@ export class Views {
 
   /** The newest version of a view this node can get: NOT_FOUND if it knows none. */
   async resolve (view: CID): Promise<ViewState> {
-    await this.refresh(view)
+    try {
+      await this.refresh(view)
+    } catch (err) {
+      // A newer list whose block cannot be fetched now: the held one still answers (a node
+      // without peers works on what it holds). Anything wrong with what was fetched is reported.
+      if (!isReefError(err, 'NOT_FOUND') || (await this.book.currentView(view)) === undefined) throw err
+    }
     const cur = await this.book.currentView(view)
     if (cur === undefined) throw ReefError.notFound(`no view ${view.toString()} is known here or on the network`)
     return { record: cur.record, list: await this.loadList(cur.record), listCid: cur.record.list }

@@ -12,7 +12,7 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { isFuseMounted } from '../../mount/fuse.js'
+import { isFuseMounted } from '../../mount/mounts.js'
 import { rmTree } from './cli.js'
 
 export { rmTree }
