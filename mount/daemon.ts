@@ -304,7 +304,9 @@ export class MountDaemon {
       getattrs: a?.counters.getattr,
       lookups: a?.counters.lookup,
       forgets: a?.counters.forget,
-      inodesHeld: a?.tree.referenced
+      inodesHeld: a?.tree.referenced,
+      inodesLoaded: this.fs.inodes.size,
+      inodesUnloaded: a?.tree.unloaded
     }
   }
 

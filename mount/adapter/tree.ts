@@ -39,6 +39,8 @@ export class Tree {
    * that inode, as on a local file system. FORGET lets go.
    */
   private readonly held = new Map<number, { fs: ReefFS, node: Inode }>()
+  /** Inodes given back to the fs core after FORGETs (status). */
+  unloaded = 0
   /** A follower's previous tree: inodes the kernel holds are found again by path in the new one. */
   private previous?: ReefFS
 
@@ -139,6 +141,11 @@ export class Tree {
     if (h !== undefined) {
       this.held.delete(ino)
       h.fs.release(h.node)
+      // The kernel has let go of every entry below a directory before the directory itself
+      // (children pin their parent): what it no longer holds need not stay loaded here either.
+      if (h.node.kind === 'dir') {
+        h.fs.unload(h.node).then(n => { this.unloaded += n }, err => { this.o.log(`unload of a forgotten directory: ${String(err)}`) })
+      }
     }
   }
 

@@ -699,6 +699,29 @@ export class ReefFS {
 
   open (n: Inode): void { n.openCount++ }
 
+  /**
+   * Forgets the loaded children of a clean directory (they load again from its tree at the next
+   * lookup): how the memory the kernel gives back with FORGET is given back here too. A child
+   * that is open or held, has unfolded changes, is hard-linked (the link table owns it) or is a
+   * directory with loaded children stays. Returns how many inodes went.
+   */
+  async unload (dir: Inode): Promise<number> {
+    return await this.exclusive(async () => {
+      if (dir.kind !== 'dir' || dir.children === undefined || dir.loading !== undefined || dir.dirBase === undefined) return 0
+      if (this.dirtyDirs.has(dir.ino) || this.damaged.has(dir.ino) || !this.inodes.has(dir.ino)) return 0
+      let gone = 0
+      for (const ino of dir.children.values()) {
+        const c = this.inodes.get(ino)
+        if (c === undefined || c.openCount > 0 || c.inTable || c.pages !== undefined || c.contentDirty || this.dirtyFiles.has(ino)) continue
+        if (c.kind === 'dir' && (c.children !== undefined || this.dirtyDirs.has(ino) || this.damaged.has(ino))) continue
+        this.inodes.delete(ino)
+        gone++
+      }
+      dir.children = undefined
+      return gone
+    })
+  }
+
   release (n: Inode): void {
     n.openCount = Math.max(0, n.openCount - 1)
     if (n.openCount > 0) return
