@@ -30,6 +30,8 @@ export interface Fuse3Stats {
     /** [mode, off, length] of each FALLOCATE. */
     fallocate: Array<[number, number, number]>
     lookupNames: string[]
+    /** Each READ's size asked by the kernel. */
+    reads: number[]
   }
 }
 

@@ -70,7 +70,9 @@ void reef_caps_apply(reef_session *s, struct fuse_conn_info *conn) {
    * OPEN/OPENDIR, if it can (capable). */
   g->no_open = c->no_open == 1 && (conn->capable & FUSE_CAP_NO_OPEN_SUPPORT);
   g->no_opendir = c->no_opendir == 1 && (conn->capable & FUSE_CAP_NO_OPENDIR_SUPPORT);
-  g->parallel_dirops = conn->want & FUSE_CAP_PARALLEL_DIROPS;
+  /* libfuse before 3.17 never copies this want bit into its INIT reply (the kernel kept
+   * serialising lookups in one directory with it "on"), so it is granted only from 3.17. */
+  g->parallel_dirops = (conn->want & FUSE_CAP_PARALLEL_DIROPS) && fuse_version() >= 317;
   g->splice_read = conn->want & FUSE_CAP_SPLICE_READ;
   g->splice_write = conn->want & FUSE_CAP_SPLICE_WRITE;
   /* libfuse clamps max_write after this callback to its buffer: 256 pages (FUSE_MAX_MAX_PAGES). */
