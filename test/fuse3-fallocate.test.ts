@@ -1,6 +1,7 @@
 // FALLOCATE through reef's own fuse3 addon: posix_fallocate and fallocate(2) with
 // FALLOC_FL_KEEP_SIZE and FALLOC_FL_PUNCH_HOLE reach the fixture's `fallocate(ino, fh, mode, off,
-// length)` with the caller's mode, and a mode the handler refuses comes back as its errno.
+// length)` with the caller's mode, and a mode the handler refuses comes back as its errno; lseek's
+// SEEK_DATA/SEEK_HOLE are answered by the fixture's `lseek` (it knows the punched hole).
 
 import t from 'tap'
 import { execFile } from 'node:child_process'
@@ -61,6 +62,18 @@ if (reason) {
     t.match(await fallocate(f, ZERO_RANGE, 0, 4096), /^(EOPNOTSUPP|ENOTSUP)$/, "a mode the handler refuses answers the handler's errno")
     seen = (await served.stats()).seen.fallocate
     t.same(seen.slice(-3), [[KEEP_SIZE, 0, 4 << 20], [KEEP_SIZE | PUNCH_HOLE, 4096, 4096], [ZERO_RANGE, 0, 4096]], 'each mode as the caller gave it')
+    const seek = async (off: number, whence: string): Promise<string> => (await exec('python3', ['-c', `
+import errno, os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+try:
+    print(os.lseek(fd, int(sys.argv[2]), getattr(os, sys.argv[3])))
+except OSError as e:
+    print(errno.errorcode[e.errno])
+`, f, String(off), whence])).stdout.trim()
+    t.equal(await seek(0, 'SEEK_HOLE'), '4096', 'lseek SEEK_HOLE from 0 finds the punched hole (the kernel alone says the end)')
+    t.equal(await seek(0, 'SEEK_DATA'), '0', 'SEEK_DATA from 0')
+    t.equal(await seek(4096, 'SEEK_DATA'), 'ENXIO', 'no data after the hole (the rest is zeros)')
+    t.equal(await seek(2 << 20, 'SEEK_DATA'), 'ENXIO', 'past the end')
     t.equal(await unmountFuse3(served, mnt), 0, 'the server exits cleanly')
   })
 
