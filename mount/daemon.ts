@@ -8,12 +8,14 @@
  *                        no path table, and FORGET tells the daemon what the kernel still holds
  *   attribute cache      the kernel's: every reply carries its validity (--attr-timeout, default
  *                        1 s), exact for every file since all changes go through this mount and
- *                        a file's names share one kernel inode. A follower (its tree changes
- *                        under it) and /.reef/versions (it grows with each fold) get 0
+ *                        a file's names share one kernel inode; /.reef/versions (it grows with
+ *                        each fold) gets 0. What changes under the kernel is invalidated
+ *                        explicitly: a follower's new version (every held inode and the names in
+ *                        held directories), a write that failed after it was acknowledged
  *   entry timeout 1 s    name -> inode lookups may be cached: namespace changes go through this
  *                        mount, which updates the kernel's dentries itself; negative entries are
  *                        not cached (a name created right after a failed lookup is seen at once)
- *   page cache           kept across opens (keep_cache) for every file but a follower's
+ *   page cache           kept across opens (keep_cache), for the same reasons
  *   write-behind         a write is acknowledged once queued and applied right after, before any
  *                        later op; a late failure is reported by the next write, close or fsync
  *                        of that descriptor (--no-write-behind)
@@ -70,8 +72,7 @@ export interface MountOptions {
   /** How often a follower asks the network for a newer head (default 2000 ms). */
   followIntervalMs?: number
   /**
-   * Seconds the kernel may cache attributes (default 1; 0 makes the kernel ask every time). A
-   * follower's kernel caches nothing: its tree changes under it.
+   * Seconds the kernel may cache attributes (default 1; 0 makes the kernel ask every time).
    */
   attrTimeout?: number
   /** false: the same as attrTimeout 0 (default true). */
@@ -176,7 +177,7 @@ export class MountDaemon {
       follower: this.opts.follow !== undefined,
       onChange: () => this.scheduleFold(),
       statfsPath: this.node.dataDir,
-      attrTimeout: this.opts.follow !== undefined || this.opts.attrCache === false ? 0 : this.opts.attrTimeout ?? DEFAULT_ATTR_TIMEOUT,
+      attrTimeout: this.opts.attrCache === false ? 0 : this.opts.attrTimeout ?? DEFAULT_ATTR_TIMEOUT,
       entryTimeout: 1,
       writeBehind: (this.opts.writeBehind ?? true) && !this.readOnlyMount,
       maxFileSize: MAX_FILE_SIZE,
@@ -187,6 +188,7 @@ export class MountDaemon {
     const options = [`fsname=reef:${this.node.config.name}`, 'subtype=reef', 'default_permissions']
     if (allowOtherFor(process.getuid?.() ?? 0, readFuseConf())) options.push('allow_other')
     this.fuse3 = mountLowLevel(this.opts.mountpoint, this.adapter.ops, options)
+    this.adapter.adapter.tree.kernel = this.fuse3
   }
 
   private startFollowing (): void {
@@ -201,7 +203,7 @@ export class MountDaemon {
       this.fs = next
       if (this.adapterOptions !== undefined) {
         this.adapterOptions.fs = next
-        this.adapter?.adapter.tree.swapped(old)
+        await this.adapter?.adapter.tree.swapped(old)
       }
       this.log(`following ${aguid.toString()}: now at version ${v.root.seq}`)
     }

@@ -57,7 +57,9 @@ tap.test('a file written through one mount shows up in a follower mount on anoth
 
   // A folds only when asked (sync), so what B sees comes from that sync.
   const A = await startNetMount(t, dirA, path.join(base, 'mnt-a'), ['--fold-interval', '3600'])
-  const B = await startNetMount(t, dirB, path.join(base, 'mnt-b'), ['--aguid', aguid, '--bootstrap', A.addr, '--fetch-deadline', String(FETCH_DEADLINE_MS / 1000)])
+  // B's kernel may keep attributes for an hour: only the daemon's invalidations, sent when a new
+  // version arrives, can show it a change.
+  const B = await startNetMount(t, dirB, path.join(base, 'mnt-b'), ['--aguid', aguid, '--bootstrap', A.addr, '--fetch-deadline', String(FETCH_DEADLINE_MS / 1000), '--attr-timeout', '3600'])
   t.notOk(fs.existsSync(path.join(B.mnt, 'hello.bin')), 'B starts without the file')
 
   const bytes = crypto.randomBytes(1536 * 1024 + 77)
@@ -94,6 +96,27 @@ tap.test('a file written through one mount shows up in a follower mount on anoth
   t.equal(errnoOf(() => fs.mkdirSync(path.join(B.mnt, 'dir'))), 'EROFS', 'mkdir in B\'s mount: EROFS')
   t.equal(errnoOf(() => fs.unlinkSync(path.join(B.mnt, 'note.txt'))), 'EROFS', 'unlink in B\'s mount: EROFS')
   t.equal(fs.readFileSync(path.join(A.mnt, 'note.txt'), 'utf8'), 'written on A\n', 'A unchanged')
+
+  // A file B has stat'ed and read (its attributes and pages in B's kernel) changes on A.
+  const edit = path.join(B.mnt, 'docs', 'edit.txt')
+  fs.writeFileSync(path.join(A.mnt, 'docs', 'edit.txt'), 'first')
+  fs.writeFileSync(path.join(A.mnt, 'docs', 'gone.txt'), 'short-lived')
+  t.equal((await reefCli(dirA, ['sync'])).code, 0, 'A folds edit.txt')
+  await waitFor('edit.txt in B\'s mount', () => { try { return fs.readFileSync(edit, 'utf8') === 'first' } catch { return false } }, 60_000, 200)
+  t.equal(fs.statSync(edit).size, 5, 'B stats it')
+  // An open descriptor asks no lookup: only an invalidation refreshes what fstat sees.
+  const fdB = fs.openSync(edit, 'r')
+  t.teardown(() => { try { fs.closeSync(fdB) } catch {} })
+  fs.writeFileSync(path.join(A.mnt, 'docs', 'edit.txt'), 'the second, longer version')
+  fs.unlinkSync(path.join(A.mnt, 'docs', 'gone.txt'))
+  t.equal((await reefCli(dirA, ['sync'])).code, 0, 'A folds the change')
+  // Nothing on B looks the name up meanwhile (a lookup would refresh the attributes too).
+  await waitFor('fstat of the open descriptor on B to see the new size', () => fs.fstatSync(fdB).size === 26, 60_000, 200)
+    .catch(err => { t.fail(`${(err as Error).message}: ${fs.fstatSync(fdB).size}`) })
+  t.equal(fs.fstatSync(fdB).size, 26, 'B\'s kernel has the new size (its cached attributes were dropped)')
+  t.equal(fs.readFileSync(edit, 'utf8'), 'the second, longer version', 'and B reads the new content')
+  await waitFor('gone.txt gone from B\'s mount', () => !fs.existsSync(path.join(B.mnt, 'docs', 'gone.txt')), 30_000, 200)
+  t.pass('a file removed on A is gone from B')
 
   const st = JSON.parse((await reefCli(dirB, ['status', '--json'])).stdout)
   t.equal(st.readOnly, true, 'B\'s mount reports read-only')

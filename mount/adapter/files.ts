@@ -26,15 +26,11 @@ const asBuffer = (u: Uint8Array): Buffer => Buffer.isBuffer(u) ? u : Buffer.from
 export function fileOps (a: Adapter): Pick<LowLevelOps, 'open' | 'create' | 'read' | 'write' | 'flush' | 'fsync' | 'release' | 'fallocate'> {
   const { tree } = a
   /**
-   * The kernel may keep a file's pages across opens wherever its content changes only through
-   * this mount: inode-addressed, every name of a file is one kernel inode, so that is every file
-   * except a follower's, whose tree changes under it.
+   * The kernel keeps a file's pages across opens: inode-addressed, every name of a file is one
+   * kernel inode, and what changes under it (a follower's new version, a write that failed after
+   * it was acknowledged) is invalidated explicitly.
    */
-  const keepCache = (h: Handle): boolean => h.fs !== a.fs || a.o.follower !== true
-  const opened = (h: Omit<Handle, 'lateError'>): Opened => {
-    const fh = a.open(h)
-    return { fh, keepCache: keepCache(h) }
-  }
+  const opened = (h: Omit<Handle, 'lateError'>): Opened => ({ fh: a.open(h), keepCache: true })
   const syncFlags = (flags: number): boolean => (flags & (O_DSYNC | O_DIRECT)) !== 0
 
   /** The test hooks of a write to `ino`. */
@@ -52,6 +48,8 @@ export function fileOps (a: Adapter): Pick<LowLevelOps, 'open' | 'create' | 'rea
     } catch (err) {
       a.wb.lateErrors++
       h.lateError = new FuseErrno(-toErrno(err, 'write', (l) => a.log(l)))
+      // The kernel's pages hold bytes reef does not have: they go.
+      void tree.kernel?.invalInode(ino, 0, 0)
     } finally {
       a.wb.pending--
       a.queuedBytes -= data.length

@@ -9,8 +9,8 @@
  */
 import { ReefError } from '../../src/errors.js'
 import type { ReefFS } from '../../src/fs/fs.js'
-import { type Attr as ReefAttr, type Inode, ROOT_INO, S_IFDIR } from '../../src/fs/inode.js'
-import type { Attr, Entry } from '../fuse3.js'
+import { type Attr as ReefAttr, type Inode, keyName, ROOT_INO, S_IFDIR } from '../../src/fs/inode.js'
+import type { Attr, Entry, Fuse3Mount } from '../fuse3.js'
 import type { AdapterOptions } from './options.js'
 
 export const RESERVED = '.reef'
@@ -48,8 +48,28 @@ export class Tree {
 
   get referenced (): number { return this.refs.size }
 
-  /** A follower moved to a newer version: the same inode numbers, a new tree. */
-  swapped (old: ReefFS): void { this.previous = old }
+  /** How the kernel is told to drop what it caches (set once mounted). */
+  kernel?: Pick<Fuse3Mount, 'invalInode' | 'invalEntry'>
+
+  /**
+   * A follower moved to a newer version: the same inode numbers, a new tree. Everything the
+   * kernel holds may have changed under it: each held inode drops its attributes and pages, and
+   * each name the kernel may have cached in a held directory is dropped (it looks them up again).
+   * Resolves once the kernel has processed it all.
+   */
+  async swapped (old: ReefFS): Promise<void> {
+    this.previous = old
+    const k = this.kernel
+    if (k === undefined) return
+    const done: Array<Promise<void>> = []
+    for (const [ino, h] of this.held) {
+      done.push(k.invalInode(ino, 0, 0))
+      if (h.node.kind === 'dir' && h.node.children !== undefined) {
+        for (const key of h.node.children.keys()) done.push(k.invalEntry(ino, keyName(key)))
+      }
+    }
+    await Promise.all(done)
+  }
 
   nameOf (ino: number): string {
     const n = this.names.get(ino)
@@ -160,18 +180,15 @@ export class Tree {
 
   /**
    * Seconds the kernel may keep `t`'s attributes. Inode-addressed, so every name of a hard-linked
-   * file is one kernel inode and caching is exact: everything but what changes under the kernel
-   * (a follower's tree, and `.reef/versions`, which grows with each fold).
+   * file is one kernel inode and caching is exact: everything but `.reef/versions`, which grows
+   * with each fold (a follower's tree changes under it too, and the kernel is told: swapped()).
    */
   attrTimeout (t: Target): number {
-    if (t.kind === 'virtual') return 0
-    if (t.seq !== undefined) return this.o.attrTimeout
-    return this.o.follower === true ? 0 : this.o.attrTimeout
+    return t.kind === 'virtual' ? 0 : this.o.attrTimeout
   }
 
   entryTimeout (t: Target): number {
-    if (t.kind === 'virtual' || (t.seq === undefined && this.o.follower === true)) return 0
-    return this.o.entryTimeout
+    return t.kind === 'virtual' ? 0 : this.o.entryTimeout
   }
 
   /** A lookup's answer; the kernel's count of `t` grows by one. */
