@@ -2,7 +2,9 @@
 /**
  * The reef CLI entry: parses arguments, calls the node, prints. The data commands live in
  * bin/program.ts; this file adds the ones that own the process (init, mount, unmount, checkout,
- * status, sync) and forwards data commands to a running daemon of the same data directory.
+ * status, sync) and forwards data commands to a running daemon of the same data directory
+ * (bin/commands.ts says which). Daemons' lifetimes and control sockets live in src/control and
+ * mount/daemon.ts.
  */
 import fs from 'node:fs'
 import path from 'node:path'
@@ -10,19 +12,19 @@ import type { Command } from 'commander'
 import '../src/polyfills.js'
 import { ReefError } from '../src/errors.js'
 import { ReefNode } from '../src/node.js'
-import { ControlServer, type Handler } from '../src/control/server.js'
 import { daemonRunning, request } from '../src/control/client.js'
 import { SOCKET_NAME } from '../src/control/protocol.js'
-import { MountDaemon, cleanupStaleMount } from '../mount/daemon.js'
+import { MountDaemon, cleanupStaleMount, type ServedMount } from '../mount/daemon.js'
+import { serveNode } from '../src/control/daemon.js'
 import type { Faults } from '../mount/adapter/index.js'
 import { describeError } from '../mount/errno.js'
-import { cidFromKey, isAguid, parseGuid } from '../src/block/index.js'
+import { isAguid, parseGuid } from '../src/block/index.js'
 import type { DhtOptions } from '../src/dht/index.js'
 import { DEFAULT_MAX_CONNECTIONS } from '../src/dht/connections.js'
-import type { VersionInfo } from '../src/fs/fs.js'
 import { isFuseMounted } from '../mount/mounts.js'
 import { type CliContext, exitCodeFor, type Progress, rawArgs, resolveVersionArg, runProgram, terminalBar, toJson } from './program.js'
 import { formatFields } from './format.js'
+import { commandOf, RUNS_IN } from './commands.js'
 
 /** Thrown by openNode when a daemon serves the data directory: main re-sends the command line there. */
 class ForwardToDaemon extends Error {
@@ -102,51 +104,6 @@ export async function runInDaemon (node: ReefNode, args: unknown, notify: (event
   return { stdout: Buffer.concat(stdout).toString('base64'), stderr, exitCode }
 }
 
-interface Daemon {
-  status: () => Record<string, unknown>
-  sync: (message?: string) => Promise<VersionInfo | undefined>
-}
-
-/** Serves the control socket of a daemon (a mount, a checkout or a plain network node). */
-async function serveControl (node: ReefNode, d: Daemon, socket: string, onStop: () => Promise<void>): Promise<ControlServer> {
-  // Requests served, by command: `reef status --json` shows them, so a test (or a user) can tell
-  // that a command was answered by this daemon rather than by a process of its own.
-  const served: Record<string, number> = {}
-  const handlers: Record<string, Handler> = {
-    ping: async () => 'pong',
-    status: async () => ({ ...d.status(), controlRequests: { ...served } }),
-    sync: async (args) => {
-      const a = (args ?? {}) as { message?: string, timeoutMs?: number }
-      const v = await d.sync(a.message)
-      // With a network, wait (bounded) for every block this node stored to reach k replicas and
-      // say what did not: not only this fold's, but the automatic folds' and puts' before it.
-      const r = await node.dht?.replicator.waitTracked(a.timeoutMs ?? 60_000)
-      return { vguid: v?.vguid.toString(), seq: v?.root.seq.toString(), notReplicated: r?.blocksShort, replicated: r, replication: node.dht?.replicator.status() }
-    },
-    stop: async () => {
-      setImmediate(() => { void onStop() })
-      return { stopping: true }
-    },
-    run: async (args, notify) => await runInDaemon(node, args, notify),
-    // Which of these blocks this node holds locally (tests and repair checks use it).
-    'local-has': async (args) => (args as { keys: string[] }).keys.map(k => node.local.hasSync(cidFromKey(Buffer.from(k, 'hex')))),
-    // The head this node holds for an AGUID in its own head book (no network lookup): null if none.
-    head: async (args) => {
-      const a = parseGuid(String((args as { aguid?: unknown })?.aguid))
-      if (!isAguid(a)) throw ReefError.badGuid(a.toString(), 'not an AGUID')
-      const h = await node.heads.current(a)
-      return h === undefined ? null : { seq: h.seq.toString(), vguid: h.vguid.toString() }
-    }
-  }
-  const counted = Object.fromEntries(Object.entries(handlers).map(([cmd, h]) => [cmd, async (args: unknown, notify: (event: unknown) => void) => {
-    served[cmd] = (served[cmd] ?? 0) + 1
-    return await h(args, notify)
-  }]))
-  const server = new ControlServer(node.dataDir, counted, socket)
-  await server.listen()
-  return server
-}
-
 const collect = (v: string, acc: string[]): string[] => [...acc, v]
 
 function networkOptions (opts: { listen?: string[], bootstrap?: string[], k?: string, repairInterval?: string, fetchDeadline?: string, maxConnections?: string }, defaultListen: string[] | undefined): DhtOptions | undefined {
@@ -201,25 +158,8 @@ function lifecycle (program: Command): void {
     const follow = opts.aguid !== undefined ? parseGuid(opts.aguid) : undefined
     if (follow !== undefined && !isAguid(follow)) throw ReefError.badGuid(opts.aguid ?? '', 'not an AGUID')
     const node = await ReefNode.open(dir, { network: networkOptions(opts, undefined) })
-    let stopping: Promise<void> | undefined
-    let server: ControlServer | undefined
-    let d: MountDaemon | undefined
+    let served: ServedMount
     let version: Awaited<ReturnType<ReefNode['version']>> | undefined
-    const stop = async (): Promise<void> => {
-      stopping ??= (async () => {
-        try {
-          const v = await d?.stop()
-          if (v !== undefined) err(`reef: folded into version ${v.root.seq} (${v.vguid.toString()}); unmounted ${mountpoint}\n`)
-        } catch (e) {
-          err(`reef: unmount: ${(e as Error).message}\n`)
-          process.exitCode = 1
-        } finally {
-          await server?.close()
-          await node.close()
-        }
-      })()
-      await stopping
-    }
     try {
       version = checkout !== undefined ? await node.version(await resolveVersionArg(node, checkout)) : undefined
       if (opts.from !== undefined && follow !== undefined) throw ReefError.badInput('--from and --aguid exclude each other: --from continues this data directory\'s own file system')
@@ -231,21 +171,26 @@ function lifecycle (program: Command): void {
       if (maxDirtyBytes !== undefined && !(maxDirtyBytes > 0)) throw ReefError.badInput(`bad --max-dirty ${opts.maxDirty}`)
       const attrTimeout = opts.attrTimeout !== undefined ? Number(opts.attrTimeout) : undefined
       if (attrTimeout !== undefined && !(attrTimeout >= 0 && attrTimeout <= 3600)) throw ReefError.badInput(`bad --attr-timeout ${opts.attrTimeout}`)
-      d = await MountDaemon.start(node, { mountpoint, foldIntervalMs, maxDirtyBytes, attrTimeout, attrCache: opts.attrCache, writeBehind: opts.writeBehind, checkout: version, from, follow: own ? undefined : follow, faults: testFaults() })
-      server = await serveControl(node, d, checkout === undefined ? SOCKET_NAME : `checkout-${process.pid}.sock`, stop)
+      served = await MountDaemon.serve(node, { mountpoint, foldIntervalMs, maxDirtyBytes, attrTimeout, attrCache: opts.attrCache, writeBehind: opts.writeBehind, checkout: version, from, follow: own ? undefined : follow, faults: testFaults() },
+        { socket: checkout === undefined ? SOCKET_NAME : `checkout-${process.pid}.sock`, run: async (args, notify) => await runInDaemon(node, args, notify) })
     } catch (e) {
-      await stop()
+      await node.close().catch(() => {})
       throw e
     }
-    process.once('SIGINT', () => { void stop() })
-    process.once('SIGTERM', () => { void stop() })
     serving = true
+    const d = served.daemon
     const what = checkout !== undefined ? `version ${version?.root.seq} (read-only)` : d.aguid.toString() + (d.fs.readOnly ? ' (read-only)' : '')
     // With --json, stdout is one JSON document (its network.addrs are these lines).
     if (opts.json !== true) for (const a of node.dht?.addrs() ?? []) out(a + '\n')
     err(`reef: mounted ${what} on ${path.resolve(mountpoint)} (data: ${node.dataDir}); Ctrl-C or \`reef unmount ${mountpoint}\` to unmount\n`)
     if (opts.json === true) out(toJson(d.status()) + '\n')
-    await new Promise<void>(resolve => { const t = setInterval(() => { if (stopping !== undefined) { clearInterval(t); void stopping.then(resolve) } }, 200) })
+    const r = await served.done
+    if (r.error !== undefined) {
+      err(`reef: unmount: ${(r.error as Error).message}\n`)
+      process.exitCode = 1
+    } else if (r.version !== undefined) {
+      err(`reef: folded into version ${r.version.root.seq} (${r.version.vguid.toString()}); unmounted ${mountpoint}\n`)
+    }
   }
 
   program.command('mount')
@@ -282,32 +227,12 @@ function lifecycle (program: Command): void {
       const dir = dataDir()
       if (ReefNode.init(dir)) err(`reef: created a new data directory at ${dir}\n`)
       const node = await ReefNode.open(dir, { network: networkOptions(opts, ['/ip4/0.0.0.0/tcp/4001']) })
-      let stopping: Promise<void> | undefined
-      let server: ControlServer | undefined
-      const stop = async (): Promise<void> => {
-        stopping ??= (async () => {
-          await server?.close()
-          await node.close()
-        })()
-        await stopping
-      }
-      const daemon: Daemon = {
-        status: () => ({ dataDir: node.dataDir, aguid: node.aguid.toString(), network: node.dht?.status(), pid: process.pid }),
-        sync: async () => await node.currentVersion()
-      }
-      try {
-        server = await serveControl(node, daemon, SOCKET_NAME, stop)
-      } catch (e) {
-        await stop()
-        throw e
-      }
-      process.once('SIGINT', () => { void stop() })
-      process.once('SIGTERM', () => { void stop() })
+      const served = await serveNode(node, { socket: SOCKET_NAME, run: async (args, notify) => await runInDaemon(node, args, notify) })
       const addrs = node.dht?.addrs() ?? []
       if (opts.json === true) out(toJson({ peerId: node.dht?.peerId, addrs, dataDir: node.dataDir, aguid: node.aguid, pid: process.pid }) + '\n')
       else for (const a of addrs) out(a + '\n')
       err(`reef: node ${node.dht?.peerId ?? ''} up (data: ${node.dataDir}); Ctrl-C to stop\n`)
-      await new Promise<void>(resolve => { const t = setInterval(() => { if (stopping !== undefined) { clearInterval(t); void stopping.then(resolve) } }, 200) })
+      await served.done
     })
 
   program.command('checkout')
@@ -458,7 +383,7 @@ async function main (): Promise<void> {
     tty: process.stderr.isTTY === true,
     rawArg: rawArgs(args, raw),
     openNode: async (dataDir) => {
-      if (await daemonRunning(dataDir)) {
+      if (RUNS_IN[commandOf(args) ?? ''] === 'daemon' && await daemonRunning(dataDir)) {
         forwarded = dataDir
         throw new ForwardToDaemon(dataDir)
       }
@@ -494,7 +419,7 @@ let forwarded: string | undefined
 /**
  * Set once this process serves a mount (`reef mount`, `reef checkout`). Exiting then would leave a
  * dead mount behind: every process using it gets ENOTCONN until someone unmounts. Each FUSE op
- * answers by itself, an exception included (mount/ops.ts), so what still reaches the process-wide
+ * answers by itself, an exception included (mount/adapter), so what still reaches the process-wide
  * handlers is a bug outside any op (a timer, a stray promise): it is logged and the daemon keeps
  * serving, which is what a user of the mount needs; the state that exception left half-done is
  * at worst one op's, and the writer log still holds every acknowledged write.

@@ -39,6 +39,8 @@ import type { ReefFS, VersionInfo } from '../src/fs/fs.js'
 import type { ReefNode } from '../src/node.js'
 import type { Logger } from './errno.js'
 import { isFuseMounted } from './mounts.js'
+import { type ControlHooks, Lifetime, serveControl } from '../src/control/daemon.js'
+import type { ControlServer } from '../src/control/server.js'
 import { MAX_FILE_SIZE } from '../src/object/file.js'
 import { buildAdapter, type AdapterOptions, type Faults, type MountAdapter, type VersionSource } from './adapter/index.js'
 import { type Fuse3Mount, mountLowLevel } from './fuse3.js'
@@ -116,6 +118,12 @@ export async function cleanupStaleMount (mnt: string): Promise<boolean> {
   throw new ReefError('BAD_INPUT', `${mnt} is already a live FUSE mount`)
 }
 
+/** A mount served until it is stopped: `done` tells how the stop went. */
+export interface ServedMount {
+  daemon: MountDaemon
+  done: Promise<{ version?: VersionInfo, error?: unknown }>
+}
+
 export class MountDaemon {
   private fuse3?: Fuse3Mount
   private adapter?: MountAdapter
@@ -189,6 +197,35 @@ export class MountDaemon {
     if (allowOtherFor(process.getuid?.() ?? 0, readFuseConf())) options.push('allow_other')
     this.fuse3 = mountLowLevel(this.opts.mountpoint, this.adapter.ops, options)
     this.adapter.adapter.tree.kernel = this.fuse3
+  }
+
+  /**
+   * Mounts, serves the control socket and stops on `reef unmount`, SIGINT or SIGTERM: folds,
+   * unmounts, closes the socket and the node, in that order, whatever fails on the way.
+   */
+  static async serve (node: ReefNode, opts: MountOptions, hooks: ControlHooks): Promise<ServedMount> {
+    let d: MountDaemon | undefined
+    let server: ControlServer | undefined
+    const result: { version?: VersionInfo, error?: unknown } = {}
+    const life = new Lifetime(async () => {
+      try {
+        result.version = await d?.stop()
+      } catch (e) {
+        result.error = e
+      } finally {
+        await server?.close()
+        await node.close()
+      }
+    })
+    try {
+      d = await MountDaemon.start(node, opts)
+      server = await serveControl(node, d, { ...hooks, stop: () => { void life.stop() } })
+    } catch (e) {
+      await life.stop()
+      throw e
+    }
+    life.onSignals()
+    return { daemon: d, done: life.done.then(() => result) }
   }
 
   private startFollowing (): void {

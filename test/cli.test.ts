@@ -12,6 +12,7 @@ import {
   waitUntil
 } from './helpers/cli.js'
 import { skipReason as mountSkipReason } from './helpers/mount.js'
+import { RUNS_IN } from '../bin/commands.js'
 import { startNode } from './helpers/cluster.js'
 
 const sha256 = (b: Uint8Array): Buffer => crypto.createHash('sha256').update(b).digest()
@@ -90,6 +91,8 @@ t.test('--help on every command, and --json on every command that prints', async
   const top = await reef(data, ['--help'])
   const listed = [...top.out.matchAll(/^ {2}(\w+)(?: \[options\])?/gm)].map(m => m[1]).filter(c => c !== 'help')
   t.same(listed.filter(c => !cmds.some(x => x[0] === c)), [], 'every command of `reef --help` is checked here')
+  t.same(listed.filter(c => RUNS_IN[c] === undefined), [], 'every command says where it runs (bin/commands.ts)')
+  t.same(Object.keys(RUNS_IN).filter(c => !listed.includes(c)), [], 'and the table names no command that is gone')
   await Promise.all(cmds.map(async c => {
     const r = await reef(data, [...c, '--help'])
     t.equal(r.code, 0, `${c.join(' ')} --help exits 0: ${show(r)}`)

@@ -1,7 +1,7 @@
 // Never a dead mount: an exception inside a FUSE handler, or in the reply it hands the binding,
 // becomes EIO for the caller and one "unexpected" line in the daemon's log; an exception nothing
 // catches (a timer, a stray promise) is logged too; the daemon keeps serving every other op and
-// the data stays intact. Faults come from the REEF_TEST_OP_FAULT hook in mount/ops.ts.
+// the data stays intact. Faults come from REEF_TEST_OP_FAULT, which bin/ hands the adapter (mount/adapter/options.ts).
 import t, { type Test } from 'tap'
 import crypto from 'node:crypto'
 import fs from 'node:fs'
