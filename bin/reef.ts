@@ -17,6 +17,7 @@ import { SOCKET_NAME } from '../src/control/protocol.js'
 import { MountDaemon, cleanupStaleMount, type ServedMount } from '../mount/daemon.js'
 import { serveNode } from '../src/control/daemon.js'
 import type { Faults } from '../mount/adapter/index.js'
+import type { Caps } from '../mount/fuse3.js'
 import { describeError } from '../mount/errno.js'
 import { isAguid, parseGuid } from '../src/block/index.js'
 import type { DhtOptions } from '../src/dht/index.js'
@@ -151,6 +152,23 @@ function lifecycle (program: Command): void {
     return { write: hook(process.env.REEF_TEST_WRITE_FAULT), op: hook(process.env.REEF_TEST_OP_FAULT) }
   }
 
+  /**
+   * REEF_FUSE_CAPS: kernel capabilities for measuring them one by one (bench/), e.g.
+   * "writebackCache,splice,-parallelDirops,maxWrite=131072"; see Caps in mount/fuse3.ts.
+   */
+  const fuseCaps = (): Caps | undefined => {
+    const text = process.env.REEF_FUSE_CAPS
+    if (text === undefined || text.trim() === '') return undefined
+    const caps: Record<string, boolean | number> = {}
+    for (const item of text.split(',').map(x => x.trim()).filter(x => x !== '')) {
+      const [name, value] = item.split('=')
+      if (value !== undefined) caps[name] = Number(value)
+      else if (name.startsWith('-')) caps[name.slice(1)] = false
+      else caps[name] = true
+    }
+    return caps as Caps
+  }
+
   type MountCliOptions = { from?: string, foldInterval?: string, maxDirty?: string, attrTimeout?: string, attrCache?: boolean, writeBehind?: boolean, json?: boolean, aguid?: string, listen?: string[], bootstrap?: string[], k?: string, repairInterval?: string, fetchDeadline?: string, maxConnections?: string }
   const foreground = async (mountpoint: string, opts: MountCliOptions, checkout?: string): Promise<void> => {
     const dir = dataDir()
@@ -171,7 +189,7 @@ function lifecycle (program: Command): void {
       if (maxDirtyBytes !== undefined && !(maxDirtyBytes > 0)) throw ReefError.badInput(`bad --max-dirty ${opts.maxDirty}`)
       const attrTimeout = opts.attrTimeout !== undefined ? Number(opts.attrTimeout) : undefined
       if (attrTimeout !== undefined && !(attrTimeout >= 0 && attrTimeout <= 3600)) throw ReefError.badInput(`bad --attr-timeout ${opts.attrTimeout}`)
-      served = await MountDaemon.serve(node, { mountpoint, foldIntervalMs, maxDirtyBytes, attrTimeout, attrCache: opts.attrCache, writeBehind: opts.writeBehind, checkout: version, from, follow: own ? undefined : follow, faults: testFaults() },
+      served = await MountDaemon.serve(node, { mountpoint, foldIntervalMs, maxDirtyBytes, attrTimeout, attrCache: opts.attrCache, writeBehind: opts.writeBehind, checkout: version, from, follow: own ? undefined : follow, faults: testFaults(), caps: fuseCaps() },
         { socket: checkout === undefined ? SOCKET_NAME : `checkout-${process.pid}.sock`, run: async (args, notify) => await runInDaemon(node, args, notify) })
     } catch (e) {
       await node.close().catch(() => {})

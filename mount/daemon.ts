@@ -43,7 +43,7 @@ import { type ControlHooks, Lifetime, serveControl } from '../src/control/daemon
 import type { ControlServer } from '../src/control/server.js'
 import { MAX_FILE_SIZE } from '../src/object/file.js'
 import { buildAdapter, type AdapterOptions, type Faults, type MountAdapter, type VersionSource } from './adapter/index.js'
-import { type Fuse3Mount, mountLowLevel } from './fuse3.js'
+import { type Caps, type Fuse3Mount, type Granted, mountLowLevel } from './fuse3.js'
 
 const run = promisify(execFile)
 
@@ -53,6 +53,12 @@ const run = promisify(execFile)
  * third of its speed; 512 MiB of RAM buys uninterrupted bursts and folds at the interval.
  */
 export const DEFAULT_MAX_DIRTY = 512 * 1024 * 1024
+/**
+ * What reef asks of the kernel at INIT (README, "Kernel features"): security.* and system.*
+ * xattrs answered ENODATA without a hand-off (reef keeps user.* only; the kernel asks for
+ * security.capability before every write).
+ */
+export const DEFAULT_CAPS: Caps = { noSecurityXattrs: true }
 /** Seconds the kernel keeps exact attributes (see the header). */
 export const DEFAULT_ATTR_TIMEOUT = 1
 
@@ -83,6 +89,8 @@ export interface MountOptions {
   writeBehind?: boolean
   /** Test faults, set by the composition root (bin/), never read from the environment here. */
   faults?: Faults
+  /** Kernel capabilities to ask for beyond DEFAULT_CAPS (benchmarks turn them on one by one). */
+  caps?: Caps
   log?: Logger
 }
 
@@ -126,6 +134,7 @@ export interface ServedMount {
 
 export class MountDaemon {
   private fuse3?: Fuse3Mount
+  private granted?: Granted
   private adapter?: MountAdapter
   private adapterOptions?: AdapterOptions
   private timer?: NodeJS.Timeout
@@ -195,8 +204,9 @@ export class MountDaemon {
     this.adapter = buildAdapter(o)
     const options = [`fsname=reef:${this.node.config.name}`, 'subtype=reef', 'default_permissions']
     if (allowOtherFor(process.getuid?.() ?? 0, readFuseConf())) options.push('allow_other')
-    this.fuse3 = mountLowLevel(this.opts.mountpoint, this.adapter.ops, options)
+    this.fuse3 = mountLowLevel(this.opts.mountpoint, this.adapter.ops, options, { ...DEFAULT_CAPS, ...this.opts.caps })
     this.adapter.adapter.tree.kernel = this.fuse3
+    this.fuse3.granted.then(g => { this.granted = g }, () => {})
   }
 
   /**
@@ -324,6 +334,7 @@ export class MountDaemon {
       damagedDirs: [...this.fs.damaged.values()].map(d => ({ path: d.path, guid: d.guid, code: d.code })),
       dirtyBytes: this.fs.dirtyBytes,
       folds: this.folds,
+      kernel: this.granted,
       attrCache: this.kernelCacheStats(),
       writeBehind: this.adapter?.writeBehind(),
       lastError: this.lastError,
