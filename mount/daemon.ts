@@ -204,7 +204,10 @@ export class MountDaemon {
     this.adapter = buildAdapter(o)
     const options = [`fsname=reef:${this.node.config.name}`, 'subtype=reef', 'default_permissions']
     if (allowOtherFor(process.getuid?.() ?? 0, readFuseConf())) options.push('allow_other')
-    this.fuse3 = mountLowLevel(this.opts.mountpoint, this.adapter.ops, options, { ...DEFAULT_CAPS, ...this.opts.caps })
+    const { readdirplus, ...caps } = { ...DEFAULT_CAPS, ...this.opts.caps } as Caps & { readdirplus?: boolean }
+    // Without the handler libfuse does not offer READDIRPLUS (measured against it: README).
+    const ops = readdirplus === false ? { ...this.adapter.ops, readdirplus: undefined } : this.adapter.ops
+    this.fuse3 = mountLowLevel(this.opts.mountpoint, ops, options, caps)
     this.adapter.adapter.tree.kernel = this.fuse3
     this.fuse3.granted.then(g => { this.granted = g }, () => {})
   }
