@@ -320,3 +320,28 @@ t.test('folding many small files stores a data frame equal to a file\'s chunk on
   t.equal(kinds.log, 10, 'the fold stored the ten records')
   t.equal(kinds.raw, 5, `five raw blocks, not ten: each data frame is its file's chunk (${JSON.stringify(kinds)})`)
 })
+
+t.test('a small new file holds a small dirty page that grows with its writes', async t => {
+  const c = await setup(t)
+  const cred = { uid: 0, gid: 0 }
+  const n = await c.fs.create(ROOT_INO, enc('small'), 0o644, cred)
+  const before = c.fs.dirtyBytes
+  await c.fs.write(n.ino, 0, new Uint8Array(100).fill(1))
+  t.equal(c.fs.dirtyBytes - before, 4096, 'a 100-byte file holds 4 KiB, not a 64 KiB page')
+  await c.fs.write(n.ino, 20_000, new Uint8Array(10).fill(2))
+  t.equal(c.fs.dirtyBytes - before, 32_768, 'a write at 20,000 grows it to 32 KiB')
+  await c.fs.truncate(n.ino, 50)
+  await c.fs.truncate(n.ino, 30_000)
+  const want = new Uint8Array(30_000)
+  want.fill(1, 0, 50)
+  t.same(Buffer.from(await c.fs.read(n, 0, 40_000)), Buffer.from(want), 'truncated, grown: the tail reads as zeros')
+  await c.fs.write(n.ino, 70_000, new Uint8Array(5).fill(3))
+  const whole = new Uint8Array(70_005)
+  whole.set(want)
+  whole.fill(3, 70_000)
+  t.same(Buffer.from(await c.fs.read(n, 0, 80_000)), Buffer.from(whole), 'a second page beside the small first one')
+  await c.fs.fold()
+  t.equal(c.fs.dirtyBytes, 0, 'a fold gives every byte back')
+  const again = await c.reopen()
+  t.same(Buffer.from(await again.read(await again.resolve('/small'), 0, 80_000)), Buffer.from(whole), 'and it reads back after a reopen')
+})

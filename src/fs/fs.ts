@@ -15,7 +15,7 @@ import { checkVersion, readBack } from '../object/readback.js'
 import type { Op } from '../log/record.js'
 import type { WriterLog } from '../log/index.js'
 import type { BlockGetter, BlockStore } from '../store/types.js'
-import { allocPage, type Attr, freePage, Inode, keyName, kindOfType, nameKey, PAGE, ROOT_INO, S_IFMT } from './inode.js'
+import { allocPage, type Attr, freePage, Inode, keyName, kindOfType, nameKey, PAGE, pagesBytes, ROOT_INO, S_IFMT, smallPage } from './inode.js'
 import { checkFallocate, planFallocate } from './fallocate.js'
 import { ZeroRanges } from './zeros.js'
 
@@ -754,7 +754,7 @@ export class ReefFS {
     this.inodes.delete(n.ino)
     this.dirtyFiles.delete(n.ino)
     if (n.pages !== undefined) {
-      this.dirtyBytes -= n.pages.size * PAGE
+      this.dirtyBytes -= pagesBytes(n.pages)
       for (const page of n.pages.values()) freePage(page)
       n.pages = undefined
     }
@@ -920,10 +920,18 @@ export class ReefFS {
     }
   }
 
-  private async page (n: Inode, p: number, whole: boolean): Promise<Uint8Array> {
+  /** Dirty page `p` of `n`, at least `upTo` bytes long (a small first page grows to that). */
+  private async page (n: Inode, p: number, whole: boolean, upTo = PAGE): Promise<Uint8Array> {
     if (n.pages === undefined) n.pages = new Map()
     let page = n.pages.get(p)
-    if (page !== undefined) return page
+    if (page !== undefined) return this.grown(n, p, page, upTo)
+    // Nothing to copy from a stored base: the first page may start small.
+    if (p === 0 && n.baseLimit === 0 && upTo < PAGE) {
+      page = smallPage(upTo)
+      n.pages.set(p, page)
+      this.dirtyBytes += page.length
+      return page
+    }
     page = allocPage(!whole)
     const start = p * PAGE
     if (!whole && start < n.baseLimit) {
@@ -935,20 +943,32 @@ export class ReefFS {
     const raced = n.pages.get(p)
     if (raced !== undefined) {
       freePage(page)
-      return raced
+      return this.grown(n, p, raced, upTo)
     }
     n.pages.set(p, page)
     this.dirtyBytes += PAGE
     return page
   }
 
+  /** `page` (page `p` of `n`), or a longer copy of it if it is shorter than `upTo`. */
+  private grown (n: Inode, p: number, page: Uint8Array, upTo: number): Uint8Array {
+    if (page.length >= upTo) return page
+    const bigger = smallPage(upTo)
+    bigger.set(page)
+    bigger.fill(0, page.length)
+    n.pages?.set(p, bigger)
+    this.dirtyBytes += bigger.length - page.length
+    freePage(page)
+    return bigger
+  }
+
   private async applyWrite (n: Inode, offset: number, data: Uint8Array): Promise<void> {
     const end = offset + data.length
     for (let p = Math.floor(offset / PAGE); p * PAGE < end; p++) {
       const ps = p * PAGE
-      const page = await this.page(n, p, offset <= ps && end >= ps + PAGE)
       const from = Math.max(offset, ps)
       const to = Math.min(end, ps + PAGE)
+      const page = await this.page(n, p, offset <= ps && end >= ps + PAGE, to - ps)
       page.set(data.subarray(from - offset, to - offset), from - ps)
     }
     if (end > n.size) n.size = end
@@ -960,10 +980,11 @@ export class ReefFS {
     if (size < n.size) {
       if (n.pages !== undefined) {
         for (const p of [...n.pages.keys()]) {
+          const page = n.pages.get(p) as Uint8Array
           if (p * PAGE >= size) {
-            freePage(n.pages.get(p) as Uint8Array)
+            freePage(page)
             n.pages.delete(p)
-            this.dirtyBytes -= PAGE
+            this.dirtyBytes -= page.length
           }
         }
         const last = n.pages.get(Math.floor(size / PAGE))
@@ -1003,7 +1024,7 @@ export class ReefFS {
           if (ps >= zeroFrom && Math.min(ps + PAGE, n.size) <= zeroTo) {
             freePage(page)
             n.pages.delete(p)
-            this.dirtyBytes -= PAGE
+            this.dirtyBytes -= page.length
           } else {
             page.fill(0, Math.max(zeroFrom, ps) - ps, Math.min(zeroTo, ps + PAGE) - ps)
           }
@@ -1050,7 +1071,7 @@ export class ReefFS {
           extent: extentsOf(n, old),
           put
         })
-        if (n.pages !== undefined) this.dirtyBytes -= n.pages.size * PAGE
+        this.dirtyBytes -= pagesBytes(n.pages)
         n.settle(root.cid as CID)
       }
 
