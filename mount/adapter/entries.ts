@@ -2,11 +2,11 @@
  * Names and attributes: lookup, forget, getattr, setattr, and the ops that make or remove names.
  * Each takes the kernel's inode numbers (and a name in a directory), never a path.
  */
-import { ReefError } from '../../src/errors.js'
+import { isReefError, ReefError } from '../../src/errors.js'
 import { RENAME_EXCHANGE, RENAME_NOREPLACE } from '../../src/fs/fs.js'
 import type { Attr, Ctx, Entry, LowLevelOps, SetAttr } from '../fuse3.js'
 import type { Adapter } from './context.js'
-import { bytes, type Target } from './tree.js'
+import { bytes, REEF_INO, type Target } from './tree.js'
 
 const posix = ReefError.posix
 type Name = string | Uint8Array
@@ -26,7 +26,18 @@ export function entryOps (a: Adapter): Pick<LowLevelOps, 'lookup' | 'forget' | '
     lookup: async (parent: number, name: Name): Promise<Entry> => {
       a.counters.lookup++
       const n = bytes(name)
-      return tree.entry(await tree.child(parent, n), n)
+      try {
+        return tree.entry(await tree.child(parent, n), n)
+      } catch (err) {
+        // A name that is not there may be remembered as such (a negative entry, inode 0): every
+        // name made later in this tree is made through this mount, which replaces the kernel's
+        // negative entry itself. Not where names appear under the kernel: a follower's tree and
+        // the control tree. Compilers and shells probe many missing names; creates each probe one.
+        if (!isReefError(err) || err.code !== 'ENOENT' || a.o.follower === true || parent >= REEF_INO) throw err
+        const t = await tree.target(parent)
+        if (t.kind !== 'node' || t.seq !== undefined) throw err
+        return { attr: { ino: 0, mode: 0, nlink: 0, uid: 0, gid: 0, size: 0 }, attrTimeout: 0, entryTimeout: a.o.entryTimeout }
+      }
     },
 
     forget: (forgets: Array<[number, number]>): void => {
