@@ -53,6 +53,7 @@ typedef struct reef_session {
   reef_caps caps;
   reef_granted granted;
   struct reef_notify_queue *notify; /* notify.c */
+  char *mountpoint;
 } reef_session;
 
 typedef struct reef_req {

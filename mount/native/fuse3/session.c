@@ -7,11 +7,18 @@
 #include "reef_fuse3.h"
 #include <stdlib.h>
 #include <string.h>
+#include <spawn.h>
+#include <sys/mount.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
 
 void reef_session_unref(reef_session *s) {
   if (atomic_fetch_sub(&s->refs, 1) != 1) return;
   fuse_session_destroy(s->se);
   napi_release_threadsafe_function(s->tsfn, napi_tsfn_release);
+  free(s->mountpoint);
   free(s);
 }
 
@@ -38,7 +45,7 @@ static bool has_flag(napi_env env, napi_value obj, const char *key) {
  *       notified: (id, result) => void): session.
  * An optional op JS has no handler for stays unset: without readdirplus libfuse does not offer
  * the kernel READDIRPLUS; without fallocate/lseek libfuse answers ENOSYS itself. */
-static napi_value mount(napi_env env, napi_callback_info info) {
+static napi_value mount_js(napi_env env, napi_callback_info info) {
   size_t argc = 6;
   napi_value argv[6];
   NAPI_OK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
@@ -74,6 +81,7 @@ static napi_value mount(napi_env env, napi_callback_info info) {
 
   reef_session *s = calloc(1, sizeof *s);
   reef_caps_parse(env, argv[4], &s->caps);
+  s->mountpoint = strdup(mountpoint);
   s->se = fuse_session_new(&args, &ops, sizeof ops, s);
   fuse_opt_free_args(&args);
   if (s->se == NULL) {
@@ -104,15 +112,24 @@ static napi_value mount(napi_env env, napi_callback_info info) {
   return out;
 }
 
-/* unmount(session): asks the kernel to end the connection; the loop then ends on its own. */
-static napi_value unmount(napi_env env, napi_callback_info info) {
+/* unmount(session): detaches the mount (lazily); the kernel ends the connection once nothing
+ * uses the file system any more, and the loop then ends on its own. Not fuse_session_unmount
+ * here: it closes /dev/fuse, and the answers to requests JS still holds would be lost, leaving
+ * their callers waiting forever. reef_session_ended closes it once the connection is gone. */
+static napi_value unmount_js(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
   reef_session *s;
   NAPI_OK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   NAPI_OK(env, napi_get_value_external(env, argv[0], (void **)&s));
   fuse_session_exit(s->se);
-  fuse_session_unmount(s->se);
+  if (geteuid() == 0) {
+    umount2(s->mountpoint, MNT_DETACH);
+    return NULL;
+  }
+  char *args[] = { "fusermount3", "-u", "-z", "--", s->mountpoint, NULL };
+  pid_t pid;
+  if (posix_spawnp(&pid, "fusermount3", NULL, NULL, args, environ) == 0) waitpid(pid, NULL, 0);
   return NULL;
 }
 
@@ -126,8 +143,8 @@ void reef_session_ended(reef_session *s) {
 
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
-    { "mount", NULL, mount, NULL, NULL, NULL, napi_default, NULL },
-    { "unmount", NULL, unmount, NULL, NULL, NULL, napi_default, NULL },
+    { "mount", NULL, mount_js, NULL, NULL, NULL, napi_default, NULL },
+    { "unmount", NULL, unmount_js, NULL, NULL, NULL, napi_default, NULL },
   };
   NAPI_OK(env, napi_define_properties(env, exports, 2, props));
   reef_notify_exports(env, exports);
