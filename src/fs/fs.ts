@@ -1062,11 +1062,14 @@ export class ReefFS {
         const n = this.inodes.get(ino)
         if (n === undefined || n.kind !== 'file' || !n.contentDirty) continue
         const old = n.base !== undefined ? await (n.baseReader(this.store)?.leaves() ?? []) : []
+        const oldSize = old.length === 0 ? 0 : old[old.length - 1].offset + old[old.length - 1].size
+        const dirty = n.dirtyRanges()
+        // Below baseLimit the base still holds the content; past it (a truncation) it does not.
+        if (n.baseLimit < oldSize) dirty.push([n.baseLimit, oldSize])
         const root = await rewriteFile({
           old,
           newSize: n.size,
-          dirtyStart: Math.min(n.dirtyLo, n.baseLimit),
-          dirtyEnd: n.dirtyHi,
+          dirty,
           read: async (o, l) => await this.read(n, o, l),
           extent: extentsOf(n, old),
           put
