@@ -219,6 +219,22 @@ t.test('scattered writes into a big file fold around each write, not across the 
   t.ok(Buffer.from(await r.read(n, 0, n.size)).equals(expect), 'the file reads back with every write in place')
 })
 
+t.test('closing a file drops its reader even while the inode stays held (the kernel holds what it looked up)', async t => {
+  const s = await setup(t)
+  const f = await s.fs.create(ROOT_INO, enc('f'), 0o644, cred)
+  await s.fs.write(f.ino, 0, crypto.randomBytes(300_000))
+  await s.fs.fold()
+  const n = await s.fs.resolve('/f')
+  s.fs.open(n) // the kernel's reference, as the mount's inode table takes it
+  s.fs.open(n) // a descriptor
+  await s.fs.read(n, 0, 300_000)
+  t.ok(n.readerHeld, 'a read made a reader')
+  s.fs.release(n) // the descriptor closes
+  t.notOk(n.readerHeld, 'its cached nodes and chunks went with the last descriptor, not at FORGET')
+  t.equal((await s.fs.read(n, 1000, 10)).length, 10, 'a later read makes a new one')
+  s.fs.release(n)
+})
+
 t.test('xattrs survive folds', async t => {
   const s = await setup(t)
   const f = await s.fs.create(ROOT_INO, enc('x'), 0o644, cred)

@@ -223,6 +223,9 @@ export class Inode {
   setXattr (name: string, value: Uint8Array): void { (this.ownXattrs ??= new Map()).set(name, value) }
   removeXattr (name: string): void { this.ownXattrs?.delete(name) }
 
+  /** Whether a reader of the base tree (with its cached nodes and chunks) is held. */
+  get readerHeld (): boolean { return this.reader !== undefined }
+
   /** Forgets the cached reader of the base tree (the next read makes a new one). */
   dropReader (): void { this.reader = undefined }
 
