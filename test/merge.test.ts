@@ -1,0 +1,341 @@
+// The deterministic merge of several writers' logs (issue 12), without a network or a mount:
+// convergence whatever order heads arrive in, each conflict case, file identity across writers.
+import t from 'tap'
+import { ROOT_INO } from '../src/fs/inode.js'
+import { CONFLICT_XATTR, type ReefFS, type VersionInfo } from '../src/fs/fs.js'
+import { inoPrefixOf, LEGACY_LIMIT, prefixOfIno, writerIno } from '../src/fs/ino.js'
+import { conflictName, isConflictName, listConflicts, merge, MERGE_AUTHOR, type MergeResult, recordsSince, type WriterInput } from '../src/merge/index.js'
+import { encodeRecord, type LogRecord } from '../src/log/record.js'
+import { cred, enc, hex, openVersion, permutations, snapshot, type Writer, type Writers, writers } from './helpers/writers.js'
+import { code } from './helpers/fs-core.js'
+import { ReefError } from '../src/errors.js'
+import { ReefFS as Fs } from '../src/fs/fs.js'
+import { WriterLog } from '../src/log/index.js'
+
+const text = async (rfs: ReefFS, p: string): Promise<string> => {
+  const n = await rfs.resolve(p)
+  return Buffer.from(await rfs.read(n, 0, n.size)).toString()
+}
+
+/** Of two writers making the same number of records, the one the merge orders first. */
+const order = (a: Writer, b: Writer): [Writer, Writer] => hex(a.key) < hex(b.key) ? [a, b] : [b, a]
+
+const writeFile = async (w: Writer, p: string, s: string): Promise<void> => {
+  const n = await w.fs.resolve(p)
+  await w.fs.truncate(n.ino, 0)
+  await w.fs.write(n.ino, 0, enc(s))
+}
+
+async function mergeAll (ws: Writers, inputs: WriterInput[]): Promise<{ out: MergeResult, fs: ReefFS }> {
+  const out = await merge({ store: ws.store, base: ws.base, writers: inputs })
+  return { out, fs: await openVersion(ws.store, out.version) }
+}
+
+t.test('disjoint edits converge: one root hash whatever order the heads arrive in', async t => {
+  const ws = await writers(t, async s => {
+    const f = await s.fs.create(ROOT_INO, enc('shared.txt'), 0o644, cred)
+    await s.fs.write(f.ino, 0, enc('shared'))
+  })
+  const [a, b, c] = [await ws.writer('a'), await ws.writer('b'), await ws.writer('c')]
+  for (const w of [a, b, c]) {
+    const d = await w.fs.mkdir(ROOT_INO, enc(`dir-${w.label}`), 0o755, cred)
+    const f = await w.fs.create(d.ino, enc('file.txt'), 0o644, cred)
+    await w.fs.write(f.ino, 0, enc(`written by ${w.label}`))
+    await w.fs.setattr(f.ino, { mode: 0o640 })
+  }
+  const inputs = [await ws.input(a), await ws.input(b), await ws.input(c)]
+  const hashes = new Set<string>()
+  let first: MergeResult | undefined
+  for (const p of permutations(inputs)) {
+    // Records within a writer arrive in any order too.
+    const out = await merge({ store: ws.store, base: ws.base, writers: p.map(i => ({ ...i, records: [...i.records].reverse() })) })
+    hashes.add(out.version.vguid.toString())
+    first ??= out
+  }
+  t.equal(hashes.size, 1, 'all 6 arrival orders give one root hash')
+  const out = first as MergeResult
+  const m = await openVersion(ws.store, out.version)
+  const snap = await snapshot(m)
+  for (const w of [a, b, c]) t.equal(snap[`/dir-${w.label}/file.txt`], `file 640 written by ${w.label}`)
+  t.equal(snap['/shared.txt'], 'file 644 shared')
+  t.same(out.conflicts, [], 'no conflicts')
+  t.equal(out.records, 12)
+  const heads = inputs.map(i => ({ w: hex(i.key), h: i.head?.toString() })).sort((x, y) => x.w < y.w ? -1 : 1).map(x => x.h)
+  t.same(out.version.root.parents.map(p => p.toString()), heads, 'parents: every writer head, by writer key (history shows a DAG)')
+  t.same(out.version.root.author, MERGE_AUTHOR)
+  for (const w of [a, b, c]) t.equal(out.version.root.vv?.[hex(w.key)], 4, 'vv joins every writer')
+  t.ok(out.changed.length > 0, 'changed inodes reported for a mount to invalidate')
+  // A writer adopting the merged version carries on from it.
+  const later = await ws.writer('a2', out.version)
+  t.equal(await text(later.fs, '/dir-b/file.txt'), 'written by b')
+})
+
+t.test('inode numbers: writer prefix and record counter, distinct across writers, legacy numbers still read', async t => {
+  const ws = await writers(t, async s => { await s.fs.mkdir(ROOT_INO, enc('d'), 0o755, cred) })
+  const [a, b] = [await ws.writer('a'), await ws.writer('b')]
+  const fa = await a.fs.create(ROOT_INO, enc('x'), 0o644, cred)
+  const fb = await b.fs.create(ROOT_INO, enc('y'), 0o644, cred)
+  t.equal(prefixOfIno(fa.ino), inoPrefixOf(a.key))
+  t.equal(fa.ino, writerIno(inoPrefixOf(a.key), a.log.counter), 'the number of the record that made it')
+  t.not(fa.ino, fb.ino)
+  t.ok(fa.ino < 2 ** 51 && fb.ino < 2 ** 51, 'below the numbers the mount keeps for itself')
+  t.ok(fa.ino >= LEGACY_LIMIT)
+  // The base was made by this code too, so its inodes are prefixed; a legacy log replays below.
+  const { out, fs: m } = await mergeAll(ws, [await ws.input(a), await ws.input(b)])
+  t.equal((await m.resolve('/x')).ino, fa.ino, 'numbers survive the merge')
+  t.equal((await m.resolve('/y')).ino, fb.ino)
+  t.same(out.events, [])
+})
+
+t.test('a log and a version written with old per-file-system inode numbers replay, fold and merge', async t => {
+  const ws = await writers(t)
+  const w = await ws.writer('old')
+  // Records as the code before issue 12 wrote them: inodes 2, 3 from nextIno, no target inos.
+  const me = hex(w.key)
+  const ops: LogRecord['op'][] = [
+    { op: 'mkdir', parent: ROOT_INO, name: enc('docs'), ino: 2, mode: 0o755, uid: 0, gid: 0, time: 1n },
+    { op: 'create', parent: 2, name: enc('a.txt'), ino: 3, mode: 0o644, uid: 0, gid: 0, time: 2n },
+    { op: 'write', ino: 3, offset: 0, data: enc('legacy'), time: 3n },
+    { op: 'rename', parent: 2, name: enc('a.txt'), newParent: ROOT_INO, newName: enc('b.txt'), time: 4n }
+  ]
+  for (const op of ops) w.log.append(op, 1000)
+  w.log.sync()
+  w.log.close()
+  const log = new WriterLog(w.dir, w.key).open()
+  t.teardown(() => log.close())
+  const rfs = await Fs.open({ store: ws.store, log, author: w.key })
+  t.equal(rfs.replaySkipped, 0)
+  t.equal(await text(rfs, '/b.txt'), 'legacy')
+  t.equal((await rfs.resolve('/b.txt')).ino, 3)
+  t.equal(rfs.nextIno, 4, 'nextIno follows legacy numbers')
+  const v = await rfs.fold('legacy') as VersionInfo
+  const re = await openVersion(ws.store, v)
+  t.equal((await re.resolve('/docs')).ino, 2, 'a version with legacy numbers reads back')
+  // New files in that tree get prefixed numbers that cannot meet the legacy ones.
+  const n = await rfs.create(2, enc('new.txt'), 0o644, cred)
+  t.equal(prefixOfIno(n.ino), inoPrefixOf(w.key))
+  // And a merge from nothing replays the legacy records as they are.
+  const out = await merge({ store: ws.store, writers: [{ key: w.key, head: v.vguid, records: await recordsSince(ws.store, v.root.log, w.key, 0) }] })
+  const m = await openVersion(ws.store, out.version)
+  t.equal(await text(m, '/b.txt'), 'legacy')
+  t.equal((await m.resolve('/b.txt')).ino, 3)
+  t.equal(out.version.root.vv?.[me], 4)
+})
+
+t.test('conflict: both writers change one file: one keeps the name, the other is a conflict copy', async t => {
+  const ws = await writers(t, async s => {
+    const f = await s.fs.create(ROOT_INO, enc('notes.txt'), 0o644, cred)
+    await s.fs.write(f.ino, 0, enc('base text'))
+  })
+  const [a, b] = [await ws.writer('a'), await ws.writer('b')]
+  await writeFile(a, '/notes.txt', 'version of a')
+  await writeFile(b, '/notes.txt', 'version of b')
+  const [first, second] = order(a, b)
+  const ia = await ws.input(a)
+  const ib = await ws.input(b)
+  const { out, fs: m } = await mergeAll(ws, [ia, ib])
+  t.equal(await text(m, '/notes.txt'), `version of ${first.label}`, 'the writer first in merge order keeps the name')
+  const secondRec = (second === a ? ia : ib).records[0] as { record: LogRecord }
+  const copyName = Buffer.from(conflictName(enc('notes.txt'), secondRec.record.time, second.key)).toString()
+  t.match(copyName, /^notes\.sync-conflict-\d{8}-\d{6}-[0-9a-f]{8}\.txt$/, 'one fixed format, starting with the stem')
+  t.equal(copyName.slice(-12, -4), hex(second.key).slice(0, 8))
+  t.ok(isConflictName(copyName))
+  t.equal(await text(m, `/${copyName}`), `version of ${second.label}`, 'the other version survives beside it')
+  t.equal(Object.keys(await snapshot(m)).length, 2)
+  const list = await listConflicts(m)
+  t.equal(list.length, 1)
+  t.same(list[0], {
+    path: `/${copyName}`,
+    kind: 'content',
+    original: '/notes.txt',
+    writers: [hex(first.key), hex(second.key)],
+    versions: [(first === a ? ia : ib).head?.toString(), (second === a ? ia : ib).head?.toString()]
+  })
+  t.same(out.conflicts.map(c => c.path), [`/${copyName}`])
+
+  // Resolving: deleting the copy takes it off the list; so does renaming it.
+  const r1 = await ws.writer('c', out.version)
+  await r1.fs.unlink(ROOT_INO, enc(copyName))
+  const v1 = await r1.fs.fold() as VersionInfo
+  t.same(await listConflicts(await openVersion(ws.store, v1)), [], 'deleting the copy resolves it')
+  const r2 = await ws.writer('d', out.version)
+  await r2.fs.rename(ROOT_INO, enc(copyName), ROOT_INO, enc('notes-b.txt'))
+  const v2 = await r2.fs.fold() as VersionInfo
+  const m2 = await openVersion(ws.store, v2)
+  t.same(await listConflicts(m2), [], 'renaming the copy resolves it')
+  t.equal((await m2.resolve('/notes-b.txt')).xattrs.has(CONFLICT_XATTR), false, 'the rename drops the mark')
+})
+
+t.test('conflict: both writers create the same name', async t => {
+  const ws = await writers(t, async () => {})
+  const [a, b] = [await ws.writer('a'), await ws.writer('b')]
+  for (const w of [a, b]) {
+    const f = await w.fs.create(ROOT_INO, enc('todo'), 0o644, cred)
+    await w.fs.write(f.ino, 0, enc(`list of ${w.label}`))
+  }
+  const [first, second] = order(a, b)
+  const { fs: m } = await mergeAll(ws, [await ws.input(b), await ws.input(a)])
+  const snap = await snapshot(m)
+  t.equal(snap['/todo'], `file 644 list of ${first.label}`)
+  const copies = Object.keys(snap).filter(p => p.startsWith('/todo.sync-conflict-'))
+  t.equal(copies.length, 1)
+  t.ok(copies[0].endsWith(hex(second.key).slice(0, 8)), 'no extension: the tag ends the name')
+  t.equal(snap[copies[0]], `file 644 list of ${second.label}`)
+  const list = await listConflicts(m)
+  t.same(list.map(c => [c.path, c.kind, c.original, c.writers]), [[copies[0], 'create', '/todo', [hex(first.key), hex(second.key)]]])
+})
+
+t.test('conflict: delete vs modify: the modification survives, whichever comes first', async t => {
+  for (const deleter of ['a', 'b']) {
+    const ws = await writers(t, async s => {
+      const f = await s.fs.create(ROOT_INO, enc('doc.txt'), 0o644, cred)
+      await s.fs.write(f.ino, 0, enc('draft'))
+    })
+    const [a, b] = [await ws.writer('a'), await ws.writer('b')]
+    const [del, mod] = deleter === 'a' ? [a, b] : [b, a]
+    await del.fs.unlink(ROOT_INO, enc('doc.txt'))
+    await writeFile(mod, '/doc.txt', 'final')
+    const { out, fs: m } = await mergeAll(ws, [await ws.input(a), await ws.input(b)])
+    t.same(await snapshot(m), { '/doc.txt': 'file 644 final' }, `deleted by ${deleter}: the modified file stays at its name`)
+    t.same(out.events.map(e => [e.kind, e.writer]), [['kept', hex(del.key)]], 'the removal not applied is reported')
+  }
+})
+
+t.test('conflict: both writers rename one file to different names: the first rename stands, marked', async t => {
+  const ws = await writers(t, async s => {
+    const f = await s.fs.create(ROOT_INO, enc('f'), 0o644, cred)
+    await s.fs.write(f.ino, 0, enc('content'))
+  })
+  const [a, b] = [await ws.writer('a'), await ws.writer('b')]
+  await a.fs.rename(ROOT_INO, enc('f'), ROOT_INO, enc('fa'))
+  await b.fs.rename(ROOT_INO, enc('f'), ROOT_INO, enc('fb'))
+  const [first, second] = order(a, b)
+  const { fs: m } = await mergeAll(ws, [await ws.input(a), await ws.input(b)])
+  const snap = await snapshot(m)
+  t.same(Object.keys(snap), [`/f${first.label}`], 'one file, at the first rename\'s name')
+  t.equal(snap[`/f${first.label}`], 'file 644 content')
+  const list = await listConflicts(m)
+  t.same(list.map(c => [c.path, c.kind, c.original, c.writers]), [[`/f${first.label}`, 'rename', `/f${second.label}`, [hex(first.key), hex(second.key)]]],
+    'marked: what the other writer wanted is in the list')
+})
+
+t.test('conflict: a directory and a file created under one name both stay', async t => {
+  const ws = await writers(t, async () => {})
+  const [a, b] = [await ws.writer('a'), await ws.writer('b')]
+  const [first, second] = order(a, b)
+  const d = await first.fs.mkdir(ROOT_INO, enc('thing'), 0o755, cred)
+  await first.fs.create(d.ino, enc('inside'), 0o644, cred)
+  const f = await second.fs.create(ROOT_INO, enc('thing'), 0o644, cred)
+  await second.fs.write(f.ino, 0, enc('a file'))
+  const { fs: m } = await mergeAll(ws, [await ws.input(a), await ws.input(b)])
+  const snap = await snapshot(m)
+  t.equal(snap['/thing'], 'dir 755')
+  t.equal(snap['/thing/inside'], 'file 644 ')
+  const copy = Object.keys(snap).find(p => p.startsWith('/thing.sync-conflict-'))
+  t.ok(copy)
+  t.equal(snap[copy as string], 'file 644 a file')
+  t.equal((await listConflicts(m)).length, 1)
+})
+
+t.test('conflict: rmdir races a create inside: the directory and the new file stay; two mkdirs merge', async t => {
+  const ws = await writers(t, async s => { await s.fs.mkdir(ROOT_INO, enc('d'), 0o755, cred) })
+  const [a, b] = [await ws.writer('a'), await ws.writer('b')]
+  await a.fs.rmdir(ROOT_INO, enc('d'))
+  const d = await b.fs.resolve('/d')
+  const f = await b.fs.create(d.ino, enc('new.txt'), 0o644, cred)
+  await b.fs.write(f.ino, 0, enc('new'))
+  await a.fs.mkdir(ROOT_INO, enc('m'), 0o755, cred)
+  await a.fs.create((await a.fs.resolve('/m')).ino, enc('from-a'), 0o644, cred)
+  await b.fs.mkdir(ROOT_INO, enc('m'), 0o755, cred)
+  await b.fs.create((await b.fs.resolve('/m')).ino, enc('from-b'), 0o644, cred)
+  const { out, fs: m } = await mergeAll(ws, [await ws.input(a), await ws.input(b)])
+  const snap = await snapshot(m)
+  t.equal(snap['/d/new.txt'], 'file 644 new', 'the file created inside survives the rmdir')
+  t.ok(snap['/m/from-a'] !== undefined && snap['/m/from-b'] !== undefined, 'two mkdirs of one name merge into one directory')
+  t.equal(Object.keys(snap).filter(p => p.startsWith('/m')).length, 3)
+  t.ok(out.events.some(e => e.kind === 'kept' && e.writer === hex(a.key)), 'the rmdir not applied is reported')
+  t.ok(out.events.some(e => e.kind === 'merged'))
+  t.same(await listConflicts(m), [])
+})
+
+t.test('conflict: concurrent renames that would make a cycle: no loop, no subtree lost', async t => {
+  const ws = await writers(t, async s => {
+    for (const n of ['a', 'b']) {
+      const d = await s.fs.mkdir(ROOT_INO, enc(n), 0o755, cred)
+      const f = await s.fs.create(d.ino, enc(`in-${n}`), 0o644, cred)
+      await s.fs.write(f.ino, 0, enc(n))
+    }
+  })
+  const [wa, wb] = [await ws.writer('a'), await ws.writer('b')]
+  await wa.fs.rename(ROOT_INO, enc('a'), (await wa.fs.resolve('/b')).ino, enc('a'))
+  await wb.fs.rename(ROOT_INO, enc('b'), (await wb.fs.resolve('/a')).ino, enc('b'))
+  const [first, second] = order(wa, wb)
+  const { out, fs: m } = await mergeAll(ws, [await ws.input(wa), await ws.input(wb)])
+  const snap = await snapshot(m)
+  // The first rename in merge order is applied; the other would put a directory inside itself.
+  const [x, y] = first === wa ? ['a', 'b'] : ['b', 'a']
+  t.same(Object.keys(snap).sort(), [`/${y}`, `/${y}/${x}`, `/${y}/${x}/in-${x}`, `/${y}/in-${y}`].sort(), 'both subtrees reachable from the root')
+  t.equal(snap[`/${y}/${x}/in-${x}`], `file 644 ${x}`)
+  const list = await listConflicts(m)
+  t.same(list.map(c => [c.path, c.kind, c.writers.at(-1)]), [[`/${y}`, 'cycle', hex(second.key)]])
+  t.ok(out.events.some(e => e.kind === 'kept' && e.writer === hex(second.key)))
+})
+
+t.test('concurrent chmod and utimes are ordered by the merge, not conflicts', async t => {
+  const ws = await writers(t, async s => { await s.fs.create(ROOT_INO, enc('f'), 0o644, cred) })
+  const [a, b] = [await ws.writer('a'), await ws.writer('b')]
+  for (const [w, mode, mtime] of [[a, 0o600, 111n], [b, 0o640, 222n]] as const) {
+    const n = await w.fs.resolve('/f')
+    await w.fs.setattr(n.ino, { mode })
+    await w.fs.setattr(n.ino, { mtime })
+  }
+  const [, second] = order(a, b)
+  const { out, fs: m } = await mergeAll(ws, [await ws.input(b), await ws.input(a)])
+  const n = await m.resolve('/f')
+  t.equal(n.mode, second === a ? 0o600 : 0o640, 'the later in merge order wins')
+  t.equal(n.mtime, second === a ? 111n : 222n)
+  t.same(out.conflicts, [])
+  t.same(await listConflicts(m), [])
+})
+
+t.test('two writers whose inode numbers collide: the later file is renumbered, deterministically', async t => {
+  const ws = await writers(t, async () => {})
+  const [a, b] = [await ws.writer('a'), await ws.writer('b')]
+  // Records as two writers whose prefixes collide would make them: both create inode N.
+  const N = writerIno(5, 1) as number
+  const recs = (w: Writer, s: string): LogRecord[] => {
+    const me = hex(w.key)
+    const ops: LogRecord['op'][] = [
+      { op: 'create', parent: ROOT_INO, name: enc(`file-${w.label}`), ino: N, mode: 0o644, uid: 0, gid: 0, time: 1n },
+      { op: 'write', ino: N, offset: 0, data: enc(s), time: 2n }
+    ]
+    return ops.map((op, i) => ({ writer: w.key, n: i + 1, vv: { [me]: i + 1 }, time: 1000, op }))
+  }
+  const inputs = [{ key: a.key, records: recs(a, 'A') }, { key: b.key, records: recs(b, 'B') }]
+  const v1 = await merge({ store: ws.store, writers: inputs })
+  const v2 = await merge({ store: ws.store, writers: [...inputs].reverse() })
+  t.ok(v1.version.vguid.equals(v2.version.vguid))
+  const m = await openVersion(ws.store, v1.version)
+  t.equal(await text(m, '/file-a'), 'A')
+  t.equal(await text(m, '/file-b'), 'B', 'the later writer\'s write went to its own file')
+  t.not((await m.resolve('/file-a')).ino, (await m.resolve('/file-b')).ino)
+  t.same(v1.events.map(e => e.kind), ['renumbered'])
+})
+
+t.test('bad input is a clear ReefError', async t => {
+  const ws = await writers(t, async () => {})
+  const a = await ws.writer('a')
+  const b = await ws.writer('b')
+  await a.fs.create(ROOT_INO, enc('x'), 0o644, cred)
+  const ia = await ws.input(a)
+  t.equal(await code(merge({ store: ws.store, writers: [ia, ia] })), 'BAD_INPUT', 'a writer twice')
+  t.equal(await code(merge({ store: ws.store, writers: [{ ...ia, key: b.key }] })), 'BAD_INPUT', 'records of another writer')
+  t.equal(await code(merge({ store: ws.store, writers: [{ ...ia, key: new Uint8Array(3) }] })), 'BAD_INPUT', 'a short key')
+  const r = (ia.records[0] as { record: LogRecord }).record
+  const forked = { ...r, time: r.time + 1 }
+  t.equal(await code(merge({ store: ws.store, writers: [{ ...ia, records: [...ia.records, forked] }] })), 'LOG_CORRUPT', 'two records with one counter')
+  const v = await a.fs.fold(undefined, true) as VersionInfo
+  t.equal(await code(recordsSince(ws.store, v.root.log, a.key, 0, () => { throw new ReefError('VIEW_NOT_WRITER', 'refused') })), 'VIEW_NOT_WRITER', 'check sees every record')
+  t.equal(await code(recordsSince(ws.store, v.root.log, b.key, 0)), 'LOG_CORRUPT', 'a head of another writer')
+  t.ok(encodeRecord(r).bytes.length > 0)
+})
