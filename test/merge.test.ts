@@ -4,10 +4,13 @@ import t from 'tap'
 import { ROOT_INO } from '../src/fs/inode.js'
 import { CONFLICT_XATTR, type ReefFS, type VersionInfo } from '../src/fs/fs.js'
 import { inoPrefixOf, LEGACY_LIMIT, prefixOfIno, writerIno } from '../src/fs/ino.js'
-import { conflictName, isConflictName, listConflicts, merge, MERGE_AUTHOR, type MergeResult, recordsSince, type WriterInput } from '../src/merge/index.js'
+import { conflictName, isConflictName, listConflicts, merge, MERGE_AUTHOR, type MergeResult, recordsSince, viewInputs, type WriterInput } from '../src/merge/index.js'
 import { encodeRecord, type LogRecord } from '../src/log/record.js'
 import { cred, enc, hex, openVersion, permutations, snapshot, type Writer, type Writers, writers } from './helpers/writers.js'
-import { code } from './helpers/fs-core.js'
+import { code, openCoreFs } from './helpers/fs-core.js'
+import { generateKeyPair } from '../src/crypto/sign.js'
+import { MemoryHeadStore } from '../src/store/memory.js'
+import { Views } from '../src/view/views.js'
 import { ReefError } from '../src/errors.js'
 import { ReefFS as Fs } from '../src/fs/fs.js'
 import { WriterLog } from '../src/log/index.js'
@@ -338,4 +341,64 @@ t.test('bad input is a clear ReefError', async t => {
   t.equal(await code(recordsSince(ws.store, v.root.log, a.key, 0, () => { throw new ReefError('VIEW_NOT_WRITER', 'refused') })), 'VIEW_NOT_WRITER', 'check sees every record')
   t.equal(await code(recordsSince(ws.store, v.root.log, b.key, 0)), 'LOG_CORRUPT', 'a head of another writer')
   t.ok(encodeRecord(r).bytes.length > 0)
+})
+
+t.test('history of a merged head is a DAG: the merge, each writer head, the base, each once', async t => {
+  const s = await openCoreFs(t)
+  await s.fs.create(ROOT_INO, enc('base.txt'), 0o644, cred)
+  const base = await s.fs.fold('base') as VersionInfo
+  const ws = await writers(t, undefined, s.node.store)
+  ws.base = base
+  const [a, b] = [await ws.writer('a'), await ws.writer('b')]
+  await a.fs.create(ROOT_INO, enc('a.txt'), 0o644, cred)
+  await b.fs.create(ROOT_INO, enc('b.txt'), 0o644, cred)
+  const [ia, ib] = [await ws.input(a), await ws.input(b)]
+  const out = await merge({ store: s.node.store, base, writers: [ia, ib] })
+  t.equal(out.version.root.seq, base.root.seq + 1n)
+  await s.node.adopt(out.version)
+  t.equal(await code(s.node.adopt(base)), 'HEAD_ROLLBACK', 'an older version is not adopted')
+  const hist = await s.node.history()
+  const ids = hist.map(h => h.vguid.toString())
+  t.equal(ids[0], out.version.vguid.toString(), 'the merge first')
+  t.same(hist[0].parents.map(p => p.toString()).sort(), [ia.head?.toString(), ib.head?.toString()].sort())
+  for (const v of [ia.head, ib.head, base.vguid]) t.ok(ids.includes(v?.toString() as string), 'every parent is listed')
+  t.equal(new Set(ids).size, ids.length, 'each version once')
+  t.same(hist.map(h => h.message), ['merge of 2 writers', undefined, undefined, 'base'], 'newest first: the merge, the writer heads, the base')
+})
+
+t.test('a view\'s merge input: records checked against the writer list, a removed writer cut', async t => {
+  const owner = generateKeyPair()
+  const alice = generateKeyPair()
+  const bob = generateKeyPair()
+  const mallory = generateKeyPair()
+  const ws = await writers(t, async s => { await s.fs.create(ROOT_INO, enc('readme'), 0o644, cred) })
+  const heads = new MemoryHeadStore()
+  const mk = (keys: typeof owner): Views => new Views({ keys, heads, blocks: ws.store })
+  const o = mk(owner)
+  const view = (await o.create('team')).list.view
+  await o.add(view, alice.publicKey)
+  await o.add(view, bob.publicKey)
+  const publish = async (who: typeof owner, w: Writer): Promise<void> => {
+    const v = await w.fs.fold(undefined, true) as VersionInfo
+    await mk(who).publishHead(view, { vguid: v.vguid, ...(v.root.log !== undefined ? { record: v.root.log } : {}), n: BigInt(w.log.counter) })
+  }
+  const a = await ws.writer('alice', undefined, alice.publicKey)
+  const b = await ws.writer('bob', undefined, bob.publicKey)
+  const m = await ws.writer('mallory', undefined, mallory.publicKey)
+  await a.fs.create(ROOT_INO, enc('from-alice'), 0o644, cred)
+  await b.fs.create(ROOT_INO, enc('bob-before'), 0o644, cred)
+  await m.fs.create(ROOT_INO, enc('from-mallory'), 0o644, cred)
+  await publish(alice, a)
+  await publish(bob, b)
+  await t.rejects(publish(mallory, m), { code: 'VIEW_NOT_WRITER' }, 'a non-writer cannot publish a head')
+  // Bob is removed (cut at his published head); what he writes after does not count.
+  await o.remove(view, bob.publicKey)
+  await b.fs.create(ROOT_INO, enc('bob-after'), 0o644, cred)
+  await t.rejects(publish(bob, b), { code: 'VIEW_REMOVED' })
+  const { writers: inputs, leftOut } = await viewInputs(o, ws.store, view, ws.base)
+  t.same(leftOut, [])
+  t.same(inputs.map(i => hex(i.key)).sort(), [hex(alice.publicKey), hex(bob.publicKey)].sort())
+  const out = await merge({ store: ws.store, base: ws.base, writers: inputs })
+  const tree = await snapshot(await openVersion(ws.store, out.version))
+  t.same(Object.keys(tree).sort(), ['/bob-before', '/from-alice', '/readme'], 'alice and bob up to his removal; nothing of mallory or of bob after')
 })

@@ -61,8 +61,11 @@ export class WriterLog {
   /** Continues numbering after a record (used when the log on disk was already folded away). */
   resumeAfter (prev: CID | undefined, n: number, vv: Record<string, number>): void {
     if (n < this.n) return
+    // A merged version (issue 12) names no record of its own: this writer's chain goes on from
+    // its own last record. TODO(issue 12, mount --view): after a restart, find that record in
+    // the merged version's parent that is this writer's head.
+    this.prev = prev ?? (n === this.n ? this.prev : undefined)
     this.n = n
-    this.prev = prev
     this.vv = { ...vv }
   }
 

@@ -115,6 +115,18 @@ export class Merger {
     return this.touches.get(ino)?.find(t => t.w !== x.w && !hasSeen(x.r, t.w, t.n) && (t.vv[x.w] ?? 0) < x.r.n)
   }
 
+  /**
+   * Another writer's change `x` had not seen to the merged tree's inode `ino` (`raw` in x's own
+   * numbering): a record touching `raw` (precomputed), or a content change replayed onto `ino`
+   * itself (a conflict copy holds only its own writer's).
+   */
+  private changedConcurrently (ino: number, raw: number, x: Ranked): Touch | undefined {
+    const c = this.lineage.get(ino)?.ops.find(o => o.w !== x.w && !hasSeen(x.r, o.w, o.r.n))
+    if (c !== undefined) return { w: c.w, n: c.r.n, vv: c.r.vv, time: c.r.time }
+    if (this.forkOwner.has(ino)) return undefined
+    return this.concurrentTouch(raw, x)
+  }
+
   /** The writer who changed `ino` concurrently with `x` (if one did), then x's writer. */
   private involved (ino: number, x: Ranked): string[] {
     const t = this.concurrentTouch(ino, x)
@@ -249,7 +261,7 @@ export class Merger {
         if (n === undefined) return this.event(x, 'skipped', `${op.op} of inode ${raw}: gone already`)
         const at = placed?.ino === target ? { dir, name: op.name } : this.forkOwner.get(target) === x.w ? fs.where(target) : undefined
         if (at === undefined) return this.event(x, 'kept', `${op.op} ${this.join(dir, op.name)}: inode ${raw} was moved or replaced concurrently, it stays`)
-        const t = this.concurrentTouch(raw, x)
+        const t = this.changedConcurrently(target, raw, x)
         if (t !== undefined) return this.event(x, 'kept', `${op.op} ${this.join(at.dir, at.name)}: changed concurrently by ${t.w.slice(0, 8)} (record ${t.n}), it stays`)
         if (n.kind === 'dir' && (await fs.children(n)).size > 0) return this.event(x, 'kept', `rmdir ${this.join(at.dir, at.name)}: not empty in the merged tree, it stays`)
         if ((op.op === 'rmdir') !== (n.kind === 'dir')) return this.event(x, 'skipped', `${op.op} ${this.join(at.dir, at.name)}: it is a ${n.kind} in the merged tree`)
@@ -317,7 +329,8 @@ export class Merger {
     const cycle = (m: Inode, into: Inode): boolean => m.kind === 'dir' && fs.within(into.ino, m.ino)
     const existing = await fs.lookup(dst, op.newName)
     if (op.exchange === true) {
-      const expected = op.target !== undefined ? this.tr(x.w, op.target) : existing?.ino
+      // Records made before issue 12 do not say which inode they expected there: the one there.
+      const expected = op.target !== undefined ? this.tr(x.w, op.target) : op.ino === undefined ? existing?.ino : undefined
       if (existing === undefined || existing.ino !== expected) return this.event(x, 'skipped', `rename exchange with ${wanted}: it changed concurrently`)
       if (cycle(moved, dst) || cycle(existing, from.dir)) {
         this.event(x, 'skipped', `rename exchange with ${wanted}: would put a directory inside itself`)
@@ -337,11 +350,11 @@ export class Merger {
     let newName = op.newName
     let named = false
     if (existing !== undefined) {
-      const expected = op.target !== undefined ? this.tr(x.w, op.target) : existing.ino
+      const expected = op.target !== undefined ? this.tr(x.w, op.target) : op.ino === undefined ? existing.ino : undefined
       const fits = existing.ino === expected && (existing.kind === 'dir') === (moved.kind === 'dir') &&
         (existing.kind !== 'dir' || (await fs.children(existing)).size === 0)
       if (fits) {
-        const t = this.concurrentTouch(op.target ?? existing.ino, x)
+        const t = this.changedConcurrently(existing.ino, op.target ?? existing.ino, x)
         if (t !== undefined) {
           // Replacing a file another writer changed concurrently: that version stays, renamed.
           const keep = await this.freeName(dst, op.newName, t.time, t.w)

@@ -149,3 +149,5 @@ export async function listConflicts (fs: ReefFS): Promise<OpenConflict[]> {
   }
   return out.sort((a, b) => a.path < b.path ? -1 : a.path > b.path ? 1 : 0)
 }
+
+export { viewInputs, type LeftOut } from './view.js'

@@ -11,6 +11,7 @@ import { sha256 } from '../../src/crypto/hash.js'
 import { ReefFS, type VersionInfo } from '../../src/fs/fs.js'
 import { WriterLog } from '../../src/log/index.js'
 import { MemoryBlockStore } from '../../src/store/memory.js'
+import type { BlockStore } from '../../src/store/types.js'
 import { recordsSince, type WriterInput } from '../../src/merge/index.js'
 
 export const cred = { uid: 1000, gid: 1000 }
@@ -23,16 +24,17 @@ export const keyOf = (label: string): Uint8Array => sha256(enc(`reef merge test 
 export interface Writer { key: Uint8Array, fs: ReefFS, log: WriterLog, label: string, dir: string }
 
 export interface Writers {
-  store: MemoryBlockStore
+  store: BlockStore
   base?: VersionInfo
   /** A writer whose file system starts at `at` (default: the base). */
-  writer: (label: string, at?: VersionInfo) => Promise<Writer>
+  writer: (label: string, at?: VersionInfo, key?: Uint8Array) => Promise<Writer>
+  /** The same writer (key and log) carrying on from version `v` (a merge it adopts). */
+  adopt: (w: Writer, v: VersionInfo) => Promise<Writer>
   /** Folds the writer and returns its merge input: head version and records since the base. */
   input: (w: Writer, base?: VersionInfo) => Promise<WriterInput>
 }
 
-export async function writers (t: Tap.Test, build?: (w: Writer) => Promise<void>): Promise<Writers> {
-  const store = new MemoryBlockStore()
+export async function writers (t: Tap.Test, build?: (w: Writer) => Promise<void>, store: BlockStore = new MemoryBlockStore()): Promise<Writers> {
   const dirs: string[] = []
   const logs: WriterLog[] = []
   t.teardown(() => {
@@ -40,10 +42,10 @@ export async function writers (t: Tap.Test, build?: (w: Writer) => Promise<void>
     for (const d of dirs) fs.rmSync(d, { recursive: true, force: true })
   })
   let clock = 1_765_000_000_000_000_000n
-  const writer = async (label: string, at?: VersionInfo): Promise<Writer> => {
+  const writer = async (label: string, at?: VersionInfo, own?: Uint8Array): Promise<Writer> => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'reef-merge-'))
     dirs.push(dir)
-    const key = keyOf(label)
+    const key = own ?? keyOf(label)
     const log = new WriterLog(dir, key).open()
     logs.push(log)
     const rfs = await ReefFS.open({ store, log, version: at ?? out.base, author: key, now: () => (clock += 1_000_000n) })
@@ -52,6 +54,7 @@ export async function writers (t: Tap.Test, build?: (w: Writer) => Promise<void>
   const out: Writers = {
     store,
     writer,
+    adopt: async (w, v) => ({ ...w, fs: await ReefFS.open({ store, log: w.log, version: v, author: w.key, now: () => (clock += 1_000_000n) }) }),
     input: async (w, base) => {
       const b = base ?? out.base
       const v = await w.fs.fold(undefined, true) as VersionInfo
@@ -86,7 +89,7 @@ export async function snapshot (rfs: ReefFS): Promise<Record<string, string>> {
 }
 
 /** The merged version opened read-only. */
-export async function openVersion (store: MemoryBlockStore, v: VersionInfo): Promise<ReefFS> {
+export async function openVersion (store: BlockStore, v: VersionInfo): Promise<ReefFS> {
   return await ReefFS.open({ store, version: v })
 }
 
