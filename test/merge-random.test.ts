@@ -4,6 +4,7 @@
 // default; REEF_TEST_SEED=<n> runs that seed (REEF_TEST_SEEDS=<count> runs that many from it).
 import t from 'tap'
 import { ROOT_INO } from '../src/fs/inode.js'
+import { RENAME_EXCHANGE } from '../src/fs/fs.js'
 import { isReefError } from '../src/errors.js'
 import { merge } from '../src/merge/index.js'
 import { cred, enc, openVersion, permutations, type Writer, writers } from './helpers/writers.js'
@@ -44,7 +45,7 @@ async function step (w: Writer, r: () => number, changed: Set<number>): Promise<
   const files = entries.filter(e => w.fs.node(e.ino).kind === 'file')
   const word = `${w.label}${Math.floor(r() * 1000)};`
   try {
-    switch (Math.floor(r() * 10)) {
+    switch (Math.floor(r() * 13)) {
       case 0: {
         const f = await w.fs.create(pick(dirs), enc(pick(NAMES)), 0o644, cred)
         await w.fs.write(f.ino, 0, enc(word))
@@ -100,6 +101,20 @@ async function step (w: Writer, r: () => number, changed: Set<number>): Promise<
         await w.fs.setattr(e.ino, r() < 0.5 ? { mode: r() < 0.5 ? 0o600 : 0o755 } : { mtime: BigInt(Math.floor(r() * 1e12)) })
         break
       }
+      case 10: {
+        // renameat2(RENAME_EXCHANGE)
+        if (entries.length < 2) break
+        const [x, y] = [pick(entries), pick(entries)]
+        await w.fs.rename(x.dir, x.name, y.dir, y.name, RENAME_EXCHANGE)
+        break
+      }
+      case 11: {
+        if (files.length === 0) break
+        const f = pick(files)
+        await w.fs.link(f.ino, pick(dirs), enc(pick(NAMES)))
+        break
+      }
+      case 12: await w.fs.symlink(pick(dirs), enc(pick(NAMES)), enc(word), cred); break
     }
   } catch (err) {
     if (!isReefError(err)) throw err
@@ -168,6 +183,11 @@ for (let seed = start; seed < start + count; seed++) {
       }
       t.notOk(loop, `round ${round}: no directory reached twice`)
       const missing = kept.filter(k => !contents.includes(k.content))
+      if (missing.length > 0 && process.env.REEF_TEST_DEBUG !== undefined) {
+        const out = await merge({ store: ws.store, base, writers: inputs })
+        const show = (v: unknown): unknown => JSON.parse(JSON.stringify(v, (k, x) => x instanceof Uint8Array ? Buffer.from(x).toString() : typeof x === 'bigint' ? undefined : x))
+        console.error(JSON.stringify({ missing, events: out.events, conflicts: out.conflicts, records: inputs.map(i => i.records.map(x => { const rr = (x as { record: { n: number, op: unknown } }).record; return `${Buffer.from(i.key).toString('hex').slice(0, 6)} ${rr.n} ${JSON.stringify(show(rr.op))}` })) }, null, 1))
+      }
       t.same(missing, [], `round ${round}: every changed file of every writer is in the merged tree (${kept.length} checked)`)
       base = merged
       ws3 = await Promise.all(ws3.map(async w => await ws.adopt(w, merged)))

@@ -2,7 +2,7 @@
 // convergence whatever order heads arrive in, each conflict case, file identity across writers.
 import t from 'tap'
 import { ROOT_INO } from '../src/fs/inode.js'
-import { CONFLICT_XATTR, type ReefFS, type VersionInfo } from '../src/fs/fs.js'
+import { CONFLICT_XATTR, RENAME_EXCHANGE, type ReefFS, type VersionInfo } from '../src/fs/fs.js'
 import { inoPrefixOf, LEGACY_LIMIT, prefixOfIno, writerIno } from '../src/fs/ino.js'
 import { conflictName, isConflictName, listConflicts, merge, MERGE_AUTHOR, type MergeResult, recordsSince, viewInputs, type WriterInput } from '../src/merge/index.js'
 import { encodeRecord, type LogRecord } from '../src/log/record.js'
@@ -401,4 +401,70 @@ t.test('a view\'s merge input: records checked against the writer list, a remove
   const out = await merge({ store: ws.store, base: ws.base, writers: inputs })
   const tree = await snapshot(await openVersion(ws.store, out.version))
   t.same(Object.keys(tree).sort(), ['/bob-before', '/from-alice', '/readme'], 'alice and bob up to his removal; nothing of mallory or of bob after')
+})
+
+t.test('an editor\'s save (write a temp file, rename it over) against a concurrent edit: both versions stay', async t => {
+  const ws = await writers(t, async s => {
+    const f = await s.fs.create(ROOT_INO, enc('notes.txt'), 0o644, cred)
+    await s.fs.write(f.ino, 0, enc('v0'))
+  })
+  const [a, b] = [await ws.writer('a'), await ws.writer('b')]
+  const tmp = await a.fs.create(ROOT_INO, enc('.notes.txt.swp'), 0o644, cred)
+  await a.fs.write(tmp.ino, 0, enc('saved by a'))
+  await a.fs.rename(ROOT_INO, enc('.notes.txt.swp'), ROOT_INO, enc('notes.txt'))
+  await writeFile(b, '/notes.txt', 'edited by b')
+  const { fs: m } = await mergeAll(ws, [await ws.input(a), await ws.input(b)])
+  const snap = await snapshot(m)
+  t.equal(snap['/notes.txt'], 'file 644 saved by a', 'the saved file takes the name')
+  const kept = Object.keys(snap).filter(p => p !== '/notes.txt')
+  t.equal(kept.length, 1)
+  t.match(kept[0], new RegExp(`^/notes\\.sync-conflict-\\d{8}-\\d{6}-${hex(b.key).slice(0, 8)}\\.txt$`), 'the edited one is kept, named for its writer')
+  t.equal(snap[kept[0]], 'file 644 edited by b')
+  t.same((await listConflicts(m)).map(c => [c.kind, c.original]), [['replaced', '/notes.txt']])
+})
+
+t.test('three writers change one file: one name, two conflict copies', async t => {
+  const ws = await writers(t, async s => { await s.fs.create(ROOT_INO, enc('f.md'), 0o644, cred) })
+  const all = [await ws.writer('a'), await ws.writer('b'), await ws.writer('c')]
+  for (const w of all) await writeFile(w, '/f.md', `by ${w.label}`)
+  const { fs: m } = await mergeAll(ws, await Promise.all(all.map(async w => await ws.input(w))))
+  const snap = await snapshot(m)
+  const first = [...all].sort((x, y) => hex(x.key) < hex(y.key) ? -1 : 1)[0]
+  t.equal(snap['/f.md'], `file 644 by ${first.label}`)
+  t.same(Object.values(snap).sort(), all.map(w => `file 644 by ${w.label}`).sort(), 'every version is in the tree')
+  t.equal((await listConflicts(m)).length, 2)
+})
+
+t.test('a hard-linked file changed by two writers: the later one\'s copy survives its unlink of one name', async t => {
+  const ws = await writers(t, async s => {
+    const f = await s.fs.create(ROOT_INO, enc('f'), 0o644, cred)
+    await s.fs.link(f.ino, ROOT_INO, enc('g'))
+  })
+  const [a, b] = [await ws.writer('a'), await ws.writer('b')]
+  const [first, second] = order(a, b)
+  await writeFile(first, '/f', 'first')
+  await writeFile(second, '/g', 'second')
+  await second.fs.unlink(ROOT_INO, enc('g'))
+  const { out, fs: m } = await mergeAll(ws, [await ws.input(a), await ws.input(b)])
+  const snap = await snapshot(m)
+  t.ok(Object.values(snap).includes('file 644 first'))
+  t.ok(Object.values(snap).includes('file 644 second'), 'the second writer\'s version is in the tree')
+  t.ok(out.events.some(e => e.kind === 'kept' && e.writer === hex(second.key)))
+})
+
+t.test('concurrent exchanges: the first applies, the other is reported and marked; nothing lost', async t => {
+  const ws = await writers(t, async s => {
+    for (const n of ['x', 'y', 'z']) {
+      const f = await s.fs.create(ROOT_INO, enc(n), 0o644, cred)
+      await s.fs.write(f.ino, 0, enc(n))
+    }
+  })
+  const [a, b] = [await ws.writer('a'), await ws.writer('b')]
+  const [first, second] = order(a, b)
+  await first.fs.rename(ROOT_INO, enc('x'), ROOT_INO, enc('y'), RENAME_EXCHANGE)
+  await second.fs.rename(ROOT_INO, enc('y'), ROOT_INO, enc('z'), RENAME_EXCHANGE)
+  const { out, fs: m } = await mergeAll(ws, [await ws.input(a), await ws.input(b)])
+  t.same(await snapshot(m), { '/x': 'file 644 y', '/y': 'file 644 x', '/z': 'file 644 z' }, 'the first exchange')
+  t.same(out.events.map(e => [e.kind, e.writer]), [['kept', hex(second.key)]], 'its file was moved by the first: reported')
+  t.same((await listConflicts(m)).map(c => [c.path, c.kind, c.original]), [['/x', 'rename', '/z']], 'and marked')
 })

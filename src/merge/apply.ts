@@ -69,6 +69,21 @@ function touched (op: Op): number[] {
   }
 }
 
+/**
+ * A file's content history in this merge: its entry before the first change, the changes
+ * replayed onto it in order, and each writer's latest of them.
+ */
+interface Lineage { snap: Entry, ops: Ranked[], last: Map<string, Ranked> }
+
+/**
+ * A change in `lin` by another writer that `x` had not seen (the latest change of the first such
+ * writer): seeing a writer's record means seeing all its earlier ones, so the latest decides.
+ */
+function unseen (lin: Lineage | undefined, x: Ranked): Ranked | undefined {
+  for (const [w, c] of lin?.last ?? []) if (w !== x.w && !hasSeen(x.r, w, c.r.n)) return c
+  return undefined
+}
+
 const enc = new TextEncoder()
 const isContent = (op: Op): op is Extract<Op, { op: 'write' | 'truncate' | 'fallocate' }> => op.op === 'write' || op.op === 'truncate' || op.op === 'fallocate'
 
@@ -76,12 +91,13 @@ export class Merger {
   /** Per writer: inode numbers of its records -> the inode they mean in the merged tree. */
   private readonly alias = new Map<string, Map<number, number>>()
   /** A file's content history in this merge: its entry before the first change, the changes. */
-  private readonly lineage = new Map<number, { snap: Entry, ops: Ranked[] }>()
+  private readonly lineage = new Map<number, Lineage>()
   /** Conflict copies made in this merge, by inode: the writer whose version each holds. */
   private readonly forkOwner = new Map<number, string>()
   /** Who created an inode in this merge. */
   private readonly creator = new Map<number, string>()
-  private readonly touches = new Map<number, Touch[]>()
+  /** Per inode, per writer (in order of first touch): its records touching it, by counter. */
+  private readonly touches = new Map<number, Map<string, Touch[]>>()
   private readonly marks = new Map<number, ConflictNote>()
   readonly changed = new Set<number>()
   readonly events: MergeEvent[] = []
@@ -89,8 +105,10 @@ export class Merger {
   constructor (private readonly fs: ReefFS, records: Ranked[], private readonly heads: Map<string, CID>) {
     for (const x of records) {
       for (const ino of touched(x.r.op)) {
-        let l = this.touches.get(ino)
-        if (l === undefined) this.touches.set(ino, l = [])
+        let byWriter = this.touches.get(ino)
+        if (byWriter === undefined) this.touches.set(ino, byWriter = new Map())
+        let l = byWriter.get(x.w)
+        if (l === undefined) byWriter.set(x.w, l = [])
         l.push({ w: x.w, n: x.r.n, vv: x.r.vv, time: x.r.time })
       }
     }
@@ -112,7 +130,22 @@ export class Merger {
 
   /** The first record of another writer that changed `ino` concurrently with `x`. */
   private concurrentTouch (ino: number, x: Ranked): Touch | undefined {
-    return this.touches.get(ino)?.find(t => t.w !== x.w && !hasSeen(x.r, t.w, t.n) && (t.vv[x.w] ?? 0) < x.r.n)
+    // x had seen a writer's records up to some counter; of the later ones, the first is the one
+    // least likely to have seen x (version vectors only grow along a writer's log).
+    for (const [w, list] of this.touches.get(ino) ?? []) {
+      if (w === x.w) continue
+      const seen = x.r.vv[w] ?? 0
+      let lo = 0
+      let hi = list.length
+      while (lo < hi) {
+        const mid = (lo + hi) >> 1
+        if (list[mid].n <= seen) lo = mid + 1
+        else hi = mid
+      }
+      const t = list[lo]
+      if (t !== undefined && (t.vv[x.w] ?? 0) < x.r.n) return t
+    }
+    return undefined
   }
 
   /**
@@ -121,7 +154,7 @@ export class Merger {
    * itself (a conflict copy holds only its own writer's).
    */
   private changedConcurrently (ino: number, raw: number, x: Ranked): Touch | undefined {
-    const c = this.lineage.get(ino)?.ops.find(o => o.w !== x.w && !hasSeen(x.r, o.w, o.r.n))
+    const c = unseen(this.lineage.get(ino), x)
     if (c !== undefined) return { w: c.w, n: c.r.n, vv: c.r.vv, time: c.r.time }
     if (this.forkOwner.has(ino)) return undefined
     return this.concurrentTouch(raw, x)
@@ -220,11 +253,12 @@ export class Merger {
         const n = fs.inodes.get(ino)
         if (n === undefined) return this.event(x, 'skipped', `${op.op} of inode ${op.ino}: not in the merged tree`)
         let lin = this.lineage.get(ino)
-        if (lin === undefined) this.lineage.set(ino, lin = { snap: n.toEntry(new Uint8Array(0)), ops: [] })
-        const clash = lin.ops.find(c => c.w !== x.w && !hasSeen(x.r, c.w, c.r.n))
+        if (lin === undefined) this.lineage.set(ino, lin = { snap: n.toEntry(new Uint8Array(0)), ops: [], last: new Map() })
+        const clash = unseen(lin, x)
         if (clash === undefined) {
           await fs.apply(op.ino === ino ? op : { ...op, ino })
           lin.ops.push(x)
+          lin.last.set(x.w, x)
           this.changed.add(ino)
           return
         }
@@ -259,7 +293,12 @@ export class Merger {
         const target = this.tr(x.w, raw)
         const n = fs.inodes.get(target)
         if (n === undefined) return this.event(x, 'skipped', `${op.op} of inode ${raw}: gone already`)
-        const at = placed?.ino === target ? { dir, name: op.name } : this.forkOwner.get(target) === x.w ? fs.where(target) : undefined
+        // The writer's own conflict copy has one name: the writer's unlink removes it only if
+        // that file had one name too (a hard-linked one keeps the copy, so nothing is lost).
+        const single = n.nlink === 1 && (fs.inodes.get(raw)?.nlink ?? 0) <= 1
+        const own = this.forkOwner.get(target) === x.w
+        if (own && !single) return this.event(x, 'kept', `${op.op} ${this.join(dir, op.name)}: one name of a hard-linked file whose conflict copy has one, the copy stays`)
+        const at = placed?.ino === target ? { dir, name: op.name } : own ? fs.where(target) : undefined
         if (at === undefined) return this.event(x, 'kept', `${op.op} ${this.join(dir, op.name)}: inode ${raw} was moved or replaced concurrently, it stays`)
         const t = this.changedConcurrently(target, raw, x)
         if (t !== undefined) return this.event(x, 'kept', `${op.op} ${this.join(at.dir, at.name)}: changed concurrently by ${t.w.slice(0, 8)} (record ${t.n}), it stays`)
@@ -282,7 +321,7 @@ export class Merger {
    * with the file as of the merge base, the changes this writer had seen, and its own; the
    * writer's later records of the file go to it.
    */
-  private async fork (x: Ranked, n: Inode, lin: { snap: Entry, ops: Ranked[] }, clash: Ranked): Promise<void> {
+  private async fork (x: Ranked, n: Inode, lin: Lineage, clash: Ranked): Promise<void> {
     const fs = this.fs
     const op = x.r.op as Extract<Op, { ino: number }>
     const copyIno = this.freshIno(x.w, n.ino)
@@ -291,15 +330,14 @@ export class Merger {
     const name = at?.name ?? enc.encode(`inode-${n.ino}`)
     const cname = await this.freeName(dir, name, x.r.time, x.w)
     const copy = await fs.place(dir, cname, copyIno, lin.snap)
-    const mine: Ranked[] = []
-    for (const c of lin.ops) {
-      if (c.w !== x.w && !hasSeen(x.r, c.w, c.r.n)) continue
+    const mine: Lineage = { snap: lin.snap, ops: [], last: new Map() }
+    for (const c of [...lin.ops, x]) {
+      if (c !== x && c.w !== x.w && !hasSeen(x.r, c.w, c.r.n)) continue
       await fs.apply({ ...(c.r.op as Extract<Op, { ino: number }>), ino: copyIno })
-      mine.push(c)
+      mine.ops.push(c)
+      mine.last.set(c.w, c)
     }
-    await fs.apply({ ...op, ino: copyIno })
-    mine.push(x)
-    this.lineage.set(copyIno, { snap: lin.snap, ops: mine })
+    this.lineage.set(copyIno, mine)
     this.setAlias(x.w, op.ino, copyIno)
     this.forkOwner.set(copyIno, x.w)
     this.creator.set(copyIno, x.w)
