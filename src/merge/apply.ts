@@ -85,7 +85,6 @@ function unseen (lin: Lineage | undefined, x: Ranked): Ranked | undefined {
 }
 
 const enc = new TextEncoder()
-const isContent = (op: Op): op is Extract<Op, { op: 'write' | 'truncate' | 'fallocate' }> => op.op === 'write' || op.op === 'truncate' || op.op === 'fallocate'
 
 export class Merger {
   /** Per writer: inode numbers of its records -> the inode they mean in the merged tree. */

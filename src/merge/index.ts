@@ -6,8 +6,9 @@
  * writer) is replayed onto the base in merge order (order.ts: version vector, then writer key),
  * translated so that concurrent changes never silently undo each other (apply.ts has the rules
  * and conflict cases). The version is folded with nothing taken from the local node: parents are
- * the writers' head versions sorted by writer key, time the newest record's, author zero, vv the
- * join of the base's and every record's. So every node holding the same base and heads computes
+ * the writers' head versions sorted by writer key (each must be in the store), seq one above the
+ * highest of theirs and the base's, time the newest record's, author zero, vv the join of the
+ * base's and every record's. So every node holding the same base and heads computes
  * the same root hash, whatever order the heads arrived in.
  *
  * For a mount (later): `changed` lists the inodes whose attributes, entries or pages the merge
@@ -25,6 +26,7 @@ import { sameBytes } from '../block/index.js'
 import { ReefError } from '../errors.js'
 import { CONFLICT_XATTR, ReefFS, type VersionInfo } from '../fs/fs.js'
 import { encodeRecord, type LogRecord } from '../log/record.js'
+import { decodeVersion } from '../object/version.js'
 import type { BlockStore } from '../store/types.js'
 import { type ConflictNote, type MergeEvent, Merger } from './apply.js'
 import { isConflictName } from './names.js'
@@ -104,9 +106,15 @@ export async function merge (input: MergeInput): Promise<MergeResult> {
   const parents = [...heads.entries()].sort((a, b) => a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0).map(([, c]) => c)
     .filter((c, i, arr) => arr.findIndex(d => d.equals(c)) === i)
   if (parents.length === 0 && input.base !== undefined) parents.push(input.base.vguid)
+  // Above every parent's seq, so that any writer whose head it merges can adopt it as its head.
+  let seq = input.base?.root.seq ?? 0n
+  for (const p of parents) {
+    const s = decodeVersion(await input.store.get(p)).seq
+    if (s > seq) seq = s
+  }
   const version = await fs.fold(undefined, true, {
     parents,
-    seq: (input.base?.root.seq ?? 0n) + 1n,
+    seq: seq + 1n,
     time,
     author: MERGE_AUTHOR,
     vv,
