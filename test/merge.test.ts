@@ -1,6 +1,11 @@
 // The deterministic merge of several writers' logs (issue 12), without a network or a mount:
 // convergence whatever order heads arrive in, each conflict case, file identity across writers.
 import t from 'tap'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { CID } from 'multiformats/cid'
+import { decodeVersion } from '../src/object/version.js'
 import { ROOT_INO } from '../src/fs/inode.js'
 import { CONFLICT_XATTR, RENAME_EXCHANGE, type ReefFS, type VersionInfo } from '../src/fs/fs.js'
 import { inoPrefixOf, LEGACY_LIMIT, prefixOfIno, writerIno } from '../src/fs/ino.js'
@@ -9,7 +14,7 @@ import { encodeRecord, type LogRecord } from '../src/log/record.js'
 import { cred, enc, hex, openVersion, permutations, snapshot, type Writer, type Writers, writers } from './helpers/writers.js'
 import { code, openCoreFs } from './helpers/fs-core.js'
 import { generateKeyPair } from '../src/crypto/sign.js'
-import { MemoryHeadStore } from '../src/store/memory.js'
+import { MemoryBlockStore, MemoryHeadStore } from '../src/store/memory.js'
 import { Views } from '../src/view/views.js'
 import { ReefError } from '../src/errors.js'
 import { ReefFS as Fs } from '../src/fs/fs.js'
@@ -467,4 +472,61 @@ t.test('concurrent exchanges: the first applies, the other is reported and marke
   t.same(await snapshot(m), { '/x': 'file 644 y', '/y': 'file 644 x', '/z': 'file 644 z' }, 'the first exchange')
   t.same(out.events.map(e => [e.kind, e.writer]), [['kept', hex(second.key)]], 'its file was moved by the first: reported')
   t.same((await listConflicts(m)).map(c => [c.path, c.kind, c.original]), [['/x', 'rename', '/z']], 'and marked')
+})
+
+t.test('a version and a log written before issue 12 (fixture from 32d41e8) read, replay, take new files and merge', async t => {
+  const fx = JSON.parse(fs.readFileSync(new URL('./fixtures/legacy-32d41e8.json', import.meta.url), 'utf8')) as {
+    writer: string, version: string, inos: Record<string, number>, blocks: Record<string, string>, log: Record<string, string>
+  }
+  const store = new MemoryBlockStore()
+  for (const [k, b] of Object.entries(fx.blocks)) store.blocks.set(k, new Uint8Array(Buffer.from(b, 'base64')))
+  const vguid = CID.parse(fx.version)
+  const version: VersionInfo = { vguid, root: decodeVersion(await store.get(vguid)) }
+  const old = await openVersion(store, version)
+  t.same(await snapshot(old), {
+    '/a-link.txt': 'file 644 alpha\n',
+    '/docs': 'dir 755',
+    '/docs/a.txt': 'file 644 alpha\n',
+    '/docs/sub': 'dir 700',
+    '/docs/sub/c.txt': 'file 600 gamma\n',
+    '/docs/to-a': 'symlink 777'
+  }, 'the old version reads')
+  t.equal((await old.resolve('/a-link.txt')).ino, fx.inos.a, 'legacy numbers, hard link through the link table')
+  t.same(Buffer.from(old.getxattr(await old.resolve('/docs/sub/c.txt'), 'user.color')).toString(), 'blue')
+
+  // The writer's unfolded log, written by the old code, replays on this one.
+  const ws = await writers(t, undefined, store)
+  ws.base = version
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'reef-legacy-'))
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  for (const [f, b] of Object.entries(fx.log)) fs.writeFileSync(path.join(dir, f), Buffer.from(b, 'base64'))
+  const key = new Uint8Array(Buffer.from(fx.writer, 'hex'))
+  const log = new WriterLog(dir, key).open()
+  t.teardown(() => log.close())
+  const rfs = await Fs.open({ store, log, version, author: key })
+  t.equal(rfs.replaySkipped, 0)
+  const replayed = await snapshot(rfs)
+  t.equal(replayed['/docs/a.txt'], 'file 644 alpha\nmore\n')
+  t.equal(replayed['/c-moved.txt'], 'file 600 gamma\n')
+  t.equal(replayed['/d.txt'], 'file 644 delta\n')
+  t.equal(replayed['/a-link.txt'], undefined)
+  t.equal((await rfs.resolve('/d.txt')).ino, fx.inos.d)
+  // New files get prefixed numbers, clear of the legacy ones.
+  const e = await rfs.create(ROOT_INO, enc('e.txt'), 0o644, cred)
+  t.equal(prefixOfIno(e.ino), inoPrefixOf(key))
+  t.ok(e.ino >= LEGACY_LIMIT)
+  const v2 = await rfs.fold('on the new code') as VersionInfo
+  t.equal(v2.root.nextIno, fx.inos.d + 1, 'nextIno stays in the legacy range')
+  t.same(Object.keys(await snapshot(await openVersion(store, v2))).sort(), [...Object.keys(replayed), '/e.txt'].sort())
+
+  // A merge with another writer on that version: a legacy file changed by both.
+  ws.base = v2
+  const me: Writer = { key, fs: await Fs.open({ store, log, version: v2, author: key }), log, label: 'legacy', dir }
+  const b = await ws.writer('b')
+  await writeFile(me, '/docs/a.txt', 'legacy writer')
+  await writeFile(b, '/docs/a.txt', 'new writer')
+  const { fs: m } = await mergeAll(ws, [await ws.input(me), await ws.input(b)])
+  const snap = await snapshot(m)
+  t.same(Object.keys(snap).filter(p => p.startsWith('/docs/a')).length, 2, 'the name and one conflict copy')
+  t.same(Object.values(snap).filter(v => v.endsWith('writer')).sort(), ['file 644 legacy writer', 'file 644 new writer'])
 })
