@@ -4,7 +4,8 @@
 // default; REEF_TEST_SEED=<n> runs that seed (REEF_TEST_SEEDS=<count> runs that many from it).
 import t from 'tap'
 import { ROOT_INO } from '../src/fs/inode.js'
-import { RENAME_EXCHANGE } from '../src/fs/fs.js'
+import { RENAME_EXCHANGE, type ReefFS } from '../src/fs/fs.js'
+import type { Inode } from '../src/fs/inode.js'
 import { isReefError } from '../src/errors.js'
 import { merge } from '../src/merge/index.js'
 import { cred, enc, openVersion, permutations, type Writer, writers } from './helpers/writers.js'
@@ -28,6 +29,24 @@ async function dirsOf (w: Writer): Promise<number[]> {
   for (let i = 0; i < out.length; i++) {
     for (const e of await w.fs.readdir(w.fs.node(out[i]))) if (w.fs.node(e.ino).kind === 'dir') out.push(e.ino)
   }
+  return out
+}
+
+/** Every inode of a tree by number: its attributes, content or entries, as text. */
+async function byIno (rfs: ReefFS): Promise<Map<number, string>> {
+  const out = new Map<number, string>()
+  const walk = async (n: Inode): Promise<void> => {
+    const a = n.attr()
+    let body = ''
+    if (n.kind === 'file') body = Buffer.from(await rfs.read(n, 0, n.size)).toString()
+    if (n.kind === 'dir') {
+      const kids = await rfs.readdir(n)
+      body = kids.map(e => `${Buffer.from(e.name).toString()}=${e.ino}`).sort().join(',')
+      for (const e of kids) if (!out.has(e.ino)) await walk(rfs.node(e.ino))
+    }
+    out.set(n.ino, `${a.mode} ${a.uid} ${a.gid} ${a.size} ${a.nlink} ${a.mtime} ${[...n.xattrs.keys()].join()} ${body}`)
+  }
+  await walk(rfs.root)
   return out
 }
 
@@ -157,11 +176,13 @@ for (let seed = start; seed < start + count; seed++) {
       const inputs = [await ws.input(ws3[0], base), await ws.input(ws3[1], base), await ws.input(ws3[2], base)]
       const roots = new Set<string>()
       let version
+      let changedInos: number[] = []
       for (const p of permutations(inputs)) {
         const shuffled = p.map(i => ({ ...i, records: [...i.records].sort(() => r() - 0.5) }))
         const out = await merge({ store: ws.store, base, writers: shuffled })
         roots.add(out.version.vguid.toString())
         version ??= out.version
+        changedInos = out.changed
       }
       t.equal(roots.size, 1, `round ${round}: one root hash for every arrival order`)
       const merged = version as NonNullable<typeof version>
@@ -182,6 +203,18 @@ for (let seed = start; seed < start + count; seed++) {
         }
       }
       t.notOk(loop, `round ${round}: no directory reached twice`)
+      // What a mount would invalidate: every inode that differs between the base and the merge.
+      const before = await byIno(await openVersion(ws.store, base as NonNullable<typeof base>))
+      const after = await byIno(m)
+      const differ = [...new Set([...before.keys(), ...after.keys()])].filter(i => before.get(i) !== after.get(i))
+      t.same(differ.filter(i => !changedInos.includes(i)), [], `round ${round}: every inode that changed is in \`changed\` (${differ.length})`)
+      // And for a mount that showed its writer's own tree.
+      for (const w of ws3) {
+        const own = await byIno(w.fs)
+        const ownDiffer = [...new Set([...own.keys(), ...after.keys()])].filter(i => own.get(i) !== after.get(i))
+        if (process.env.REEF_TEST_DEBUG !== undefined) for (const i of ownDiffer.filter(i => !changedInos.includes(i))) console.error(i, JSON.stringify(own.get(i)), JSON.stringify(after.get(i)))
+        t.same(ownDiffer.filter(i => !changedInos.includes(i)), [], `round ${round}: ${w.label}'s tree to the merge: every inode that differs is in \`changed\``)
+      }
       const missing = kept.filter(k => !contents.includes(k.content))
       if (missing.length > 0 && process.env.REEF_TEST_DEBUG !== undefined) {
         const out = await merge({ store: ws.store, base, writers: inputs })

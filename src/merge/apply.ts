@@ -125,6 +125,13 @@ export class Merger {
 
   private event (x: Ranked, kind: MergeEvent['kind'], what: string): void {
     this.events.push({ kind, writer: x.w, n: x.r.n, what })
+    // The writer's own tree applied the record as written: a mount showing that tree must drop
+    // what it holds of every inode the record named.
+    const op = x.r.op as Partial<Record<'ino' | 'parent' | 'newParent' | 'target', number>>
+    for (const k of ['ino', 'parent', 'newParent', 'target'] as const) {
+      const v = op[k]
+      if (v !== undefined) this.changed.add(v).add(this.tr(x.w, v))
+    }
   }
 
   /** The first record of another writer that changed `ino` concurrently with `x`. */
@@ -407,6 +414,8 @@ export class Merger {
     const note = this.marks.get(moved.ino)
     await fs.apply({ ...op, parent: from.dir.ino, name: from.name, newParent: dst.ino, newName, ino: moved.ino, ...(op.target !== undefined ? { target: this.tr(x.w, op.target) } : {}) })
     this.changed.add(moved.ino).add(from.dir.ino).add(dst.ino)
+    // A file replaced by the rename loses a link (or goes).
+    if (existing !== undefined && !named && existing.ino !== moved.ino) this.changed.add(existing.ino)
     if (named) {
       const other = existing !== undefined ? this.creator.get(existing.ino) : undefined
       this.mark(moved, { kind: 'create', original: wanted, writers: [...(other !== undefined && other !== x.w ? [other] : []), x.w] })

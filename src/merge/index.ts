@@ -53,7 +53,10 @@ export interface MergeInput {
 
 export interface MergeResult {
   version: VersionInfo
-  /** Inodes the merge changed (sorted), for a mount to invalidate. */
+  /**
+   * Inodes the merge changed from the base (sorted), and those named by records not applied as
+   * written: a mount invalidates them whether it showed the base or its writer's own tree.
+   */
   changed: number[]
   conflicts: ConflictNote[]
   events: MergeEvent[]
