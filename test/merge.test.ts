@@ -11,7 +11,7 @@ import { CONFLICT_XATTR, RENAME_EXCHANGE, type ReefFS, type VersionInfo } from '
 import { inoPrefixOf, LEGACY_LIMIT, prefixOfIno, writerIno } from '../src/fs/ino.js'
 import { conflictName, isConflictName, listConflicts, merge, MERGE_AUTHOR, type MergeResult, recordsSince, viewInputs, type WriterInput } from '../src/merge/index.js'
 import { encodeRecord, type LogRecord } from '../src/log/record.js'
-import { cred, enc, hex, openVersion, permutations, snapshot, type Writer, type Writers, writers } from './helpers/writers.js'
+import { cred, enc, hex, keyOf, openVersion, permutations, snapshot, type Writer, type Writers, writers } from './helpers/writers.js'
 import { code, openCoreFs } from './helpers/fs-core.js'
 import { generateKeyPair } from '../src/crypto/sign.js'
 import { MemoryBlockStore, MemoryHeadStore } from '../src/store/memory.js'
@@ -61,6 +61,10 @@ t.test('disjoint edits converge: one root hash whatever order the heads arrive i
     first ??= out
   }
   t.equal(hashes.size, 1, 'all 6 arrival orders give one root hash')
+  const idle = await merge({ store: ws.store, base: ws.base, writers: [...inputs, { key: keyOf('idle'), records: [] }] })
+  t.ok(hashes.has(idle.version.vguid.toString()), 'a writer with no head and no records changes nothing')
+  const twice = await merge({ store: ws.store, base: ws.base, writers: inputs.map(i => ({ ...i, records: [...i.records, ...i.records] })) })
+  t.ok(hashes.has(twice.version.vguid.toString()), 'a record given twice counts once')
   const out = first as MergeResult
   const m = await openVersion(ws.store, out.version)
   const snap = await snapshot(m)

@@ -109,6 +109,8 @@ export async function merge (input: MergeInput): Promise<MergeResult> {
   const parents = [...heads.entries()].sort((a, b) => a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0).map(([, c]) => c)
     .filter((c, i, arr) => arr.findIndex(d => d.equals(c)) === i)
   if (parents.length === 0 && input.base !== undefined) parents.push(input.base.vguid)
+  // Writers that bring something (a head or records): one given with neither changes nothing.
+  const merged = new Set([...heads.keys(), ...all.map(x => x.w)]).size
   // Above every parent's seq, so that any writer whose head it merges can adopt it as its head.
   let seq = input.base?.root.seq ?? 0n
   for (const p of parents) {
@@ -121,7 +123,7 @@ export async function merge (input: MergeInput): Promise<MergeResult> {
     time,
     author: MERGE_AUTHOR,
     vv,
-    message: input.message ?? `merge of ${input.writers.length} writer${input.writers.length === 1 ? '' : 's'}`
+    message: input.message ?? `merge of ${merged} writer${merged === 1 ? '' : 's'}`
   }) as VersionInfo
   return { version, changed: [...merger.changed].sort((a, b) => a - b), conflicts: merger.notes, events: merger.events, records: all.length }
 }
