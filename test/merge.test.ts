@@ -534,3 +534,26 @@ t.test('a version and a log written before issue 12 (fixture from 32d41e8) read,
   t.same(Object.keys(snap).filter(p => p.startsWith('/docs/a')).length, 2, 'the name and one conflict copy')
   t.same(Object.values(snap).filter(v => v.endsWith('writer')).sort(), ['file 644 legacy writer', 'file 644 new writer'])
 })
+
+t.test('a writer restarted on a merge it adopted keeps one log chain, and its records say what it has seen', async t => {
+  const ws = await writers(t, async () => {})
+  const [a, b] = [await ws.writer('a'), await ws.writer('b')]
+  await a.fs.create(ROOT_INO, enc('a1'), 0o644, cred)
+  await b.fs.create(ROOT_INO, enc('b1'), 0o644, cred)
+  const [ia, ib] = [await ws.input(a), await ws.input(b)]
+  const { out } = await mergeAll(ws, [ia, ib])
+  // a's process ends; it starts again on the merged version.
+  a.log.close()
+  const log = new WriterLog(a.dir, a.key).open()
+  t.teardown(() => log.close())
+  const rfs = await Fs.open({ store: ws.store, log, version: out.version, author: a.key })
+  await rfs.create(ROOT_INO, enc('a2'), 0o644, cred)
+  const v = await rfs.fold() as VersionInfo
+  const all = await recordsSince(ws.store, v.root.log, a.key, 0)
+  t.same(all.map(r => r.record.n), [1, 2], 'its records before and after the merge, one chain')
+  t.equal(all[1].record.vv[hex(b.key)], 1, 'the record after the merge has seen b\'s')
+  t.equal(all[1].record.prev?.toString(), all[0].cid.toString())
+  // So a merge of both from the first merge sees no concurrency: b's file stays, a's joins it.
+  const next = await merge({ store: ws.store, base: out.version, writers: [{ key: a.key, head: v.vguid, records: all }] })
+  t.same(Object.keys(await snapshot(await openVersion(ws.store, next.version))).sort(), ['/a1', '/a2', '/b1'])
+})

@@ -229,10 +229,12 @@ export class ReefFS {
     if (records.length === 0) {
       if (log.replayed.length === 0 && v?.vv !== undefined) {
         const self = Buffer.from(log.writer).toString('hex')
-        log.resumeAfter(v.log, v.vv[self] ?? 0, v.vv)
+        log.resumeAfter(v.log ?? await this.ownLastRecord(v, log.writer), v.vv[self] ?? 0, v.vv)
       }
       return
     }
+    // Opened at a merge (issue 12) with records of its own not in it: what follows has seen both.
+    if (v?.vv !== undefined) log.observe(v.vv)
     // Records name inodes by number, so everything they may touch must be in memory first.
     await this.loadAll()
     for (const r of records) {
@@ -253,6 +255,26 @@ export class ReefFS {
       this.replaySkipped++
       this.warn(`log replay: skipped record ${r.record.n} (${describeOp(op)}): ${why}`)
     }
+  }
+
+  /**
+   * This writer's newest record in a merged version (which names no record of its own): the
+   * `log` of the parent that is this writer's head at the counter the merge holds of it. Its
+   * next record chains to it, so its log stays one chain through every merge it adopts.
+   */
+  private async ownLastRecord (v: VersionRoot, writer: Uint8Array): Promise<CID | undefined> {
+    const self = Buffer.from(writer).toString('hex')
+    const n = v.vv?.[self]
+    if (n === undefined) return undefined
+    for (const p of v.parents) {
+      try {
+        const root = decodeVersion(await this.store.get(p))
+        if (Buffer.compare(root.author, writer) === 0 && root.vv?.[self] === n && root.log !== undefined) return root.log
+      } catch (err) {
+        if (!isDamage(err)) throw err
+      }
+    }
+    return undefined
   }
 
   /**
