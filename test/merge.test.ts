@@ -557,3 +557,26 @@ t.test('a writer restarted on a merge it adopted keeps one log chain, and its re
   const next = await merge({ store: ws.store, base: out.version, writers: [{ key: a.key, head: v.vguid, records: all }] })
   t.same(Object.keys(await snapshot(await openVersion(ws.store, next.version))).sort(), ['/a1', '/a2', '/b1'])
 })
+
+t.test('a writer\'s later records follow its file to the conflict name the merge gave it', async t => {
+  const ws = await writers(t, async () => {})
+  const [a, b] = [await ws.writer('a'), await ws.writer('b')]
+  const [first, second] = order(a, b)
+  for (const w of [first, second]) {
+    const f = await w.fs.create(ROOT_INO, enc('report'), 0o644, cred)
+    await w.fs.write(f.ino, 0, enc(`by ${w.label}`))
+  }
+  // The second writer renames its file, then removes another it made under a taken name.
+  await second.fs.rename(ROOT_INO, enc('report'), ROOT_INO, enc(`report-${second.label}`))
+  await first.fs.create(ROOT_INO, enc('tmp'), 0o644, cred)
+  await second.fs.create(ROOT_INO, enc('tmp'), 0o644, cred)
+  await second.fs.unlink(ROOT_INO, enc('tmp'))
+  const { out, fs: m } = await mergeAll(ws, [await ws.input(a), await ws.input(b)])
+  t.same(await snapshot(m), {
+    '/report': `file 644 by ${first.label}`,
+    [`/report-${second.label}`]: `file 644 by ${second.label}`,
+    '/tmp': 'file 644 '
+  }, 'its rename moved its own file, and its unlink removed its own, from their conflict names')
+  t.same(await listConflicts(m), [], 'nothing left in conflict')
+  t.same(out.events, [])
+})

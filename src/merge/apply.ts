@@ -93,6 +93,11 @@ export class Merger {
   private readonly lineage = new Map<number, Lineage>()
   /** Conflict copies made in this merge, by inode: the writer whose version each holds. */
   private readonly forkOwner = new Map<number, string>()
+  /**
+   * Inodes the merge put under another name than their writer asked for (a conflict name), by
+   * that writer: its later records name the inode by the name it knows, so they find it here.
+   */
+  private readonly displaced = new Map<number, string>()
   /** Who created an inode in this merge. */
   private readonly creator = new Map<number, string>()
   /** Per inode, per writer (in order of first touch): its records touching it, by counter. */
@@ -249,6 +254,7 @@ export class Merger {
         this.creator.set(ino, x.w)
         this.changed.add(ino).add(dir.ino)
         if (name !== op.name) {
+          this.displaced.set(ino, x.w)
           const other = existing !== undefined ? this.creator.get(existing.ino) : undefined
           this.mark(fs.node(ino), { kind: 'create', original: this.join(dir, op.name), writers: [...(other !== undefined && other !== x.w ? [other] : []), x.w] })
         }
@@ -304,7 +310,7 @@ export class Merger {
         const single = n.nlink === 1 && (fs.inodes.get(raw)?.nlink ?? 0) <= 1
         const own = this.forkOwner.get(target) === x.w
         if (own && !single) return this.event(x, 'kept', `${op.op} ${this.join(dir, op.name)}: one name of a hard-linked file whose conflict copy has one, the copy stays`)
-        const at = placed?.ino === target ? { dir, name: op.name } : own ? fs.where(target) : undefined
+        const at = placed?.ino === target ? { dir, name: op.name } : own || this.displaced.get(target) === x.w ? fs.where(target) : undefined
         if (at === undefined) return this.event(x, 'kept', `${op.op} ${this.join(dir, op.name)}: inode ${raw} was moved or replaced concurrently, it stays`)
         const t = this.changedConcurrently(target, raw, x)
         if (t !== undefined) return this.event(x, 'kept', `${op.op} ${this.join(at.dir, at.name)}: changed concurrently by ${t.w.slice(0, 8)} (record ${t.n}), it stays`)
@@ -362,7 +368,7 @@ export class Merger {
     if (moved === undefined) return this.event(x, 'skipped', `rename ${this.join(src, op.name)}: gone from the merged tree`)
     let from: { dir: Inode, name: Uint8Array } | undefined
     if (placed === moved) from = { dir: src, name: op.name }
-    else if (this.forkOwner.get(moved.ino) === x.w) from = fs.where(moved.ino)
+    else if (this.forkOwner.get(moved.ino) === x.w || this.displaced.get(moved.ino) === x.w) from = fs.where(moved.ino)
     const wanted = this.join(dst, op.newName)
     if (from === undefined) {
       // Renamed (or replaced) concurrently by a writer earlier in merge order: that one stands.
@@ -414,6 +420,8 @@ export class Merger {
     const note = this.marks.get(moved.ino)
     await fs.apply({ ...op, parent: from.dir.ino, name: from.name, newParent: dst.ino, newName, ino: moved.ino, ...(op.target !== undefined ? { target: this.tr(x.w, op.target) } : {}) })
     this.changed.add(moved.ino).add(from.dir.ino).add(dst.ino)
+    if (named) this.displaced.set(moved.ino, x.w)
+    else this.displaced.delete(moved.ino)
     // A file replaced by the rename loses a link (or goes).
     if (existing !== undefined && !named && existing.ino !== moved.ino) this.changed.add(existing.ino)
     if (named) {
