@@ -222,6 +222,8 @@ for (let seed = start; seed < start + count; seed++) {
         console.error(JSON.stringify({ missing, events: out.events, conflicts: out.conflicts, records: inputs.map(i => i.records.map(x => { const rr = (x as { record: { n: number, op: unknown } }).record; return `${Buffer.from(i.key).toString('hex').slice(0, 6)} ${rr.n} ${JSON.stringify(show(rr.op))}` })) }, null, 1))
       }
       t.same(missing, [], `round ${round}: every changed file of every writer is in the merged tree (${kept.length} checked)`)
+      const again = await merge({ store: ws.store, base: merged, writers: inputs })
+      t.ok(again.version.root.root.equals(merged.root.root) && again.records === 0, `round ${round}: merging the same heads onto the merge changes no tree`)
       base = merged
       ws3 = await Promise.all(ws3.map(async w => await ws.adopt(w, merged)))
     }
