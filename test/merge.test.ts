@@ -13,6 +13,7 @@ import { conflictName, isConflictName, listConflicts, merge, MERGE_AUTHOR, type 
 import { encodeRecord, type LogRecord } from '../src/log/record.js'
 import { cred, enc, hex, keyOf, openVersion, permutations, snapshot, type Writer, type Writers, writers } from './helpers/writers.js'
 import { code, openCoreFs } from './helpers/fs-core.js'
+import { reef } from './helpers/cli.js'
 import { generateKeyPair } from '../src/crypto/sign.js'
 import { MemoryBlockStore, MemoryHeadStore } from '../src/store/memory.js'
 import { Views } from '../src/view/views.js'
@@ -373,6 +374,13 @@ t.test('history of a merged head is a DAG: the merge, each writer head, the base
   for (const v of [ia.head, ib.head, base.vguid]) t.ok(ids.includes(v?.toString() as string), 'every parent is listed')
   t.equal(new Set(ids).size, ids.length, 'each version once')
   t.same(hist.map(h => h.message), ['merge of 2 writers', undefined, undefined, 'base'], 'newest first: the merge, the writer heads, the base')
+  // reef history prints the DAG: the merge names its parents.
+  const j = JSON.parse((await reef(s.dir, ['history', '--json'])).out) as { versions: Array<{ vguid: string, parents: string[] }> }
+  t.same(j.versions.map(v => v.vguid), ids)
+  t.same(j.versions[0].parents, hist[0].parents.map(p => p.toString()))
+  const text = (await reef(s.dir, ['history'])).out.trim().split('\n')
+  t.equal(text.length, 4)
+  t.match(text[0], new RegExp(`merge of 2 writers  \\[parents: ${hist[0].parents.map(p => p.toString()).join(', ')}\\]$`))
 })
 
 t.test('a view\'s merge input: records checked against the writer list, a removed writer cut', async t => {
