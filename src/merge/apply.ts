@@ -19,6 +19,8 @@
  *   would put a directory inside itself (a -> b/a while b -> a/b) is not applied; its directory
  *   is marked. No loop forms and no subtree is cut off.
  * - setattr (chmod, chown, utimes, xattrs) applies in merge order: the later one wins.
+ * - A writer's later records follow its file wherever the merge put it (its conflict copy, a
+ *   conflict name), so they reach its own version.
  * Every record that is not applied as written is reported in `events`; every conflict copy or
  * mark in `notes` and in the tree (CONFLICT_XATTR), which `listConflicts` reads back.
  */

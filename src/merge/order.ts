@@ -31,11 +31,6 @@ export function hasSeen (later: LogRecord, w: string, n: number): boolean {
   return (later.vv[w] ?? 0) >= n
 }
 
-/** Neither record had seen the other. */
-export function concurrent (a: Ranked, b: Ranked): boolean {
-  return a.w !== b.w && !hasSeen(a.r, b.w, b.r.n) && !hasSeen(b.r, a.w, a.r.n)
-}
-
 /** Pointwise maximum of version vectors. */
 export function joinVV (into: Record<string, number>, vv: Record<string, number>): Record<string, number> {
   for (const [w, n] of Object.entries(vv)) if ((into[w] ?? 0) < n) into[w] = n
