@@ -605,3 +605,19 @@ t.test('conflict names: one format, the stem first, at most 255 bytes', async t 
   t.notOk(isConflictName('notes.txt'))
   t.notOk(isConflictName('notes.sync-conflict-2026.txt'))
 })
+
+t.test('a writer starting --from a version after its head\'s root was lost: new inode numbers stay above the tree\'s', async t => {
+  const ws = await writers(t, async () => {})
+  const a = await ws.writer('a')
+  const made = [await a.fs.create(ROOT_INO, enc('one'), 0o644, cred), await a.fs.create(ROOT_INO, enc('two'), 0o644, cred)]
+  const v1 = await a.fs.fold() as VersionInfo
+  a.log.close()
+  const log = new WriterLog(a.dir, a.key).open()
+  t.teardown(() => log.close())
+  // As ReefNode.openFs does when the head's version root cannot be read: its seq, no vv, no log.
+  const lost: VersionInfo = { vguid: v1.vguid, root: { ...v1.root, seq: v1.root.seq + 1n, parents: [], log: undefined, vv: undefined } }
+  const rfs = await Fs.open({ store: ws.store, log, version: lost, from: v1, author: a.key })
+  const n = await rfs.create(ROOT_INO, enc('three'), 0o644, cred)
+  t.ok(made.every(m => m.ino < n.ino), 'the counter resumed from the version started from')
+  t.equal(n.ino, writerIno(inoPrefixOf(a.key), (v1.root.vv?.[hex(a.key)] ?? 0) + 1))
+})

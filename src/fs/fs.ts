@@ -216,20 +216,26 @@ export class ReefFS {
       fs.dirtyDirs.add(ROOT_INO)
       fs.startedFrom = opts.from.vguid
     }
-    if (opts.log !== undefined) await fs.replay(opts.log, opts.version?.root)
+    if (opts.log !== undefined) await fs.replay(opts.log, opts.version?.root, opts.from?.root)
     return fs
   }
 
-  private async replay (log: WriterLog, v: VersionRoot | undefined): Promise<void> {
+  /**
+   * `from`: the version a `from` open starts the tree from. When the head's own root is lost
+   * (its vv with it), the log's counter resumes from `from`'s: new inode numbers come from the
+   * counter (src/fs/ino.ts), so it must stay above every number in the tree.
+   */
+  private async replay (log: WriterLog, v: VersionRoot | undefined, from?: VersionRoot): Promise<void> {
     let records = log.replayed
     if (v?.log !== undefined) {
       const at = records.findIndex(r => r.cid.equals(v.log))
       if (at >= 0) records = records.slice(at + 1)
     }
     if (records.length === 0) {
-      if (log.replayed.length === 0 && v?.vv !== undefined) {
+      const at = v?.vv !== undefined ? v : from
+      if (log.replayed.length === 0 && at?.vv !== undefined) {
         const self = Buffer.from(log.writer).toString('hex')
-        log.resumeAfter(v.log ?? await this.ownLastRecord(v, log.writer), v.vv[self] ?? 0, v.vv)
+        log.resumeAfter(at.log ?? await this.ownLastRecord(at, log.writer), at.vv[self] ?? 0, at.vv)
       }
       return
     }
