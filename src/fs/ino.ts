@@ -9,6 +9,9 @@
  * (about 1 in 16,000 for a pair); the merge handles that case deterministically by giving the
  * later file in merge order a number under MERGE_PREFIX (src/merge/apply.ts).
  *
+ * The counter must never go back: a writer's log resumes it from the version it opens (its vv,
+ * or for a merge its own entry there; after a lost head root, the version it starts from).
+ *
  * Prefix 0 is the legacy range: numbers drawn from the per-file-system counter (`nextIno`)
  * before this scheme, and for entries of foreign trees that carry none. Versions and logs
  * written with them read and replay unchanged.
