@@ -407,11 +407,14 @@ export class Merger {
         (existing.kind !== 'dir' || (await fs.children(existing)).size === 0)
       if (fits) {
         const t = this.changedConcurrently(existing.ino, op.target ?? existing.ino, x)
-        if (t !== undefined) {
+        // The writer's own conflict copy of a file that had several names: the rename replaced
+        // one name of that file, the copy (which has one) holds them all, so it stays.
+        const ownCopy = this.forkOwner.get(existing.ino) === x.w && (fs.inodes.get(op.target ?? existing.ino)?.nlink ?? 0) > 1
+        if (t !== undefined || ownCopy) {
           // Replacing a file another writer changed concurrently: that version stays, renamed.
-          const keep = await this.freeName(dst, op.newName, t.time, t.w)
+          const keep = await this.freeName(dst, op.newName, t?.time ?? x.r.time, t?.w ?? x.w)
           await fs.apply({ op: 'rename', parent: dst.ino, name: op.newName, newParent: dst.ino, newName: keep, time: op.time, ino: existing.ino })
-          this.mark(existing, { kind: 'replaced', original: wanted, writers: [x.w, t.w] })
+          this.mark(existing, { kind: 'replaced', original: wanted, writers: t !== undefined ? [x.w, t.w] : [x.w] })
           this.changed.add(existing.ino)
         }
       } else {
