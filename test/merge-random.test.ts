@@ -212,7 +212,14 @@ for (let seed = start; seed < start + count; seed++) {
       for (const w of ws3) {
         const own = await byIno(w.fs)
         const ownDiffer = [...new Set([...own.keys(), ...after.keys()])].filter(i => own.get(i) !== after.get(i))
-        if (process.env.REEF_TEST_DEBUG !== undefined) for (const i of ownDiffer.filter(i => !changedInos.includes(i))) console.error(i, JSON.stringify(own.get(i)), JSON.stringify(after.get(i)))
+        if (process.env.REEF_TEST_DEBUG !== undefined) {
+          for (const i of ownDiffer.filter(i => !changedInos.includes(i))) console.error(i, JSON.stringify(own.get(i)), JSON.stringify(after.get(i)))
+          if (ownDiffer.some(i => !changedInos.includes(i))) {
+            const out = await merge({ store: ws.store, base, writers: inputs })
+            console.error(JSON.stringify(out.events))
+            for (const i of inputs) for (const x of i.records) { const rr = (x as { record: { n: number, op: unknown } }).record; console.error(Buffer.from(i.key).toString('hex').slice(0, 6), rr.n, JSON.stringify(rr.op, (k, v) => v instanceof Uint8Array ? Buffer.from(v).toString() : typeof v === 'bigint' ? undefined : v)) }
+          }
+        }
         t.same(ownDiffer.filter(i => !changedInos.includes(i)), [], `round ${round}: ${w.label}'s tree to the merge: every inode that differs is in \`changed\``)
       }
       const missing = kept.filter(k => !contents.includes(k.content))

@@ -132,8 +132,14 @@ export class Merger {
 
   private event (x: Ranked, kind: MergeEvent['kind'], what: string): void {
     this.events.push({ kind, writer: x.w, n: x.r.n, what })
-    // The writer's own tree applied the record as written: a mount showing that tree must drop
-    // what it holds of every inode the record named.
+  }
+
+  /**
+   * The writer's own tree applied the record as written; the merge may have applied it
+   * elsewhere (a conflict copy, a conflict name) or not at all: a mount showing that tree must
+   * drop what it holds of every inode the record named, in both numberings.
+   */
+  private named (x: Ranked): void {
     const op = x.r.op as Partial<Record<'ino' | 'parent' | 'newParent' | 'target', number>>
     for (const k of ['ino', 'parent', 'newParent', 'target'] as const) {
       const v = op[k]
@@ -212,7 +218,9 @@ export class Merger {
 
   async apply (x: Ranked): Promise<void> {
     try {
+      this.named(x)
       await this.translate(x)
+      this.named(x)
     } catch (err) {
       // What a writer did may not fit the merged tree in ways not foreseen above: the record is
       // reported and left out rather than stopping the merge (the checks above run first, so a
