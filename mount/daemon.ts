@@ -56,9 +56,13 @@ export const DEFAULT_MAX_DIRTY = 512 * 1024 * 1024
 /**
  * What reef asks of the kernel at INIT (README, "Kernel features"): security.* and system.*
  * xattrs answered ENODATA without a hand-off (reef keeps user.* only; the kernel asks for
- * security.capability before every write).
+ * security.capability before every write); no automatic page invalidation on a new mtime
+ * (every change to a live tree's files goes through this mount, and the daemon invalidates
+ * explicitly where content changes under the kernel: a follower's new version, a write that
+ * failed late). With it on, a file read right after it was written came from the daemon
+ * again (317 MB/s instead of 7.5 GB/s for 256 MiB).
  */
-export const DEFAULT_CAPS: Caps = { noSecurityXattrs: true }
+export const DEFAULT_CAPS: Caps = { noSecurityXattrs: true, autoInvalData: false }
 /** Seconds the kernel keeps exact attributes (see the header). */
 export const DEFAULT_ATTR_TIMEOUT = 1
 

@@ -124,6 +124,10 @@ export interface Caps {
   parallelDirops?: boolean
   /** Request and reply bytes through pipes (splice) instead of copies. */
   splice?: boolean
+  /** The kernel drops a file's cached pages whenever a reply shows a new mtime or size
+   * (libfuse's default: on). Without writeback cache every write makes the mtime new, so the
+   * pages a write just filled are dropped at the next getattr. */
+  autoInvalData?: boolean
   /** Largest WRITE in bytes (libfuse's limit: 1 MiB). */
   maxWrite?: number
   /** Largest READ in bytes (also passed as the max_read mount option, as libfuse requires). */
@@ -142,6 +146,7 @@ export interface Granted {
   noOpendir: boolean
   parallelDirops: boolean
   splice: boolean
+  autoInvalData: boolean
   maxWrite: number
   maxRead: number
   maxBackground: number

@@ -110,15 +110,14 @@ t.test('a 40 MiB file: tree has height > 0 and a small read touches few blocks',
 
 /** Applies an edit with rewriteFile and checks the root equals a fresh put of the new content. */
 async function checkRewrite (t: Test, store: MemoryBlockStore, oldData: Uint8Array, newData: Uint8Array,
-  dirtyStart: number, dirtyEnd: number, what: string): Promise<{ newBlocks: number, newChunks: number }> {
+  dirtyStart: number, dirtyEnd: number, what: string, dirty?: Array<[number, number]>): Promise<{ newBlocks: number, newChunks: number }> {
   const oldRoot = await put(store, oldData)
   const old = await new FileReader(oldRoot.cid, store).leaves()
   const written: Block[] = []
   const root = await rewriteFile({
     old,
     newSize: newData.length,
-    dirtyStart,
-    dirtyEnd,
+    ...(dirty !== undefined ? { dirty } : { dirtyStart, dirtyEnd }),
     read: async (off, len) => newData.slice(off, off + len),
     put: async bs => { written.push(...bs); await store.putMany(bs) }
   })
@@ -186,6 +185,39 @@ t.test('rewriteFile: same root as fileFromBytes on the new content', async t => 
     d.set(rnd(50), 1000)
     await checkRewrite(t, store, base, d, 1000, n + 500, 'overwrite early and append')
   }
+})
+
+t.test('rewriteFile with scattered dirty ranges: the fresh root, and chunks only around each edit', async t => {
+  const store = new MemoryBlockStore()
+  const base = rnd(16 * MiB + 77)
+  const n = base.length
+  // 8 random 4 KiB writes (a database or disk-image pattern), given as one range each.
+  const d = base.slice()
+  const ranges: Array<[number, number]> = []
+  for (let i = 0; i < 8; i++) {
+    const at = randInt(n / 4096) * 4096
+    const len = Math.min(4096, n - at)
+    d.set(rnd(len), at)
+    ranges.push([at, at + len])
+  }
+  const r = await checkRewrite(t, store, base, d, 0, 0, '8 scattered 4 KiB writes', ranges)
+  t.comment(`8 scattered 4 KiB writes in a 16 MiB file: ${r.newChunks} new chunks, ${r.newBlocks} blocks written`)
+  t.ok(r.newChunks <= 8 * 4, `new chunks (${r.newChunks}) follow the edits, not the span between the first and the last`)
+  const whole = await checkRewrite(t, store, base, d, Math.min(...ranges.map(x => x[0])), Math.max(...ranges.map(x => x[1])), 'the same as one range')
+  t.ok(whole.newBlocks > 3 * r.newBlocks, `one range from the first to the last edit hashes and writes far more blocks (${whole.newBlocks} against ${r.newBlocks})`)
+  // Overlapping, unsorted and empty ranges, with a truncation and a growth.
+  const e = new Uint8Array(n - 3 * MiB)
+  e.set(base.subarray(0, e.length))
+  e.set(rnd(100), 5 * MiB)
+  e.set(rnd(9000), 1 * MiB)
+  await checkRewrite(t, store, base, e, 0, 0, 'unsorted, overlapping and empty ranges, and a truncation',
+    [[5 * MiB, 5 * MiB + 100], [1 * MiB, 1 * MiB + 9000], [1 * MiB + 10, 1 * MiB + 20], [7 * MiB, 7 * MiB]])
+  const g = new Uint8Array(n + 2 * MiB)
+  g.set(base)
+  g.set(rnd(4096), 4096)
+  g.set(rnd(2 * MiB), n)
+  await checkRewrite(t, store, base, g, 0, 0, 'an early write and an append', [[4096, 8192], [n, n + 2 * MiB]])
+  await checkRewrite(t, store, base, base, 0, 0, 'no ranges: the same file', [])
 })
 
 t.test('decodeFileNode refuses malformed nodes', async t => {

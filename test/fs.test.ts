@@ -192,6 +192,49 @@ t.test('versions are immutable and share unchanged blocks', async t => {
   t.same(hist.map(h => h.seq), [2n, 1n])
 })
 
+t.test('scattered writes into a big file fold around each write, not across the span between them', async t => {
+  const s = await setup(t)
+  const f = await s.fs.create(ROOT_INO, enc('image'), 0o644, cred)
+  const data = crypto.randomBytes(32 * 1024 * 1024)
+  await s.fs.write(f.ino, 0, data)
+  await s.fs.fold()
+  const keysBefore = new Set<string>()
+  for await (const k of s.node.store.keys()) keysBefore.add(Buffer.from(k).toString('hex'))
+  // 16 writes of 4 KiB, one per 2 MiB, from the start of the file to its end (a disk image).
+  const expect = Buffer.from(data)
+  for (let i = 0; i < 16; i++) {
+    const at = i * 2 * 1024 * 1024 + 4096 * (i % 7)
+    const w = crypto.randomBytes(4096)
+    w.copy(expect, at)
+    await s.fs.write(f.ino, at, w)
+  }
+  await s.fs.fold()
+  let added = 0
+  for await (const k of s.node.store.keys()) if (!keysBefore.has(Buffer.from(k).toString('hex'))) added++
+  // Each write re-chunks about the chunk around it (64 KiB on average): ~16-48 chunks plus the
+  // tree's nodes and the log's frames, where re-chunking the 30 MiB span would add ~500.
+  t.ok(added < 120, `16 scattered 4 KiB writes into 32 MiB added ${added} blocks`)
+  const r = await s.reopen()
+  const n = await r.resolve('/image')
+  t.ok(Buffer.from(await r.read(n, 0, n.size)).equals(expect), 'the file reads back with every write in place')
+})
+
+t.test('closing a file drops its reader even while the inode stays held (the kernel holds what it looked up)', async t => {
+  const s = await setup(t)
+  const f = await s.fs.create(ROOT_INO, enc('f'), 0o644, cred)
+  await s.fs.write(f.ino, 0, crypto.randomBytes(300_000))
+  await s.fs.fold()
+  const n = await s.fs.resolve('/f')
+  s.fs.open(n) // the kernel's reference, as the mount's inode table takes it
+  s.fs.open(n) // a descriptor
+  await s.fs.read(n, 0, 300_000)
+  t.ok(n.readerHeld, 'a read made a reader')
+  s.fs.release(n) // the descriptor closes
+  t.notOk(n.readerHeld, 'its cached nodes and chunks went with the last descriptor, not at FORGET')
+  t.equal((await s.fs.read(n, 1000, 10)).length, 10, 'a later read makes a new one')
+  s.fs.release(n)
+})
+
 t.test('xattrs survive folds', async t => {
   const s = await setup(t)
   const f = await s.fs.create(ROOT_INO, enc('x'), 0o644, cred)

@@ -248,7 +248,11 @@ if (skip !== false) {
     const progress = path.join(tempDir(tt), 'reads')
     fs.writeFileSync(progress, '0')
     const reader = sh(`n=0; ok=0; bad=0; while [ ! -e stop ] && [ $n -lt 100000 ]; do n=$((n+1)); if c=$(cat atom 2>&1); then if [ "$c" = A ] || [ "$c" = B ]; then ok=$((ok+1)); else bad=$((bad+1)); echo "read: $c" >&2; fi; else bad=$((bad+1)); echo "$c" >&2; fi; echo $n > ${progress}; done; echo "$ok $bad"`, { cwd: mntDir })
-    const reads = (): number => Number(fs.readFileSync(progress, 'utf8').trim() || '0')
+    // The reader rewrites the file with O_TRUNC: a read between its truncation and its write
+    // sees nothing, so the count kept is the highest seen (an underestimated `before` let a
+    // rename pass with fewer than two reads after it: 299 reads for 150 paced renames).
+    let seen = 0
+    const reads = (): number => (seen = Math.max(seen, Number(fs.readFileSync(progress, 'utf8').trim() || '0')))
     let paced = 0
     for (let i = 0; i < 150; i++) {
       fs.writeFileSync(p('atom.tmp'), i % 2 === 0 ? 'B' : 'A')

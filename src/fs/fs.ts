@@ -797,11 +797,15 @@ export class ReefFS {
 
   release (n: Inode): void {
     n.openCount = Math.max(0, n.openCount - 1)
-    if (n.openCount > 0) return
-    if (n.nlink === 0) this.forget(n)
+    if (n.openCount === 0 && n.nlink === 0) {
+      this.forget(n)
+      return
+    }
     // The reader's cached tree nodes and chunks (~5 KiB even for a tiny file) would otherwise
-    // stay with every inode ever read, for as long as the mount lives.
-    else n.dropReader()
+    // stay with every inode ever read for as long as something holds it, and the mount holds
+    // every inode the kernel does (reading 100,000 small files left 864 MiB of heap, not 401).
+    // Dropped at every release: another descriptor's next read makes a new reader.
+    n.dropReader()
   }
 
   /** Makes every appended record durable (fdatasync of the log). */
@@ -1181,11 +1185,14 @@ export class ReefFS {
         const n = this.inodes.get(ino)
         if (n === undefined || n.kind !== 'file' || !n.contentDirty) continue
         const old = n.base !== undefined ? await (n.baseReader(this.store)?.leaves() ?? []) : []
+        const oldSize = old.length === 0 ? 0 : old[old.length - 1].offset + old[old.length - 1].size
+        const dirty = n.dirtyRanges()
+        // Below baseLimit the base still holds the content; past it (a truncation) it does not.
+        if (n.baseLimit < oldSize) dirty.push([n.baseLimit, oldSize])
         const root = await rewriteFile({
           old,
           newSize: n.size,
-          dirtyStart: Math.min(n.dirtyLo, n.baseLimit),
-          dirtyEnd: n.dirtyHi,
+          dirty,
           read: async (o, l) => await this.read(n, o, l),
           extent: extentsOf(n, old),
           put

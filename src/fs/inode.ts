@@ -5,9 +5,12 @@
  */
 import type { CID } from 'multiformats/cid'
 import { type Entry, isDevice, type Kind } from '../object/dir.js'
-import { FileReader } from '../object/file.js'
+import { FileReader, mergeRanges } from '../object/file.js'
 import type { BlockGetter } from '../store/types.js'
 import type { ZeroRanges } from './zeros.js'
+
+/** Disjoint dirty ranges a file keeps before a fold treats dirtyLo..dirtyHi as one. */
+const MAX_DIRTY_RANGES = 100_000
 
 export const S_IFREG = 0o100000
 export const S_IFDIR = 0o040000
@@ -115,6 +118,14 @@ export class Inode {
   zeros?: ZeroRanges
   dirtyLo = Infinity
   dirtyHi = 0
+  /**
+   * The byte ranges changed since the last fold, so that a fold re-chunks around each of them
+   * (random writes into a big file) rather than everything from dirtyLo to dirtyHi. Merged when
+   * it grows; beyond MAX_DIRTY_RANGES disjoint ranges it gives up (null: dirtyLo..dirtyHi).
+   * Allocated at the first change (most inodes never have one).
+   */
+  private ranges?: Array<[number, number]> | null
+  private rangesMerged?: number
   private reader?: FileReader
 
   // directories
@@ -212,12 +223,35 @@ export class Inode {
   setXattr (name: string, value: Uint8Array): void { (this.ownXattrs ??= new Map()).set(name, value) }
   removeXattr (name: string): void { this.ownXattrs?.delete(name) }
 
+  /** Whether a reader of the base tree (with its cached nodes and chunks) is held. */
+  get readerHeld (): boolean { return this.reader !== undefined }
+
   /** Forgets the cached reader of the base tree (the next read makes a new one). */
   dropReader (): void { this.reader = undefined }
 
   markDirty (lo: number, hi: number): void {
     if (lo < this.dirtyLo) this.dirtyLo = lo
     if (hi > this.dirtyHi) this.dirtyHi = hi
+    if (this.ranges === null) return
+    const r = (this.ranges ??= [])
+    const last = r[r.length - 1]
+    // Sequential writes extend the last range in place.
+    if (last !== undefined && lo >= last[0] && lo <= last[1]) {
+      if (hi > last[1]) last[1] = hi
+      return
+    }
+    r.push([lo, hi])
+    if (r.length > 2 * (this.rangesMerged ?? 0) + 1024) {
+      const merged = mergeRanges(r)
+      this.rangesMerged = merged.length
+      this.ranges = merged.length > MAX_DIRTY_RANGES ? null : merged
+    }
+  }
+
+  /** What changed since the last fold, as [start, end) ranges (see `ranges`). */
+  dirtyRanges (): Array<[number, number]> {
+    if (this.ranges === null) return this.dirtyLo < this.dirtyHi ? [[this.dirtyLo, this.dirtyHi]] : []
+    return mergeRanges(this.ranges ?? [])
   }
 
   /** After a fold: the new base holds everything; no dirty pages remain. */
@@ -229,5 +263,7 @@ export class Inode {
     this.zeros = undefined
     this.dirtyLo = Infinity
     this.dirtyHi = 0
+    this.ranges = undefined
+    this.rangesMerged = undefined
   }
 }

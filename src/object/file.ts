@@ -12,7 +12,7 @@ import type { Block } from '../block/index.js'
 import { makeBlock, RAW } from '../block/index.js'
 import { ReefError } from '../errors.js'
 import type { BlockGetter, BlockPutter } from '../store/types.js'
-import { Chunker, nextCut, MAX_CHUNK } from './chunker.js'
+import { AVG_CHUNK, Chunker, nextCut, MAX_CHUNK } from './chunker.js'
 import { decodeCbor, encodeBlock, field } from './codec.js'
 import { group } from './tree.js'
 
@@ -239,6 +239,18 @@ export class FileReader {
   }
 }
 
+/** Sorted, disjoint [start, end) ranges covering the given ones (empty ranges kept as points). */
+export function mergeRanges (ranges: Array<[number, number]>): Array<[number, number]> {
+  const sorted = ranges.filter(([a, b]) => b >= a).sort((x, y) => x[0] - y[0] || x[1] - y[1])
+  const out: Array<[number, number]> = []
+  for (const [a, b] of sorted) {
+    const last = out[out.length - 1]
+    if (last !== undefined && a <= last[1]) last[1] = Math.max(last[1], b)
+    else out.push([a, b])
+  }
+  return out
+}
+
 /**
  * What the new content holds from `pos`: data, or a hole (zeros never written), up to `end`.
  * Holes of at least HOLE_MIN bytes are stored as hole links instead of chunks of zeros, so a
@@ -248,19 +260,25 @@ export type Extent = { hole: boolean, end: number }
 export const HOLE_MIN = MAX_CHUNK
 
 /**
- * Copy-on-write rewrite of a file after in-place edits. Chunks wholly before the first dirty
- * byte are kept; chunking restarts at the chunk holding it and stops as soon as a new cut point
- * past the last dirty byte lands on an old chunk boundary, after which old chunks are reused.
- * Only the changed chunks and the tree path to the root are new blocks.
+ * Copy-on-write rewrite of a file after in-place edits. For each dirty range, chunks wholly
+ * before it are kept; chunking restarts at the chunk holding its first byte and stops as soon as
+ * a new cut point past its last byte lands on an old chunk boundary, after which old chunks are
+ * reused up to the next dirty range. Content-defined cut points depend only on the bytes since
+ * the last cut, so the result is the root that putting the new content afresh would give, and
+ * only the changed chunks and the tree path to the root are new blocks. Scattered edits (random
+ * writes into a big file) cost chunks around each edit, not everything between the first and
+ * the last.
  *
- * `read(offset, length)` returns the new content; dirty is [first, last) in new-file offsets;
+ * `read(offset, length)` returns the new content; `dirty` are [start, end) ranges in file
+ * offsets (sorted or not, overlapping or not), or one range `dirtyStart`..`dirtyEnd`;
  * `extent(pos)` (optional) tells where holes are, so they are skipped rather than read.
  */
 export async function rewriteFile (opts: {
   old: Leaf[]
   newSize: number
-  dirtyStart: number
-  dirtyEnd: number
+  dirtyStart?: number
+  dirtyEnd?: number
+  dirty?: Array<[number, number]>
   read: (offset: number, length: number) => Promise<Uint8Array>
   put: (blocks: Block[]) => Promise<void>
   extent?: (pos: number) => Extent
@@ -268,77 +286,120 @@ export async function rewriteFile (opts: {
   const { old, newSize } = opts
   const extent = opts.extent ?? ((): Extent => ({ hole: false, end: newSize }))
   const oldSize = old.length === 0 ? 0 : old[old.length - 1].offset + old[old.length - 1].size
+  const ranges: Array<[number, number]> = opts.dirty !== undefined ? opts.dirty.map(([a, b]) => [a, b]) : [[opts.dirtyStart ?? 0, opts.dirtyEnd ?? 0]]
   // The old last chunk ended at EOF, not at a content cut: when the file grows, it must be
   // chunked again (keeping it left an EOF-cut, possibly undersized, chunk mid-file and a root
-  // that differed from putting the same content afresh).
-  const lastKept = newSize > oldSize && oldSize > 0 ? oldSize - 1 : oldSize
-  const dStart = Math.min(opts.dirtyStart, lastKept, newSize)
-  const dEnd = oldSize !== newSize ? Math.max(opts.dirtyEnd, oldSize, newSize) : opts.dirtyEnd
+  // that differed from putting the same content afresh). When the size changed, everything from
+  // the old last chunk (growth) or the new end (shrink) on is dirty.
+  if (oldSize !== newSize) {
+    const from = newSize > oldSize ? (oldSize > 0 ? oldSize - 1 : 0) : newSize
+    ranges.push([from, Math.max(oldSize, newSize)])
+  }
+  const merged = mergeRanges(ranges.map(([a, b]) => [Math.min(a, newSize), Math.min(Math.max(a, b), Math.max(newSize, oldSize))]))
   const links: Link[] = []
   const blocks: Block[] = []
-  let i = 0
-  while (i < old.length && old[i].offset + old[i].size <= dStart) links.push(old[i++])
-  let pos = i < old.length ? old[i].offset : (links.length === 0 ? 0 : oldSize)
-  // Old boundaries at or after dEnd where chunking can rejoin the old chunk sequence.
-  const boundaries = new Map<number, number>()
-  for (let j = i; j < old.length; j++) if (old[j].offset >= dEnd && old[j].offset < newSize) boundaries.set(old[j].offset, j)
 
   /** Where the data run starting at `p` ends: at the next hole worth skipping, or the end. */
-  const dataEnd = (p: number): number => {
+  // Scans at most HORIZON bytes ahead: `real` says whether `end` is where the data really ends
+  // (a hole or the end of the file), which decides whether the chunk there must be cut. A scan
+  // to the end of the file from every edit made a fold of scattered edits quadratic.
+  const HORIZON = 8 * MAX_CHUNK
+  const dataEnd = (p: number): { end: number, real: boolean } => {
     let q = p
-    for (let guard = 0; q < newSize && guard < 1_000_000; guard++) {
+    for (let guard = 0; q < newSize && q < p + HORIZON && guard < 1_000_000; guard++) {
       const e = extent(q)
-      if (e.hole && e.end - q >= HOLE_MIN) return q
+      if (e.hole && e.end - q >= HOLE_MIN) return { end: q, real: true }
       q = Math.max(e.end, q + 1)
     }
-    return Math.min(q, newSize)
+    return q >= newSize ? { end: newSize, real: true } : { end: q, real: false }
+  }
+  /** The first old chunk from index `from` on that starts at or after `x` (binary search). */
+  const firstFrom = (from: number, x: number): number => {
+    let lo = from
+    let hi = old.length
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1
+      if (old[mid].offset < x) lo = mid + 1
+      else hi = mid
+    }
+    return lo
   }
 
   const WINDOW = 4 * MAX_CHUNK
-  let buf = new Uint8Array(0)
-  let bufStart = pos
-  let runEnd = -1
-  while (pos < newSize) {
-    const resume = boundaries.get(pos)
-    if (resume !== undefined) {
-      for (let j = resume; j < old.length; j++) links.push(old[j])
-      pos = newSize
-      break
+  let i = 0
+  let pos = 0
+  for (let r = 0; r < merged.length && pos < newSize; r++) {
+    const [dStart, dEnd] = merged[r]
+    // Old chunks wholly before this range (and at or after where the last one rejoined) stay.
+    while (i < old.length && old[i].offset + old[i].size <= dStart && old[i].offset + old[i].size <= newSize) {
+      if (old[i].offset >= pos) links.push(old[i])
+      i++
     }
-    const e = extent(pos)
-    if (e.hole && e.end - pos >= HOLE_MIN) {
-      const end = Math.min(e.end, newSize)
-      // Holes join old boundaries like chunks do: stop at the first one past the dirty range.
-      let stop = end
-      for (const [b] of boundaries) if (b > pos && b < stop) stop = b
-      links.push({ size: stop - pos })
-      pos = stop
-      buf = new Uint8Array(0)
-      bufStart = pos
-      runEnd = -1
-      continue
+    if (i < old.length && old[i].offset >= pos) pos = old[i].offset
+    else if (i >= old.length) pos = Math.max(pos, links.length === 0 ? 0 : Math.min(oldSize, newSize))
+    // Chunking can rejoin the old sequence at an old boundary at or after the range's end.
+    const rejoinFrom = firstFrom(i, dEnd)
+    let buf = new Uint8Array(0)
+    let bufStart = pos
+    let runEnd = -1
+    let runReal = false
+    let rejoined = false
+    let window = AVG_CHUNK
+    while (pos < newSize) {
+      const at = firstFrom(rejoinFrom, pos)
+      if (at < old.length && old[at].offset === pos) {
+        i = at
+        rejoined = true
+        break
+      }
+      const e = extent(pos)
+      if (e.hole && e.end - pos >= HOLE_MIN) {
+        const end = Math.min(e.end, newSize)
+        // Holes join old boundaries like chunks do: stop at the first one past the dirty range.
+        const next = firstFrom(rejoinFrom, pos + 1)
+        const stop = next < old.length && old[next].offset < end ? old[next].offset : end
+        links.push({ size: stop - pos })
+        pos = stop
+        buf = new Uint8Array(0)
+        bufStart = pos
+        runEnd = -1
+        continue
+      }
+      if (runEnd <= pos) ({ end: runEnd, real: runReal } = dataEnd(pos))
+      // Bytes are read as the cut needs them: one average chunk first (a rewrite around a small
+      // edit usually rejoins the old cuts right after it), doubling up to WINDOW for long runs.
+      let n = -1
+      for (let guard = 0; guard < 1_000_000; guard++) {
+        const have = bufStart + buf.length
+        n = nextCut(buf, pos - bufStart, buf.length, runReal && have >= runEnd)
+        if (n > 0) break
+        for (let g = 0; !runReal && runEnd <= have && g < 1_000_000; g++) ({ end: runEnd, real: runReal } = dataEnd(runEnd))
+        const want = Math.min(window, runEnd - have)
+        if (want <= 0) throw new ReefError('IO', `rewrite found no data at ${have} of ${newSize}`)
+        window = Math.min(WINDOW, window * 2)
+        const more = await opts.read(have, want)
+        if (more.length !== want) throw new ReefError('IO', 'short read while rewriting a file')
+        const keep = buf.subarray(pos - bufStart)
+        const joined = new Uint8Array(keep.length + more.length)
+        joined.set(keep)
+        joined.set(more, keep.length)
+        buf = joined
+        bufStart = pos
+      }
+      if (n <= 0) throw new ReefError('IO', 'rewrite found no cut point')
+      const from = pos - bufStart
+      const chunk = buf.slice(from, from + n)
+      const b = makeBlock(chunk, RAW)
+      blocks.push(b)
+      links.push({ cid: b.cid, size: n })
+      pos += n
+      if (blocks.length >= 16) await opts.put(blocks.splice(0))
     }
-    if (runEnd <= pos) runEnd = dataEnd(pos)
-    if (bufStart + buf.length - pos < MAX_CHUNK && bufStart + buf.length < runEnd) {
-      const want = Math.min(WINDOW, runEnd - (bufStart + buf.length))
-      const more = await opts.read(bufStart + buf.length, want)
-      if (more.length !== want) throw new ReefError('IO', 'short read while rewriting a file')
-      const keep = buf.subarray(pos - bufStart)
-      const joined = new Uint8Array(keep.length + more.length)
-      joined.set(keep)
-      joined.set(more, keep.length)
-      buf = joined
-      bufStart = pos
-    }
-    const from = pos - bufStart
-    const final = bufStart + buf.length >= runEnd
-    const n = nextCut(buf, from, buf.length, final)
-    const chunk = buf.slice(from, from + n)
-    const b = makeBlock(chunk, RAW)
-    blocks.push(b)
-    links.push({ cid: b.cid, size: n })
-    pos += n
-    if (blocks.length >= 16) await opts.put(blocks.splice(0))
+    if (!rejoined) break
+  }
+  // After the last range: the old chunks from where chunking rejoined them.
+  if (pos < newSize) {
+    for (; i < old.length && old[i].offset < newSize; i++) if (old[i].offset >= pos) links.push(old[i])
   }
   const root = buildTree(links, b => blocks.push(b))
   await opts.put(blocks)

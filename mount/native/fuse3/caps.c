@@ -28,11 +28,11 @@ static unsigned size(napi_env env, napi_value obj, const char *key) {
   return n;
 }
 
-/* caps: { writebackCache?, noOpen?, noOpendir?, parallelDirops?, splice?, maxWrite?, maxRead?,
+/* caps: { writebackCache?, noOpen?, noOpendir?, parallelDirops?, splice?, autoInvalData?, maxWrite?, maxRead?,
  * maxBackground?, congestionThreshold?, noSecurityXattrs? }; undefined leaves all defaults. */
 bool reef_caps_parse(napi_env env, napi_value obj, reef_caps *c) {
   napi_valuetype t;
-  c->writeback_cache = c->no_open = c->no_opendir = c->parallel_dirops = c->splice = -1;
+  c->writeback_cache = c->no_open = c->no_opendir = c->parallel_dirops = c->splice = c->auto_inval_data = -1;
   c->max_write = c->max_read = c->max_background = c->congestion_threshold = 0;
   c->no_security_xattrs = false;
   if (napi_typeof(env, obj, &t) != napi_ok || t != napi_object) return true;
@@ -41,6 +41,7 @@ bool reef_caps_parse(napi_env env, napi_value obj, reef_caps *c) {
   c->no_opendir = flag(env, obj, "noOpendir");
   c->parallel_dirops = flag(env, obj, "parallelDirops");
   c->splice = flag(env, obj, "splice");
+  c->auto_inval_data = flag(env, obj, "autoInvalData");
   c->max_write = size(env, obj, "maxWrite");
   c->max_read = size(env, obj, "maxRead");
   c->max_background = size(env, obj, "maxBackground");
@@ -60,6 +61,7 @@ void reef_caps_apply(reef_session *s, struct fuse_conn_info *conn) {
   want(conn, c->writeback_cache, FUSE_CAP_WRITEBACK_CACHE);
   want(conn, c->parallel_dirops, FUSE_CAP_PARALLEL_DIROPS);
   want(conn, c->splice, FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
+  want(conn, c->auto_inval_data, FUSE_CAP_AUTO_INVAL_DATA);
   if (c->max_write) conn->max_write = c->max_write;
   if (c->max_read) conn->max_read = c->max_read; /* the wrapper also passes -o max_read=N */
   if (c->max_background) conn->max_background = c->max_background;
@@ -75,6 +77,7 @@ void reef_caps_apply(reef_session *s, struct fuse_conn_info *conn) {
   g->parallel_dirops = (conn->want & FUSE_CAP_PARALLEL_DIROPS) && fuse_version() >= 317;
   g->splice_read = conn->want & FUSE_CAP_SPLICE_READ;
   g->splice_write = conn->want & FUSE_CAP_SPLICE_WRITE;
+  g->auto_inval_data = conn->want & FUSE_CAP_AUTO_INVAL_DATA;
   /* libfuse clamps max_write after this callback to its buffer: 256 pages (FUSE_MAX_MAX_PAGES). */
   unsigned limit = 256 * (unsigned)getpagesize();
   g->max_write = conn->max_write < limit ? conn->max_write : limit;
@@ -103,6 +106,7 @@ napi_value reef_caps_granted(napi_env env, const reef_granted *g) {
   put_bool(env, obj, "noOpendir", g->no_opendir);
   put_bool(env, obj, "parallelDirops", g->parallel_dirops);
   put_bool(env, obj, "splice", g->splice_read && g->splice_write);
+  put_bool(env, obj, "autoInvalData", g->auto_inval_data);
   put_num(env, obj, "maxWrite", g->max_write);
   put_num(env, obj, "maxRead", g->max_read);
   put_num(env, obj, "maxBackground", g->max_background);

@@ -30,7 +30,7 @@ typedef struct reef_has {
 /* The init capabilities JS asked for (mount()'s 5th argument; caps.c). A flag is -1 when JS
  * left it to libfuse's default, else 0/1; a size is 0 when left to the default. */
 typedef struct reef_caps {
-  int writeback_cache, no_open, no_opendir, parallel_dirops, splice;
+  int writeback_cache, no_open, no_opendir, parallel_dirops, splice, auto_inval_data;
   unsigned max_write, max_read, max_background, congestion_threshold;
   bool no_security_xattrs; /* security.* and system.* getxattr answered ENODATA in C */
 } reef_caps;
@@ -38,7 +38,7 @@ typedef struct reef_caps {
 /* What the kernel and libfuse granted, filled in at INIT (on the loop thread, before any
  * request, read on the JS thread when OP_INIT arrives). */
 typedef struct reef_granted {
-  bool writeback_cache, no_open, no_opendir, parallel_dirops, splice_read, splice_write;
+  bool writeback_cache, no_open, no_opendir, parallel_dirops, splice_read, splice_write, auto_inval_data;
   unsigned max_write, max_read, max_background, congestion_threshold;
 } reef_granted;
 
