@@ -214,7 +214,9 @@ export function createProgram (ctx: CliContext): Command {
         const items = await node.history(a)
         if (items.length === 0) throw ReefError.notFound(`no head known for ${a.toString()}`)
         print(opts.json, { aguid: a, versions: items }, () =>
-          items.map(i => `${String(i.seq).padStart(5)}  ${fmtTime(i.time)}  ${i.vguid.toString()}  ${i.message ?? ''}`.trimEnd()).join('\n'))
+          items.map(i => `${String(i.seq).padStart(5)}  ${fmtTime(i.time)}  ${i.vguid.toString()}  ${i.message ?? ''}` +
+            // A version with several parents (a merge of writer heads, a mount --from) names them.
+            (i.parents.length > 1 ? `  [parents: ${i.parents.map(p => p.toString()).join(', ')}]` : '')).map(l => l.trimEnd()).join('\n'))
       })
     })
 

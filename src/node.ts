@@ -32,7 +32,7 @@ export function defaultDataDir (): string {
 
 export interface NodeConfig { name: string, aguid: string }
 
-export interface HistoryItem { seq: bigint, time: number, vguid: CID, message?: string }
+export interface HistoryItem { seq: bigint, time: number, vguid: CID, parents: CID[], message?: string }
 
 export class ReefNode {
   /** The store file systems and commands use: the DHT store when networked, else the local one. */
@@ -190,7 +190,7 @@ export class ReefNode {
       try {
         const v = decodeVersion(bytes)
         if (!own.equals(v.author)) continue
-        const item: HistoryItem = { seq: v.seq, time: v.time, vguid: cid }
+        const item: HistoryItem = { seq: v.seq, time: v.time, vguid: cid, parents: v.parents }
         if (v.message !== undefined) item.message = v.message
         out.push(item)
       } catch {}
@@ -203,28 +203,49 @@ export class ReefNode {
     return await ReefFS.open({ store: this.store, version: v, warn })
   }
 
-  /** Versions from the head back along first parents, newest first. */
+  /**
+   * Makes a version already in the store (a merge of writer heads) this node's head: the next
+   * signed head names it. Its seq must be above the current head's (HEAD_ROLLBACK otherwise).
+   */
+  async adopt (v: VersionInfo): Promise<void> {
+    const head = signHead(this.keys, this.config.name, v.vguid, v.root.seq, BigInt(v.root.time))
+    await this.heads.accept(encodeHead(head), this.aguid)
+  }
+
+  /**
+   * Versions from the head back along every parent, newest first (by time, then seq), each once:
+   * a merged version (issue 12) has one parent per writer head, so history is a DAG, and
+   * `parents` says where each version came from. A parent that is missing or damaged is left
+   * out (reef fsck names it) and the walk goes on through the others, so history continues
+   * past an unreadable head through the version a mount started from (--from).
+   */
   async history (aguid: CID = this.aguid, limit = 1_000_000): Promise<HistoryItem[]> {
     const out: HistoryItem[] = []
-    let v = await this.currentVersion(aguid)
-    while (v !== undefined && out.length < limit) {
-      const item: HistoryItem = { seq: v.root.seq, time: v.root.time, vguid: v.vguid }
+    const head = await this.currentVersion(aguid)
+    const frontier: VersionInfo[] = head !== undefined ? [head] : []
+    const seen = new Set<string>(head !== undefined ? [head.vguid.toString()] : [])
+    while (frontier.length > 0 && out.length < limit) {
+      let at = 0
+      for (let i = 1; i < frontier.length; i++) {
+        const a = frontier[i].root
+        const b = frontier[at].root
+        if (a.time > b.time || (a.time === b.time && a.seq > b.seq)) at = i
+      }
+      const v = frontier.splice(at, 1)[0]
+      const item: HistoryItem = { seq: v.root.seq, time: v.root.time, vguid: v.vguid, parents: v.root.parents }
       if (v.root.message !== undefined) item.message = v.root.message
       out.push(item)
-      // First parents; where one is missing or damaged, the next parent (a version a mount
-      // started from with --from) continues the list.
-      let next: VersionInfo | undefined
       for (const parent of v.root.parents) {
+        const key = parent.toString()
+        if (seen.has(key)) continue
+        seen.add(key)
         if (!(await this.store.has(parent))) continue
         try {
-          next = await this.version(parent)
-          break
+          frontier.push(await this.version(parent))
         } catch (err) {
-          // A damaged version is skipped here (reef fsck names it), rather than hiding the rest.
           if (!isDamage(err)) throw err
         }
       }
-      v = next
     }
     return out
   }

@@ -10,6 +10,8 @@ import type { Ctx, Entry, LowLevelOps } from '../mount/fuse3.js'
 import { RENAME_EXCHANGE, RENAME_NOREPLACE } from '../src/fs/fs.js'
 import { ROOT_INO } from '../src/fs/inode.js'
 import { openCoreFs } from './helpers/fs-core.js'
+import { openVersion, writers } from './helpers/writers.js'
+import { merge } from '../src/merge/index.js'
 
 const E = os.constants.errno
 const ctx: Ctx = { uid: 0, gid: 0, pid: 1 }
@@ -132,4 +134,37 @@ t.test('open with O_TRUNC empties the file (the kernel sends it with the open: a
   t.equal((await ops.getattr(c.attr.ino, ctx)).attr.size, 5, 'size of the new content only')
   const r = await ops.open(c.attr.ino, fsc.O_RDONLY | fsc.O_TRUNC, ctx)
   t.equal((await ops.read(c.attr.ino, r.fh, 0, 100, ctx)).toString(), '', 'O_RDONLY|O_TRUNC truncates too, as Linux does')
+})
+
+t.test('.reef/versions of a merged version: inodes whose numbers meet mod 2^31 get distinct kernel numbers', async t => {
+  // Two writers' first files (record 1 of each: one counter) and the root (inode 1) all meet at 1.
+  const ws = await writers(t, async () => {})
+  const [wa, wb] = [await ws.writer('a'), await ws.writer('b')]
+  const fa = await wa.fs.create(ROOT_INO, b('from-a'), 0o644, ctx)
+  const fb = await wb.fs.create(ROOT_INO, b('from-b'), 0o644, ctx)
+  await wa.fs.write(fa.ino, 0, b('aaa'))
+  await wb.fs.write(fb.ino, 0, b('bbbbbb'))
+  t.equal(fa.ino % 2 ** 31, 1)
+  t.equal(fb.ino % 2 ** 31, 1)
+  const out = await merge({ store: ws.store, writers: [await ws.input(wa), await ws.input(wb)] })
+  const old = await openVersion(ws.store, out.version)
+  const core = await openCoreFs(t, 'reef-adapter-')
+  const m = buildAdapter({
+    fs: core.fs,
+    versions: { list: async () => [7n], open: async () => old, current: async () => undefined },
+    log: () => {},
+    attrTimeout: 1,
+    entryTimeout: 1,
+    writeBehind: true,
+    maxFileSize: 2 ** 44
+  })
+  const ops = m.ops as Required<LowLevelOps>
+  const root = await ops.lookup(VERSIONS_INO, b('7'), ctx)
+  const ea = await ops.lookup(root.attr.ino, b('from-a'), ctx)
+  const eb = await ops.lookup(root.attr.ino, b('from-b'), ctx)
+  t.equal(new Set([root.attr.ino, ea.attr.ino, eb.attr.ino]).size, 3, 'three kernel numbers')
+  t.same([ea.attr.size, eb.attr.size], [3, 6])
+  t.equal((await ops.getattr(eb.attr.ino, ctx)).attr.size, 6, 'each number leads to its own inode')
+  t.equal((await ops.getattr(root.attr.ino, ctx)).attr.mode & 0o170000, 0o040000, 'and the root stays the root')
+  t.equal((await ops.lookup(root.attr.ino, b('from-b'), ctx)).attr.ino, eb.attr.ino, 'the same number while the kernel holds it')
 })

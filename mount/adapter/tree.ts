@@ -31,6 +31,8 @@ export class Tree {
   private readonly refs = new Map<number, number>()
   /** Old versions' inodes the kernel holds: number -> (version, inode of that version). */
   private readonly versionNodes = new Map<number, { seq: bigint, ino: number }>()
+  /** The same, the other way: `seq:ino` -> the number the kernel holds it by. */
+  private readonly versionNumbers = new Map<string, number>()
   /** The last name each referenced inode was found under (test hooks and log lines). */
   private readonly names = new Map<number, Uint8Array>()
   /**
@@ -128,17 +130,34 @@ export class Tree {
     return { ...dir, node: n }
   }
 
+  /**
+   * An old version's inode gets a number in the block of its version (seq mod 2^20, 2^31 numbers
+   * each) at its own number mod 2^31. Inode numbers are a writer prefix above a record counter
+   * (src/fs/ino.ts), so two of one version can meet there (the root and a writer's first file,
+   * a legacy number and a counter, two writers' equal counters): the later one the kernel is
+   * given takes the next free number of the block, for as long as the kernel holds it.
+   */
   inoOf (t: Target): number {
     if (t.kind === 'virtual') return t.which === 'reef' ? REEF_INO : VERSIONS_INO
     if (t.seq === undefined) return t.node.ino
-    return VERSION_INO_BASE + Number(t.seq % 1_048_576n) * 2 ** 31 + (t.node.ino % 2 ** 31)
+    const held = this.versionNumbers.get(`${t.seq}:${t.node.ino}`)
+    if (held !== undefined) return held
+    const block = VERSION_INO_BASE + Number(t.seq % 1_048_576n) * 2 ** 31
+    let at = t.node.ino % 2 ** 31
+    for (let v = this.versionNodes.get(block + at); v !== undefined && !(v.seq === t.seq && v.ino === t.node.ino); v = this.versionNodes.get(block + at)) {
+      at = (at + 1) % 2 ** 31
+    }
+    return block + at
   }
 
   /** The kernel now holds one more reference to `t` (a lookup answered with it). */
   counted (t: Target, name?: Uint8Array): number {
     const ino = this.inoOf(t)
     this.refs.set(ino, (this.refs.get(ino) ?? 0) + 1)
-    if (t.kind === 'node' && t.seq !== undefined) this.versionNodes.set(ino, { seq: t.seq, ino: t.node.ino })
+    if (t.kind === 'node' && t.seq !== undefined) {
+      this.versionNodes.set(ino, { seq: t.seq, ino: t.node.ino })
+      this.versionNumbers.set(`${t.seq}:${t.node.ino}`, ino)
+    }
     if (t.kind === 'node' && t.seq === undefined && !this.held.has(ino)) {
       t.fs.open(t.node)
       this.held.set(ino, { fs: t.fs, node: t.node })
@@ -156,6 +175,8 @@ export class Tree {
     }
     this.refs.delete(ino)
     this.names.delete(ino)
+    const v = this.versionNodes.get(ino)
+    if (v !== undefined) this.versionNumbers.delete(`${v.seq}:${v.ino}`)
     this.versionNodes.delete(ino)
     const h = this.held.get(ino)
     if (h !== undefined) {

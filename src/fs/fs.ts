@@ -18,10 +18,32 @@ import type { BlockGetter, BlockStore } from '../store/types.js'
 import { allocPage, type Attr, freePage, Inode, keyName, kindOfType, nameKey, PAGE, pagesBytes, ROOT_INO, S_IFMT, smallPage } from './inode.js'
 import { checkFallocate, planFallocate } from './fallocate.js'
 import { ZeroRanges } from './zeros.js'
+import { inoPrefixOf, LEGACY_LIMIT, writerIno } from './ino.js'
 
 export interface Cred { uid: number, gid: number }
 
 export interface VersionInfo { vguid: CID, root: VersionRoot }
+
+/**
+ * What a fold without a log of its own (a merge) writes into the version root instead of what
+ * the log, the clock and the head would give: every field is the caller's, so that every node
+ * folding the same state writes the same bytes.
+ */
+export interface FoldShape {
+  parents: CID[]
+  seq: bigint
+  time: number
+  author: Uint8Array
+  vv: Record<string, number>
+  message?: string
+}
+
+/**
+ * The extended attribute that marks an open conflict (src/merge): the merge sets it on a
+ * conflict copy (or on a file whose concurrent rename lost); a rename of the inode, or removing
+ * the attribute, resolves it, and so does deleting the inode.
+ */
+export const CONFLICT_XATTR = 'user.reef.conflict'
 
 export interface FsOptions {
   store: BlockStore
@@ -158,6 +180,8 @@ export class ReefFS {
   /** Log records the replay at open could not apply, each reported through `warn`. */
   replaySkipped = 0
   private readonly warn: (line: string) => void
+  /** This writer's inode-number prefix (src/fs/ino.ts). */
+  private readonly inoPrefix?: number
 
   private constructor (opts: FsOptions) {
     this.store = opts.store
@@ -167,6 +191,7 @@ export class ReefFS {
     this.author = opts.author ?? new Uint8Array(32)
     this.now = opts.now ?? nowNs
     this.warn = opts.warn ?? (() => {})
+    if (opts.log !== undefined) this.inoPrefix = inoPrefixOf(opts.log.writer)
   }
 
   /** Opens a version (or an empty file system) and replays the unfolded part of the log. */
@@ -191,23 +216,31 @@ export class ReefFS {
       fs.dirtyDirs.add(ROOT_INO)
       fs.startedFrom = opts.from.vguid
     }
-    if (opts.log !== undefined) await fs.replay(opts.log, opts.version?.root)
+    if (opts.log !== undefined) await fs.replay(opts.log, opts.version?.root, opts.from?.root)
     return fs
   }
 
-  private async replay (log: WriterLog, v: VersionRoot | undefined): Promise<void> {
+  /**
+   * `from`: the version a `from` open starts the tree from. When the head's own root is lost
+   * (its vv with it), the log's counter resumes from `from`'s: new inode numbers come from the
+   * counter (src/fs/ino.ts), so it must stay above every number in the tree.
+   */
+  private async replay (log: WriterLog, v: VersionRoot | undefined, from?: VersionRoot): Promise<void> {
     let records = log.replayed
     if (v?.log !== undefined) {
       const at = records.findIndex(r => r.cid.equals(v.log))
       if (at >= 0) records = records.slice(at + 1)
     }
     if (records.length === 0) {
-      if (log.replayed.length === 0 && v?.vv !== undefined) {
+      const at = v?.vv !== undefined ? v : from
+      if (log.replayed.length === 0 && at?.vv !== undefined) {
         const self = Buffer.from(log.writer).toString('hex')
-        log.resumeAfter(v.log, v.vv[self] ?? 0, v.vv)
+        log.resumeAfter(at.log ?? await this.ownLastRecord(at, log.writer), at.vv[self] ?? 0, at.vv)
       }
       return
     }
+    // Opened at a merge (issue 12) with records of its own not in it: what follows has seen both.
+    if (v?.vv !== undefined) log.observe(v.vv)
     // Records name inodes by number, so everything they may touch must be in memory first.
     await this.loadAll()
     for (const r of records) {
@@ -231,6 +264,26 @@ export class ReefFS {
   }
 
   /**
+   * This writer's newest record in a merged version (which names no record of its own): the
+   * `log` of the parent that is this writer's head at the counter the merge holds of it. Its
+   * next record chains to it, so its log stays one chain through every merge it adopts.
+   */
+  private async ownLastRecord (v: VersionRoot, writer: Uint8Array): Promise<CID | undefined> {
+    const self = Buffer.from(writer).toString('hex')
+    const n = v.vv?.[self]
+    if (n === undefined) return undefined
+    for (const p of v.parents) {
+      try {
+        const root = decodeVersion(await this.store.get(p))
+        if (Buffer.compare(root.author, writer) === 0 && root.vv?.[self] === n && root.log !== undefined) return root.log
+      } catch (err) {
+        if (!isDamage(err)) throw err
+      }
+    }
+    return undefined
+  }
+
+  /**
    * Why a logged op cannot apply to the state as loaded, checked before anything changes (apply
    * may change state before it meets a damaged directory); undefined if nothing stands in its way.
    */
@@ -248,7 +301,7 @@ export class ReefFS {
         throw err
       }
     }
-    if ('ino' in op) {
+    if ('ino' in op && op.ino !== undefined) {
       const creates = op.op === 'create' || op.op === 'mkdir' || op.op === 'symlink' || op.op === 'mknod' || op.op === 'attach'
       if (creates && this.inodes.has(op.ino)) return `inode ${op.ino} already exists`
       if (!creates && !this.inodes.has(op.ino)) return unknown('inode', op.ino)
@@ -350,7 +403,7 @@ export class ReefFS {
       n = Inode.fromEntry(ino, e)
       n.parent = dir.ino
     }
-    if (n.ino >= this.nextIno) this.nextIno = n.ino + 1
+    this.bumpLegacy(n.ino)
     this.inodes.set(n.ino, n)
     return n
   }
@@ -490,11 +543,29 @@ export class ReefFS {
     return { dir, existing: await this.lookup(dir, name) }
   }
 
+  /**
+   * The number of the inode the next record creates: this writer's prefix and that record's
+   * counter (src/fs/ino.ts), unique across every writer whose prefix differs.
+   */
+  private newIno (): number {
+    if (this.log === undefined || this.inoPrefix === undefined) throw posix('EROFS', 'read-only file system')
+    const ino = writerIno(this.inoPrefix, this.log.counter + 1)
+    if (ino === undefined) throw posix('ENOSPC', `writer log counter ${this.log.counter} is past the inode-number range`)
+    // Cannot happen while the log's counter only grows (it resumes from every version's vv).
+    if (this.inodes.has(ino)) throw new ReefError('LOG_CORRUPT', `inode ${ino} for log record ${this.log.counter + 1} exists already: the log counter went back`)
+    return ino
+  }
+
+  /** `nextIno` numbers foreign entries that carry none; it stays in the legacy range. */
+  private bumpLegacy (ino: number): void {
+    if (ino < LEGACY_LIMIT && ino >= this.nextIno) this.nextIno = ino + 1
+  }
+
   private async make (kind: Kind, parent: number, name: Uint8Array, mode: number, cred: Cred, target?: Uint8Array): Promise<Inode> {
     return await this.exclusive(async () => {
       const { dir, existing } = await this.dirFor(parent, name)
       if (existing !== undefined) throw posix('EEXIST', Buffer.from(name).toString())
-      const ino = this.nextIno
+      const ino = this.newIno()
       const time = this.now()
       const owner = ownerIn(dir, kind, mode, cred)
       const base = { parent, name, ino, uid: cred.uid, gid: owner.gid, time }
@@ -537,7 +608,7 @@ export class ReefFS {
     return await this.exclusive(async () => {
       const { dir, existing } = await this.dirFor(parent, name)
       if (existing !== undefined) throw posix('EEXIST', Buffer.from(name).toString())
-      const ino = this.nextIno
+      const ino = this.newIno()
       const owner = ownerIn(dir, kind, mode, cred)
       await this.commit({
         op: 'mknod', parent, name, ino, kind, mode: owner.mode, rdev: isDevice(kind) ? rdev : 0, uid: cred.uid, gid: owner.gid, time: this.now()
@@ -602,7 +673,7 @@ export class ReefFS {
       const { existing } = await this.dirFor(parent, name)
       if (existing === undefined) throw posix('ENOENT', Buffer.from(name).toString())
       if (existing.kind === 'dir') throw posix('EISDIR', 'unlink of a directory')
-      await this.commit({ op: 'unlink', parent, name, time: this.now() })
+      await this.commit({ op: 'unlink', parent, name, time: this.now(), ino: existing.ino })
     })
   }
 
@@ -612,7 +683,7 @@ export class ReefFS {
       if (existing === undefined) throw posix('ENOENT', Buffer.from(name).toString())
       if (existing.kind !== 'dir') throw posix('ENOTDIR', 'rmdir of a non-directory')
       if ((await this.children(existing)).size > 0) throw posix('ENOTEMPTY', 'directory not empty')
-      await this.commit({ op: 'rmdir', parent, name, time: this.now() })
+      await this.commit({ op: 'rmdir', parent, name, time: this.now(), ino: existing.ino })
     })
   }
 
@@ -630,7 +701,7 @@ export class ReefFS {
         if (target === src) return
         this.refuseCycle(src, dst)
         this.refuseCycle(target, from)
-        await this.commit({ op: 'rename', parent, name, newParent, newName, time: this.now(), exchange: true })
+        await this.commit({ op: 'rename', parent, name, newParent, newName, time: this.now(), exchange: true, ino: src.ino, target: target.ino })
         return
       }
       if (target === src) return
@@ -640,7 +711,9 @@ export class ReefFS {
         if (target.kind !== 'dir' && src.kind === 'dir') throw posix('ENOTDIR', 'rename of a directory over a non-directory')
         if (target.kind === 'dir' && (await this.children(target)).size > 0) throw posix('ENOTEMPTY', 'target directory not empty')
       }
-      await this.commit({ op: 'rename', parent, name, newParent, newName, time: this.now() })
+      const op: Op = { op: 'rename', parent, name, newParent, newName, time: this.now(), ino: src.ino }
+      if (target !== undefined) op.target = target.ino
+      await this.commit(op)
     })
   }
 
@@ -738,6 +811,48 @@ export class ReefFS {
   /** Makes every appended record durable (fdatasync of the log). */
   sync (): void { this.log?.sync() }
 
+  // ---- what a merge (src/merge) needs besides apply; no log, so never on a writer's tree ---
+
+  /** One name of a loaded inode: its parent's entry, or for a hard-linked one the first found. */
+  where (ino: number): { dir: Inode, name: Uint8Array } | undefined {
+    const n = this.inodes.get(ino)
+    if (n === undefined || n.ino === ROOT_INO) return undefined
+    const dirs = n.inTable ? [...this.inodes.values()].filter(d => d.kind === 'dir') : [this.inodes.get(n.parent)]
+    for (const d of dirs) {
+      for (const [k, i] of d?.children ?? []) if (i === ino && d !== undefined) return { dir: d, name: keyName(k) }
+    }
+    return undefined
+  }
+
+  /** Whether `ino` is `ancestor` or below it (loaded parents only). */
+  within (ino: number, ancestor: number): boolean {
+    for (let a = this.inodes.get(ino), guard = 0; a !== undefined && guard < 1 << 20; a = this.inodes.get(a.parent), guard++) {
+      if (a.ino === ancestor) return true
+      if (a.ino === ROOT_INO) return false
+    }
+    return false
+  }
+
+  /** Adds a new inode made from a stored entry (a conflict copy) under `name` in `dir`. */
+  async place (dir: Inode, name: Uint8Array, ino: number, e: Entry): Promise<Inode> {
+    if (this.log !== undefined) throw new ReefError('BAD_INPUT', 'place is for a merge tree, not a writer\'s')
+    if (this.inodes.has(ino)) throw new ReefError('BAD_INPUT', `inode ${ino} exists already`)
+    if (await this.lookup(dir, name) !== undefined) throw posix('EEXIST', Buffer.from(name).toString())
+    const n = Inode.fromEntry(ino, { ...e, nlink: undefined })
+    if (n.kind === 'dir') throw new ReefError('BAD_INPUT', 'place of a directory')
+    this.inodes.set(ino, n)
+    await this.attachChild(dir, name, n, n.ctime)
+    if (n.kind === 'file') this.dirtyFiles.add(ino)
+    return n
+  }
+
+  /** Sets or clears an inode's conflict mark (CONFLICT_XATTR) without touching its times. */
+  markConflict (n: Inode, value: Uint8Array | undefined): void {
+    if (value === undefined) n.removeXattr(CONFLICT_XATTR)
+    else n.setXattr(CONFLICT_XATTR, value)
+    this.markEntryDirty(n)
+  }
+
   // ---- apply: the single place where state changes (live and on replay) -----------------
 
   private markDirDirty (ino: number): void {
@@ -823,7 +938,7 @@ export class ReefFS {
           n.size = op.target.length
         }
         this.inodes.set(n.ino, n)
-        if (n.ino >= this.nextIno) this.nextIno = n.ino + 1
+        this.bumpLegacy(n.ino)
         await this.attachChild(dir, op.name, n, op.time)
         if (kind === 'dir') this.markDirDirty(n.ino)
         if (kind === 'file') this.dirtyFiles.add(n.ino)
@@ -833,7 +948,7 @@ export class ReefFS {
         const n = new Inode(op.ino, op.kind, op.mode, op.uid, op.gid, op.time)
         if (isDevice(op.kind)) n.rdev = op.rdev
         this.inodes.set(n.ino, n)
-        if (n.ino >= this.nextIno) this.nextIno = n.ino + 1
+        this.bumpLegacy(n.ino)
         await this.attachChild(this.node(op.parent), op.name, n, op.time)
         return
       }
@@ -886,6 +1001,8 @@ export class ReefFS {
           this.drop(target, op.time)
         }
         n.ctime = op.time
+        // Renaming a conflict copy (or a file whose rename lost) resolves its conflict.
+        if (n.xattrs.has(CONFLICT_XATTR)) n.removeXattr(CONFLICT_XATTR)
         await this.attachChild(dst, op.newName, n, op.time)
         this.markEntryDirty(n)
         return
@@ -1054,9 +1171,11 @@ export class ReefFS {
    * Folds everything applied so far into a new version. Mutations wait while it runs; reads
    * do not. Returns the new version, or undefined when nothing changed.
    */
-  async fold (message?: string, force = false): Promise<VersionInfo | undefined> {
+  async fold (message?: string, force = false, shape?: FoldShape): Promise<VersionInfo | undefined> {
     return await this.exclusive(async () => {
-      if (this.log === undefined) throw posix('EROFS', 'read-only file system')
+      // A merge folds a tree it built with no log of its own (its records are the writers').
+      const log = shape === undefined ? this.log : undefined
+      if (log === undefined && shape === undefined) throw posix('EROFS', 'read-only file system')
       if (!this.dirty && !force) return undefined
       const blocks: Block[] = []
       const emit = (b: Block): void => { blocks.push(b) }
@@ -1092,34 +1211,34 @@ export class ReefFS {
       if (this.tableDirty) links = await this.foldTable(emit)
 
       const prev = this.version
-      const seq = (prev?.root.seq ?? 0n) + 1n
       const builtRoot = built.get(root)
       const vroot: VersionRoot = {
         root: builtRoot?.cid ?? root.dirBase as CID,
         rootAttrs: withBuilt(root.toEntry(new Uint8Array(0)), builtRoot),
-        parents: this.parents(),
-        seq,
-        time: Date.now(),
-        author: this.author,
+        parents: shape?.parents ?? this.parents(),
+        seq: shape?.seq ?? (prev?.root.seq ?? 0n) + 1n,
+        time: shape?.time ?? Date.now(),
+        author: shape?.author ?? this.author,
         nextIno: this.nextIno,
-        vv: this.log.versionVector
+        vv: shape?.vv ?? log?.versionVector ?? {}
       }
       if (links !== undefined) vroot.links = links
+      message ??= shape?.message
       if (message !== undefined) vroot.message = message
-      const last = this.log.last
+      const last = log?.last
       if (last !== undefined) vroot.log = last
       // Log records are blocks (Ivy): the version names its last record, so every record and
       // the data frames they name are stored with it, before the checkpoint drops the segments.
       // Chunks are stored by now, so a data frame equal to one is not stored twice.
-      for (const b of await this.log.blocks(this.store)) blocks.push(b)
+      if (log !== undefined) for (const b of await log.blocks(this.store)) blocks.push(b)
       const vblock = encodeVersion(vroot)
       checkVersion(vblock.cid, vroot, readBack('version root', vblock.cid, vblock.bytes, decodeVersion))
       blocks.push(vblock)
       await put(blocks)
-      this.log.sync()
+      log?.sync()
       if (this.commitFn !== undefined) await this.commitFn(vblock, vroot)
       // The version (and its head) are durable: the log up to here is no longer needed.
-      this.log.checkpoint()
+      log?.checkpoint()
       for (const [dir, b] of built) {
         dir.dirBase = b.cid
         dir.size = b.count

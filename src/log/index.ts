@@ -61,9 +61,16 @@ export class WriterLog {
   /** Continues numbering after a record (used when the log on disk was already folded away). */
   resumeAfter (prev: CID | undefined, n: number, vv: Record<string, number>): void {
     if (n < this.n) return
+    // A merged version (issue 12) names no record of this writer's (ReefFS finds it among the
+    // merge's parents); in one process the chain goes on from the last record appended.
+    this.prev = prev ?? (n === this.n ? this.prev : undefined)
     this.n = n
-    this.prev = prev
     this.vv = { ...vv }
+  }
+
+  /** Joins a version vector into this writer's (it has seen what a merged version holds). */
+  observe (vv: Record<string, number>): void {
+    for (const [w, n] of Object.entries(vv)) if ((this.vv[w] ?? 0) < n) this.vv[w] = n
   }
 
   get counter (): number { return this.n }

@@ -25,10 +25,17 @@ export type Op =
   | { op: 'truncate', ino: number, size: number, time: bigint }
   /** fallocate(2): mode is Linux's FALLOC_FL_* bits. */
   | { op: 'fallocate', ino: number, mode: number, offset: number, length: number, time: bigint }
-  | { op: 'unlink', parent: number, name: Uint8Array, time: bigint }
-  | { op: 'rmdir', parent: number, name: Uint8Array, time: bigint }
-  /** exchange: renameat2's RENAME_EXCHANGE, both names swap their inodes atomically. */
-  | { op: 'rename', parent: number, name: Uint8Array, newParent: number, newName: Uint8Array, time: bigint, exchange?: boolean }
+  /**
+   * `ino` (absent in records made before issue 12): the inode the writer removed, so a merge
+   * knows what the writer meant even when another writer changed the name concurrently.
+   */
+  | { op: 'unlink', parent: number, name: Uint8Array, time: bigint, ino?: number }
+  | { op: 'rmdir', parent: number, name: Uint8Array, time: bigint, ino?: number }
+  /**
+   * exchange: renameat2's RENAME_EXCHANGE, both names swap their inodes atomically. `ino` is the
+   * inode moved and `target` the one it replaced (or swapped with), for the merge, as for unlink.
+   */
+  | { op: 'rename', parent: number, name: Uint8Array, newParent: number, newName: Uint8Array, time: bigint, exchange?: boolean, ino?: number, target?: number }
   | { op: 'link', ino: number, parent: number, name: Uint8Array, time: bigint }
   | { op: 'setattr', ino: number, time: bigint, mode?: number, uid?: number, gid?: number, atime?: bigint, mtime?: bigint, xattrName?: string, xattrValue?: Uint8Array, xattrRemove?: boolean }
   | { op: 'attach', parent: number, name: Uint8Array, ino: number, kind: Kind, cid: CID, time: bigint }
@@ -46,9 +53,10 @@ const SCHEMA: Record<OpName, Array<[string, string, FieldType, boolean?]>> = {
   write: [['ino', 'i', 'int'], ['offset', 'o', 'int'], ['data', 'd', 'bytes', true], ['dataCid', 'dc', 'cid', true], ['time', 't', 'time']],
   truncate: [['ino', 'i', 'int'], ['size', 's', 'int'], ['time', 't', 'time']],
   fallocate: [['ino', 'i', 'int'], ['mode', 'm', 'int'], ['offset', 'o', 'int'], ['length', 'l', 'int'], ['time', 't', 'time']],
-  unlink: [['parent', 'p', 'int'], ['name', 'n', 'bytes'], ['time', 't', 'time']],
-  rmdir: [['parent', 'p', 'int'], ['name', 'n', 'bytes'], ['time', 't', 'time']],
-  rename: [['parent', 'p', 'int'], ['name', 'n', 'bytes'], ['newParent', 'p2', 'int'], ['newName', 'n2', 'bytes'], ['time', 't', 'time'], ['exchange', 'x', 'bool', true]],
+  unlink: [['parent', 'p', 'int'], ['name', 'n', 'bytes'], ['time', 't', 'time'], ['ino', 'i', 'int', true]],
+  rmdir: [['parent', 'p', 'int'], ['name', 'n', 'bytes'], ['time', 't', 'time'], ['ino', 'i', 'int', true]],
+  rename: [['parent', 'p', 'int'], ['name', 'n', 'bytes'], ['newParent', 'p2', 'int'], ['newName', 'n2', 'bytes'], ['time', 't', 'time'], ['exchange', 'x', 'bool', true],
+    ['ino', 'i', 'int', true], ['target', 'ti', 'int', true]],
   link: [['ino', 'i', 'int'], ['parent', 'p', 'int'], ['name', 'n', 'bytes'], ['time', 't', 'time']],
   setattr: [['ino', 'i', 'int'], ['time', 't', 'time'], ['mode', 'm', 'int', true], ['uid', 'u', 'int', true], ['gid', 'g', 'int', true],
     ['atime', 'at', 'time', true], ['mtime', 'mt', 'time', true], ['xattrName', 'xn', 'str', true], ['xattrValue', 'xv', 'bytes', true], ['xattrRemove', 'xr', 'bool', true]],

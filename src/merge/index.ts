@@ -1,0 +1,166 @@
+/**
+ * The deterministic merge of several writers' logs (issue 12 item 3), without a network or a
+ * mount: a base version (or none) and each writer's records since it in, one new version out.
+ *
+ * Rule: every record newer than the base (its counter above the base's version vector for its
+ * writer) is replayed onto the base in merge order (order.ts: version vector, then writer key),
+ * translated so that concurrent changes never silently undo each other (apply.ts has the rules
+ * and conflict cases). The version is folded with nothing taken from the local node: parents are
+ * the writers' head versions sorted by writer key (each must be in the store), seq one above the
+ * highest of theirs and the base's, time the newest record's, author zero, vv the join of the
+ * base's and every record's. So every node holding the same base and heads computes
+ * the same root hash, whatever order the heads arrived in.
+ *
+ * For a mount (later): `changed` lists the inodes whose attributes, entries or pages the merge
+ * touched, for kernel invalidation; `conflicts` and `events` are what the merge did about
+ * concurrent changes.
+ *
+ * @example
+ *   const out = await merge({ store, base, writers: [
+ *     { key: a, head: aHead, records: await recordsSince(store, aHead.root.log, a, base.root.vv[aHex] ?? 0) },
+ *     { key: b, head: bHead, records: ... } ] })
+ *   out.version.vguid   // the merged version, its blocks in `store`
+ */
+import type { CID } from 'multiformats/cid'
+import { sameBytes } from '../block/index.js'
+import { ReefError } from '../errors.js'
+import { CONFLICT_XATTR, ReefFS, type VersionInfo } from '../fs/fs.js'
+import { encodeRecord, type LogRecord } from '../log/record.js'
+import { decodeVersion } from '../object/version.js'
+import type { BlockStore } from '../store/types.js'
+import { type ConflictNote, type MergeEvent, Merger } from './apply.js'
+import { isConflictName } from './names.js'
+import { compareRanked, joinVV, type Ranked, ranked } from './order.js'
+
+export { conflictName, isConflictName } from './names.js'
+export { recordsSince } from './collect.js'
+export type { ConflictKind, ConflictNote, MergeEvent } from './apply.js'
+
+export interface WriterInput {
+  key: Uint8Array
+  /** The writer's head version (a parent of the merged version). */
+  head?: CID
+  /** Its records since the base, in any order; older ones (within the base) are ignored. */
+  records: Array<LogRecord | { record: LogRecord, cid: CID }>
+}
+
+export interface MergeInput {
+  store: BlockStore
+  base?: VersionInfo
+  writers: WriterInput[]
+  message?: string
+}
+
+export interface MergeResult {
+  version: VersionInfo
+  /**
+   * Inodes the merge changed from the base (sorted), and those named by records not applied as
+   * written: a mount invalidates them whether it showed the base or its writer's own tree.
+   */
+  changed: number[]
+  conflicts: ConflictNote[]
+  events: MergeEvent[]
+  /** Records replayed. */
+  records: number
+}
+
+/** The author of a merged version: no single writer's. */
+export const MERGE_AUTHOR = new Uint8Array(32)
+
+export async function merge (input: MergeInput): Promise<MergeResult> {
+  const baseVV = input.base?.root.vv ?? {}
+  const seen = new Set<string>()
+  const all: Ranked[] = []
+  const heads = new Map<string, CID>()
+  for (const wi of input.writers) {
+    if (!(wi.key instanceof Uint8Array) || wi.key.length !== 32) throw new ReefError('BAD_INPUT', 'merge: a writer key is not a 32-byte public key')
+    const w = Buffer.from(wi.key).toString('hex')
+    if (seen.has(w)) throw new ReefError('BAD_INPUT', `merge: writer ${w.slice(0, 8)} is given twice`)
+    seen.add(w)
+    if (wi.head !== undefined) heads.set(w, wi.head)
+    const byN = new Map<number, Ranked>()
+    for (const item of wi.records) {
+      const x = 'record' in item ? ranked(item.record, item.cid) : ranked(item)
+      if (x.w !== w) throw new ReefError('BAD_INPUT', `merge: record ${x.r.n} given for writer ${w.slice(0, 8)} is by ${x.w.slice(0, 8)}`)
+      if ((x.r.vv[w] ?? 0) !== x.r.n) throw new ReefError('LOG_CORRUPT', `merge: record ${x.r.n} of writer ${w.slice(0, 8)} has its own version-vector entry at ${x.r.vv[w] ?? 0}`)
+      if (x.r.n <= (baseVV[w] ?? 0)) continue
+      const dup = byN.get(x.r.n)
+      if (dup !== undefined) {
+        if (!sameBytes(encodeRecord(dup.r).bytes, encodeRecord(x.r).bytes)) throw new ReefError('LOG_CORRUPT', `merge: writer ${w.slice(0, 8)} has two different records ${x.r.n} (a forked log)`)
+        continue
+      }
+      byN.set(x.r.n, x)
+    }
+    all.push(...byN.values())
+  }
+  all.sort(compareRanked)
+
+  const fs = await ReefFS.open({ store: input.store, version: input.base, now: () => 0n })
+  await fs.loadAll()
+  const merger = new Merger(fs, all, heads)
+  for (const x of all) await merger.apply(x)
+
+  const vv = joinVV({ ...baseVV }, {})
+  let time = input.base?.root.time ?? 0
+  for (const x of all) {
+    joinVV(vv, x.r.vv)
+    if (x.r.time > time) time = x.r.time
+  }
+  const parents = [...heads.entries()].sort((a, b) => a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0).map(([, c]) => c)
+    .filter((c, i, arr) => arr.findIndex(d => d.equals(c)) === i)
+  if (parents.length === 0 && input.base !== undefined) parents.push(input.base.vguid)
+  // Writers that bring something (a head or records): one given with neither changes nothing.
+  const merged = new Set([...heads.keys(), ...all.map(x => x.w)]).size
+  // Above every parent's seq, so that any writer whose head it merges can adopt it as its head.
+  let seq = input.base?.root.seq ?? 0n
+  for (const p of parents) {
+    const s = decodeVersion(await input.store.get(p)).seq
+    if (s > seq) seq = s
+  }
+  const version = await fs.fold(undefined, true, {
+    parents,
+    seq: seq + 1n,
+    time,
+    author: MERGE_AUTHOR,
+    vv,
+    message: input.message ?? `merge of ${merged} writer${merged === 1 ? '' : 's'}`
+  }) as VersionInfo
+  return { version, changed: [...merger.changed].sort((a, b) => a - b), conflicts: merger.notes, events: merger.events, records: all.length }
+}
+
+/** An open conflict as `reef conflicts` shows it. */
+export interface OpenConflict { path: string, kind: string, original: string, writers: string[], versions: string[] }
+
+/**
+ * Every open conflict in a tree: each inode carrying the conflict mark (CONFLICT_XATTR), sorted
+ * by path. A conflict leaves the list when its inode is deleted or renamed (a rename drops the
+ * mark), or when the mark is removed (`setfattr -x user.reef.conflict`).
+ */
+export async function listConflicts (fs: ReefFS): Promise<OpenConflict[]> {
+  const out: OpenConflict[] = []
+  const stack: Array<{ ino: number, path: string }> = [{ ino: fs.root.ino, path: '' }]
+  while (stack.length > 0) {
+    const { ino, path } = stack.pop() as { ino: number, path: string }
+    for (const e of await fs.readdir(fs.node(ino))) {
+      const n = fs.node(e.ino)
+      const p = `${path}/${Buffer.from(e.name).toString()}`
+      const v = n.xattrs.get(CONFLICT_XATTR)
+      if (v !== undefined) {
+        let o: { kind?: unknown, original?: unknown, writers?: unknown, versions?: unknown } = {}
+        try { o = JSON.parse(Buffer.from(v).toString()) } catch {}
+        const strs = (a: unknown): string[] => Array.isArray(a) ? a.filter((s): s is string => typeof s === 'string') : []
+        out.push({
+          path: p,
+          kind: typeof o.kind === 'string' ? o.kind : (isConflictName(e.name) ? 'content' : 'unknown'),
+          original: typeof o.original === 'string' ? o.original : '',
+          writers: strs(o.writers),
+          versions: strs(o.versions)
+        })
+      }
+      if (n.kind === 'dir') stack.push({ ino: n.ino, path: p })
+    }
+  }
+  return out.sort((a, b) => a.path < b.path ? -1 : a.path > b.path ? 1 : 0)
+}
+
+export { viewInputs, type LeftOut } from './view.js'

@@ -1,0 +1,50 @@
+/**
+ * A view's merge input: every writer's records since a base, each checked against the view's
+ * writer list (src/view/check.ts) as it is read. A current writer's records come from its newest
+ * head that the list lets in; a removed writer's from the cut the owner pinned at its removal,
+ * none beyond it. A writer whose head is refused, or whose records cannot all be read yet, is left
+ * out (with the reason): the merge is then of the heads that are in, and its parents say which.
+ */
+import type { CID } from 'multiformats/cid'
+import { isReefError, ReefError, type ReefErrorCode } from '../errors.js'
+import type { VersionInfo } from '../fs/fs.js'
+import type { BlockGetter } from '../store/types.js'
+import { checkRecord } from '../view/check.js'
+import { keyHex } from '../view/ids.js'
+import type { Views } from '../view/views.js'
+import { recordsSince } from './collect.js'
+import type { WriterInput } from './index.js'
+
+export interface LeftOut { key: Uint8Array, code: ReefErrorCode, message: string }
+
+export async function viewInputs (views: Views, store: BlockGetter, view: CID, base?: VersionInfo): Promise<{ writers: WriterInput[], leftOut: LeftOut[] }> {
+  const { state, writers: positions } = await views.positions(view)
+  const writers: WriterInput[] = []
+  const leftOut: LeftOut[] = []
+  for (const p of positions) {
+    const after = base?.root.vv?.[keyHex(p.key)] ?? 0
+    try {
+      if (p.state === 'writer') {
+        if (p.refused !== undefined) {
+          leftOut.push({ key: p.key, ...p.refused })
+          continue
+        }
+        const h = p.head
+        if (h === undefined) continue
+        const records = await recordsSince(store, h.record, p.key, after, r => checkRecord(r, h, state.list))
+        writers.push({ key: p.key, head: h.vguid, records })
+      } else {
+        const cut = p.cut
+        if (cut.record === undefined) continue
+        const records = await recordsSince(store, cut.record, p.key, after, r => {
+          if (BigInt(r.n) > cut.n) throw new ReefError('VIEW_REMOVED', `log record ${r.n} of ${keyHex(p.key)} was made after its removal (cut at record ${cut.n})`)
+        })
+        writers.push({ key: p.key, ...(cut.vguid !== undefined ? { head: cut.vguid } : {}), records })
+      }
+    } catch (err) {
+      if (!isReefError(err)) throw err
+      leftOut.push({ key: p.key, code: err.code, message: err.message })
+    }
+  }
+  return { writers, leftOut }
+}
