@@ -19,6 +19,7 @@ export const RUNS_IN: Readonly<Record<string, 'daemon' | 'process'>> = {
   history: 'daemon',
   block: 'daemon',
   fsck: 'daemon',
+  conflicts: 'daemon',
   id: 'daemon',
   view: 'daemon'
 }

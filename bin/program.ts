@@ -21,6 +21,7 @@ import { decodeVersion, objectKind } from '../src/object/version.js'
 import { FileReader } from '../src/object/file.js'
 import { devMajor, devMinor } from '../src/object/devnum.js'
 import { addViewCommands } from './view.js'
+import { listConflicts } from '../src/merge/index.js'
 
 export interface CliContext {
   out: (s: string | Uint8Array) => void
@@ -273,6 +274,24 @@ export function createProgram (ctx: CliContext): Command {
     })
 
   addViewCommands(program, { withNode, print })
+
+  program.command('conflicts')
+    .description('list the open conflicts a merge of several writers left in a version (default: the current one)')
+    .argument('[version]', 'VGUID or SEQ of this file system')
+    .option('--json', 'print JSON')
+    .action(async (version: string | undefined, opts: { json?: boolean }) => {
+      await withNode(async node => {
+        const head = await node.heads.current(node.aguid)
+        const vguid = version !== undefined ? await resolveVersionArg(node, version) : head?.vguid
+        if (vguid === undefined) throw ReefError.notFound(`no head known for ${node.aguid.toString()}`)
+        const list = await listConflicts(await node.openVersion(await node.version(vguid)))
+        // A conflict leaves the list when its copy is deleted or renamed, or its mark removed.
+        print(opts.json, { vguid, conflicts: list }, () => list.length === 0
+          ? 'no open conflicts'
+          : list.map(c => `${c.kind.padEnd(8)} ${c.path}` + (c.original !== '' ? `  (beside ${c.original})` : '') +
+            (c.writers.length > 0 ? `  writers ${c.writers.map(w => w.slice(0, 8)).join(', ')}` : '')).join('\n'))
+      })
+    })
 
   program.command('fsck')
     .description(`check every block of a version (default: the current one); exit ${FSCK_DAMAGED} if any is missing, corrupt or malformed`)

@@ -83,9 +83,9 @@ t.test('init creates the identity and is idempotent', async t => {
 
 t.test('--help on every command, and --json on every command that prints', async t => {
   const cmds = [[], ['init'], ['put'], ['get'], ['block'], ['block', 'put'], ['block', 'get'], ['history'], ['show'],
-    ['fsck'], ['status'], ['sync'], ['mount'], ['node'], ['checkout'], ['unmount'],
+    ['fsck'], ['conflicts'], ['status'], ['sync'], ['mount'], ['node'], ['checkout'], ['unmount'],
     ['id'], ['view'], ['view', 'create'], ['view', 'add'], ['view', 'remove'], ['view', 'show'], ['view', 'publish'], ['view', 'heads']]
-  const printsData = new Set(['init', 'put', 'get', 'block put', 'block get', 'history', 'show', 'fsck', 'status', 'sync', 'mount', 'node', 'checkout', 'unmount',
+  const printsData = new Set(['init', 'put', 'get', 'block put', 'block get', 'history', 'show', 'fsck', 'conflicts', 'status', 'sync', 'mount', 'node', 'checkout', 'unmount',
     'id', 'view create', 'view add', 'view remove', 'view show', 'view publish', 'view heads'])
   // The top-level help lists every command; each of them must be in the list above.
   const top = await reef(data, ['--help'])
