@@ -1,21 +1,17 @@
 /**
- * A reef DHT node: libp2p (TCP, noise, yamux) with kad-dht for heads and for routing, and the
- * reef block protocol for blocks: placement on the k closest nodes found by Kademlia lookups
- * batched by key region (regions.ts), background replication and repair, a bounded number of
- * connections (connections.ts). No node knows every other; none dials everyone.
+ * A reef DHT node: libp2p (TCP, noise, yamux) with kad-dht for heads and the reef block
+ * protocol for blocks, placement on the k closest nodes, background replication and repair.
  * The peer id derives from the data directory's ed25519 identity, so it is stable and not
  * chosen. Settings that matter on a small loopback network (each found the hard way):
  *   ping stream limits 16/16   kad-dht pings new contacts while the connection monitor pings
  *                              too; libp2p's default 2 inbound/1 outbound aborts connections
- *   inbound threshold 1000/s   libp2p rate-limits inbound connections per host (5/s); an
- *                              allow list would exempt loopback from maxConnections too
+ *   allow 127.0.0.1            libp2p rate-limits inbound connections per host (5/s)
  *   loopback peer mapper       kad-dht's default drops private addresses, loopback included
  *   clientMode false           a node without a public address would turn itself into a client
  */
 import '../polyfills.js'
 import { createLibp2p, type Libp2p } from 'libp2p'
 import { tcp } from '@libp2p/tcp'
-import { memory } from '@libp2p/memory'
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import { identify, type Identify } from '@libp2p/identify'
@@ -34,10 +30,7 @@ import { HeadGuardDatastore, headKey, selectHeadRecord, validateHeadRecord } fro
 import { ViewBook } from '../view/book.js'
 import { recordKeyFor, VIEW_SELECTORS, VIEW_VALIDATORS, viewRecordGuard } from '../view/dht.js'
 import { Joiner } from './joiner.js'
-import { ConnectionTrimmer, DEFAULT_MAX_CONNECTIONS } from './connections.js'
-import { type Member, Members } from './members.js'
-import { Regions } from './regions.js'
-import { KAD_BUCKET, KadEngine, memberOf } from './routing.js'
+import { Members } from './members.js'
 import { PeerBook } from './peerbook.js'
 import { Replicator } from './replicator.js'
 import { DhtBlockStore } from './store.js'
@@ -59,12 +52,6 @@ export interface DhtOptions {
   fetchDeadlineMs?: number
   /** Where the peers this node has met are remembered (peers.json in the data directory). */
   peersFile?: string
-  /** Connections held at most (`--max-connections`, default DEFAULT_MAX_CONNECTIONS). */
-  maxConnections?: number
-  /** 'memory' runs on @libp2p/memory (many nodes in one process, for tests and bench/scale). */
-  transport?: 'tcp' | 'memory'
-  /** How long a key region's lookup answer is trusted (default 5 min). */
-  regionTtlMs?: number
   log?: (line: string) => void
 }
 
@@ -78,8 +65,6 @@ export type RepublishReason = 'join' | 'leave' | 'timer'
 const REPUBLISH_DEBOUNCE_MS = 1000
 /** Heads put at once by a republish pass (each put is a DHT query with its own deadline). */
 const REPUBLISH_CONCURRENCY = 4
-/** Requests in flight per lookup. */
-const LOOKUP_ALPHA = 3
 /** Deadline of the first join round, which start-up waits for (the background rounds take longer). */
 const FIRST_ROUND_MS = 3000
 
@@ -88,7 +73,7 @@ const mapper: PeerInfoMapper = (peer) => ({
   ...peer,
   multiaddrs: peer.multiaddrs.filter(ma => {
     const s = ma.toString()
-    return s.startsWith('/ip4/') || s.startsWith('/ip6/') || s.startsWith('/memory/')
+    return s.startsWith('/ip4/') || s.startsWith('/ip6/')
   })
 })
 
@@ -110,10 +95,7 @@ export class DhtNode {
     private readonly heads: HeadBook,
     private readonly headStore: LmdbHeadStore,
     private readonly opts: DhtOptions,
-    readonly peerBook: PeerBook,
-    readonly placement: Regions<Member>,
-    readonly engine: KadEngine,
-    readonly connections: ConnectionTrimmer
+    readonly peerBook: PeerBook
   ) {}
 
   private joiner?: Joiner
@@ -128,14 +110,12 @@ export class DhtNode {
       }
     })
     const datastore = new HeadGuardDatastore(heads, viewRecordGuard(new ViewBook(headStore)))
-    const maxConnections = opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS
-    if (!(Number.isInteger(maxConnections) && maxConnections >= 4)) throw ReefError.badInput(`--max-connections ${maxConnections}: needs an integer of at least 4`)
     const libp2p = await createLibp2p({
       privateKey: await generateKeyPairFromSeed('Ed25519', seed),
       datastore,
       addresses: { listen: opts.listen },
-      connectionManager: { maxConnections, inboundConnectionThreshold: 1000, maxIncomingPendingConnections: 64 },
-      transports: [opts.transport === 'memory' ? memory() : tcp()],
+      connectionManager: { allow: ['/ip4/127.0.0.1/ipcidr/32', '/ip6/::1/ipcidr/128'] },
+      transports: [tcp()],
       connectionEncrypters: [noise()],
       streamMuxers: [yamux()],
       services: {
@@ -147,36 +127,20 @@ export class DhtNode {
           peerInfoMapper: mapper,
           initialQuerySelfInterval: 0,
           allowQueryWithZeroPeers: true,
-          // One path of 3 requests in flight (classic Kademlia). kad-dht's default is 20 disjoint
-          // paths of 3: up to 60 dials per lookup, which a bounded node cannot hold (at 12
-          // connections a 30-node self lookup took 5 s, most of it refused connections).
-          alpha: LOOKUP_ALPHA,
-          disjointPaths: 1,
           validators: { reef: validateHeadRecord, ...VIEW_VALIDATORS },
           selectors: { reef: selectHeadRecord, ...VIEW_SELECTORS }
         })
       }
     })
-    // kad-dht tags the 20 peers closest to this one KEEP_ALIVE, and libp2p re-dials such peers
-    // whenever they disconnect: with a bound below 20 that fought the trimmer forever.
-    ;(libp2p.services.dht as unknown as { routingTable?: { closestPeerTagger?: { stop: () => void } } }).routingTable?.closestPeerTagger?.stop()
     const members = new Members(libp2p.peerId)
     const service = new BlockService(libp2p, local, { serveCorrupt: corruptionFlag(process.env.REEF_TEST_SERVE_CORRUPT) })
     const k = opts.k ?? DEFAULT_K
-    const engine = new KadEngine(libp2p, members.self)
-    const placement = new Regions(engine, k, { ttlMs: opts.regionTtlMs })
-    const replicator = new Replicator(local, members, placement, service, { k, repairIntervalMs: opts.repairIntervalMs, log })
-    const store = new DhtBlockStore(local, members, placement, service, replicator, { log, fetchDeadlineMs: opts.fetchDeadlineMs })
+    const replicator = new Replicator(local, members, service, { k, repairIntervalMs: opts.repairIntervalMs, log })
+    const store = new DhtBlockStore(local, members, service, replicator, { log, fetchDeadlineMs: opts.fetchDeadlineMs })
     const peerBook = new PeerBook(opts.peersFile, log)
-    const connections = new ConnectionTrimmer(libp2p, maxConnections)
-    const node = new DhtNode(libp2p, members, service, replicator, store, datastore, heads, headStore, opts, peerBook, placement, engine, connections)
+    const node = new DhtNode(libp2p, members, service, replicator, store, datastore, heads, headStore, opts, peerBook)
+    service.peerList = async () => await node.peerList()
     await service.start()
-    connections.start()
-    // Churn, as far as this node can see it: a node new to the routing table may belong to a
-    // cached region; a peer kad-dht evicted (it failed its pings) takes its regions with it.
-    const table = (libp2p.services.dht as unknown as { routingTable?: EventTarget }).routingTable
-    table?.addEventListener('peer:add', (e) => { placement.peerSeen(memberOf((e as CustomEvent<PeerId>).detail)) })
-    table?.addEventListener('peer:remove', (e) => { placement.peerGone((e as CustomEvent<PeerId>).detail.toString()) })
     // Membership before any dial, or peers identified early are missed.
     await libp2p.register(BLOCK_PROTOCOL, {
       onConnect: (peer) => members.add(peer),
@@ -199,59 +163,55 @@ export class DhtNode {
     node.republishTimer = setInterval(() => node.requestRepublish('timer', 0), opts.republishIntervalMs ?? 10 * 60_000)
     node.republishTimer.unref()
     members.onJoin((m) => {
-      // With bounded connections, peers connect and disconnect all the time (transfers, lookups):
-      // only a peer that is new to this node is news for its heads.
-      if (!node.seen.has(m.key)) {
-        node.seen.add(m.key)
-        node.requestRepublish('join')
-      }
+      node.requestRepublish('join')
+      void node.exchangePeers(m.id)
     })
-    // A peer that dropped a connection this node did not close may have left: if it cannot be
-    // reached again, it took its copies of the heads and blocks with it, so the records go back
-    // to the nodes now closest to each AGUID and the blocks it held are repaired.
-    members.onLeave((m) => { void node.checkLeft(m) })
+    // A leaving peer took its copies of the heads with it: the records go back to the nodes
+    // now closest to each AGUID (in a network larger than kad-dht's 20 closest, a node that
+    // held none).
+    members.onLeave(() => node.requestRepublish('leave'))
+    node.exchangeTimer = setInterval(() => {
+      const others = members.others()
+      if (others.length > 0) void node.exchangePeers(others[Math.floor(Math.random() * others.length)].id)
+    }, 10_000)
+    node.exchangeTimer.unref()
     joiner.start()
     return node
   }
 
-  /**
-   * Whether a peer is among the routing table's KAD_BUCKET closest to this node: the replicas of
-   * the blocks this node holds sit in that neighbourhood, so its departure is this node's to repair.
-   */
-  private isNeighbour (peerKey: string): boolean {
-    const table = (this.libp2p.services.dht as unknown as { routingTable?: { closestPeers: (kad: Uint8Array, o: { count: number }) => PeerId[] } }).routingTable
-    return table?.closestPeers(this.members.self.kad, { count: KAD_BUCKET }).some(p => p.toString() === peerKey) ?? false
+  private exchangeTimer?: NodeJS.Timeout
+
+  /** Dialable addresses of every member (from identify), as multiaddr/p2p/id strings. */
+  async peerList (): Promise<string[]> {
+    const out: string[] = []
+    for (const m of this.members.others()) {
+      try {
+        const p = await this.libp2p.peerStore.get(m.id)
+        for (const a of p.addresses) out.push(`${a.multiaddr.toString()}/p2p/${m.key}`)
+      } catch {}
+    }
+    return out
   }
 
-  /** Peers this node has been connected to (a reconnection is not a join). */
-  readonly seen = new Set<string>()
-  private readonly checking = new Set<string>()
-  readonly leaveStat = { checks: 0, left: 0 }
-
   /**
-   * A peer's last connection closed and this node did not close it: one ping (bounded) says
-   * whether it is still there. Only peers placement relies on (members of a cached region) are
-   * checked, one check per peer at a time, so closing transfer connections costs nothing.
+   * Peer exchange: asks a member whom it knows and dials the ones we do not. kad-dht's own
+   * lookups fill routing tables only eventually; placement needs every node to know every
+   * other now, or two nodes disagree on a block's k closest.
    */
-  async checkLeft (m: { id: PeerId, key: string }): Promise<void> {
-    if (this.stopped || this.checking.has(m.key) || this.connections.closedByUs(m.key)) return
-    if (!this.placement.holdsPeer(m.key) && !this.isNeighbour(m.key)) return
-    this.checking.add(m.key)
-    this.leaveStat.checks++
+  async exchangePeers (from: PeerId): Promise<void> {
+    let list: string[]
     try {
-      await this.libp2p.services.ping.ping(m.id, { signal: AbortSignal.timeout(3000) })
+      list = await this.service.peersOf(from)
     } catch {
-      if (this.stopped) return
-      this.leaveStat.left++
-      this.seen.delete(m.key)
-      this.placement.peerGone(m.key)
-      this.replicator.requestRepair(2000)
-      this.requestRepublish('leave')
-      // The routing table forgets it too, so lookups stop asking a dead node first.
-      await (this.libp2p.services.dht as unknown as { routingTable?: { remove: (p: PeerId) => Promise<void> } }).routingTable?.remove(m.id).catch(() => {})
-    } finally {
-      this.checking.delete(m.key)
+      return
     }
+    await Promise.all(list.slice(0, 256).map(async (addr) => {
+      const id = addr.slice(addr.lastIndexOf('/p2p/') + 5)
+      if (id === this.peerId || this.members.get(id) !== undefined) return
+      try {
+        await this.libp2p.dial(multiaddr(addr), { signal: AbortSignal.timeout(5000) })
+      } catch {}
+    }))
   }
 
   /** Remembers a peer and the addresses it listens on (from identify), for rejoining later. */
@@ -362,13 +322,6 @@ export class DhtNode {
       peerId: this.peerId,
       addrs: this.addrs(),
       members: this.members.size,
-      routing: {
-        table: this.engine.tableSize,
-        lookups: this.engine.stats,
-        regions: this.placement.stats,
-        connections: { ...this.connections.stats, open: this.libp2p.getConnections().length },
-        leaves: this.leaveStat
-      },
       replication: this.replicator.status(),
       fetch: this.store.stats,
       served: this.service.stats,
@@ -383,7 +336,7 @@ export class DhtNode {
     await this.joiner?.stop()
     if (this.republishDue !== undefined) clearTimeout(this.republishDue)
     if (this.republishTimer !== undefined) clearInterval(this.republishTimer)
-    this.connections.stop()
+    if (this.exchangeTimer !== undefined) clearInterval(this.exchangeTimer)
     await this.replicator.stop()
     await this.service.stop().catch(() => {})
     await this.libp2p.stop()

@@ -1,17 +1,15 @@
 /**
- * Keeps every block on its k closest nodes, found by lookups batched by key region (regions.ts).
- * New blocks (puts, folds) are queued and pushed to their closest peers in batches; `waitReplicated` tells a caller when all of its blocks have k
+ * Keeps every block on its k closest nodes. New blocks (puts, folds) are queued and pushed to
+ * their closest peers in batches; `waitReplicated` tells a caller when all of its blocks have k
  * acknowledged replicas. Repair walks the local store in bounded batches (a pass every
  * `repairIntervalMs`, and soon after a peer leaves): for each block it asks the current k
- * closest nodes whether they hold it and sends it to those that do not; a pass starts on churn
- * (a cached region dropped because a member failed or a node joined it), debounced. Work per tick is
+ * closest nodes whether they hold it and sends it to those that do not. Work per tick is
  * bounded, so repair never starves foreground reads.
  */
 import { cidFromKey } from '../block/index.js'
 import type { LmdbBlockStore } from '../store/lmdb.js'
 import { hex, type BlockService } from './blocks.js'
 import type { Member, Members } from './members.js'
-import type { Regions } from './regions.js'
 import { MAX_HAS, PUT_BATCH_BYTES } from './wire.js'
 
 export interface ReplicatorOptions {
@@ -147,18 +145,11 @@ export class Replicator {
   constructor (
     private readonly local: LmdbBlockStore,
     private readonly members: Members,
-    private readonly placement: Regions<Member>,
     private readonly service: BlockService,
     private readonly opts: ReplicatorOptions
   ) {
-    placement.onChurn(() => this.requestRepair(2000))
-  }
-
-  /** Where each queued key goes (its k closest at the last lookup), until it leaves the queue. */
-  private readonly targets = new Map<string, Member[]>()
-
-  private closestOf (key: Uint8Array, h: string): Member[] | undefined {
-    return this.targets.get(h) ?? this.placement.cached(key)
+    members.onLeave(() => this.requestRepair(500))
+    members.onJoin(() => this.requestRepair(2000))
   }
 
   get k (): number { return this.opts.k }
@@ -202,12 +193,9 @@ export class Replicator {
   /** Acknowledged holders among the key's k closest members (self counts). */
   private held (key: Uint8Array, h: string): { held: number, all: boolean } {
     const acked = this.acks.get(h)
-    const where = this.closestOf(key, h)
-    // Placement not known (no lookup yet): self and the acknowledged peers, never "all".
-    if (where === undefined) return { held: Math.min(this.opts.k, 1 + (acked?.size ?? 0)), all: false }
     let held = 0
     let all = true
-    for (const m of where) {
+    for (const m of this.members.closest(key, this.opts.k)) {
       if (m.self || acked?.has(m.key) === true) held++
       else all = false
     }
@@ -227,18 +215,9 @@ export class Replicator {
     for (let round = 0; this.queue.size > 0 && !this.stopped && round < 1_000_000; round++) {
       const batch = [...this.queue.entries()].slice(0, 4096)
       const perPeer = new Map<string, { m: Member, keys: Array<[string, Uint8Array]> }>()
-      let where: Member[][]
-      try {
-        where = await this.placement.closestMany(batch.map(([, key]) => key))
-      } catch (err) {
-        this.opts.log?.(`replicate: lookup: ${(err as Error).message}`)
-        await sleep(Math.min(2000, 100 * ++idle))
-        continue
-      }
-      batch.forEach(([h], i) => this.targets.set(h, where[i]))
-      for (const [i, [h, key]] of batch.entries()) {
+      for (const [h, key] of batch) {
         const acked = this.acks.get(h) as Set<string>
-        for (const m of where[i]) {
+        for (const m of this.members.closest(key, this.opts.k)) {
           if (m.self || acked.has(m.key)) continue
           let e = perPeer.get(m.key)
           if (e === undefined) perPeer.set(m.key, e = { m, keys: [] })
@@ -254,7 +233,6 @@ export class Replicator {
         // Done when every one of its closest members holds it (fewer than k in a small network).
         if (this.held(key, h).all) {
           this.queue.delete(h)
-          this.targets.delete(h)
           this.fresh.drop(h)
           progressed = true
         }
@@ -279,9 +257,6 @@ export class Replicator {
         have.forEach((ok, i) => { if (ok) { this.acks.get(n[i])?.add(m.key); this.stat.pushed++ } })
       } catch (err) {
         this.opts.log?.(`replicate to ${m.key}: ${(err as Error).message}`)
-        // Its region is looked up again next round: a failed peer drops out of the answer.
-        this.placement.suspect(m.key)
-        for (const h of n) this.targets.delete(h)
       }
     }
     const flush = async (): Promise<void> => {
@@ -387,27 +362,16 @@ export class Replicator {
   private async repairPass (): Promise<void> {
     const batchSize = this.opts.repairBatch ?? 512
     let after: Uint8Array | undefined
-    let retried = 0
     for (let tick = 0; !this.stopped && tick < 10_000_000; tick++) {
       const keys = this.local.keyBatch(after, batchSize)
       if (keys.length === 0) break
-      const before = after
       after = keys[keys.length - 1]
-      let failed = false
       const perPeer = new Map<string, { m: Member, keys: Uint8Array[] }>()
-      // Queued blocks are being pushed already: checking and pushing them here too sent a put's
-      // blocks twice when a repair pass overlapped it (300-560 of 900 blocks of a 64 MiB put).
-      const todo = keys.filter(key => !this.queue.has(hex(key)))
-      let where: Member[][]
-      try {
-        where = await this.placement.closestMany(todo)
-      } catch (err) {
-        this.opts.log?.(`repair: lookup: ${(err as Error).message}`)
-        await sleep(this.opts.repairTickMs ?? 50)
-        continue
-      }
-      for (const [i, key] of todo.entries()) {
-        for (const m of where[i]) {
+      for (const key of keys) {
+        // Queued blocks are being pushed already: checking and pushing them here too sent a put's
+        // blocks twice when a repair pass overlapped it (300-560 of 900 blocks of a 64 MiB put).
+        if (this.queue.has(hex(key))) continue
+        for (const m of this.members.closest(key, this.opts.k)) {
           if (m.self) continue
           let e = perPeer.get(m.key)
           if (e === undefined) perPeer.set(m.key, e = { m, keys: [] })
@@ -423,12 +387,8 @@ export class Replicator {
           this.stat.repaired += lacking.length
         } catch (err) {
           this.opts.log?.(`repair check on ${m.key}: ${(err as Error).message}`)
-          failed = this.placement.suspect(m.key) || failed
         }
       }))
-      // A failed peer's regions were dropped: the same keys once more, placed by fresh lookups.
-      if (failed && retried++ < 2) after = before
-      else if (!failed) retried = 0
       await sleep(this.opts.repairTickMs ?? 50)
     }
     this.stat.repairPasses++

@@ -1,8 +1,7 @@
 /**
  * The block store a node's file systems use when it is part of a network: the local LMDB store
- * first, then the holders this node knows without asking anyone (the block's k closest from a
- * cached key region), then the nodes a Kademlia lookup finds closest to the block, then the
- * connected peers by closeness, each asked with a deadline, the whole fetch within an overall deadline (a read through the mount, where the
+ * first, then the block's replicas in order of closeness, then everyone else, each asked with
+ * a deadline, the whole fetch within an overall deadline (a read through the mount, where the
  * kernel waits as long as reef does, ends with data or EIO). A corrupt or missing replica is
  * skipped and the next one tried; a block fetched from the network is verified and cached
  * locally. Puts are local and durable at once and are replicated in the background: writing
@@ -14,11 +13,10 @@ import { isReefError, ReefError } from '../errors.js'
 import type { LmdbBlockStore } from '../store/lmdb.js'
 import type { BlockStore } from '../store/types.js'
 import type { BlockService } from './blocks.js'
-import type { Member, Members } from './members.js'
-import type { Regions } from './regions.js'
+import type { Members } from './members.js'
 import type { Replicator } from './replicator.js'
 
-export interface FetchStats { local: number, remote: number, corruptReplicas: number, failedPeers: number, misses: number, deadlines: number, lookups: number }
+export interface FetchStats { local: number, remote: number, corruptReplicas: number, failedPeers: number, misses: number, deadlines: number }
 
 /**
  * Default overall deadline of one block fetch from the network: three silent peers at the
@@ -35,12 +33,11 @@ export interface DhtStoreOptions {
 }
 
 export class DhtBlockStore implements BlockStore {
-  readonly stats: FetchStats = { local: 0, remote: 0, corruptReplicas: 0, failedPeers: 0, misses: 0, deadlines: 0, lookups: 0 }
+  readonly stats: FetchStats = { local: 0, remote: 0, corruptReplicas: 0, failedPeers: 0, misses: 0, deadlines: 0 }
 
   constructor (
     readonly local: LmdbBlockStore,
     private readonly members: Members,
-    private readonly placement: Regions<Member>,
     private readonly service: BlockService,
     private readonly replicator: Replicator,
     private readonly opts: DhtStoreOptions = {}
@@ -56,57 +53,36 @@ export class DhtBlockStore implements BlockStore {
       if (isReefError(err, 'BLOCK_CORRUPT')) this.opts.log?.(err.message + '; fetching a good copy from the network')
     }
     const key = blockKey(cid)
+    const peers = this.members.ranked(key).filter(m => !m.self).slice(0, this.opts.maxPeers ?? 32)
     const deadline = Date.now() + (this.opts.fetchDeadlineMs ?? FETCH_DEADLINE_MS)
-    const maxPeers = this.opts.maxPeers ?? 32
-    const tried = new Set<string>([this.members.self.key])
     let asked = 0
-    const tryPeers = async (list: Member[]): Promise<Uint8Array | undefined> => {
-      for (const m of list) {
-        const left = deadline - Date.now()
-        if (left <= 0 || asked >= maxPeers) return undefined
-        if (tried.has(m.key)) continue
-        tried.add(m.key)
-        asked++
-        try {
-          // The request itself ends by what is left of the deadline: a peer that fails then is the
-          // last one asked.
-          const d = await this.service.getFrom(m.id, key, left)
-          if (d === undefined) continue
-          // A cache copy: verified already, and re-fetchable, so the read does not wait for the
-          // local fsync (it used to, for several ms per block).
-          this.local.put({ cid, bytes: d }).catch(err => this.opts.log?.(`cache ${cid.toString()}: ${(err as Error).message}`))
-          this.stats.remote++
-          return d
-        } catch (err) {
-          if (isReefError(err, 'BLOCK_CORRUPT')) {
-            this.stats.corruptReplicas++
-            this.opts.log?.(err.message)
-          } else {
-            this.stats.failedPeers++
-            this.placement.suspect(m.key)
-          }
+    for (const m of peers) {
+      const left = deadline - Date.now()
+      if (left <= 0) break
+      asked++
+      try {
+        // The request itself ends by what is left of the deadline: a peer that fails then is the
+        // last one asked.
+        const d = await this.service.getFrom(m.id, key, left)
+        if (d === undefined) continue
+        // A cache copy: verified already, and re-fetchable, so the read does not wait for the
+        // local fsync (it used to, for several ms per block).
+        this.local.put({ cid, bytes: d }).catch(err => this.opts.log?.(`cache ${cid.toString()}: ${(err as Error).message}`))
+        this.stats.remote++
+        return d
+      } catch (err) {
+        if (isReefError(err, 'BLOCK_CORRUPT')) {
+          this.stats.corruptReplicas++
+          this.opts.log?.(err.message)
+        } else {
+          this.stats.failedPeers++
         }
       }
-      return undefined
     }
-    const found = await tryPeers(this.placement.cached(key) ?? [])
-    if (found !== undefined) return found
-    const left = deadline - Date.now()
-    if (left > 0) {
-      let located: Member[] = []
-      try {
-        located = await this.placement.lookupAll(key, AbortSignal.timeout(left))
-        this.stats.lookups++
-      } catch {}
-      const d = await tryPeers(located)
-      if (d !== undefined) return d
-    }
-    const d = await tryPeers(this.members.ranked(key))
-    if (d !== undefined) return d
     this.stats.misses++
     const late = Date.now() >= deadline
     if (late) this.stats.deadlines++
-    throw ReefError.notFound(`block ${cid.toString()} (not local, and none of the ${asked} peers asked has a good copy` +
+    throw ReefError.notFound(`block ${cid.toString()} (not local, and none of the ${asked} peers asked (of ${peers.length}) has a good copy` +
       (late ? `; gave up after the ${this.opts.fetchDeadlineMs ?? FETCH_DEADLINE_MS} ms fetch deadline)` : ')'))
   }
 
