@@ -281,9 +281,7 @@ export function createProgram (ctx: CliContext): Command {
     .option('--json', 'print JSON')
     .action(async (version: string | undefined, opts: { json?: boolean }) => {
       await withNode(async node => {
-        const head = await node.heads.current(node.aguid)
-        const vguid = version !== undefined ? await resolveVersionArg(node, version) : head?.vguid
-        if (vguid === undefined) throw ReefError.notFound(`no head known for ${node.aguid.toString()}`)
+        const { vguid } = await versionOrHead(node, version)
         const list = await listConflicts(await node.openVersion(await node.version(vguid)))
         // A conflict leaves the list when its copy is deleted or renamed, or its mark removed.
         print(opts.json, { vguid, conflicts: list }, () => list.length === 0
@@ -300,9 +298,7 @@ export function createProgram (ctx: CliContext): Command {
     .action(async (version: string | undefined, opts: { json?: boolean }) => {
       await withNode(async node => {
         // The head's VGUID, not its decoded version: an unreadable version root is what fsck reports.
-        const head = await node.heads.current(node.aguid)
-        const vguid = version !== undefined ? await resolveVersionArg(node, version) : head?.vguid
-        if (vguid === undefined) throw ReefError.notFound(`no head known for ${node.aguid.toString()}`)
+        const { vguid, head } = await versionOrHead(node, version)
         const report = await fsck(node.store, vguid)
         if (report.seq === undefined && head?.vguid.equals(vguid) === true) report.seq = head.seq.toString()
         const rootLost = report.problems.some(p => p.role === 'version root')
@@ -313,6 +309,14 @@ export function createProgram (ctx: CliContext): Command {
     })
 
   return program
+}
+
+/** A VGUID or SEQ argument of this file system, or (none given) the current head's VGUID. */
+async function versionOrHead (node: ReefNode, version: string | undefined): Promise<{ vguid: CID, head: Awaited<ReturnType<ReefNode['heads']['current']>> }> {
+  const head = await node.heads.current(node.aguid)
+  const vguid = version !== undefined ? await resolveVersionArg(node, version) : head?.vguid
+  if (vguid === undefined) throw ReefError.notFound(`no head known for ${node.aguid.toString()}`)
+  return { vguid, head }
 }
 
 /** Exit status of `reef fsck` when it found damage (1 is a failure to check, 2 a usage error). */
