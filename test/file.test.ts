@@ -117,7 +117,7 @@ async function checkRewrite (t: Test, store: MemoryBlockStore, oldData: Uint8Arr
   const root = await rewriteFile({
     old,
     newSize: newData.length,
-    ...(dirty !== undefined ? { dirty } : { dirtyStart, dirtyEnd }),
+    dirty: dirty ?? [[dirtyStart, dirtyEnd]],
     read: async (off, len) => newData.slice(off, off + len),
     put: async bs => { written.push(...bs); await store.putMany(bs) }
   })

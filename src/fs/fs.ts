@@ -9,7 +9,7 @@ import type { CID } from 'multiformats/cid'
 import type { Block } from '../block/index.js'
 import { isDamage, ReefError } from '../errors.js'
 import { buildDir, checkName, DirReader, type Entry, isDevice, type Kind, linkTableKey } from '../object/dir.js'
-import { type Extent, type Leaf, MAX_FILE_SIZE, rewriteFile } from '../object/file.js'
+import { type Extent, type Leaf, leavesEnd, MAX_FILE_SIZE, rewriteFile } from '../object/file.js'
 import { decodeVersion, encodeVersion, type VersionRoot } from '../object/version.js'
 import { checkVersion, readBack } from '../object/readback.js'
 import type { Op } from '../log/record.js'
@@ -1185,7 +1185,7 @@ export class ReefFS {
         const n = this.inodes.get(ino)
         if (n === undefined || n.kind !== 'file' || !n.contentDirty) continue
         const old = n.base !== undefined ? await (n.baseReader(this.store)?.leaves() ?? []) : []
-        const oldSize = old.length === 0 ? 0 : old[old.length - 1].offset + old[old.length - 1].size
+        const oldSize = leavesEnd(old)
         const dirty = n.dirtyRanges()
         // Below baseLimit the base still holds the content; past it (a truncation) it does not.
         if (n.baseLimit < oldSize) dirty.push([n.baseLimit, oldSize])

@@ -239,6 +239,12 @@ export class FileReader {
   }
 }
 
+/** Where a file made of these leaves ends (its size). */
+export function leavesEnd (leaves: Leaf[]): number {
+  const last = leaves[leaves.length - 1]
+  return last === undefined ? 0 : last.offset + last.size
+}
+
 /** Sorted, disjoint [start, end) ranges covering the given ones (empty ranges kept as points). */
 export function mergeRanges (ranges: Array<[number, number]>): Array<[number, number]> {
   const sorted = ranges.filter(([a, b]) => b >= a).sort((x, y) => x[0] - y[0] || x[1] - y[1])
@@ -270,23 +276,21 @@ export const HOLE_MIN = MAX_CHUNK
  * the last.
  *
  * `read(offset, length)` returns the new content; `dirty` are [start, end) ranges in file
- * offsets (sorted or not, overlapping or not), or one range `dirtyStart`..`dirtyEnd`;
- * `extent(pos)` (optional) tells where holes are, so they are skipped rather than read.
+ * offsets (sorted or not, overlapping or not); `extent(pos)` (optional) tells where holes are,
+ * so they are skipped rather than read.
  */
 export async function rewriteFile (opts: {
   old: Leaf[]
   newSize: number
-  dirtyStart?: number
-  dirtyEnd?: number
-  dirty?: Array<[number, number]>
+  dirty: Array<[number, number]>
   read: (offset: number, length: number) => Promise<Uint8Array>
   put: (blocks: Block[]) => Promise<void>
   extent?: (pos: number) => Extent
 }): Promise<Link> {
   const { old, newSize } = opts
   const extent = opts.extent ?? ((): Extent => ({ hole: false, end: newSize }))
-  const oldSize = old.length === 0 ? 0 : old[old.length - 1].offset + old[old.length - 1].size
-  const ranges: Array<[number, number]> = opts.dirty !== undefined ? opts.dirty.map(([a, b]) => [a, b]) : [[opts.dirtyStart ?? 0, opts.dirtyEnd ?? 0]]
+  const oldSize = leavesEnd(old)
+  const ranges = [...opts.dirty]
   // The old last chunk ended at EOF, not at a content cut: when the file grows, it must be
   // chunked again (keeping it left an EOF-cut, possibly undersized, chunk mid-file and a root
   // that differed from putting the same content afresh). When the size changed, everything from
@@ -299,10 +303,12 @@ export async function rewriteFile (opts: {
   const links: Link[] = []
   const blocks: Block[] = []
 
-  /** Where the data run starting at `p` ends: at the next hole worth skipping, or the end. */
-  // Scans at most HORIZON bytes ahead: `real` says whether `end` is where the data really ends
-  // (a hole or the end of the file), which decides whether the chunk there must be cut. A scan
-  // to the end of the file from every edit made a fold of scattered edits quadratic.
+  /**
+   * Where the data run starting at `p` ends: at the next hole worth skipping, or the end. It
+   * scans at most HORIZON bytes ahead: `real` says whether `end` is where the data really ends
+   * (a hole or the end of the file), which decides whether the chunk there must be cut. A scan
+   * to the end of the file from every edit made a fold of scattered edits quadratic.
+   */
   const HORIZON = 8 * MAX_CHUNK
   const dataEnd = (p: number): { end: number, real: boolean } => {
     let q = p
