@@ -20,6 +20,7 @@ import type { Faults } from '../mount/adapter/index.js'
 import type { Caps } from '../mount/fuse3.js'
 import { describeError } from '../mount/errno.js'
 import { isAguid, parseGuid } from '../src/block/index.js'
+import { parseViewId } from '../src/view/ids.js'
 import type { DhtOptions } from '../src/dht/index.js'
 import { isFuseMounted } from '../mount/mounts.js'
 import { type CliContext, exitCodeFor, type Progress, rawArgs, resolveVersionArg, runProgram, terminalBar, toJson } from './program.js'
@@ -166,12 +167,16 @@ function lifecycle (program: Command): void {
     return caps as Caps
   }
 
-  type MountCliOptions = { from?: string, foldInterval?: string, maxDirty?: string, attrTimeout?: string, attrCache?: boolean, writeBehind?: boolean, json?: boolean, aguid?: string, listen?: string[], bootstrap?: string[], k?: string, repairInterval?: string, fetchDeadline?: string }
+  type MountCliOptions = { view?: string, viewInterval?: string, from?: string, foldInterval?: string, maxDirty?: string, attrTimeout?: string, attrCache?: boolean, writeBehind?: boolean, json?: boolean, aguid?: string, listen?: string[], bootstrap?: string[], k?: string, repairInterval?: string, fetchDeadline?: string }
   const foreground = async (mountpoint: string, opts: MountCliOptions, checkout?: string): Promise<void> => {
     const dir = dataDir()
     if (checkout === undefined && ReefNode.init(dir)) err(`reef: created a new data directory at ${dir}\n`)
     const follow = opts.aguid !== undefined ? parseGuid(opts.aguid) : undefined
     if (follow !== undefined && !isAguid(follow)) throw ReefError.badGuid(opts.aguid ?? '', 'not an AGUID')
+    const view = opts.view !== undefined ? parseViewId(opts.view) : undefined
+    if (view !== undefined && (follow !== undefined || opts.from !== undefined)) throw ReefError.badInput('--view excludes --aguid and --from: a view mount is this node\'s writer tree in the view, merged with the others\'')
+    const viewIntervalMs = opts.viewInterval !== undefined ? Math.round(Number(opts.viewInterval) * 1000) : undefined
+    if (viewIntervalMs !== undefined && !(viewIntervalMs >= 10 && viewIntervalMs <= 3_600_000)) throw ReefError.badInput(`bad --view-interval ${opts.viewInterval} (0.01 to 3600 seconds)`)
     const node = await ReefNode.open(dir, { network: networkOptions(opts, undefined) })
     let served: ServedMount
     let version: Awaited<ReturnType<ReefNode['version']>> | undefined
@@ -186,7 +191,7 @@ function lifecycle (program: Command): void {
       if (maxDirtyBytes !== undefined && !(maxDirtyBytes > 0)) throw ReefError.badInput(`bad --max-dirty ${opts.maxDirty}`)
       const attrTimeout = opts.attrTimeout !== undefined ? Number(opts.attrTimeout) : undefined
       if (attrTimeout !== undefined && !(attrTimeout >= 0 && attrTimeout <= 3600)) throw ReefError.badInput(`bad --attr-timeout ${opts.attrTimeout}`)
-      served = await MountDaemon.serve(node, { mountpoint, foldIntervalMs, maxDirtyBytes, attrTimeout, attrCache: opts.attrCache, writeBehind: opts.writeBehind, checkout: version, from, follow: own ? undefined : follow, faults: testFaults(), caps: fuseCaps() },
+      served = await MountDaemon.serve(node, { mountpoint, foldIntervalMs, maxDirtyBytes, attrTimeout, attrCache: opts.attrCache, writeBehind: opts.writeBehind, checkout: version, from, follow: own ? undefined : follow, view, viewIntervalMs, faults: testFaults(), caps: fuseCaps() },
         { socket: checkout === undefined ? SOCKET_NAME : `checkout-${process.pid}.sock`, run: async (args, notify) => await runInDaemon(node, args, notify) })
     } catch (e) {
       await node.close().catch(() => {})
@@ -194,7 +199,9 @@ function lifecycle (program: Command): void {
     }
     serving = true
     const d = served.daemon
-    const what = checkout !== undefined ? `version ${version?.root.seq} (read-only)` : d.aguid.toString() + (d.fs.readOnly ? ' (read-only)' : '')
+    const what = checkout !== undefined
+      ? `version ${version?.root.seq} (read-only)`
+      : view !== undefined ? `view ${view.toString()}${d.fs.readOnly ? ' (read-only: this node is not one of its writers)' : ''}` : d.aguid.toString() + (d.fs.readOnly ? ' (read-only)' : '')
     // With --json, stdout is one JSON document (its network.addrs are these lines).
     if (opts.json !== true) for (const a of node.dht?.addrs() ?? []) out(a + '\n')
     err(`reef: mounted ${what} on ${path.resolve(mountpoint)} (data: ${node.dataDir}); Ctrl-C or \`reef unmount ${mountpoint}\` to unmount\n`)
@@ -219,6 +226,8 @@ function lifecycle (program: Command): void {
     .option('--json', 'print the mount status as JSON once mounted')
     .option('--from <version>', 'start read-write from this version (seq or VGUID): its tree becomes the live tree and the next version follows the head (see reef fsck)')
     .option('--aguid <aguid>', 'mount another owner\'s file system (read-only), following its signed head')
+    .option('--view <view>', 'mount a shared file system: read-write if this node\'s key is one of its writers (reef id), else read-only; merged with the other writers\' changes')
+    .option('--view-interval <seconds>', 'how often a view mount looks for the other writers\' new heads', '0.5')
     .option('--listen <multiaddr>', 'be a network node listening here (repeatable)', collect, [])
     .option('--bootstrap <multiaddr>', 'join the network through this node (repeatable)', collect, [])
     .option('--k <n>', 'replicas per block (default 3)')

@@ -43,7 +43,9 @@ import { type ControlHooks, Lifetime, serveControl } from '../src/control/daemon
 import type { ControlServer } from '../src/control/server.js'
 import { MAX_FILE_SIZE } from '../src/object/file.js'
 import { buildAdapter, type AdapterOptions, type Faults, type MountAdapter, type VersionSource } from './adapter/index.js'
+import type { Adapter } from './adapter/context.js'
 import { type Caps, type Fuse3Mount, type Granted, mountLowLevel } from './fuse3.js'
+import { ViewSync } from './view.js'
 
 const run = promisify(execFile)
 
@@ -83,6 +85,13 @@ export interface MountOptions {
   follow?: CID
   /** How often a follower asks the network for a newer head (default 2000 ms). */
   followIntervalMs?: number
+  /**
+   * Mount this view (a shared file system, issue 12): read-write as this node's writer tree in
+   * it when its key is a writer, else read-only; merged with the other writers' (mount/view.ts).
+   */
+  view?: CID
+  /** How often a view mount looks for other writers' heads (default 500 ms). */
+  viewIntervalMs?: number
   /**
    * Seconds the kernel may cache attributes (default 1; 0 makes the kernel ask every time).
    */
@@ -149,11 +158,13 @@ export class MountDaemon {
   folds = 0
 
   private followTimer?: NodeJS.Timeout
+  /** A view mount's merging with the other writers. */
+  viewSync?: ViewSync
 
   private constructor (readonly node: ReefNode, public fs: ReefFS, readonly opts: MountOptions, private readonly log: Logger) {}
 
   /** The AGUID whose versions this mount shows. */
-  get aguid (): CID { return this.opts.follow ?? this.node.aguid }
+  get aguid (): CID { return this.opts.follow ?? this.node.fsAguid(this.opts.view) }
 
   static async start (node: ReefNode, opts: MountOptions): Promise<MountDaemon> {
     // A log line that cannot be written (stderr gone) is dropped, never thrown at a FUSE op.
@@ -162,7 +173,13 @@ export class MountDaemon {
     if (await cleanupStaleMount(mnt)) log(`cleaned up a stale mount on ${mnt}`)
     fs.mkdirSync(mnt, { recursive: true })
     let rfs: ReefFS
-    if (opts.checkout !== undefined) {
+    let view: ViewSync | undefined
+    if (opts.view !== undefined) {
+      const { writer, fs: live } = await ViewSync.open(node, opts.view, v => view?.folded(v), log)
+      rfs = live
+      view = new ViewSync({ node, view: opts.view, log, intervalMs: opts.viewIntervalMs, swap: async build => await d.swap(build) }, writer)
+      if (live.replaySkipped > 0) log(`log replay: ${live.replaySkipped} records skipped, ${live.pending} applied`)
+    } else if (opts.checkout !== undefined) {
       rfs = await node.openVersion(opts.checkout, log)
     } else if (opts.follow !== undefined) {
       await node.refreshHead(opts.follow)
@@ -175,6 +192,7 @@ export class MountDaemon {
       if (rfs.replaySkipped > 0) log(`log replay: ${rfs.replaySkipped} records skipped, ${rfs.pending} applied`)
     }
     const d = new MountDaemon(node, rfs, { ...opts, mountpoint: mnt }, log)
+    d.viewSync = view
     d.mountLowLevel(rfs)
     // Continuing from another version is recorded at once, as a version that says so.
     if (opts.from !== undefined) {
@@ -183,10 +201,39 @@ export class MountDaemon {
     // Anything the log replay recovered becomes a version right away.
     if (!rfs.readOnly && rfs.dirty) d.scheduleFold(0)
     if (opts.follow !== undefined) d.startFollowing()
+    await view?.start(rfs)
     return d
   }
 
-  private get readOnlyMount (): boolean { return this.opts.checkout !== undefined || this.opts.follow !== undefined }
+  private get readOnlyMount (): boolean {
+    return this.opts.checkout !== undefined || this.opts.follow !== undefined || this.viewSync?.writer === false
+  }
+
+  /**
+   * Makes what `build` returns the live tree, with no handler running meanwhile (the adapter's
+   * gate closed) and every acknowledged write applied; a writable tree is folded first, so that
+   * `build` sees all of it in a version. Open files and the inodes the kernel holds move to the
+   * new tree by number; the kernel is told which inodes and names changed.
+   */
+  async swap (build: (live: ReefFS) => Promise<ReefFS | undefined>): Promise<void> {
+    const a = this.adapter
+    if (a === undefined || this.stopped) return
+    let changed: ReturnType<Adapter['rebase']> | undefined
+    await a.adapter.gate.exclusive(async () => {
+      if (this.stopped) return
+      await this.settleWrites()
+      while (this.folding !== undefined) await this.folding.catch(() => {})
+      const old = this.fs
+      if (!old.readOnly && old.dirty) await this.foldNow()
+      const next = await build(old)
+      if (next === undefined) return
+      this.fs = next
+      if (this.adapterOptions !== undefined) this.adapterOptions.fs = next
+      changed = a.adapter.rebase(old, next)
+    })
+    // Outside the gate: the kernel may send requests of its own while it drops what it cached.
+    if (changed !== undefined) await a.adapter.tree.invalidate(changed)
+  }
 
   /** Mounts through reef's own libfuse3 low-level addon (mount/fuse3.ts, mount/adapter). */
   private mountLowLevel (rfs: ReefFS): void {
@@ -271,7 +318,9 @@ export class MountDaemon {
 
   private versionSource (): VersionSource {
     return {
-      list: async () => (await this.node.history(this.aguid)).map(h => h.seq).reverse(),
+      // A view's history is a DAG whose merged versions share seqs with their parents' siblings:
+      // one entry per seq (the newest version of it, as `open` finds).
+      list: async () => [...new Set((await this.node.history(this.aguid)).map(h => h.seq))].reverse(),
       open: async (seq) => {
         const key = seq.toString()
         let v = this.versionCache.get(key)
@@ -312,6 +361,14 @@ export class MountDaemon {
     if (this.fs.readOnly) return this.fs.version
     await this.settleWrites()
     while (this.folding !== undefined) await this.folding.catch(() => {})
+    const v = await this.foldNow(message)
+    // `reef sync` on a view mount: the head goes out and the other writers' changes come in.
+    if (message === undefined) await this.viewSync?.now()
+    return v
+  }
+
+  /** One fold of the live tree (callers wait for any fold in progress first). */
+  private async foldNow (message?: string): Promise<VersionInfo | undefined> {
     this.folding = this.fs.fold(message)
     try {
       const v = await this.folding
@@ -345,6 +402,7 @@ export class MountDaemon {
       attrCache: this.kernelCacheStats(),
       writeBehind: this.adapter?.writeBehind(),
       lastError: this.lastError,
+      view: this.viewSync?.status(),
       pid: process.pid
     }
   }
@@ -375,6 +433,7 @@ export class MountDaemon {
     this.timer = undefined
     let v: VersionInfo | undefined
     try {
+      await this.viewSync?.stop()
       v = await this.sync('unmount')
     } finally {
       this.stopped = true

@@ -124,13 +124,27 @@ export class ReefNode {
   }
 
   /**
+   * The name (and so the AGUID) of this node's file system in view `view`: a writer's own
+   * versions of a shared file system, apart from its private one, with a log of its own.
+   */
+  viewFsName (view: CID): string { return `view:${view.toString()}` }
+
+  /** The AGUID of this node's own file system: its private one, or its writer's in `view`. */
+  fsAguid (view?: CID): CID { return view === undefined ? this.aguid : aguidFor(this.keys.publicKey, this.viewFsName(view)) }
+
+  /**
    * Opens this node's own file system for writing: current version plus its log replayed.
    * `from` starts the live tree from that version instead (see FsOptions.from); `warn` gets
-   * the lines about damage and skipped log records.
+   * the lines about damage and skipped log records. With `view`, the file system is this
+   * writer's in that view (its own AGUID and log directory); `at` opens it at that version (a
+   * merge) instead of the head, with `log` the writer log already open in this process.
+   * `committed` hears of every version a fold makes, once its head is signed.
    */
-  async openFs (opts: { from?: VersionInfo, warn?: (line: string) => void } = {}): Promise<ReefFS> {
-    const version = await this.headVersion(opts.from)
-    const log = new WriterLog(path.join(this.dataDir, 'log'), this.keys.publicKey).open()
+  async openFs (opts: { from?: VersionInfo, warn?: (line: string) => void, view?: CID, at?: VersionInfo, log?: WriterLog, committed?: (v: VersionInfo) => void } = {}): Promise<ReefFS> {
+    const name = opts.view === undefined ? this.config.name : this.viewFsName(opts.view)
+    const aguid = this.fsAguid(opts.view)
+    const version = opts.at ?? await this.headVersion(opts.from, aguid)
+    const log = opts.log ?? new WriterLog(this.logDir(opts.view), this.keys.publicKey).open()
     return await ReefFS.open({
       store: this.store,
       log,
@@ -139,14 +153,20 @@ export class ReefNode {
       warn: opts.warn,
       author: this.keys.publicKey,
       commit: async (block, root) => {
-        const head = signHead(this.keys, this.config.name, block.cid, root.seq, BigInt(root.time))
+        const head = signHead(this.keys, name, block.cid, root.seq, BigInt(root.time))
         const bytes = encodeHead(head)
-        await this.heads.accept(bytes, this.aguid)
+        await this.heads.accept(bytes, aguid)
         // Replication of the new blocks is already queued by the store; the head follows in
         // the background: a fold never waits for the network.
-        void this.dht?.publishHead(this.aguid, bytes)
+        void this.dht?.publishHead(aguid, bytes)
+        opts.committed?.({ vguid: block.cid, root })
       }
     })
+  }
+
+  /** The writer log's directory: `log/`, or `views/<view id>/log` for a view's file system. */
+  logDir (view?: CID): string {
+    return view === undefined ? path.join(this.dataDir, 'log') : path.join(this.dataDir, 'views', view.toString(), 'log')
   }
 
   /**
@@ -154,12 +174,12 @@ export class ReefNode {
    * nothing can be mounted from it; with `from` (a version to continue from) the signed head
    * still gives the sequence number and VGUID the next version follows.
    */
-  private async headVersion (from?: VersionInfo): Promise<VersionInfo | undefined> {
+  private async headVersion (from?: VersionInfo, aguid = this.aguid): Promise<VersionInfo | undefined> {
     try {
-      return await this.currentVersion()
+      return await this.currentVersion(aguid)
     } catch (err) {
       if (!isDamage(err)) throw err
-      const h = await this.heads.current(this.aguid)
+      const h = await this.heads.current(aguid)
       if (h === undefined) throw err
       if (from === undefined) {
         throw new ReefError(err.code, `the version root of version ${h.seq} (${h.vguid.toString()}) cannot be read: ${err.message}. ` +
@@ -207,9 +227,11 @@ export class ReefNode {
    * Makes a version already in the store (a merge of writer heads) this node's head: the next
    * signed head names it. Its seq must be above the current head's (HEAD_ROLLBACK otherwise).
    */
-  async adopt (v: VersionInfo): Promise<void> {
-    const head = signHead(this.keys, this.config.name, v.vguid, v.root.seq, BigInt(v.root.time))
-    await this.heads.accept(encodeHead(head), this.aguid)
+  async adopt (v: VersionInfo, view?: CID): Promise<void> {
+    const head = signHead(this.keys, view === undefined ? this.config.name : this.viewFsName(view), v.vguid, v.root.seq, BigInt(v.root.time))
+    const bytes = encodeHead(head)
+    await this.heads.accept(bytes, this.fsAguid(view))
+    void this.dht?.publishHead(this.fsAguid(view), bytes)
   }
 
   /**

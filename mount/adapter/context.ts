@@ -22,6 +22,50 @@ export interface Handle {
   lateError?: unknown
 }
 
+/**
+ * Every handler runs inside the gate; a swap of the live tree (a view's merge, a follower's new
+ * version) closes it, waits for the handlers inside to finish, and runs alone. While it is open,
+ * entering costs a counter (no await).
+ */
+export class Gate {
+  private active = 0
+  private closed?: Promise<void>
+  private idle?: () => void
+
+  /** Runs `fn` inside the gate (waiting while it is closed). */
+  run<T> (fn: () => Promise<T>): Promise<T> {
+    if (this.closed !== undefined) return this.closed.then(() => this.run(fn))
+    this.active++
+    let p: Promise<T>
+    try {
+      p = fn()
+    } catch (err) {
+      this.leave()
+      return Promise.reject(err)
+    }
+    return p.finally(() => this.leave())
+  }
+
+  private leave (): void {
+    if (--this.active === 0 && this.idle !== undefined) this.idle()
+  }
+
+  /** Runs `fn` alone: no handler is inside while it runs, and new ones wait for it. */
+  async exclusive<T> (fn: () => Promise<T>): Promise<T> {
+    while (this.closed !== undefined) await this.closed
+    let open = (): void => {}
+    this.closed = new Promise<void>(resolve => { open = resolve })
+    try {
+      while (this.active > 0) await new Promise<void>(resolve => { this.idle = resolve })
+      this.idle = undefined
+      return await fn()
+    } finally {
+      this.closed = undefined
+      open()
+    }
+  }
+}
+
 export interface WriteBehindStats { enabled: boolean, pending: number, deferred: number, synchronous: number, fullWaits: number, lateErrors: number }
 
 export class Adapter {
@@ -35,6 +79,7 @@ export class Adapter {
   /** Settles once every write handed over so far has been applied (or failed). */
   lastWrite: Promise<unknown> = Promise.resolve()
   counters = { getattr: 0, lookup: 0, forget: 0 }
+  readonly gate = new Gate()
 
   constructor (readonly o: AdapterOptions) {
     this.tree = new Tree(o)
@@ -66,6 +111,39 @@ export class Adapter {
     const h = this.handles.get(fh)
     if (h === undefined) throw posix('EBADF', `no open file ${fh}`)
     return h
+  }
+
+  /**
+   * The live tree is now `next` (a merge made elsewhere, a follower's new version): every open
+   * file and every inode the kernel holds moves to it by inode number. One that `next` does not
+   * have (unlinked here while open, or removed by another writer) goes along as an unlinked
+   * inode, as an open file whose name is gone does on a local file system. Returns the inodes and
+   * names whose kernel caches must go: attributes or content that differ, names that differ.
+   * Synchronous: nothing else runs between the first move and the last.
+   */
+  rebase (old: ReefFS, next: ReefFS): { inodes: number[], entries: Array<[number, Uint8Array]> } {
+    const moved = new Map<number, Inode>()
+    const move = (ino: number, n: Inode): Inode => {
+      let m = moved.get(ino)
+      if (m === undefined) {
+        m = next.inodes.get(ino)
+        if (m === undefined) {
+          m = n
+          m.nlink = 0
+          m.openCount = 0
+          next.inodes.set(ino, m)
+        }
+        moved.set(ino, m)
+      }
+      next.open(m)
+      return m
+    }
+    for (const h of this.handles.values()) {
+      if (h.fs !== old) continue
+      h.node = move(h.ino, h.node)
+      h.fs = next
+    }
+    return this.tree.rebase(old, next, move)
   }
 
   /** A late write failure of `h`, reported once. */

@@ -3,6 +3,7 @@
  * (names and attributes), files (open files and their data), dirs, xattrs. Every handler takes
  * the kernel's inode numbers. Here they get two rules in one place:
  *   - every op but write runs once the writes acknowledged before it are applied (write-behind);
+ *   - every op but forget runs inside the gate, which a swap of the live tree closes (context.ts);
  *   - whatever a handler throws becomes its errno (mount/errno.ts), and what is not an ordinary
  *     POSIX outcome is logged as one "unexpected" line: a handler never kills the mount.
  * Unit tests can call `ops` directly with inode numbers, without a mount.
@@ -46,7 +47,7 @@ export function buildAdapter (o: AdapterOptions): MountAdapter {
     const wait = name !== 'write'
     ops[name] = async (...args: unknown[]): Promise<unknown> => {
       try {
-        return await (wait ? a.afterWrites(async () => await handler(...args)) : handler(...args))
+        return await a.gate.run(async () => await (wait ? a.afterWrites(async () => await handler(...args)) : handler(...args)))
       } catch (err) {
         // A late write failure was mapped (and logged) when it happened.
         if (err instanceof FuseErrno) throw err

@@ -26,6 +26,15 @@ export type Target = NodeTarget | { kind: 'virtual', which: 'reef' | 'versions' 
 export const bytes = (name: string | Uint8Array): Uint8Array => typeof name === 'string' ? Buffer.from(name) : name
 export const isReserved = (parent: number, name: Uint8Array): boolean => parent === ROOT_INO && RESERVED_BYTES.equals(name)
 
+/** Whether two inodes (one file in two trees) look the same to the kernel: attributes and content. */
+function sameState (a: Inode, b: Inode): boolean {
+  if (a.kind !== b.kind || a.mode !== b.mode || a.uid !== b.uid || a.gid !== b.gid || a.nlink !== b.nlink || a.size !== b.size) return false
+  if (a.mtime !== b.mtime || a.ctime !== b.ctime || a.rdev !== b.rdev) return false
+  if (a.pages !== undefined || b.pages !== undefined) return false
+  const base = (n: Inode): string => String(n.kind === 'dir' ? n.dirBase : n.base)
+  return base(a) === base(b)
+}
+
 export class Tree {
   /** Kernel references per inode number (lookups minus forgets). */
   private readonly refs = new Map<number, number>()
@@ -70,6 +79,39 @@ export class Tree {
         for (const key of h.node.children.keys()) done.push(k.invalEntry(ino, keyName(key)))
       }
     }
+    await Promise.all(done)
+  }
+
+  /**
+   * Moves every held inode of `old` to `next` (Adapter.rebase), and says what the kernel must
+   * drop: inodes whose attributes or content differ, and names in held directories that differ.
+   */
+  rebase (old: ReefFS, next: ReefFS, move: (ino: number, n: Inode) => Inode): { inodes: number[], entries: Array<[number, Uint8Array]> } {
+    const inodes: number[] = []
+    const entries: Array<[number, Uint8Array]> = []
+    for (const [ino, h] of this.held) {
+      if (h.fs !== old) continue
+      const before = h.node
+      const after = move(ino, before)
+      this.held.set(ino, { fs: next, node: after })
+      if (after === before || !sameState(before, after)) inodes.push(ino)
+      if (before.kind === 'dir' && before.children !== undefined) {
+        const now = after.children ?? new Map<string, number>()
+        for (const [key, i] of before.children) if (now.get(key) !== i) entries.push([ino, keyName(key)])
+        for (const [key, i] of now) if (!before.children.has(key)) entries.push([ino, keyName(key)])
+      }
+    }
+    this.previous = old
+    return { inodes, entries }
+  }
+
+  /** Tells the kernel to drop what `rebase` found changed; resolves once it has. */
+  async invalidate (what: { inodes: number[], entries: Array<[number, Uint8Array]> }): Promise<void> {
+    const k = this.kernel
+    if (k === undefined) return
+    const done: Array<Promise<void>> = []
+    for (const ino of what.inodes) done.push(k.invalInode(ino, 0, 0))
+    for (const [dir, name] of what.entries) done.push(k.invalEntry(dir, name))
     await Promise.all(done)
   }
 

@@ -163,4 +163,4 @@ export async function listConflicts (fs: ReefFS): Promise<OpenConflict[]> {
   return out.sort((a, b) => a.path < b.path ? -1 : a.path > b.path ? 1 : 0)
 }
 
-export { viewInputs, type LeftOut } from './view.js'
+export { cachedSince, viewInputs, type LeftOut, type RecordCache } from './view.js'

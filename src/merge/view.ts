@@ -8,16 +8,43 @@
 import type { CID } from 'multiformats/cid'
 import { isReefError, ReefError, type ReefErrorCode } from '../errors.js'
 import type { VersionInfo } from '../fs/fs.js'
+import type { LogRecord } from '../log/record.js'
 import type { BlockGetter } from '../store/types.js'
 import { checkRecord } from '../view/check.js'
 import { keyHex } from '../view/ids.js'
 import type { Views } from '../view/views.js'
-import { recordsSince } from './collect.js'
+import { type Collected, recordsSince } from './collect.js'
 import type { WriterInput } from './index.js'
 
 export interface LeftOut { key: Uint8Array, code: ReefErrorCode, message: string }
 
-export async function viewInputs (views: Views, store: BlockGetter, view: CID, base?: VersionInfo): Promise<{ writers: WriterInput[], leftOut: LeftOut[] }> {
+/**
+ * Records already read, per writer (key hex): the newest record read and the records up to it.
+ * A mount that merges again and again reads only what each writer appended since.
+ */
+export type RecordCache = Map<string, { head: string, n: number, records: Collected[] }>
+
+/** `recordsSince`, reading back only to the newest record `cache` holds of this writer. */
+export async function cachedSince (store: BlockGetter, head: CID | undefined, key: Uint8Array, after: number, check: (r: LogRecord) => void, cache?: RecordCache): Promise<Collected[]> {
+  const k = keyHex(key)
+  const held = after === 0 ? cache?.get(k) : undefined
+  if (head !== undefined && held !== undefined && held.head === head.toString()) return held.records
+  let records: Collected[]
+  if (held !== undefined) {
+    const newer = await recordsSince(store, head, key, held.n, check)
+    // A head behind what was held (a removed writer's cut) or a chain that does not reach back to
+    // it is read whole.
+    records = newer.length > 0 && newer[0].record.n === held.n + 1 ? [...held.records, ...newer] : await recordsSince(store, head, key, after, check)
+  } else {
+    records = await recordsSince(store, head, key, after, check)
+  }
+  if (cache !== undefined && after === 0 && head !== undefined && records.length > 0) {
+    cache.set(k, { head: head.toString(), n: records[records.length - 1].record.n, records })
+  }
+  return records
+}
+
+export async function viewInputs (views: Views, store: BlockGetter, view: CID, base?: VersionInfo, cache?: RecordCache): Promise<{ writers: WriterInput[], leftOut: LeftOut[] }> {
   const { state, writers: positions } = await views.positions(view)
   const writers: WriterInput[] = []
   const leftOut: LeftOut[] = []
@@ -31,14 +58,14 @@ export async function viewInputs (views: Views, store: BlockGetter, view: CID, b
         }
         const h = p.head
         if (h === undefined) continue
-        const records = await recordsSince(store, h.record, p.key, after, r => checkRecord(r, h, state.list))
+        const records = await cachedSince(store, h.record, p.key, after, r => checkRecord(r, h, state.list), cache)
         writers.push({ key: p.key, head: h.vguid, records })
       } else {
         const cut = p.cut
         if (cut.record === undefined) continue
-        const records = await recordsSince(store, cut.record, p.key, after, r => {
+        const records = await cachedSince(store, cut.record, p.key, after, r => {
           if (BigInt(r.n) > cut.n) throw new ReefError('VIEW_REMOVED', `log record ${r.n} of ${keyHex(p.key)} was made after its removal (cut at record ${cut.n})`)
-        })
+        }, cache)
         writers.push({ key: p.key, ...(cut.vguid !== undefined ? { head: cut.vguid } : {}), records })
       }
     } catch (err) {

@@ -95,6 +95,17 @@ export class Views {
     return { record, list, listCid: block.cid, acks }
   }
 
+  /**
+   * Puts the newest view record held here back on the network (a signed record anyone may
+   * carry): a view created offline becomes findable once its owner, or any node that holds it,
+   * is online. Returns the peers that took it (undefined without a network).
+   */
+  async republish (view: CID): Promise<number | undefined> {
+    const cur = await this.book.currentView(view)
+    if (cur === undefined || this.deps.net === undefined) return undefined
+    return await this.deps.net.publishRecord(this.key(view), cur.bytes, `view ${view.toString()}`)
+  }
+
   /** Creates the view NAME owned by this node's key; an existing one is returned as it is. */
   async create (name: string): Promise<ViewState & { created: boolean, acks?: number }> {
     const view = viewIdFor(this.deps.keys.publicKey, name)

@@ -1,0 +1,231 @@
+/**
+ * A view mount (`reef mount DIR --view VIEW`): one writer's live tree of a shared file system,
+ * kept merged with the other writers' (issue 12). What it does, every `intervalMs`:
+ *   1. publishes this writer's newest own version as its signed head in the view, if the network
+ *      has not got it yet (a fold made it; offline, it is retried here until it goes out);
+ *   2. reads every writer's head (checked against the view's writer list) and the records each
+ *      appended since the last look (RecordCache: a writer's log is read once);
+ *   3. if another writer's head moved, merges (src/merge: every record of every writer, in merge
+ *      order, from the empty tree) with nothing closed, so that blocks come from the network
+ *      first; then, alone (the mount's gate closed, acknowledged writes applied): folds what this
+ *      writer has not folded yet, merges again with that fold if there was one (local blocks
+ *      only), makes the merge this writer's head, opens the live tree at it and tells the kernel
+ *      what changed.
+ * Why a poll and not a notify: a head is a DHT record that any node may republish and a
+ * partitioned writer must catch up on anyway; a poll needs no protocol of its own, heals after
+ * a partition by itself, and costs one record lookup per writer per interval (measured in
+ * bench/views). Local writes never wait on the network: step 3's network part runs with the
+ * gate open, and what runs alone reads local blocks only.
+ * A node that is not a writer mounts read-only and follows the merge of the writers' heads.
+ */
+import type { CID } from 'multiformats/cid'
+import { isReefError } from '../src/errors.js'
+import { ReefFS, type VersionInfo } from '../src/fs/fs.js'
+import { cachedSince, merge, type MergeResult, type RecordCache, viewInputs, type WriterInput } from '../src/merge/index.js'
+import type { ReefNode } from '../src/node.js'
+import { decodeVersion } from '../src/object/version.js'
+import { keyHex } from '../src/view/ids.js'
+import { standingOf } from '../src/view/list.js'
+import type { Logger } from './errno.js'
+
+/** How often a view mount looks for other writers' heads, by default (ms). */
+export const DEFAULT_VIEW_INTERVAL_MS = 500
+
+export interface ViewSyncDeps {
+  node: ReefNode
+  view: CID
+  log: Logger
+  intervalMs?: number
+  /**
+   * Runs `build` alone against the live tree (after folding it, for a writer) and makes what it
+   * returns the live tree; see MountDaemon.swap.
+   */
+  swap: (build: (live: ReefFS) => Promise<ReefFS | undefined>) => Promise<void>
+}
+
+export interface ViewStatus {
+  view: string
+  writer: boolean
+  rounds: number
+  merges: number
+  lastMergeMs?: number
+  mergedRecords?: number
+  conflicts: number
+  ownHead?: string
+  published?: string
+  leftOut: Array<{ key: string, code: string }>
+  lastError?: string
+}
+
+const same = (a: Uint8Array, b: Uint8Array): boolean => Buffer.compare(a, b) === 0
+
+export class ViewSync {
+  /** This writer's newest own version: what its head in the view names. */
+  private ownHead?: VersionInfo
+  private published?: string
+  /** Heads (of the others, for a writer; of all, for a reader) the live tree is merged from. */
+  private mergedFrom?: string
+  private readonly cache: RecordCache = new Map()
+  private timer?: NodeJS.Timeout
+  private running?: Promise<void>
+  private stopped = false
+  private readonly me: Uint8Array
+  readonly stats: ViewStatus
+
+  constructor (private readonly deps: ViewSyncDeps, readonly writer: boolean) {
+    this.me = deps.node.keys.publicKey
+    this.stats = { view: deps.view.toString(), writer, rounds: 0, merges: 0, conflicts: 0, leftOut: [] }
+  }
+
+  /**
+   * Whether this node writes in the view (its key is a current writer of the newest list known
+   * here or on the network), and the live tree to mount: a writer's own, at its head.
+   */
+  static async open (node: ReefNode, view: CID, committed: (v: VersionInfo) => void, warn: (line: string) => void): Promise<{ writer: boolean, fs: ReefFS }> {
+    const state = await node.views().resolve(view)
+    const writer = standingOf(state.list, node.keys.publicKey).state === 'writer'
+    if (!writer) return { writer, fs: await ReefFS.open({ store: node.store, warn }) }
+    return { writer, fs: await node.openFs({ view, committed, warn }) }
+  }
+
+  /** Where this writer's own versions start: its head's own version (a merge names it). */
+  async start (live: ReefFS): Promise<void> {
+    const v = live.version
+    if (this.writer && v !== undefined) this.ownHead = await this.ownVersion(v)
+    this.schedule(0)
+  }
+
+  /** A fold of this writer's tree made `v`: its head in the view names it from now on. */
+  folded (v: VersionInfo): void {
+    this.ownHead = v
+    this.stats.ownHead = v.vguid.toString()
+    this.schedule(0)
+  }
+
+  /** Publishes and merges now (reef sync); resolves when done. */
+  async now (): Promise<void> { await this.tick() }
+
+  async stop (): Promise<void> {
+    this.stopped = true
+    if (this.timer !== undefined) clearTimeout(this.timer)
+    while (this.running !== undefined) await this.running
+  }
+
+  private schedule (delay = this.deps.intervalMs ?? DEFAULT_VIEW_INTERVAL_MS): void {
+    if (this.stopped) return
+    if (this.timer !== undefined) {
+      if (delay > 0) return
+      clearTimeout(this.timer)
+    }
+    this.timer = setTimeout(() => {
+      this.timer = undefined
+      void this.tick().finally(() => this.schedule())
+    }, delay)
+  }
+
+  private async tick (): Promise<void> {
+    while (this.running !== undefined) await this.running
+    if (this.stopped) return
+    this.running = this.round().catch(err => {
+      this.stats.lastError = isReefError(err) ? `${err.message} [${err.code}]` : String((err as Error).stack ?? err)
+      this.deps.log(`view ${this.stats.view}: ${this.stats.lastError}`)
+    }).finally(() => { this.running = undefined })
+    await this.running
+  }
+
+  /** This writer's version in `v`: `v` itself, or (for a merge) its parent by this writer. */
+  private async ownVersion (v: VersionInfo): Promise<VersionInfo | undefined> {
+    if (same(v.root.author, this.me)) return v
+    const n = v.root.vv?.[keyHex(this.me)]
+    if (n === undefined) return undefined
+    for (const p of v.root.parents) {
+      const root = decodeVersion(await this.deps.node.store.get(p))
+      if (same(root.author, this.me) && root.vv?.[keyHex(this.me)] === n) return { vguid: p, root }
+    }
+    return undefined
+  }
+
+  private async publish (): Promise<void> {
+    const h = this.ownHead
+    if (h === undefined || this.published === h.vguid.toString()) return
+    const n = BigInt(h.root.vv?.[keyHex(this.me)] ?? 0)
+    await this.deps.node.views().publishHead(this.deps.view, { vguid: h.vguid, ...(h.root.log !== undefined ? { record: h.root.log } : {}), n })
+    this.published = h.vguid.toString()
+    this.stats.published = this.published
+  }
+
+  /** This writer's merge input from its own newest version (local blocks only). */
+  private async ownInput (v: VersionInfo): Promise<WriterInput> {
+    return { key: this.me, head: v.vguid, records: await cachedSince(this.deps.node.store, v.root.log, this.me, 0, () => {}, this.cache) }
+  }
+
+  /** The inputs with this writer's replaced by its own newest version (fresher than its head). */
+  private async withOwn (writers: WriterInput[]): Promise<WriterInput[]> {
+    if (!this.writer || this.ownHead === undefined) return writers
+    return [...writers.filter(w => !same(w.key, this.me)), await this.ownInput(this.ownHead)]
+  }
+
+  private signature (writers: WriterInput[]): string {
+    return writers.filter(w => !this.writer || !same(w.key, this.me))
+      .map(w => `${keyHex(w.key)}:${w.head?.toString() ?? ''}:${w.records.length}`).sort().join(',')
+  }
+
+  private async round (): Promise<void> {
+    const { node, view } = this.deps
+    // The view's list and this writer's head go back on the network now and then (every 120
+    // rounds: a minute at the default interval): a view made offline becomes findable, and a
+    // record the DHT dropped comes back.
+    if (this.stats.rounds % 120 === 0) {
+      await node.views().republish(view)
+      if (this.writer) this.published = undefined
+    }
+    this.stats.rounds++
+    if (this.writer) {
+      try {
+        await this.publish()
+      } catch (err) {
+        // Offline, or the list changed: the head goes out at a later round; merging goes on.
+        if (!isReefError(err)) throw err
+        this.stats.lastError = `publishing this writer's head: ${err.message} [${err.code}]`
+      }
+    }
+    const { writers, leftOut } = await viewInputs(node.views(), node.store, view, undefined, this.cache)
+    this.stats.leftOut = leftOut.map(l => ({ key: keyHex(l.key), code: l.code }))
+    const sig = this.signature(writers)
+    if (sig === this.mergedFrom) return
+    // Nobody else has written yet: there is nothing to merge into this tree.
+    if (sig === '' && (this.writer || writers.length === 0)) {
+      this.mergedFrom = sig
+      return
+    }
+    // With the gate open: whatever the merge needs comes over the network now.
+    const t0 = Date.now()
+    let out: MergeResult | undefined = await merge({ store: node.store, writers: await this.withOwn(writers) })
+    const planned = this.ownHead?.vguid.toString()
+    await this.deps.swap(async live => {
+      // The swap folded the live tree first: a fold since the plan makes its own input newer.
+      if (this.writer && this.ownHead?.vguid.toString() !== planned) out = undefined
+      const result = out ?? await merge({ store: node.store, writers: await this.withOwn(writers) })
+      this.mergedFrom = sig
+      this.stats.merges++
+      this.stats.lastMergeMs = Date.now() - t0
+      this.stats.mergedRecords = result.records
+      this.stats.conflicts = result.conflicts.length
+      if (!this.writer) {
+        const next = await ReefFS.open({ store: node.store, version: result.version })
+        await next.loadAll()
+        return next
+      }
+      try {
+        await node.adopt(result.version, view)
+      } catch (err) {
+        if (!isReefError(err, 'HEAD_ROLLBACK')) throw err
+      }
+      const next = await node.openFs({ view, at: result.version, log: live.log, committed: v => this.folded(v) })
+      await next.loadAll()
+      return next
+    })
+  }
+
+  status (): ViewStatus { return { ...this.stats } }
+}
