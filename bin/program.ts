@@ -10,6 +10,7 @@ import cliProgress from 'cli-progress'
 import type { CID } from 'multiformats/cid'
 import { isAguid, makeBlock, parseGuid, RAW } from '../src/block/index.js'
 import { isDamage, ReefError } from '../src/errors.js'
+import { parseViewId } from '../src/view/ids.js'
 import { defaultDataDir, type HistoryItem, type ReefNode } from '../src/node.js'
 import { fsck, type FsckReport } from '../src/fsck/check.js'
 import { putPath } from '../src/transfer/put.js'
@@ -207,10 +208,11 @@ export function createProgram (ctx: CliContext): Command {
   program.command('history')
     .description('list the versions of a file system, newest first')
     .argument('[aguid]', 'AGUID (default: this data directory\'s)')
+    .option('--view <view>', 'this node\'s versions in a shared file system (what `reef mount --view` made)')
     .option('--json', 'print JSON')
-    .action(async (aguid: string | undefined, opts: { json?: boolean }) => {
+    .action(async (aguid: string | undefined, opts: { json?: boolean, view?: string }) => {
       await withNode(async node => {
-        const a = aguid !== undefined ? parseGuid(aguid) : node.aguid
+        const a = aguid !== undefined ? parseGuid(aguid) : node.fsAguid(opts.view !== undefined ? parseViewId(opts.view) : undefined)
         if (!isAguid(a)) throw ReefError.badGuid(aguid ?? '', 'not an AGUID')
         const items = await node.history(a)
         if (items.length === 0) throw ReefError.notFound(`no head known for ${a.toString()}`)
@@ -278,10 +280,11 @@ export function createProgram (ctx: CliContext): Command {
   program.command('conflicts')
     .description('list the open conflicts a merge of several writers left in a version (default: the current one)')
     .argument('[version]', 'VGUID or SEQ of this file system')
+    .option('--view <view>', 'in this node\'s tree of a shared file system (what `reef mount --view` shows)')
     .option('--json', 'print JSON')
-    .action(async (version: string | undefined, opts: { json?: boolean }) => {
+    .action(async (version: string | undefined, opts: { json?: boolean, view?: string }) => {
       await withNode(async node => {
-        const { vguid } = await versionOrHead(node, version)
+        const { vguid } = await versionOrHead(node, version, node.fsAguid(opts.view !== undefined ? parseViewId(opts.view) : undefined))
         const list = await listConflicts(await node.openVersion(await node.version(vguid)))
         // A conflict leaves the list when its copy is deleted or renamed, or its mark removed.
         print(opts.json, { vguid, conflicts: list }, () => list.length === 0
@@ -312,10 +315,10 @@ export function createProgram (ctx: CliContext): Command {
 }
 
 /** A VGUID or SEQ argument of this file system, or (none given) the current head's VGUID. */
-async function versionOrHead (node: ReefNode, version: string | undefined): Promise<{ vguid: CID, head: Awaited<ReturnType<ReefNode['heads']['current']>> }> {
-  const head = await node.heads.current(node.aguid)
-  const vguid = version !== undefined ? await resolveVersionArg(node, version) : head?.vguid
-  if (vguid === undefined) throw ReefError.notFound(`no head known for ${node.aguid.toString()}`)
+async function versionOrHead (node: ReefNode, version: string | undefined, aguid = node.aguid): Promise<{ vguid: CID, head: Awaited<ReturnType<ReefNode['heads']['current']>> }> {
+  const head = await node.heads.current(aguid)
+  const vguid = version !== undefined ? await resolveVersionArg(node, version, aguid) : head?.vguid
+  if (vguid === undefined) throw ReefError.notFound(`no head known for ${aguid.toString()}`)
   return { vguid, head }
 }
 
@@ -365,11 +368,11 @@ export function terminalBar (total: number, stream: NodeJS.WriteStream = process
 }
 
 /** A VGUID string, or a sequence number of this data directory's file system. */
-export async function resolveVersionArg (node: ReefNode, arg: string): Promise<CID> {
+export async function resolveVersionArg (node: ReefNode, arg: string, aguid = node.aguid): Promise<CID> {
   if (/^\d+$/.test(arg)) {
     let items: Array<{ seq: bigint, vguid: CID }>
     try {
-      items = await node.history()
+      items = await node.history(aguid)
     } catch (err) {
       // The head's version root is unreadable (so is the chain of parents in it): the versions
       // still in the store are found by reading it.

@@ -147,7 +147,7 @@ function lifecycle (program: Command): void {
   /** Test hooks (see mount/adapter/options.ts): the handlers never read the environment. */
   const testFaults = (): Faults => {
     const hook = (v: string | undefined): string | undefined => v === undefined || v === '' ? undefined : v
-    return { write: hook(process.env.REEF_TEST_WRITE_FAULT), op: hook(process.env.REEF_TEST_OP_FAULT) }
+    return { write: hook(process.env.REEF_TEST_WRITE_FAULT), op: hook(process.env.REEF_TEST_OP_FAULT), viewHold: hook(process.env.REEF_TEST_VIEW_HOLD) }
   }
 
   /**

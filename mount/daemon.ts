@@ -177,7 +177,8 @@ export class MountDaemon {
     if (opts.view !== undefined) {
       const { writer, fs: live } = await ViewSync.open(node, opts.view, v => view?.folded(v), log)
       rfs = live
-      view = new ViewSync({ node, view: opts.view, log, intervalMs: opts.viewIntervalMs, swap: async build => await d.swap(build) }, writer)
+      const hold = opts.faults?.viewHold
+      view = new ViewSync({ node, view: opts.view, log, intervalMs: opts.viewIntervalMs, swap: async build => await d.swap(build), ...(hold !== undefined ? { held: () => fs.existsSync(hold) } : {}) }, writer)
       if (live.replaySkipped > 0) log(`log replay: ${live.replaySkipped} records skipped, ${live.pending} applied`)
     } else if (opts.checkout !== undefined) {
       rfs = await node.openVersion(opts.checkout, log)

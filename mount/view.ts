@@ -41,12 +41,16 @@ export interface ViewSyncDeps {
    * returns the live tree; see MountDaemon.swap.
    */
   swap: (build: (live: ReefFS) => Promise<ReefFS | undefined>) => Promise<void>
+  /** Test hook (REEF_TEST_VIEW_HOLD): while true, no rounds run, as if cut off from the others. */
+  held?: () => boolean
 }
 
 export interface ViewStatus {
   view: string
   writer: boolean
   rounds: number
+  /** The test hook holds this mount's rounds (REEF_TEST_VIEW_HOLD). */
+  held?: boolean
   merges: number
   lastMergeMs?: number
   mergedRecords?: number
@@ -172,6 +176,8 @@ export class ViewSync {
 
   private async round (): Promise<void> {
     const { node, view } = this.deps
+    this.stats.held = this.deps.held?.() === true
+    if (this.stats.held) return
     // The view's list and this writer's head go back on the network now and then (every 120
     // rounds: a minute at the default interval): a view made offline becomes findable, and a
     // record the DHT dropped comes back.

@@ -25,6 +25,11 @@ export interface Faults {
    * `MARK.uncaught` makes getattr also throw from a timer and leave a rejection unhandled.
    */
   op?: string
+  /**
+   * A view mount whose file this is does no view rounds while the file exists: it neither
+   * publishes its head nor looks at the others', as if cut off from them (partition tests).
+   */
+  viewHold?: string
 }
 
 export interface AdapterOptions {

@@ -262,14 +262,14 @@ export async function startCluster (t: TapLike, n: number, opts: ClusterOptions 
 export interface NetMount { mnt: string, dataDir: string, addr: string, pid: number, stderr: () => string, stop: () => Promise<void>, alive: () => boolean }
 
 /** `reef mount MNT --listen /ip4/127.0.0.1/tcp/0 ...`: resolves once mounted, with the node's multiaddr. */
-export async function startNetMount (t: { teardown: (fn: () => Promise<void>) => void }, dataDir: string, mnt: string, extra: string[]): Promise<NetMount> {
+export async function startNetMount (t: { teardown: (fn: () => Promise<void>) => void }, dataDir: string, mnt: string, extra: string[], env: NodeJS.ProcessEnv = {}): Promise<NetMount> {
   const outFile = path.join(path.dirname(dataDir), `${path.basename(dataDir)}.stdout`)
   const errFile = path.join(path.dirname(dataDir), `${path.basename(dataDir)}.stderr`)
   const ofd = fs.openSync(outFile, 'w')
   const efd = fs.openSync(errFile, 'w')
   const proc = spawn(process.execPath, [REEF_BIN, '--data-dir', dataDir, 'mount', mnt, '--listen', '/ip4/127.0.0.1/tcp/0', ...extra], {
     stdio: ['ignore', ofd, efd],
-    env: { ...process.env, NODE_NO_WARNINGS: '1' }
+    env: { ...process.env, NODE_NO_WARNINGS: '1', ...env }
   })
   fs.closeSync(ofd)
   fs.closeSync(efd)
