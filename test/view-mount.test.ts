@@ -258,3 +258,26 @@ tap.test('a writer stopped (SIGSTOP) while the other writes catches up when it r
   const tree = await converged(t, [A, B, C], 'B to catch up and its write to reach the others', d => d.includes('/after.txt') && d.includes('/while-b-stopped-19.txt'))
   t.equal(tree.split('\n').filter(l => l.includes('/while-b-stopped-')).length, 20, 'all 20 of A\'s files')
 })
+
+tap.test('membership: a removed writer\'s later changes reach nobody, earlier ones stay', { skip }, async t => {
+  const base = tempDir(t, 'reef-view-members-')
+  const net = await viewNet(t, base)
+  const { A, B, C } = net
+  fs.writeFileSync(path.join(B.mnt, 'b-before.txt'), 'before removal\n')
+  await converged(t, [A, B, C], 'everyone to see B\'s first file', d => d.includes('/b-before.txt'))
+  const removed = await reefCli(A.dataDir, ['view', 'remove', net.view, await keyOf(B.dataDir)])
+  t.equal(removed.code, 0, describe(removed))
+  fs.writeFileSync(path.join(B.mnt, 'b-after.txt'), 'after removal\n')
+  t.equal((await reefCli(B.dataDir, ['sync'])).code, 0)
+  await waitFor('B to learn it was removed', async () => /VIEW_REMOVED/.test(String((await statusOf(B)).view?.lastError)), 60_000, 200)
+  // A keeps writing, and C keeps following A: B's later file never arrives.
+  fs.writeFileSync(path.join(A.mnt, 'a-after.txt'), 'A after the removal\n')
+  await converged(t, [A, C], 'C to see A\'s later file', d => d.includes('/a-after.txt'))
+  for (const m of [A, C]) {
+    t.equal(read(path.join(m.mnt, 'b-before.txt')), 'before removal\n', 'B\'s change from before its removal stays')
+    t.notOk(fs.existsSync(path.join(m.mnt, 'b-after.txt')), 'B\'s change from after its removal does not appear')
+  }
+  t.equal(read(path.join(B.mnt, 'b-after.txt')), 'after removal\n', 'B still has its own change locally')
+  const heads = JSON.parse((await reefCli(C.dataDir, ['view', 'heads', net.view, '--json'])).stdout)
+  t.same(heads.writers.map((w: { state: string }) => w.state).sort(), ['removed', 'writer'], 'the list has A as writer and B as removed')
+})
