@@ -217,16 +217,13 @@ export class ViewSync {
       this.stats.lastMergeMs = Date.now() - t0
       this.stats.mergedRecords = result.records
       this.stats.conflicts = result.conflicts.length
+      this.deps.log(`view ${this.stats.view}: merged ${this.stats.mergedRecords} records of ${writers.length} writers into version ${result.version.root.seq} (${result.version.vguid.toString()}) in ${this.stats.lastMergeMs} ms`)
       if (!this.writer) {
         const next = await ReefFS.open({ store: node.store, version: result.version })
         await next.loadAll()
         return next
       }
-      try {
-        await node.adopt(result.version, view)
-      } catch (err) {
-        if (!isReefError(err, 'HEAD_ROLLBACK')) throw err
-      }
+      await node.adopt(result.version, view)
       const next = await node.openFs({ view, at: result.version, log: live.log, committed: v => this.folded(v) })
       await next.loadAll()
       return next

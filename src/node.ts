@@ -153,12 +153,7 @@ export class ReefNode {
       warn: opts.warn,
       author: this.keys.publicKey,
       commit: async (block, root) => {
-        const head = signHead(this.keys, name, block.cid, root.seq, BigInt(root.time))
-        const bytes = encodeHead(head)
-        await this.heads.accept(bytes, aguid)
-        // Replication of the new blocks is already queued by the store; the head follows in
-        // the background: a fold never waits for the network.
-        void this.dht?.publishHead(aguid, bytes)
+        await this.signHeadFor(name, aguid, block.cid, root.seq, root.time, opts.view !== undefined)
         opts.committed?.({ vguid: block.cid, root })
       }
     })
@@ -228,10 +223,25 @@ export class ReefNode {
    * signed head names it. Its seq must be above the current head's (HEAD_ROLLBACK otherwise).
    */
   async adopt (v: VersionInfo, view?: CID): Promise<void> {
-    const head = signHead(this.keys, view === undefined ? this.config.name : this.viewFsName(view), v.vguid, v.root.seq, BigInt(v.root.time))
-    const bytes = encodeHead(head)
-    await this.heads.accept(bytes, this.fsAguid(view))
-    void this.dht?.publishHead(this.fsAguid(view), bytes)
+    await this.signHeadFor(view === undefined ? this.config.name : this.viewFsName(view), this.fsAguid(view), v.vguid, v.root.seq, v.root.time, view !== undefined)
+  }
+
+  /**
+   * Signs and stores the head naming `vguid`, then publishes it in the background (a fold never
+   * waits for the network). The head's seq is the version's, except in a view (`above`): there
+   * two merges of one writer's heads can share a seq (a merge's is one above its parents', and
+   * another writer's new head need not raise that), so the head takes the next seq above the one
+   * held. Heads only have to rise; the version keeps its own seq for history.
+   */
+  private async signHeadFor (name: string, aguid: CID, vguid: CID, seq: bigint, time: number, above = false): Promise<void> {
+    let headSeq = seq
+    if (above) {
+      const held = await this.heads.current(aguid)
+      if (held !== undefined && held.seq >= seq && !held.vguid.equals(vguid)) headSeq = held.seq + 1n
+    }
+    const bytes = encodeHead(signHead(this.keys, name, vguid, headSeq, BigInt(time)))
+    await this.heads.accept(bytes, aguid)
+    void this.dht?.publishHead(aguid, bytes)
   }
 
   /**
