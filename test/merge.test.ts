@@ -621,3 +621,30 @@ t.test('a writer starting --from a version after its head\'s root was lost: new 
   t.ok(made.every(m => m.ino < n.ino), 'the counter resumed from the version started from')
   t.equal(n.ino, writerIno(inoPrefixOf(a.key), (v1.root.vv?.[hex(a.key)] ?? 0) + 1))
 })
+
+t.test('a writer whose version became a conflict copy, once it has the merge, writes the file at the name again', async t => {
+  const ws = await writers(t, async s => {
+    const f = await s.fs.create(ROOT_INO, enc('s.txt'), 0o644, cred)
+    await s.fs.write(f.ino, 0, enc('base\n'))
+  })
+  const [first, later] = order(await ws.writer('a'), await ws.writer('b'))
+  const ino = (await first.fs.resolve('/s.txt')).ino
+  await first.fs.write(ino, 5, enc('first\n'))
+  await later.fs.write((await later.fs.resolve('/s.txt')).ino, 5, enc('later\n'))
+  const m1 = await merge({ store: ws.store, base: ws.base, writers: [await ws.input(first), await ws.input(later)] })
+  const copyName = (await snapshotNames(await openVersion(ws.store, m1.version))).find(n => isConflictName(enc(n.slice(1))))
+  t.ok(copyName, 'the later writer\'s version is a conflict copy')
+  // The later writer adopts the merge and appends to the file at the name (the first's version).
+  const l2 = await ws.adopt(later, m1.version)
+  const at = await l2.fs.resolve('/s.txt')
+  t.equal(at.ino, ino, 'the name has the same inode in the merge')
+  await l2.fs.write(at.ino, 11, enc('appended by the later writer\n'))
+  const m2 = await merge({ store: ws.store, base: ws.base, writers: [await ws.input(first), await ws.input(l2)] })
+  const fs2 = await openVersion(ws.store, m2.version)
+  t.equal(await text(fs2, '/s.txt'), 'base\nfirst\nappended by the later writer\n', 'the append lands in the file at the name')
+  t.equal(await text(fs2, copyName as string), 'base\nlater\n', 'the copy keeps the later writer\'s version, untouched')
+})
+
+async function snapshotNames (rfs: ReefFS): Promise<string[]> {
+  return (await rfs.readdir(rfs.root)).map(e => '/' + Buffer.from(e.name).toString())
+}

@@ -7,7 +7,8 @@
  * - Content (write, truncate, fallocate) of a file another writer changed concurrently: the
  *   writer first in merge order keeps the name; a later one's version (the file as of the merge
  *   base, the changes that writer had seen, its own) becomes a conflict copy beside it
- *   (names.ts), and its later records go to the copy.
+ *   (names.ts), and its later records go to the copy (until it has seen the change that set its
+ *   version aside: from then on it has the merged tree, and the name means the merged file).
  * - A new name that exists already: two directories merge into the first one; anything else gets
  *   a conflict name (so a directory and a file under one name both stay).
  * - unlink or rmdir of an inode another writer changed concurrently (content, rename, link, or a
@@ -89,8 +90,13 @@ function unseen (lin: Lineage | undefined, x: Ranked): Ranked | undefined {
 const enc = new TextEncoder()
 
 export class Merger {
-  /** Per writer: inode numbers of its records -> the inode they mean in the merged tree. */
-  private readonly alias = new Map<string, Map<number, number>>()
+  /**
+   * Per writer: inode numbers of its records -> the inode they mean in the merged tree; with
+   * `unless`, only for records that had not seen that record (a conflict copy: once its writer has
+   * seen the change that set its version aside, it has the merged tree, where the number means
+   * the file at the name again, and the copy has a number of its own).
+   */
+  private readonly alias = new Map<string, Map<number, { to: number, unless?: { w: string, n: number } }>>()
   /** A file's content history in this merge: its entry before the first change, the changes. */
   private readonly lineage = new Map<number, Lineage>()
   /** Conflict copies made in this merge, by inode: the writer whose version each holds. */
@@ -122,12 +128,16 @@ export class Merger {
 
   get notes (): ConflictNote[] { return [...this.marks.values()] }
 
-  private tr (w: string, ino: number): number { return this.alias.get(w)?.get(ino) ?? ino }
+  private tr (x: Ranked, ino: number): number {
+    const a = this.alias.get(x.w)?.get(ino)
+    if (a === undefined || (a.unless !== undefined && hasSeen(x.r, a.unless.w, a.unless.n))) return ino
+    return a.to
+  }
 
-  private setAlias (w: string, from: number, to: number): void {
+  private setAlias (w: string, from: number, to: number, unless?: { w: string, n: number }): void {
     let m = this.alias.get(w)
     if (m === undefined) this.alias.set(w, m = new Map())
-    m.set(from, to)
+    m.set(from, unless !== undefined ? { to, unless } : { to })
   }
 
   private event (x: Ranked, kind: MergeEvent['kind'], what: string): void {
@@ -143,7 +153,7 @@ export class Merger {
     const op = x.r.op as Partial<Record<'ino' | 'parent' | 'newParent' | 'target', number>>
     for (const k of ['ino', 'parent', 'newParent', 'target'] as const) {
       const v = op[k]
-      if (v !== undefined) this.changed.add(v).add(this.tr(x.w, v))
+      if (v !== undefined) this.changed.add(v).add(this.tr(x, v))
     }
   }
 
@@ -235,7 +245,7 @@ export class Merger {
     const fs = this.fs
     switch (op.op) {
       case 'create': case 'mkdir': case 'symlink': case 'mknod': {
-        let dir = fs.inodes.get(this.tr(x.w, op.parent))
+        let dir = fs.inodes.get(this.tr(x, op.parent))
         let name = op.name
         let lost = false
         if (dir === undefined || dir.kind !== 'dir') {
@@ -271,7 +281,7 @@ export class Merger {
         return
       }
       case 'write': case 'truncate': case 'fallocate': {
-        const ino = this.tr(x.w, op.ino)
+        const ino = this.tr(x, op.ino)
         const n = fs.inodes.get(ino)
         if (n === undefined) return this.event(x, 'skipped', `${op.op} of inode ${op.ino}: not in the merged tree`)
         let lin = this.lineage.get(ino)
@@ -288,16 +298,16 @@ export class Merger {
         return
       }
       case 'setattr': {
-        const ino = this.tr(x.w, op.ino)
+        const ino = this.tr(x, op.ino)
         if (!fs.inodes.has(ino)) return this.event(x, 'skipped', `setattr of inode ${op.ino}: not in the merged tree`)
         await fs.apply({ ...op, ino })
         this.changed.add(ino)
         return
       }
       case 'link': {
-        const ino = this.tr(x.w, op.ino)
+        const ino = this.tr(x, op.ino)
         const n = fs.inodes.get(ino)
-        const dir = fs.inodes.get(this.tr(x.w, op.parent))
+        const dir = fs.inodes.get(this.tr(x, op.parent))
         if (n === undefined || dir === undefined || dir.kind !== 'dir') return this.event(x, 'skipped', `link of inode ${op.ino}: it or its new directory is not in the merged tree`)
         let name = op.name
         if (await fs.lookup(dir, name) !== undefined) name = await this.freeName(dir, name, x.r.time, x.w)
@@ -307,12 +317,12 @@ export class Merger {
         return
       }
       case 'unlink': case 'rmdir': {
-        const dir = fs.inodes.get(this.tr(x.w, op.parent))
+        const dir = fs.inodes.get(this.tr(x, op.parent))
         if (dir === undefined || dir.kind !== 'dir') return this.event(x, 'skipped', `${op.op}: its directory is not in the merged tree`)
         const placed = await fs.lookup(dir, op.name)
         const raw = op.ino ?? placed?.ino
         if (raw === undefined) return this.event(x, 'skipped', `${op.op} ${this.join(dir, op.name)}: gone already`)
-        const target = this.tr(x.w, raw)
+        const target = this.tr(x, raw)
         const n = fs.inodes.get(target)
         if (n === undefined) return this.event(x, 'skipped', `${op.op} of inode ${raw}: gone already`)
         // The writer's own conflict copy has one name: the writer's unlink removes it only if
@@ -360,7 +370,7 @@ export class Merger {
       mine.last.set(c.w, c)
     }
     this.lineage.set(copyIno, mine)
-    this.setAlias(x.w, op.ino, copyIno)
+    this.setAlias(x.w, op.ino, copyIno, { w: clash.w, n: clash.r.n })
     this.forkOwner.set(copyIno, x.w)
     this.creator.set(copyIno, x.w)
     this.changed.add(copyIno).add(dir.ino)
@@ -369,12 +379,12 @@ export class Merger {
 
   private async rename (x: Ranked, op: Extract<Op, { op: 'rename' }>): Promise<void> {
     const fs = this.fs
-    const src = fs.inodes.get(this.tr(x.w, op.parent))
-    const dst = fs.inodes.get(this.tr(x.w, op.newParent))
+    const src = fs.inodes.get(this.tr(x, op.parent))
+    const dst = fs.inodes.get(this.tr(x, op.newParent))
     if (src === undefined || dst === undefined || src.kind !== 'dir' || dst.kind !== 'dir') return this.event(x, 'skipped', 'rename: a directory of it is not in the merged tree')
     const placed = await fs.lookup(src, op.name)
     const raw = op.ino ?? placed?.ino
-    const moved = raw === undefined ? undefined : fs.inodes.get(this.tr(x.w, raw))
+    const moved = raw === undefined ? undefined : fs.inodes.get(this.tr(x, raw))
     if (moved === undefined) return this.event(x, 'skipped', `rename ${this.join(src, op.name)}: gone from the merged tree`)
     let from: { dir: Inode, name: Uint8Array } | undefined
     if (placed === moved) from = { dir: src, name: op.name }
@@ -390,7 +400,7 @@ export class Merger {
     const existing = await fs.lookup(dst, op.newName)
     if (op.exchange === true) {
       // Records made before issue 12 do not say which inode they expected there: the one there.
-      const expected = op.target !== undefined ? this.tr(x.w, op.target) : op.ino === undefined ? existing?.ino : undefined
+      const expected = op.target !== undefined ? this.tr(x, op.target) : op.ino === undefined ? existing?.ino : undefined
       if (existing === undefined || existing.ino !== expected) return this.event(x, 'skipped', `rename exchange with ${wanted}: it changed concurrently`)
       if (cycle(moved, dst) || cycle(existing, from.dir)) {
         this.event(x, 'skipped', `rename exchange with ${wanted}: would put a directory inside itself`)
@@ -410,7 +420,7 @@ export class Merger {
     let newName = op.newName
     let named = false
     if (existing !== undefined) {
-      const expected = op.target !== undefined ? this.tr(x.w, op.target) : op.ino === undefined ? existing.ino : undefined
+      const expected = op.target !== undefined ? this.tr(x, op.target) : op.ino === undefined ? existing.ino : undefined
       const fits = existing.ino === expected && (existing.kind === 'dir') === (moved.kind === 'dir') &&
         (existing.kind !== 'dir' || (await fs.children(existing)).size === 0)
       if (fits) {
@@ -431,7 +441,7 @@ export class Merger {
       }
     }
     const note = this.marks.get(moved.ino)
-    await fs.apply({ ...op, parent: from.dir.ino, name: from.name, newParent: dst.ino, newName, ino: moved.ino, ...(op.target !== undefined ? { target: this.tr(x.w, op.target) } : {}) })
+    await fs.apply({ ...op, parent: from.dir.ino, name: from.name, newParent: dst.ino, newName, ino: moved.ino, ...(op.target !== undefined ? { target: this.tr(x, op.target) } : {}) })
     this.changed.add(moved.ino).add(from.dir.ino).add(dst.ino)
     if (named) this.displaced.set(moved.ino, x.w)
     else this.displaced.delete(moved.ino)
