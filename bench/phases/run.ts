@@ -6,7 +6,8 @@
  * JSON and an SVG chart. It reports; it never passes or fails on a time.
  *
  *   npm run bench                         (= npm run build && node dist/bench/phases/run.js)
- *   node dist/bench/phases/run.js [--quick] [--json FILE] [--runs N] [--targets local,reef,reef-cluster]
+ *   node dist/bench/phases/run.js [--quick] [--json FILE] [--runs N] [--targets local,reef,reef-cluster,reef-view]
+ * reef-view: writer A's mount of a shared file system with a second writer mounted beside it.
  *
  * Environment: REEF_BENCH_RUNS (3), REEF_BENCH_TARGETS, REEF_BENCH_DIR (work dir, /var/tmp),
  * REEF_BENCH_SOURCE=synthetic, REEF_BENCH_SYNTH_FILES (400), REEF_BENCH_REPL_TIMEOUT (s, 300),
@@ -27,7 +28,7 @@ const args = process.argv.slice(2)
 const flag = (name: string): boolean => args.includes(name)
 const opt = (name: string): string | undefined => { const i = args.indexOf(name); return i >= 0 ? args[i + 1] : undefined }
 if (flag('--help')) {
-  process.stdout.write('usage: node dist/bench/phases/run.js [--quick] [--json FILE] [--runs N] [--targets local,reef,reef-cluster]\n')
+  process.stdout.write('usage: node dist/bench/phases/run.js [--quick] [--json FILE] [--runs N] [--targets local,reef,reef-cluster,reef-view]\n')
   process.exit(0)
 }
 
@@ -39,7 +40,7 @@ const cacheDir = process.env.REEF_BENCH_CACHE ?? path.join(ROOT, 'bench', '.cach
 const jsonPath = path.resolve(opt('--json') ?? path.join(ROOT, 'bench', 'out', 'phases.json'))
 const replTimeoutMs = Number(process.env.REEF_BENCH_REPL_TIMEOUT ?? '300') * 1000
 if (!(Number.isInteger(runs) && runs >= 1)) throw new Error(`bad run count ${String(runs)}`)
-for (const t of targetNames) if (!['local', 'reef', 'reef-cluster'].includes(t)) throw new Error(`unknown target ${t}`)
+for (const t of targetNames) if (!['local', 'reef', 'reef-cluster', 'reef-view'].includes(t)) throw new Error(`unknown target ${t}`)
 if (!targetNames.includes('local')) targetNames.unshift('local') // ratios need the baseline
 
 const started = Date.now()

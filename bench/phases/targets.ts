@@ -8,7 +8,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { type Daemon, dropCaches, forceUnmount, isFuseMounted, onCleanup, reefJson, run, sleep, startReef, trackMount, untrackMount, waitFor } from './proc.js'
 
-export type TargetName = 'local' | 'reef' | 'reef-cluster'
+export type TargetName = 'local' | 'reef' | 'reef-cluster' | 'reef-view'
 
 export interface Settled {
   seconds: number
@@ -257,10 +257,62 @@ export class ClusterTarget extends ReefTarget {
   }
 }
 
+/**
+ * Writer A's mount of a shared file system (issue 12) with a second writer B mounted beside it
+ * on this machine: A owns view "bench" and adds B; both mount it with --view on loopback, so
+ * B merges everything A writes while the phases run (its CPU is part of what is measured, as
+ * it would be on one laptop), and A looks for B's head every view interval.
+ */
+export class ViewTarget extends ReefTarget {
+  override readonly name: TargetName = 'reef-view'
+  override readonly label = 'reef view mount, 2 writers on loopback'
+  private view = ''
+  private addr = ''
+  private second?: ReefMount
+
+  constructor (baseDir: string) {
+    super(baseDir, 'reef-view')
+  }
+
+  protected override mountArgs (): string[] {
+    return ['--view', this.view, '--listen', LOOPBACK]
+  }
+
+  override async start (): Promise<void> {
+    this.unregisterView = onCleanup(async () => { await this.teardown() })
+    const a = this.dataDir
+    const b = path.join(this.base, 'data-b')
+    for (const d of [a, b]) await reefJson(d, ['init'], 60_000)
+    this.view = (await reefJson<{ view: string }>(a, ['view', 'create', 'bench'], 60_000)).view
+    const key = (await reefJson<{ key: string }>(b, ['id'], 60_000)).key
+    await reefJson(a, ['view', 'add', this.view, key], 60_000)
+    await this.mount.start()
+    const st = await reefJson<{ network?: { addrs?: string[] }, view?: { rounds?: number } }>(a, ['status'], 30_000)
+    this.addr = st.network?.addrs?.[0] ?? ''
+    await waitFor('A to publish the view', async () => ((await reefJson<{ view?: { rounds?: number } }>(a, ['status'], 30_000)).view?.rounds ?? 0) >= 1, 60_000, 100)
+    this.second = new ReefMount(b, path.join(this.base, 'mnt-b'), path.join(this.base, 'logs'), () => ['--view', this.view, '--listen', LOOPBACK, '--bootstrap', this.addr])
+    await this.second.start()
+  }
+
+  private unregisterView?: () => void
+
+  protected override async teardown (): Promise<void> {
+    await this.second?.stop()
+    this.second = undefined
+    await super.teardown()
+  }
+
+  override async stop (): Promise<void> {
+    this.unregisterView?.()
+    await this.teardown()
+  }
+}
+
 export function makeTarget (name: TargetName, baseDir: string): Target {
   switch (name) {
     case 'local': return new LocalTarget(baseDir)
     case 'reef': return new ReefTarget(baseDir)
     case 'reef-cluster': return new ClusterTarget(baseDir)
+    case 'reef-view': return new ViewTarget(baseDir)
   }
 }

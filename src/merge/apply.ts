@@ -92,11 +92,13 @@ const enc = new TextEncoder()
 export class Merger {
   /**
    * Per writer: inode numbers of its records -> the inode they mean in the merged tree; with
-   * `unless`, only for records that had not seen that record (a conflict copy: once its writer has
-   * seen the change that set its version aside, it has the merged tree, where the number means
-   * the file at the name again, and the copy has a number of its own).
+   * `unless`, only for records that had seen none of those records (a conflict copy: once its
+   * writer has seen a change that set its version aside, it has a merged tree, where the number
+   * means the file at the name again, and the copy has a number of its own; if that file is not
+   * what it saw there, its change becomes a conflict copy of its own rather than land on bytes
+   * it never saw).
    */
-  private readonly alias = new Map<string, Map<number, { to: number, unless?: { w: string, n: number } }>>()
+  private readonly alias = new Map<string, Map<number, { to: number, unless?: Array<{ w: string, n: number }> }>>()
   /** A file's content history in this merge: its entry before the first change, the changes. */
   private readonly lineage = new Map<number, Lineage>()
   /** Conflict copies made in this merge, by inode: the writer whose version each holds. */
@@ -130,11 +132,11 @@ export class Merger {
 
   private tr (x: Ranked, ino: number): number {
     const a = this.alias.get(x.w)?.get(ino)
-    if (a === undefined || (a.unless !== undefined && hasSeen(x.r, a.unless.w, a.unless.n))) return ino
+    if (a === undefined || (a.unless !== undefined && a.unless.some(u => hasSeen(x.r, u.w, u.n)))) return ino
     return a.to
   }
 
-  private setAlias (w: string, from: number, to: number, unless?: { w: string, n: number }): void {
+  private setAlias (w: string, from: number, to: number, unless?: Array<{ w: string, n: number }>): void {
     let m = this.alias.get(w)
     if (m === undefined) this.alias.set(w, m = new Map())
     m.set(from, unless !== undefined ? { to, unless } : { to })
@@ -370,7 +372,8 @@ export class Merger {
       mine.last.set(c.w, c)
     }
     this.lineage.set(copyIno, mine)
-    this.setAlias(x.w, op.ino, copyIno, { w: clash.w, n: clash.r.n })
+    const aside = [...lin.last.values()].filter(c => c.w !== x.w && !hasSeen(x.r, c.w, c.r.n)).map(c => ({ w: c.w, n: c.r.n }))
+    this.setAlias(x.w, op.ino, copyIno, aside.length > 0 ? aside : [{ w: clash.w, n: clash.r.n }])
     this.forkOwner.set(copyIno, x.w)
     this.creator.set(copyIno, x.w)
     this.changed.add(copyIno).add(dir.ino)
