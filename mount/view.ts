@@ -206,8 +206,9 @@ export class ViewSync {
     }
     // With the gate open: whatever the merge needs comes over the network now.
     const t0 = Date.now()
-    let out: MergeResult | undefined = await merge({ store: node.store, writers: await this.withOwn(writers) })
+    // Which own version the plan merges: read before the merge, since a fold may end meanwhile.
     const planned = this.ownHead?.vguid.toString()
+    let out: MergeResult | undefined = await merge({ store: node.store, writers: await this.withOwn(writers) })
     await this.deps.swap(async live => {
       // The swap folded the live tree first: a fold since the plan makes its own input newer.
       if (this.writer && this.ownHead?.vguid.toString() !== planned) out = undefined
