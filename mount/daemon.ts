@@ -245,6 +245,8 @@ export class MountDaemon {
       readOnly: this.readOnlyMount,
       follower: this.opts.follow !== undefined,
       onChange: () => this.scheduleFold(),
+      // In a view, fsync is when a writer wants its change seen: fold (and so publish) now.
+      onFsync: this.viewSync?.writer === true ? () => this.scheduleFold(0) : undefined,
       statfsPath: this.node.dataDir,
       attrTimeout: this.opts.attrCache === false ? 0 : this.opts.attrTimeout ?? DEFAULT_ATTR_TIMEOUT,
       entryTimeout: 1,

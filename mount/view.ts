@@ -49,6 +49,8 @@ export interface ViewStatus {
   view: string
   writer: boolean
   rounds: number
+  /** How long the last round took to read the writers' heads and new records. */
+  lookupMs?: number
   /** The test hook holds this mount's rounds (REEF_TEST_VIEW_HOLD). */
   held?: boolean
   merges: number
@@ -195,7 +197,9 @@ export class ViewSync {
         this.stats.lastError = `publishing this writer's head: ${err.message} [${err.code}]`
       }
     }
+    const r0 = Date.now()
     const { writers, leftOut } = await viewInputs(node.views(), node.store, view, undefined, this.cache)
+    this.stats.lookupMs = Date.now() - r0
     this.stats.leftOut = leftOut.map(l => ({ key: keyHex(l.key), code: l.code }))
     const sig = this.signature(writers)
     if (sig === this.mergedFrom) return

@@ -101,7 +101,10 @@ export function dirOps (a: Adapter): DirOps {
 
     releasedir: async (_ino: number, fh: number) => { listings.delete(fh) },
 
-    fsyncdir: async () => { a.fs.sync() },
+    fsyncdir: async () => {
+      a.fs.sync()
+      a.o.onFsync?.()
+    },
 
     statfs: async (): Promise<StatFs> => {
       const s = await fsp.statfs(a.o.statfsPath ?? os.tmpdir())

@@ -129,6 +129,7 @@ export function fileOps (a: Adapter): Pick<LowLevelOps, 'open' | 'create' | 'rea
       const h = a.handles.get(fh)
       if (h !== undefined) a.takeLateError(h)
       a.fs.sync()
+      a.o.onFsync?.()
     },
 
     release: async (_ino: number, fh: number) => {

@@ -43,6 +43,8 @@ export interface AdapterOptions {
   follower?: boolean
   /** Called after each mutation; the daemon schedules folds from it. */
   onChange?: () => void
+  /** Called after each fsync (the log is durable): a view mount folds and publishes at once. */
+  onFsync?: () => void
   statfsPath?: string
   /** Seconds the kernel keeps attributes and names (0: it asks every time). */
   attrTimeout: number

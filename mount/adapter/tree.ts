@@ -89,17 +89,26 @@ export class Tree {
   rebase (old: ReefFS, next: ReefFS, move: (ino: number, n: Inode) => Inode): { inodes: number[], entries: Array<[number, Uint8Array]> } {
     const inodes: number[] = []
     const entries: Array<[number, Uint8Array]> = []
+    const compare = (ino: number, before: Inode, after: Inode): void => {
+      if (after === before || !sameState(before, after)) inodes.push(ino)
+      if (before.kind === 'dir' && before.children !== undefined) {
+        // Names that went or changed, and names that came: the kernel may hold a negative entry
+        // for those (lookup caches "not there" for the entry timeout).
+        const now = after.children ?? new Map<string, number>()
+        for (const [key, i] of before.children) if (now.get(key) !== i) entries.push([ino, keyName(key)])
+        for (const key of now.keys()) if (!before.children.has(key)) entries.push([ino, keyName(key)])
+      }
+    }
+    // The root is never looked up, so never held, but the kernel holds it all the same.
+    const oldRoot = old.inodes.get(ROOT_INO)
+    const newRoot = next.inodes.get(ROOT_INO)
+    if (oldRoot !== undefined && newRoot !== undefined) compare(ROOT_INO, oldRoot, newRoot)
     for (const [ino, h] of this.held) {
       if (h.fs !== old) continue
       const before = h.node
       const after = move(ino, before)
       this.held.set(ino, { fs: next, node: after })
-      if (after === before || !sameState(before, after)) inodes.push(ino)
-      if (before.kind === 'dir' && before.children !== undefined) {
-        const now = after.children ?? new Map<string, number>()
-        for (const [key, i] of before.children) if (now.get(key) !== i) entries.push([ino, keyName(key)])
-        for (const [key, i] of now) if (!before.children.has(key)) entries.push([ino, keyName(key)])
-      }
+      compare(ino, before, after)
     }
     this.previous = old
     return { inodes, entries }
