@@ -6,7 +6,8 @@
  *   2. reads every writer's head (checked against the view's writer list) and the records each
  *      appended since the last look (RecordCache: a writer's log is read once);
  *   3. if another writer's head moved, merges (src/merge: every record of every writer, in merge
- *      order, from the empty tree) with nothing closed, so that blocks come from the network
+ *      order; from the last merge when every newer record had seen it, else from the empty tree,
+ *      with the same result) with nothing closed, so that blocks come from the network
  *      first; then, alone (the mount's gate closed, acknowledged writes applied): folds what this
  *      writer has not folded yet, merges again with that fold if there was one (local blocks
  *      only), makes the merge this writer's head, opens the live tree at it and tells the kernel
@@ -21,7 +22,7 @@
 import type { CID } from 'multiformats/cid'
 import { isReefError } from '../src/errors.js'
 import { ReefFS, type VersionInfo } from '../src/fs/fs.js'
-import { cachedSince, merge, type MergeResult, type RecordCache, viewInputs, type WriterInput } from '../src/merge/index.js'
+import { cachedSince, extendsBase, merge, type MergeResult, type RecordCache, viewInputs, type WriterInput } from '../src/merge/index.js'
 import type { ReefNode } from '../src/node.js'
 import { decodeVersion } from '../src/object/version.js'
 import { keyHex } from '../src/view/ids.js'
@@ -49,6 +50,8 @@ export interface ViewStatus {
   view: string
   writer: boolean
   rounds: number
+  /** Whether the last merge replayed only what was newer than the one before. */
+  incremental?: boolean
   /** How long the last round took to read the writers' heads and new records. */
   lookupMs?: number
   /** The test hook holds this mount's rounds (REEF_TEST_VIEW_HOLD). */
@@ -72,6 +75,8 @@ export class ViewSync {
   /** Heads (of the others, for a writer; of all, for a reader) the live tree is merged from. */
   private mergedFrom?: string
   private readonly cache: RecordCache = new Map()
+  /** The last merge made here: the base of the next one when it can be (extendsBase). */
+  private base?: VersionInfo
   private timer?: NodeJS.Timeout
   private running?: Promise<void>
   private stopped = false
@@ -171,6 +176,16 @@ export class ViewSync {
     return [...writers.filter(w => !same(w.key, this.me)), await this.ownInput(this.ownHead)]
   }
 
+  /**
+   * The merge of these inputs: from the last merge when every newer record had seen it (only
+   * those replayed; extendsBase), else from the empty tree. Either way the same version.
+   */
+  private async merge (writers: WriterInput[]): Promise<MergeResult> {
+    const base = this.base !== undefined && extendsBase(this.base, writers) ? this.base : undefined
+    this.stats.incremental = base !== undefined
+    return await merge({ store: this.deps.node.store, writers, ...(base !== undefined ? { base, extending: true } : {}) })
+  }
+
   private signature (writers: WriterInput[]): string {
     return writers.filter(w => !this.writer || !same(w.key, this.me))
       .map(w => `${keyHex(w.key)}:${w.head?.toString() ?? ''}:${w.records.length}`).sort().join(',')
@@ -212,12 +227,13 @@ export class ViewSync {
     const t0 = Date.now()
     // Which own version the plan merges: read before the merge, since a fold may end meanwhile.
     const planned = this.ownHead?.vguid.toString()
-    let out: MergeResult | undefined = await merge({ store: node.store, writers: await this.withOwn(writers) })
+    let out: MergeResult | undefined = await this.merge(await this.withOwn(writers))
     await this.deps.swap(async live => {
       // The swap folded the live tree first: a fold since the plan makes its own input newer.
       if (this.writer && this.ownHead?.vguid.toString() !== planned) out = undefined
-      const result = out ?? await merge({ store: node.store, writers: await this.withOwn(writers) })
+      const result = out ?? await this.merge(await this.withOwn(writers))
       this.mergedFrom = sig
+      this.base = result.version
       this.stats.merges++
       this.stats.lastMergeMs = Date.now() - t0
       this.stats.mergedRecords = result.records

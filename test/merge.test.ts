@@ -9,7 +9,7 @@ import { decodeVersion } from '../src/object/version.js'
 import { ROOT_INO } from '../src/fs/inode.js'
 import { CONFLICT_XATTR, RENAME_EXCHANGE, type ReefFS, type VersionInfo } from '../src/fs/fs.js'
 import { inoPrefixOf, LEGACY_LIMIT, prefixOfIno, writerIno } from '../src/fs/ino.js'
-import { conflictName, isConflictName, listConflicts, merge, MERGE_AUTHOR, type MergeResult, recordsSince, viewInputs, type WriterInput } from '../src/merge/index.js'
+import { conflictName, extendsBase, isConflictName, listConflicts, merge, MERGE_AUTHOR, type MergeResult, recordsSince, viewInputs, type WriterInput } from '../src/merge/index.js'
 import { encodeRecord, type LogRecord } from '../src/log/record.js'
 import { cred, enc, hex, keyOf, openVersion, permutations, snapshot, type Writer, type Writers, writers } from './helpers/writers.js'
 import { code, openCoreFs } from './helpers/fs-core.js'
@@ -648,3 +648,29 @@ t.test('a writer whose version became a conflict copy, once it has the merge, wr
 async function snapshotNames (rfs: ReefFS): Promise<string[]> {
   return (await rfs.readdir(rfs.root)).map(e => '/' + Buffer.from(e.name).toString())
 }
+
+t.test('a merge from an earlier merge that every newer record has seen is the merge from no base', async t => {
+  const ws = await writers(t)
+  const a = await ws.writer('a')
+  const b = await ws.writer('b')
+  const fa = await a.fs.create(ROOT_INO, enc('a.txt'), 0o644, cred)
+  await a.fs.write(fa.ino, 0, enc('a1\n'))
+  await b.fs.mkdir(ROOT_INO, enc('dir-b'), 0o755, cred)
+  const m1 = await merge({ store: ws.store, writers: [await ws.input(a), await ws.input(b)] })
+  // Both adopt the merge and go on; a third writer that never saw it makes the base unusable.
+  const a2 = await ws.adopt(a, m1.version)
+  const b2 = await ws.adopt(b, m1.version)
+  await a2.fs.write((await a2.fs.resolve('/a.txt')).ino, 3, enc('a2\n'))
+  await b2.fs.create((await b2.fs.resolve('/dir-b')).ino, enc('c.txt'), 0o600, cred)
+  const later = [await ws.input(a2), await ws.input(b2)]
+  t.ok(extendsBase(m1.version, later), 'every newer record has seen the first merge')
+  const full = await merge({ store: ws.store, writers: later })
+  const inc = await merge({ store: ws.store, base: m1.version, writers: later, extending: true })
+  t.equal(inc.version.vguid.toString(), full.version.vguid.toString(), 'the same version, replaying only the newer records')
+  t.equal(inc.records, 2, 'two records replayed instead of all')
+  t.same(await snapshot(await openVersion(ws.store, inc.version)), await snapshot(await openVersion(ws.store, full.version)))
+  const c = await ws.writer('c')
+  await c.fs.create(ROOT_INO, enc('c-never-saw.txt'), 0o644, cred)
+  t.notOk(extendsBase(m1.version, [...later, await ws.input(c)]), 'a record that had not seen the base: merge from no base')
+  t.notOk(extendsBase(m1.version, [later[0]]), 'a writer of the base missing (cut back by a removal): merge from no base')
+})

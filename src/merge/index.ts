@@ -49,6 +49,40 @@ export interface MergeInput {
   base?: VersionInfo
   writers: WriterInput[]
   message?: string
+  /**
+   * The base is an earlier merge of these writers that every newer record has seen (check with
+   * `extendsBase`): the result is then the very version a merge from no base gives, with only
+   * the newer records replayed. Its seq comes from the heads alone, as there.
+   */
+  extending?: boolean
+}
+
+/**
+ * Whether a merge from `base` (an earlier merge of these writers' logs) gives the same version
+ * as a merge from no base, replaying only the records newer than it: every writer the base holds
+ * records of still brings at least those (none was cut back by a removal), and every newer record
+ * had seen all of the base (its version vector covers the base's), so in merge order it comes
+ * after every record of the base and meets none of them as a concurrent change.
+ */
+export function extendsBase (base: VersionInfo, writers: WriterInput[]): boolean {
+  const bv = base.root.vv ?? {}
+  const byKey = new Map(writers.map(w => [Buffer.from(w.key).toString('hex'), w]))
+  for (const [w, n] of Object.entries(bv)) {
+    const input = byKey.get(w)
+    if (input === undefined) return false
+    let top = 0
+    for (const item of input.records) top = Math.max(top, ('record' in item ? item.record : item).n)
+    if (top < n) return false
+  }
+  for (const input of writers) {
+    const w = Buffer.from(input.key).toString('hex')
+    for (const item of input.records) {
+      const r = 'record' in item ? item.record : item
+      if (r.n <= (bv[w] ?? 0)) continue
+      for (const [v, n] of Object.entries(bv)) if ((r.vv[v] ?? 0) < n) return false
+    }
+  }
+  return true
 }
 
 export interface MergeResult {
@@ -112,7 +146,7 @@ export async function merge (input: MergeInput): Promise<MergeResult> {
   // Writers that bring something (a head or records): one given with neither changes nothing.
   const merged = new Set([...heads.keys(), ...all.map(x => x.w)]).size
   // Above every parent's seq, so that any writer whose head it merges can adopt it as its head.
-  let seq = input.base?.root.seq ?? 0n
+  let seq = input.extending === true ? 0n : input.base?.root.seq ?? 0n
   for (const p of parents) {
     const s = decodeVersion(await input.store.get(p)).seq
     if (s > seq) seq = s
