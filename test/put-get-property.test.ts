@@ -10,6 +10,7 @@ import path from 'node:path'
 import {
   compareTrees, countTree, EXACT_US_LIMIT_NS, lastWord, makeNodes, reef, show, type SpecialKind, storeSnapshot, tempDir, utimeArg
 } from './helpers/cli.js'
+import { prng } from './helpers/views.js'
 
 const t = tap
 const SEED = process.env.REEF_SEED !== undefined && process.env.REEF_SEED !== ''
@@ -20,17 +21,6 @@ const TREES = 20
 // Device nodes can only be made (and restored) by root.
 const SPECIAL_KINDS: SpecialKind[] = process.getuid?.() === 0 ? ['fifo', 'socket', 'chr', 'blk'] : ['fifo', 'socket']
 
-/** mulberry32: small, fast, good enough to drive a generator. */
-function prng (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let x = a
-    x = Math.imul(x ^ (x >>> 15), x | 1)
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61)
-    return ((x ^ (x >>> 14)) >>> 0) / 2 ** 32
-  }
-}
 
 class Gen {
   constructor (readonly r: () => number) {}

@@ -12,31 +12,10 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { errnoOf, skipReason, tempDir } from './helpers/mount.js'
 import { describe, reefCli, startNetMount, waitFor, type NetMount } from './helpers/cluster.js'
+import { statusOf, treeDigest } from './helpers/views.js'
 
 const skip = skipReason()
 
-/** Every path under `dir` (but /.reef, each mount's own history) with kind, mode, size and content hash (files), sorted: one string. */
-function treeDigest (dir: string): string {
-  const lines: string[] = []
-  const walk = (p: string, rel: string): void => {
-    for (const name of fs.readdirSync(p).sort()) {
-      if (rel === '' && name === '.reef') continue
-      const q = path.join(p, name)
-      const st = fs.lstatSync(q)
-      const r = `${rel}/${name}`
-      if (st.isDirectory()) {
-        lines.push(`${r}/ dir ${(st.mode & 0o7777).toString(8)}`)
-        walk(q, r)
-      } else if (st.isFile()) {
-        lines.push(`${r} file ${(st.mode & 0o7777).toString(8)} ${st.size} ${crypto.createHash('sha256').update(fs.readFileSync(q)).digest('hex').slice(0, 16)}`)
-      } else {
-        lines.push(`${r} ${st.isSymbolicLink() ? `symlink ${fs.readlinkSync(q)}` : 'other'}`)
-      }
-    }
-  }
-  walk(dir, '')
-  return lines.join('\n')
-}
 
 const keyOf = async (dataDir: string): Promise<string> => (await reefCli(dataDir, ['id'])).stdout.trim()
 
@@ -67,8 +46,6 @@ async function viewNet (t: Tap.Test, base: string): Promise<ViewNet> {
   const C = await startNetMount(t, dirs[2], path.join(base, 'mnt-c'), [...common, '--bootstrap', A.addr], env(dirs[2]))
   return { view, A, B, C, hold: m => holdFile(m.dataDir) }
 }
-
-const statusOf = async (m: NetMount): Promise<any> => JSON.parse((await reefCli(m.dataDir, ['status', '--json'])).stdout)
 
 /** Cuts mounts off from each other (their view rounds stop) and waits until each has noticed. */
 async function partition (net: ViewNet, ms: NetMount[]): Promise<void> {

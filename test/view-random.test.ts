@@ -18,6 +18,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { skipReason, tempDir } from './helpers/mount.js'
 import { describe, reefCli, startNetMount, waitFor, type NetMount } from './helpers/cluster.js'
+import { prng, statusOf, treeDigest } from './helpers/views.js'
 
 const skip = skipReason()
 const SEED = process.env.REEF_TEST_SEED !== undefined && process.env.REEF_TEST_SEED !== '' ? Number(process.env.REEF_TEST_SEED) >>> 0 : 20261207
@@ -25,38 +26,7 @@ const EPOCHS = Number(process.env.REEF_TEST_EPOCHS ?? 3)
 const OPS = Number(process.env.REEF_TEST_OPS ?? 14)
 const SHARED = 3
 
-/** mulberry32 */
-function prng (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let x = a
-    x = Math.imul(x ^ (x >>> 15), x | 1)
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61)
-    return ((x ^ (x >>> 14)) >>> 0) / 2 ** 32
-  }
-}
 
-/** Every path under `dir` (but /.reef) with kind, mode, size and content hash, sorted. */
-function treeDigest (dir: string): string {
-  const lines: string[] = []
-  const walk = (p: string, rel: string): void => {
-    for (const name of fs.readdirSync(p).sort()) {
-      if (rel === '' && name === '.reef') continue
-      const q = path.join(p, name)
-      const st = fs.lstatSync(q)
-      const r = `${rel}/${name}`
-      if (st.isDirectory()) {
-        lines.push(`${r}/ dir ${(st.mode & 0o7777).toString(8)}`)
-        walk(q, r)
-      } else {
-        lines.push(`${r} file ${(st.mode & 0o7777).toString(8)} ${st.size} ${crypto.createHash('sha256').update(fs.readFileSync(q)).digest('hex').slice(0, 16)}`)
-      }
-    }
-  }
-  walk(dir, '')
-  return lines.join('\n')
-}
 
 /** One writer's directory as its model: path (relative) -> content, or null for a directory. */
 type Model = Map<string, string | null>
@@ -182,8 +152,6 @@ class Writer {
     return `shared s${k} ${line}`
   }
 }
-
-const statusOf = async (m: NetMount): Promise<any> => JSON.parse((await reefCli(m.dataDir, ['status', '--json'])).stdout)
 
 tap.test(`three writers, random operations and partitions (seed ${SEED}, rerun with REEF_TEST_SEED=${SEED})`, { skip }, async t => {
   const r = prng(SEED)
