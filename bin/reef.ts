@@ -184,7 +184,7 @@ function lifecycle (program: Command): void {
       version = checkout !== undefined ? await node.version(await resolveVersionArg(node, checkout)) : undefined
       if (opts.from !== undefined && follow !== undefined) throw ReefError.badInput('--from and --aguid exclude each other: --from continues this data directory\'s own file system')
       const from = opts.from !== undefined ? await node.version(await resolveVersionArg(node, opts.from)) : undefined
-      const foldInterval = opts.foldInterval ?? (view !== undefined ? '0.5' : undefined)
+      const foldInterval = opts.foldInterval ?? (view !== undefined ? '2' : undefined)
       const foldIntervalMs = foldInterval !== undefined ? Math.round(Number(foldInterval) * 1000) : undefined
       if (foldIntervalMs !== undefined && !(foldIntervalMs >= 0)) throw ReefError.badInput(`bad --fold-interval ${opts.foldInterval}`)
       const own = follow === undefined || follow.equals(node.aguid)
@@ -219,7 +219,7 @@ function lifecycle (program: Command): void {
   program.command('mount')
     .description('mount this data directory\'s file system on DIR (foreground; creates the data directory if needed)')
     .argument('<dir>', 'mount point (created if missing)')
-    .option('--fold-interval <seconds>', 'fold writes into a version after this many seconds of activity (default 5; 0.5 on a view mount, whose folds are what the other writers see)')
+    .option('--fold-interval <seconds>', 'fold writes into a version after this many seconds of activity (default 5; 2 on a view mount, whose folds are what the other writers see; fsync there folds at once)')
     .option('--max-dirty <MiB>', 'fold early once this much written data waits in memory', '512')
     .option('--attr-timeout <seconds>', 'let the kernel cache attributes this long (a follower\'s: never); 0: ask every time', '1')
     .option('--no-attr-cache', 'the same as --attr-timeout 0: every stat reaches the daemon')
