@@ -3,8 +3,7 @@
  * evidence. LMDB commits are atomic and fsync'd (copy-on-write B+tree, no write-ahead log to
  * tear), so a kill -9 mid-write leaves either the whole block or none of it. Readers use the
  * memory map directly (no copies, no thread-pool hop), which is why lmdb beat the alternatives
- * for get and has here. Several processes (a mount daemon and the CLI) may open it at once; an
- * open racing another process's commit can hide that commit, which lmdb-txnid.ts undoes.
+ * for get and has here. Several processes (a mount daemon and the CLI) may open it at once.
  */
 import fs from 'node:fs'
 import path from 'node:path'
@@ -14,7 +13,6 @@ import { type Block, blockKey, verifyBlock } from '../block/index.js'
 import { sha256 } from '../crypto/hash.js'
 import { ReefError } from '../errors.js'
 import { checkLmdbFile } from './lmdb-check.js'
-import { SharedTxnid } from './lmdb-txnid.js'
 import type { BlockStore, HeadStore } from './types.js'
 
 export interface LmdbOptions {
@@ -36,7 +34,6 @@ export class LmdbStore {
   readonly heads: Database<Uint8Array, string>
   readonly forkDb: Database<Uint8Array, string>
   private readonly noSync: boolean
-  private readonly txnid: SharedTxnid | undefined
   private closed = false
 
   constructor (opts: LmdbOptions) {
@@ -47,9 +44,6 @@ export class LmdbStore {
     checkLmdbFile(path.join(opts.path, DATA_FILE), { create: opts.create !== false, overlappingSync: !this.noSync })
     try {
       this.env = open({ path: opts.path, noSubdir: false, compression: false, noSync: opts.noSync === true, maxDbs: 8 })
-      // Before anything reads or writes: an open racing another process's commit hides it.
-      this.txnid = SharedTxnid.open(opts.path)
-      this.txnid?.restore(this.env)
       this.blocks = this.env.openDB({ name: 'blocks', keyEncoding: 'binary', encoding: 'binary' })
       this.heads = this.env.openDB({ name: 'heads', keyEncoding: 'ordered-binary', encoding: 'binary' })
       this.forkDb = this.env.openDB({ name: 'forks', keyEncoding: 'ordered-binary', encoding: 'binary' })
@@ -90,44 +84,10 @@ export class LmdbStore {
     if (!this.noSync) await this.env.flushed
   }
 
-  /**
-   * Undoes a hidden commit (see lmdb-txnid.ts) and starts a fresh read snapshot if there was one;
-   * true then. Cheap when there is none: two reads of a few bytes.
-   */
-  revealHidden (): boolean {
-    return this.txnid?.restore(this.env)?.restored === true
-  }
-
-  /**
-   * Runs `write` (durably) until `landed` holds in the newest snapshot, at most 3 times: a commit
-   * another process's open hid can be overwritten by the next writer (lmdb-txnid.ts), and a write
-   * is only acknowledged once it is seen to have survived that.
-   */
-  async durableChecked (what: string, write: () => Promise<unknown>, landed: () => boolean): Promise<void> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        await this.durable(write())
-      } catch (err) {
-        // A writer that started on the older snapshot an open exposed may fail its commit
-        // (MDB_PROBLEM): nothing was written, so the write is tried again, within the 3 tries.
-        const failed = (err as { commitError?: Promise<unknown> }).commitError
-        if (failed === undefined || attempt === 3) throw err
-        failed.catch(() => {}) // lmdb-js also hands the cause out as a rejected promise
-        this.revealHidden()
-        continue
-      }
-      this.env.resetReadTxn()
-      if (landed()) return
-      if (this.revealHidden() && landed()) return
-      if (attempt === 3) throw new ReefError('IO', `${what}: committed ${attempt} times, and lost again each time`)
-    }
-  }
-
   async close (): Promise<void> {
     if (this.closed) return
     this.closed = true
     await this.env.close()
-    this.txnid?.close()
   }
 }
 
@@ -140,10 +100,7 @@ export class LmdbBlockStore implements BlockStore {
 
   /** Synchronous read from the memory map: lets hot FUSE paths skip a promise round-trip. */
   getSync (cid: CID): Uint8Array {
-    const key = blockKey(cid) as Buffer
-    let bytes = this.db.blocks.getBinary(key)
-    // A miss may be a commit another process's open hid a moment ago (lmdb-txnid.ts).
-    if (bytes === undefined && this.db.revealHidden()) bytes = this.db.blocks.getBinary(key)
+    const bytes = this.db.blocks.getBinary(blockKey(cid) as Buffer)
     if (bytes === undefined) throw ReefError.notFound(`block ${cid.toString()}`)
     return verifyBlock(cid, bytes, 'the local store')
   }
@@ -158,15 +115,13 @@ export class LmdbBlockStore implements BlockStore {
   // so a caller reusing its buffer before the promise resolves would store other bytes under
   // this BGUID: hand lmdb a private copy.
   async put (block: Block): Promise<void> {
-    await this.putMany([block])
+    await this.db.durable(this.db.blocks.put(blockKey(block.cid) as Buffer, copy(block.bytes)))
   }
 
   async putMany (blocks: Iterable<Block>): Promise<void> {
-    let todo = [...blocks].map(b => ({ key: blockKey(b.cid) as Buffer, bytes: copy(b.bytes) }))
-    await this.db.durableChecked(`storing ${todo.length} blocks`, async () => await Promise.all(todo.map(b => this.db.blocks.put(b.key, b.bytes))), () => {
-      todo = todo.filter(b => !this.db.blocks.doesExist(b.key))
-      return todo.length === 0
-    })
+    const pending: Array<Promise<boolean>> = []
+    for (const b of blocks) pending.push(this.db.blocks.put(blockKey(b.cid) as Buffer, copy(b.bytes)))
+    await this.db.durable(Promise.all(pending))
   }
 
   async delete (cid: CID): Promise<void> {
@@ -225,20 +180,14 @@ export class LmdbHeadStore implements HeadStore {
     const key = aguid.toString()
     // The read-compare-write runs inside one write transaction, so two processes cannot both win.
     let blocking: HeadEntry | undefined
-    const entry = encodeEntry({ seq, bytes }) // copies
-    await this.db.durableChecked(`storing the head of ${key}`, async () => await this.db.heads.transaction(() => {
-      blocking = undefined
+    await this.db.durable(this.db.heads.transaction(() => {
       const cur = this.db.heads.getBinary(key)
       if (cur !== undefined) {
         const e = decodeEntry(cur)
         if (e.seq >= seq) { blocking = e; return }
       }
-      void this.db.heads.put(key, entry)
-    }), () => {
-      // Stored, or refused for a head at least as high: either way one at least as high is there.
-      const cur = this.db.heads.getBinary(key)
-      return cur !== undefined && decodeEntry(cur).seq >= seq
-    })
+      void this.db.heads.put(key, encodeEntry({ seq, bytes })) // encodeEntry copies
+    }))
     return blocking
   }
 
@@ -253,8 +202,7 @@ export class LmdbHeadStore implements HeadStore {
     // Keyed by the evidence's own hash: two forks recorded in the same millisecond both stay,
     // and the same evidence delivered again is stored once.
     const key = `${aguid.toString()}/${seq.toString().padStart(20, '0')}/${hex(sha256(bytes))}`
-    const entry = encodeEntry({ seq, bytes })
-    await this.db.durableChecked(`recording a fork of ${aguid.toString()}`, async () => await this.db.forkDb.put(key, entry), () => this.db.forkDb.doesExist(key))
+    await this.db.durable(this.db.forkDb.put(key, encodeEntry({ seq, bytes })))
   }
 
   async forks (aguid: CID): Promise<HeadEntry[]> {
