@@ -60,6 +60,7 @@ export interface ViewStatus {
   merges: number
   lastMergeMs?: number
   mergedRecords?: number
+  /** Conflicts the last merge made (`reef conflicts --view` lists all open ones). */
   conflicts: number
   ownHead?: string
   published?: string
@@ -190,8 +191,8 @@ export class ViewSync {
   /**
    * Where merges read and write: reads through the node's store (the network's blocks come to
    * it), writes to the local store only. Every node computes the same merge from the heads, so its
-   * blocks need no replicas: pushing them made a follower spend a fifth of its CPU sending the
-   * writer blocks it already had.
+   * blocks need no replicas: pushing them made a follower send its writer the blocks that writer
+   * already had (235 ms of its 1.7 s of CPU in one profile).
    */
   private get mergeStore (): BlockStore {
     const { store, local } = this.deps.node
