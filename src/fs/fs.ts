@@ -12,7 +12,7 @@ import { buildDir, checkName, DirReader, type Entry, isDevice, type Kind, linkTa
 import { type Extent, type Leaf, leavesEnd, MAX_FILE_SIZE, rewriteFile } from '../object/file.js'
 import { decodeVersion, encodeVersion, type VersionRoot } from '../object/version.js'
 import { checkVersion, readBack } from '../object/readback.js'
-import type { Op } from '../log/record.js'
+import { isContentOp, type Op, recordId } from '../log/record.js'
 import type { WriterLog } from '../log/index.js'
 import type { BlockGetter, BlockStore } from '../store/types.js'
 import { allocPage, type Attr, freePage, Inode, keyName, kindOfType, nameKey, PAGE, pagesBytes, ROOT_INO, S_IFMT, smallPage } from './inode.js'
@@ -62,6 +62,12 @@ export interface FsOptions {
   from?: VersionInfo
   /** Where damage and skipped log records are reported (the daemon's log); one line each. */
   warn?: (line: string) => void
+  /**
+   * A writer of a shared file system (issue 12): each content record says what content it
+   * changed (`after`: the file's last record), and each file remembers its last (Entry.last),
+   * so that a merge puts every change on the very content its writer saw.
+   */
+  lineage?: boolean
 }
 
 export const XATTR_CREATE = 1
@@ -72,6 +78,8 @@ export const RENAME_EXCHANGE = 2
 /** Data carried by one write record. */
 export const MAX_WRITE_RECORD = 1024 * 1024
 const enc = new TextEncoder()
+/** `after` of a change to content no record made (a file as created, or as an older version left it). */
+const NO_RECORD = new Uint8Array(0)
 
 const posix = ReefError.posix
 const S_ISGID = 0o2000
@@ -182,6 +190,8 @@ export class ReefFS {
   private readonly warn: (line: string) => void
   /** This writer's inode-number prefix (src/fs/ino.ts). */
   private readonly inoPrefix?: number
+  /** FsOptions.lineage. */
+  private readonly lineage: boolean
 
   private constructor (opts: FsOptions) {
     this.store = opts.store
@@ -192,6 +202,7 @@ export class ReefFS {
     this.now = opts.now ?? nowNs
     this.warn = opts.warn ?? (() => {})
     if (opts.log !== undefined) this.inoPrefix = inoPrefixOf(opts.log.writer)
+    this.lineage = opts.lineage === true
   }
 
   /** Opens a version (or an empty file system) and replays the unfolded part of the log. */
@@ -249,6 +260,7 @@ export class ReefFS {
       if (why === undefined) {
         try {
           await this.apply(op)
+          if (this.lineage && isContentOp(op)) this.node(op.ino).last = recordId(r.record.writer, r.record.n)
           this.unfolded++
           continue
         } catch (err) {
@@ -531,9 +543,12 @@ export class ReefFS {
 
   private async commit (op: Op, dataDigest?: Uint8Array): Promise<void> {
     if (this.log === undefined) throw posix('EROFS', 'read-only file system')
-    this.log.append(op, undefined, dataDigest)
+    const n = this.lineage && isContentOp(op) ? this.node(op.ino) : undefined
+    if (n !== undefined) op = { ...op, after: n.last ?? NO_RECORD } as Op
+    const { record } = this.log.append(op, undefined, dataDigest)
     this.unfolded++
     await this.apply(op)
+    if (n !== undefined) n.last = recordId(record.writer, record.n)
   }
 
   private async dirFor (ino: number, name: Uint8Array): Promise<{ dir: Inode, existing?: Inode }> {

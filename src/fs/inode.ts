@@ -140,6 +140,9 @@ export class Inode {
   // character and block devices
   rdev = 0
 
+  /** The log record whose change was the content's last (Entry.last), where tracked. */
+  last?: Uint8Array
+
   constructor (readonly ino: number, kind: Kind, mode: number, uid: number, gid: number, time: bigint) {
     this.kind = kind
     this.mode = mode & 0o7777
@@ -156,6 +159,7 @@ export class Inode {
     n.ctime = e.ctime
     n.size = e.size
     if (e.xattrs !== undefined) for (const [k, v] of Object.entries(e.xattrs)) n.setXattr(k, v)
+    if (e.last !== undefined) n.last = e.last
     if (e.kind === 'file') {
       n.base = e.cid
       n.baseLimit = e.size
@@ -191,6 +195,7 @@ export class Inode {
     if (isDevice(this.kind)) e.rdev = this.rdev
     if (this.kind !== 'dir' && this.nlink > 1) e.nlink = this.nlink
     if (this.xattrs.size > 0) e.xattrs = Object.fromEntries(this.xattrs)
+    if (this.last !== undefined) e.last = this.last
     return e
   }
 

@@ -21,10 +21,16 @@ export type Op =
   | { op: 'symlink', parent: number, name: Uint8Array, ino: number, target: Uint8Array, uid: number, gid: number, time: bigint }
   /** A FIFO, socket or device node (kind), rdev 0 for the first two. */
   | { op: 'mknod', parent: number, name: Uint8Array, ino: number, kind: Kind, mode: number, rdev: number, uid: number, gid: number, time: bigint }
-  | { op: 'write', ino: number, offset: number, data: Uint8Array, time: bigint, dataCid?: CID }
-  | { op: 'truncate', ino: number, size: number, time: bigint }
+  /**
+   * Content changes. `after` (view writers, issue 12): the record whose change was the file's
+   * last when its writer made this one (recordId), or empty for the file as created or as an
+   * older version left it: the content the writer changed, so a merge can put the change on
+   * exactly that content (src/merge/apply.ts). Absent in records made before it.
+   */
+  | { op: 'write', ino: number, offset: number, data: Uint8Array, time: bigint, dataCid?: CID, after?: Uint8Array }
+  | { op: 'truncate', ino: number, size: number, time: bigint, after?: Uint8Array }
   /** fallocate(2): mode is Linux's FALLOC_FL_* bits. */
-  | { op: 'fallocate', ino: number, mode: number, offset: number, length: number, time: bigint }
+  | { op: 'fallocate', ino: number, mode: number, offset: number, length: number, time: bigint, after?: Uint8Array }
   /**
    * `ino` (absent in records made before issue 12): the inode the writer removed, so a merge
    * knows what the writer meant even when another writer changed the name concurrently.
@@ -50,9 +56,9 @@ const SCHEMA: Record<OpName, Array<[string, string, FieldType, boolean?]>> = {
   symlink: [['parent', 'p', 'int'], ['name', 'n', 'bytes'], ['ino', 'i', 'int'], ['target', 'y', 'bytes'], ['uid', 'u', 'int'], ['gid', 'g', 'int'], ['time', 't', 'time']],
   mknod: [['parent', 'p', 'int'], ['name', 'n', 'bytes'], ['ino', 'i', 'int'], ['kind', 'k', 'kind'], ['mode', 'm', 'int'], ['rdev', 'rd', 'int'], ['uid', 'u', 'int'], ['gid', 'g', 'int'], ['time', 't', 'time']],
   // A write carries its data inline (d) or names it (dc: a raw block in its own log frame).
-  write: [['ino', 'i', 'int'], ['offset', 'o', 'int'], ['data', 'd', 'bytes', true], ['dataCid', 'dc', 'cid', true], ['time', 't', 'time']],
-  truncate: [['ino', 'i', 'int'], ['size', 's', 'int'], ['time', 't', 'time']],
-  fallocate: [['ino', 'i', 'int'], ['mode', 'm', 'int'], ['offset', 'o', 'int'], ['length', 'l', 'int'], ['time', 't', 'time']],
+  write: [['ino', 'i', 'int'], ['offset', 'o', 'int'], ['data', 'd', 'bytes', true], ['dataCid', 'dc', 'cid', true], ['time', 't', 'time'], ['after', 'af', 'bytes', true]],
+  truncate: [['ino', 'i', 'int'], ['size', 's', 'int'], ['time', 't', 'time'], ['after', 'af', 'bytes', true]],
+  fallocate: [['ino', 'i', 'int'], ['mode', 'm', 'int'], ['offset', 'o', 'int'], ['length', 'l', 'int'], ['time', 't', 'time'], ['after', 'af', 'bytes', true]],
   unlink: [['parent', 'p', 'int'], ['name', 'n', 'bytes'], ['time', 't', 'time'], ['ino', 'i', 'int', true]],
   rmdir: [['parent', 'p', 'int'], ['name', 'n', 'bytes'], ['time', 't', 'time'], ['ino', 'i', 'int', true]],
   rename: [['parent', 'p', 'int'], ['name', 'n', 'bytes'], ['newParent', 'p2', 'int'], ['newName', 'n2', 'bytes'], ['time', 't', 'time'], ['exchange', 'x', 'bool', true],
@@ -61,6 +67,29 @@ const SCHEMA: Record<OpName, Array<[string, string, FieldType, boolean?]>> = {
   setattr: [['ino', 'i', 'int'], ['time', 't', 'time'], ['mode', 'm', 'int', true], ['uid', 'u', 'int', true], ['gid', 'g', 'int', true],
     ['atime', 'at', 'time', true], ['mtime', 'mt', 'time', true], ['xattrName', 'xn', 'str', true], ['xattrValue', 'xv', 'bytes', true], ['xattrRemove', 'xr', 'bool', true]],
   attach: [['parent', 'p', 'int'], ['name', 'n', 'bytes'], ['ino', 'i', 'int'], ['kind', 'k', 'kind'], ['cid', 'c', 'cid'], ['time', 't', 'time']]
+}
+
+/** Content ops: the ones that carry `after`. */
+export type ContentOp = Extract<Op, { op: 'write' | 'truncate' | 'fallocate' }>
+export const isContentOp = (op: Op): op is ContentOp => op.op === 'write' || op.op === 'truncate' || op.op === 'fallocate'
+
+/** A record's id as content lineage names it (`after`, an entry's `last`): writer key, then n as 8 bytes big-endian. */
+export function recordId (writer: Uint8Array, n: number): Uint8Array {
+  const out = new Uint8Array(40)
+  out.set(writer, 0)
+  new DataView(out.buffer).setBigUint64(32, BigInt(n))
+  return out
+}
+
+/** A record id (or, with `empty`, the empty "no record" form) well formed. */
+export function isRecordId (b: Uint8Array, empty = false): boolean {
+  return b.length === 40 || (empty && b.length === 0)
+}
+
+/** A record id as a map key: `<writer hex>:<n>`, '' for none. */
+export function recordIdKey (b: Uint8Array | undefined): string {
+  if (b === undefined || b.length === 0) return ''
+  return `${Buffer.from(b.subarray(0, 32)).toString('hex')}:${new DataView(b.buffer, b.byteOffset, b.byteLength).getBigUint64(32)}`
 }
 
 export interface LogRecord {
@@ -161,6 +190,7 @@ export function decodeRecord (bytes: Uint8Array): LogRecord {
       }
     }
   }
+  if (op.after !== undefined && !isRecordId(op.after as Uint8Array, true)) throw ReefError.badEncoding(`${what}: ${name}'s after is not a record id`)
   if (name === 'write') {
     if ((op.data === undefined) === (op.dataCid === undefined)) throw ReefError.badEncoding(`${what}: a write needs its data inline or named, not both`)
     // Named data is attached by the log from its own frame.

@@ -27,7 +27,7 @@
  */
 import type { CID } from 'multiformats/cid'
 import type { Entry } from '../object/dir.js'
-import type { Op } from '../log/record.js'
+import { type ContentOp, isContentOp, type Op, recordId, recordIdKey } from '../log/record.js'
 import { ReefError } from '../errors.js'
 import { CONFLICT_XATTR, type ReefFS } from '../fs/fs.js'
 import type { Inode } from '../fs/inode.js'
@@ -115,9 +115,19 @@ export class Merger {
   private readonly marks = new Map<number, ConflictNote>()
   readonly changed = new Set<number>()
   readonly events: MergeEvent[] = []
+  /** Content records of this merge by record id (recordIdKey): the chains `after` links. */
+  private readonly byId = new Map<string, Ranked>()
+  /**
+   * Where each record's change is now the content's last (recordIdKey -> inode), from the
+   * tree's `last` fields; built at the first record that says what it changed.
+   */
+  private lastAt?: Map<string, number>
+  /** The same at the start of the merge (base content a chain starts from). */
+  private baseAt?: Map<string, number>
 
   constructor (private readonly fs: ReefFS, records: Ranked[], private readonly heads: Map<string, CID>) {
     for (const x of records) {
+      if (isContentOp(x.r.op)) this.byId.set(`${x.w}:${x.r.n}`, x)
       for (const ino of touched(x.r.op)) {
         let byWriter = this.touches.get(ino)
         if (byWriter === undefined) this.touches.set(ino, byWriter = new Map())
@@ -283,6 +293,7 @@ export class Merger {
         return
       }
       case 'write': case 'truncate': case 'fallocate': {
+        if (op.after !== undefined) return await this.content(x, op)
         const ino = this.tr(x, op.ino)
         const n = fs.inodes.get(ino)
         if (n === undefined) return this.event(x, 'skipped', `${op.op} of inode ${op.ino}: not in the merged tree`)
@@ -290,10 +301,9 @@ export class Merger {
         if (lin === undefined) this.lineage.set(ino, lin = { snap: n.toEntry(new Uint8Array(0)), ops: [], last: new Map() })
         const clash = unseen(lin, x)
         if (clash === undefined) {
-          await fs.apply(op.ino === ino ? op : { ...op, ino })
+          await this.applyContent(x, n)
           lin.ops.push(x)
           lin.last.set(x.w, x)
-          this.changed.add(ino)
           return
         }
         await this.fork(x, n, lin, clash)
@@ -371,6 +381,7 @@ export class Merger {
       mine.ops.push(c)
       mine.last.set(c.w, c)
     }
+    this.setLast(copy, x)
     this.lineage.set(copyIno, mine)
     const aside = [...lin.last.values()].filter(c => c.w !== x.w && !hasSeen(x.r, c.w, c.r.n)).map(c => ({ w: c.w, n: c.r.n }))
     this.setAlias(x.w, op.ino, copyIno, aside.length > 0 ? aside : [{ w: clash.w, n: clash.r.n }])
@@ -378,6 +389,107 @@ export class Merger {
     this.creator.set(copyIno, x.w)
     this.changed.add(copyIno).add(dir.ino)
     this.mark(copy, { kind: 'content', original: this.join(dir, name), writers: [clash.w, x.w] })
+  }
+
+  /** Applies content record `x` to inode `n` (wherever x's writer had it) and makes it n's last. */
+  private async applyContent (x: Ranked, n: Inode): Promise<void> {
+    const op = x.r.op as ContentOp
+    await this.fs.apply(op.ino === n.ino ? op : { ...op, ino: n.ino })
+    this.setLast(n, x)
+    this.changed.add(n.ino)
+  }
+
+  private index (): Map<string, number> {
+    if (this.lastAt === undefined) {
+      this.lastAt = new Map()
+      for (const n of this.fs.inodes.values()) if (n.last !== undefined) this.lastAt.set(recordIdKey(n.last), n.ino)
+      this.baseAt = new Map(this.lastAt)
+    }
+    return this.lastAt
+  }
+
+  private setLast (n: Inode, x: Ranked): void {
+    const at = this.index()
+    const old = recordIdKey(n.last)
+    if (old !== '' && at.get(old) === n.ino) at.delete(old)
+    n.last = recordId(Buffer.from(x.w, 'hex'), x.r.n)
+    at.set(`${x.w}:${x.r.n}`, n.ino)
+  }
+
+  /** The inode whose content's last change is `key` ('' for none: then `hint`, if unchanged since). */
+  private holding (key: string, hint: Inode | undefined): Inode | undefined {
+    if (key === '') return hint !== undefined && hint.last === undefined && hint.kind === 'file' ? hint : undefined
+    const ino = this.index().get(key)
+    const n = ino === undefined ? undefined : this.fs.inodes.get(ino)
+    return n !== undefined && recordIdKey(n.last) === key ? n : undefined
+  }
+
+  /**
+   * A content record that says what content it changed (`after`): it lands on the inode whose
+   * content is still exactly that (wherever the merge put it: the name, a conflict copy), so it
+   * never overwrites bytes its writer did not see. If no inode holds that content any more
+   * (another writer changed it concurrently, or the merge ordered a change its writer had not
+   * seen before it), its writer's version becomes a conflict copy beside the file: that content
+   * rebuilt from the chain of `after` links, then this change.
+   */
+  private async content (x: Ranked, op: ContentOp): Promise<void> {
+    const fs = this.fs
+    const hint = fs.inodes.get(this.tr(x, op.ino))
+    const want = recordIdKey(op.after)
+    const at = this.holding(want, hint)
+    if (at !== undefined) {
+      let lin = this.lineage.get(at.ino)
+      if (lin === undefined) this.lineage.set(at.ino, lin = { snap: at.toEntry(new Uint8Array(0)), ops: [], last: new Map() })
+      await this.applyContent(x, at)
+      lin.ops.push(x)
+      lin.last.set(x.w, x)
+      return
+    }
+    // The content x changed: a chain of this merge's records back to a start that holds.
+    const chain: Ranked[] = []
+    let key = want
+    for (let c = this.byId.get(key); c !== undefined && chain.length <= this.byId.size; c = this.byId.get(key)) {
+      chain.push(c)
+      key = recordIdKey((c.r.op as ContentOp).after)
+    }
+    chain.reverse()
+    const first = chain[0] ?? x
+    const originIno = key !== '' ? this.baseAt?.get(key) : this.tr(first, (first.r.op as ContentOp).ino)
+    const origin = originIno === undefined ? undefined : fs.inodes.get(originIno)
+    // The start as the merge began (a removed inode's too): its content before this merge's changes.
+    const start = (originIno === undefined ? undefined : this.lineage.get(originIno)?.snap) ?? origin?.toEntry(new Uint8Array(0))
+    if (start === undefined || start.kind !== 'file') return this.event(x, 'skipped', `${op.op} of inode ${op.ino}: the content it changed is not in the merged tree`)
+    const place = hint?.kind === 'file' ? hint : origin?.kind === 'file' ? origin : undefined
+    const lin = place === undefined ? undefined : this.lineage.get(place.ino)
+    const clash = unseen(lin, x) ?? (place === undefined ? undefined : this.lastRecord(place))
+    const copyIno = this.freshIno(x.w, place?.ino ?? originIno ?? op.ino)
+    const where = place === undefined ? undefined : fs.where(place.ino)
+    const dir = where?.dir ?? fs.root
+    const name = where?.name ?? enc.encode(`inode-${op.ino}`)
+    const cname = await this.freeName(dir, name, x.r.time, x.w)
+    const copy = await fs.place(dir, cname, copyIno, start)
+    const mine: Lineage = { snap: start, ops: [], last: new Map() }
+    for (const c of [...chain, x]) {
+      await fs.apply({ ...(c.r.op as ContentOp), ino: copyIno })
+      mine.ops.push(c)
+      mine.last.set(c.w, c)
+    }
+    this.setLast(copy, x)
+    this.lineage.set(copyIno, mine)
+    // x's writer's other records of the file (renames, unlinks, attributes) follow its version
+    // until it has seen the changes that set that version aside.
+    const aside = [...(lin?.last.values() ?? [])].filter(c => c.w !== x.w && !hasSeen(x.r, c.w, c.r.n)).map(c => ({ w: c.w, n: c.r.n }))
+    if (aside.length > 0) this.setAlias(x.w, op.ino, copyIno, aside)
+    this.forkOwner.set(copyIno, x.w)
+    this.creator.set(copyIno, x.w)
+    this.changed.add(copyIno).add(dir.ino)
+    const writers = clash !== undefined && clash.w !== x.w ? [clash.w, x.w] : [x.w]
+    this.mark(copy, { kind: 'content', original: this.join(dir, name), writers })
+  }
+
+  /** The record of this merge that made `n`'s content what it is, if one did. */
+  private lastRecord (n: Inode): Ranked | undefined {
+    return this.byId.get(recordIdKey(n.last))
   }
 
   private async rename (x: Ranked, op: Extract<Op, { op: 'rename' }>): Promise<void> {

@@ -54,6 +54,11 @@ export interface Entry {
   xattrs?: Record<string, Uint8Array>
   /** Once hard-linked, a file's inode lives in the version's link table; this entry only names it. */
   linked?: boolean
+  /**
+   * Shared file systems (issue 12): the log record (recordId, 40 bytes) whose change was this
+   * file's content's last, so that a writer's next record can say what content it changed.
+   */
+  last?: Uint8Array
 }
 
 export function compareBytes (a: Uint8Array, b: Uint8Array): number {
@@ -88,6 +93,7 @@ export function encodeEntry (e: Entry): Record<string, unknown> {
   if (e.nlink !== undefined && e.nlink > 1) o.nl = e.nlink
   if (e.xattrs !== undefined && Object.keys(e.xattrs).length > 0) o.x = e.xattrs
   if (e.linked === true) o.hl = true
+  if (e.last !== undefined) o.lr = e.last
   if (encodeFault.name !== undefined && Buffer.from(e.name).toString() === encodeFault.name) {
     o.m = e.mode ^ 1
     delete o.y
@@ -134,6 +140,10 @@ export function decodeEntry (raw: unknown): Entry {
   }
   if (o.rd !== undefined) e.rdev = field(o, 'rd', what).int()
   if (o.hl === true) e.linked = true
+  if (o.lr !== undefined) {
+    e.last = field(o, 'lr', what).bytes()
+    if (e.last.length !== 40) throw ReefError.badEncoding(`${what}: last record id of ${e.last.length} bytes`)
+  }
   if (e.linked === true) {
     // A link-table reference names its inode only: content, target and device number live in
     // the table entry, whatever the kind (a hard-linked symlink has no target here).
@@ -149,7 +159,7 @@ export function decodeEntry (raw: unknown): Entry {
 
 /** Upper estimate of an entry's dag-cbor size: fixed fields, plus its variable-length parts. */
 function entrySize (e: Entry): number {
-  let n = 128 + e.name.length + (e.target?.length ?? 0)
+  let n = 128 + e.name.length + (e.target?.length ?? 0) + (e.last !== undefined ? 48 : 0)
   for (const [k, v] of Object.entries(e.xattrs ?? {})) n += 16 + k.length + v.length
   return n
 }

@@ -34,7 +34,11 @@ export interface Writers {
   input: (w: Writer, base?: VersionInfo) => Promise<WriterInput>
 }
 
-export async function writers (t: Tap.Test, build?: (w: Writer) => Promise<void>, store: BlockStore = new MemoryBlockStore()): Promise<Writers> {
+/**
+ * `lineage` (default on, as in a view mount): content records say what content they changed;
+ * off, they are as records made before that (the merge's older rule applies to them).
+ */
+export async function writers (t: Tap.Test, build?: (w: Writer) => Promise<void>, store: BlockStore = new MemoryBlockStore(), lineage = true): Promise<Writers> {
   const dirs: string[] = []
   const logs: WriterLog[] = []
   t.teardown(() => {
@@ -48,13 +52,13 @@ export async function writers (t: Tap.Test, build?: (w: Writer) => Promise<void>
     const key = own ?? keyOf(label)
     const log = new WriterLog(dir, key).open()
     logs.push(log)
-    const rfs = await ReefFS.open({ store, log, version: at ?? out.base, author: key, now: () => (clock += 1_000_000n) })
+    const rfs = await ReefFS.open({ store, log, version: at ?? out.base, author: key, now: () => (clock += 1_000_000n), lineage })
     return { key, fs: rfs, log, label, dir }
   }
   const out: Writers = {
     store,
     writer,
-    adopt: async (w, v) => ({ ...w, fs: await ReefFS.open({ store, log: w.log, version: v, author: w.key, now: () => (clock += 1_000_000n) }) }),
+    adopt: async (w, v) => ({ ...w, fs: await ReefFS.open({ store, log: w.log, version: v, author: w.key, now: () => (clock += 1_000_000n), lineage }) }),
     input: async (w, base) => {
       const b = base ?? out.base
       const v = await w.fs.fold(undefined, true) as VersionInfo
