@@ -197,7 +197,7 @@ export class MountDaemon {
     d.mountLowLevel(rfs)
     // Continuing from another version is recorded at once, as a version that says so.
     if (opts.from !== undefined) {
-      await d.sync(`from version ${opts.from.root.seq}`).catch(err => log(`fold of the version continued from failed: ${(err as Error).message}`))
+      await d.fold(`from version ${opts.from.root.seq}`).catch(err => log(`fold of the version continued from failed: ${(err as Error).message}`))
     }
     // Anything the log replay recovered becomes a version right away.
     if (!rfs.readOnly && rfs.dirty) d.scheduleFold(0)
@@ -302,13 +302,12 @@ export class MountDaemon {
       const v = await this.node.currentVersion(aguid)
       if (v === undefined || this.stopped) return
       if (this.fs.version !== undefined && v.root.seq <= this.fs.version.root.seq) return
-      const next = await this.node.openVersion(v)
-      const old = this.fs
-      this.fs = next
-      if (this.adapterOptions !== undefined) {
-        this.adapterOptions.fs = next
-        await this.adapter?.adapter.tree.swapped(old)
-      }
+      // Held inodes move to the new tree by number, so it is loaded whole first.
+      await this.swap(async () => {
+        const next = await this.node.openVersion(v)
+        await next.loadAll()
+        return next
+      })
       this.log(`following ${aguid.toString()}: now at version ${v.root.seq}`)
     }
     const loop = (): void => {
@@ -349,7 +348,7 @@ export class MountDaemon {
     }
     this.timer = setTimeout(() => {
       this.timer = undefined
-      this.sync().catch(err => {
+      this.fold().catch(err => {
         this.lastError = (err as Error).message
         // A refusal reef knows (a block that does not read back, a store error) is one line; the
         // writes stay in the log and the next fold tries again. Anything else keeps its stack.
@@ -360,13 +359,21 @@ export class MountDaemon {
   }
 
   /** Folds pending writes into a version now; concurrent callers share one fold. */
-  async sync (message?: string): Promise<VersionInfo | undefined> {
+  async fold (message?: string): Promise<VersionInfo | undefined> {
     if (this.fs.readOnly) return this.fs.version
     await this.settleWrites()
     while (this.folding !== undefined) await this.folding.catch(() => {})
-    const v = await this.foldNow(message)
-    // `reef sync` on a view mount: the head goes out and the other writers' changes come in.
-    if (message === undefined) await this.viewSync?.now()
+    return await this.foldNow(message)
+  }
+
+  /**
+   * `reef sync`: a fold, and on a view mount a view round at once (the head goes out and the
+   * other writers' changes come in). A timer's fold needs no round of its own: the fold's
+   * `committed` hook already asks ViewSync for one.
+   */
+  async sync (message?: string): Promise<VersionInfo | undefined> {
+    const v = await this.fold(message)
+    await this.viewSync?.now()
     return v
   }
 
@@ -437,7 +444,7 @@ export class MountDaemon {
     let v: VersionInfo | undefined
     try {
       await this.viewSync?.stop()
-      v = await this.sync('unmount')
+      v = await this.fold('unmount')
     } finally {
       this.stopped = true
       if (this.fuse3 !== undefined) {

@@ -83,7 +83,8 @@ export class ViewSync {
   private running?: Promise<void>
   private stopped = false
   private readonly me: Uint8Array
-  readonly stats: ViewStatus
+  /** Counters; ownHead and published are derived in status(). */
+  private readonly stats: Omit<ViewStatus, 'ownHead' | 'published'>
 
   constructor (private readonly deps: ViewSyncDeps, readonly writer: boolean) {
     this.me = deps.node.keys.publicKey
@@ -111,7 +112,6 @@ export class ViewSync {
   /** A fold of this writer's tree made `v`: its head in the view names it from now on. */
   folded (v: VersionInfo): void {
     this.ownHead = v
-    this.stats.ownHead = v.vguid.toString()
     this.schedule(0)
   }
 
@@ -164,7 +164,6 @@ export class ViewSync {
     const n = BigInt(h.root.vv?.[keyHex(this.me)] ?? 0)
     await this.deps.node.views().publishHead(this.deps.view, { vguid: h.vguid, ...(h.root.log !== undefined ? { record: h.root.log } : {}), n })
     this.published = h.vguid.toString()
-    this.stats.published = this.published
   }
 
   /** This writer's merge input from its own newest version (local blocks only). */
@@ -272,5 +271,10 @@ export class ViewSync {
     })
   }
 
-  status (): ViewStatus { return { ...this.stats } }
+  status (): ViewStatus {
+    const out: ViewStatus = { ...this.stats }
+    if (this.ownHead !== undefined) out.ownHead = this.ownHead.vguid.toString()
+    if (this.published !== undefined) out.published = this.published
+    return out
+  }
 }

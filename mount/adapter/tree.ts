@@ -63,26 +63,6 @@ export class Tree {
   kernel?: Pick<Fuse3Mount, 'invalInode' | 'invalEntry'>
 
   /**
-   * A follower moved to a newer version: the same inode numbers, a new tree. Everything the
-   * kernel holds may have changed under it: each held inode drops its attributes and pages, and
-   * each name the kernel may have cached in a held directory is dropped (it looks them up again).
-   * Resolves once the kernel has processed it all.
-   */
-  async swapped (old: ReefFS): Promise<void> {
-    this.previous = old
-    const k = this.kernel
-    if (k === undefined) return
-    const done: Array<Promise<void>> = []
-    for (const [ino, h] of this.held) {
-      done.push(k.invalInode(ino, 0, 0))
-      if (h.node.kind === 'dir' && h.node.children !== undefined) {
-        for (const key of h.node.children.keys()) done.push(k.invalEntry(ino, keyName(key)))
-      }
-    }
-    await Promise.all(done)
-  }
-
-  /**
    * Moves every held inode of `old` to `next` (Adapter.rebase), and says what the kernel must
    * drop: inodes whose attributes or content differ, and names in held directories that differ.
    */
@@ -253,7 +233,7 @@ export class Tree {
   /**
    * Seconds the kernel may keep `t`'s attributes. Inode-addressed, so every name of a hard-linked
    * file is one kernel inode and caching is exact: everything but `.reef/versions`, which grows
-   * with each fold (a follower's tree changes under it too, and the kernel is told: swapped()).
+   * with each fold (a follower's or a view's tree changes under it too, and the kernel is told: MountDaemon.swap).
    */
   attrTimeout (t: Target): number {
     return t.kind === 'virtual' ? 0 : this.o.attrTimeout
