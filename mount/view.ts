@@ -30,8 +30,14 @@ import { keyHex } from '../src/view/ids.js'
 import { standingOf } from '../src/view/list.js'
 import type { Logger } from './errno.js'
 
-/** How often a view mount looks for other writers' heads, by default (ms). */
+/** How often a view mount looks at the heads it holds, by default (ms). */
 export const DEFAULT_VIEW_INTERVAL_MS = 500
+/**
+ * How often it also looks them up on the network (ms). In between, what a writer publishes
+ * reaches the others by its DHT put, which stores the head on the k nodes closest to it and, on
+ * those, starts a round at once (DhtNode.recordListeners); the lookup is for the rest.
+ */
+export const VIEW_LOOKUP_MS = 5000
 
 export interface ViewSyncDeps {
   node: ReefNode
@@ -53,8 +59,12 @@ export interface ViewStatus {
   rounds: number
   /** Whether the last merge replayed only what was newer than the one before. */
   incremental?: boolean
-  /** How long the last round took to read the writers' heads and new records. */
+  /** How long the last network round took to look up the writers' heads and read new records. */
   lookupMs?: number
+  /** Rounds that looked heads up on the network (the others used the heads held here). */
+  lookups: number
+  /** Rounds started by a head or view record a peer put here. */
+  notified: number
   /** The test hook holds this mount's rounds (REEF_TEST_VIEW_HOLD). */
   held?: boolean
   merges: number
@@ -77,6 +87,8 @@ export class ViewSync {
   /** Heads (of the others, for a writer; of all, for a reader) the live tree is merged from. */
   private mergedFrom?: string
   private readonly cache: RecordCache = new Map()
+  /** When the last round looked heads up on the network; 0: the next one does. */
+  private lastLookup = 0
   /** The last merge made here: the base of the next one when it can be (extendsBase). */
   private base?: VersionInfo
   private timer?: NodeJS.Timeout
@@ -88,7 +100,14 @@ export class ViewSync {
 
   constructor (private readonly deps: ViewSyncDeps, readonly writer: boolean) {
     this.me = deps.node.keys.publicKey
-    this.stats = { view: deps.view.toString(), writer, rounds: 0, merges: 0, conflicts: 0, leftOut: [] }
+    this.stats = { view: deps.view.toString(), writer, rounds: 0, lookups: 0, notified: 0, merges: 0, conflicts: 0, leftOut: [] }
+  }
+
+  /** A record a peer put here: any may be this view's (a head, its list), so a round looks now. */
+  private readonly onRecord = (): void => {
+    if (this.stopped || this.deps.held?.() === true) return
+    this.stats.notified++
+    this.schedule(0)
   }
 
   /**
@@ -106,6 +125,7 @@ export class ViewSync {
   async start (live: ReefFS): Promise<void> {
     const v = live.version
     if (this.writer && v !== undefined) this.ownHead = await this.ownVersion(v)
+    this.deps.node.dht?.recordListeners.add(this.onRecord)
     this.schedule(0)
   }
 
@@ -115,11 +135,15 @@ export class ViewSync {
     this.schedule(0)
   }
 
-  /** Publishes and merges now (reef sync); resolves when done. */
-  async now (): Promise<void> { await this.tick() }
+  /** Publishes, looks up every head and merges now (reef sync); resolves when done. */
+  async now (): Promise<void> {
+    this.lastLookup = 0
+    await this.tick()
+  }
 
   async stop (): Promise<void> {
     this.stopped = true
+    this.deps.node.dht?.recordListeners.delete(this.onRecord)
     if (this.timer !== undefined) clearTimeout(this.timer)
     while (this.running !== undefined) await this.running
   }
@@ -162,7 +186,9 @@ export class ViewSync {
     const h = this.ownHead
     if (h === undefined || this.published === h.vguid.toString()) return
     const n = BigInt(h.root.vv?.[keyHex(this.me)] ?? 0)
-    await this.deps.node.views().publishHead(this.deps.view, { vguid: h.vguid, ...(h.root.log !== undefined ? { record: h.root.log } : {}), n })
+    // With lookups only in lookup rounds: the first publication of a mount looks (its key may
+    // have published elsewhere), the later ones sign above the head held here.
+    await this.deps.node.views().publishHead(this.deps.view, { vguid: h.vguid, ...(h.root.log !== undefined ? { record: h.root.log } : {}), n }, this.published !== undefined || this.stats.lookups > 0)
     this.published = h.vguid.toString()
   }
 
@@ -173,8 +199,9 @@ export class ViewSync {
 
   /** The inputs with this writer's replaced by its own newest version (fresher than its head). */
   private async withOwn (writers: WriterInput[]): Promise<WriterInput[]> {
-    if (!this.writer || this.ownHead === undefined) return writers
-    return [...writers.filter(w => !same(w.key, this.me)), await this.ownInput(this.ownHead)]
+    if (!this.writer) return writers
+    const others = writers.filter(w => !same(w.key, this.me))
+    return this.ownHead === undefined ? others : [...others, await this.ownInput(this.ownHead)]
   }
 
   /**
@@ -233,8 +260,13 @@ export class ViewSync {
       }
     }
     const r0 = Date.now()
-    const { writers, leftOut } = await viewInputs(node.views(), node.store, view, undefined, this.cache)
-    this.stats.lookupMs = Date.now() - r0
+    const lookup = r0 - this.lastLookup >= VIEW_LOOKUP_MS
+    const { writers, leftOut } = await viewInputs(node.views(), node.store, view, undefined, this.cache, { local: !lookup, ...(this.writer ? { own: this.me } : {}) })
+    if (lookup) {
+      this.lastLookup = r0
+      this.stats.lookups++
+      this.stats.lookupMs = Date.now() - r0
+    }
     this.stats.leftOut = leftOut.map(l => ({ key: keyHex(l.key), code: l.code }))
     const sig = this.signature(writers)
     if (sig === this.mergedFrom) return

@@ -85,6 +85,11 @@ export class DhtNode {
   private republishReasons = new Set<RepublishReason>()
   private republishRun?: Promise<void>
   private stopped = false
+  /**
+   * Told of every view record and writer head a peer stored here (after it was checked and
+   * taken into the book): view mounts merge at once instead of at their next network poll.
+   */
+  recordListeners = new Set<(id: CID) => void>()
   private constructor (
     readonly libp2p: Libp2p<Services>,
     readonly members: Members,
@@ -109,7 +114,8 @@ export class DhtNode {
         throw ReefError.badInput(`bad --bootstrap multiaddr ${addr}: ${(err as Error).message}`)
       }
     })
-    const datastore = new HeadGuardDatastore(heads, viewRecordGuard(new ViewBook(headStore)))
+    const recordListeners = new Set<(id: CID) => void>()
+    const datastore = new HeadGuardDatastore(heads, viewRecordGuard(new ViewBook(headStore), id => { for (const l of recordListeners) l(id) }))
     const libp2p = await createLibp2p({
       privateKey: await generateKeyPairFromSeed('Ed25519', seed),
       datastore,
@@ -139,6 +145,7 @@ export class DhtNode {
     const store = new DhtBlockStore(local, members, service, replicator, { log, fetchDeadlineMs: opts.fetchDeadlineMs })
     const peerBook = new PeerBook(opts.peersFile, log)
     const node = new DhtNode(libp2p, members, service, replicator, store, datastore, heads, headStore, opts, peerBook)
+    node.recordListeners = recordListeners
     service.peerList = async () => await node.peerList()
     await service.start()
     // Membership before any dial, or peers identified early are missed.

@@ -44,8 +44,15 @@ export async function cachedSince (store: BlockGetter, head: CID | undefined, ke
   return records
 }
 
-export async function viewInputs (views: Views, store: BlockGetter, view: CID, base?: VersionInfo, cache?: RecordCache): Promise<{ writers: WriterInput[], leftOut: LeftOut[] }> {
-  const { state, writers: positions } = await views.positions(view)
+/**
+ * Options of viewInputs. `local`: heads as this node holds them, no lookup (Views.positions).
+ * `own`: a writer mount's own key: its head is not looked up and its records are not read (the
+ * mount has them in its own tree and gives them itself), so its input comes with none.
+ */
+export interface InputOptions { local?: boolean, own?: Uint8Array }
+
+export async function viewInputs (views: Views, store: BlockGetter, view: CID, base?: VersionInfo, cache?: RecordCache, opts: InputOptions = {}): Promise<{ writers: WriterInput[], leftOut: LeftOut[] }> {
+  const { state, writers: positions } = await views.positions(view, { local: opts.local, skip: opts.own })
   const writers: WriterInput[] = []
   const leftOut: LeftOut[] = []
   for (const p of positions) {
@@ -58,6 +65,10 @@ export async function viewInputs (views: Views, store: BlockGetter, view: CID, b
         }
         const h = p.head
         if (h === undefined) continue
+        if (opts.own !== undefined && Buffer.compare(opts.own, p.key) === 0) {
+          writers.push({ key: p.key, head: h.vguid, records: [] })
+          continue
+        }
         const records = await cachedSince(store, h.record, p.key, after, r => checkRecord(r, h, state.list), cache)
         writers.push({ key: p.key, head: h.vguid, records })
       } else {

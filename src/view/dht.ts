@@ -85,8 +85,11 @@ function select (key: Uint8Array, records: Uint8Array[]): number {
 export const VIEW_VALIDATORS = { 'reef-view': validateView, 'reef-writer': validateWriter }
 export const VIEW_SELECTORS = { 'reef-view': select, 'reef-writer': select }
 
-/** The guard a storing node applies to view records and writer heads (see HeadGuardDatastore). */
-export function viewRecordGuard (book: ViewBook): {
+/**
+ * The guard a storing node applies to view records and writer heads (see HeadGuardDatastore).
+ * `accepted` hears of each one taken into the book (a peer put it here: a view mount's notify).
+ */
+export function viewRecordGuard (book: ViewBook, accepted?: (id: CID) => void): {
   idOf: (recordKey: Uint8Array) => CID | undefined
   accept: (id: CID, value: Uint8Array) => Promise<void>
   held: (id: CID) => Promise<{ seq: bigint, bytes: Uint8Array } | undefined>
@@ -97,6 +100,7 @@ export function viewRecordGuard (book: ViewBook): {
     accept: async (id, value) => {
       if (id.code === REEF_VIEW) await book.acceptView(value, id)
       else await book.acceptWriterHead(value, id)
+      accepted?.(id)
     },
     held: async (id) => await book.held(id),
     seqOf

@@ -71,10 +71,13 @@ export class Views {
     await this.book.acceptView(bytes, view)
   }
 
-  /** The newest version of a view this node can get: NOT_FOUND if it knows none. */
-  async resolve (view: CID): Promise<ViewState> {
+  /**
+   * The newest version of a view this node can get: NOT_FOUND if it knows none. With
+   * `local`, only what this node holds (its book: what it fetched, made, or a peer put here).
+   */
+  async resolve (view: CID, local = false): Promise<ViewState> {
     try {
-      await this.refresh(view)
+      if (!local) await this.refresh(view)
     } catch (err) {
       // A newer list whose block cannot be fetched now: the held one still answers (a node
       // without peers works on what it holds). Anything wrong with what was fetched is reported.
@@ -143,10 +146,12 @@ export class Views {
 
   /**
    * Signs and publishes this node's head in a view: its log is at `position`. Only a current writer
-   * may; the head names the list version it was made under.
+   * may; the head names the list version it was made under. `local`: the list and this writer's
+   * last head as held here, with no lookup first (a view mount, which keeps both fresh by its
+   * rounds, publishes every fold this way).
    */
-  async publishHead (view: CID, position: LogPosition | (() => Promise<LogPosition>)): Promise<{ head: WriterHead, acks?: number }> {
-    const s = await this.resolve(view)
+  async publishHead (view: CID, position: LogPosition | (() => Promise<LogPosition>), local = false): Promise<{ head: WriterHead, acks?: number }> {
+    const s = await this.resolve(view, local)
     const me = this.deps.keys.publicKey
     const st = standingOf(s.list, me)
     if (st.state === 'removed') throw new ReefError('VIEW_REMOVED', `this node's key ${keyHex(me)} was removed from view ${view.toString()} at list ${st.removed}`)
@@ -154,7 +159,7 @@ export class Views {
     // Asked for only once this key may write: a non-writer is refused whatever its log holds.
     const at = typeof position === 'function' ? await position() : position
     const slot = writerSlotFor(view, me)
-    await this.fetchHead(slot)
+    if (!local) await this.fetchHead(slot)
     const held = await this.book.currentWriterHead(slot)
     const head = signWriterHead(this.deps.keys, { view, ...at, listSeq: s.list.seq, seq: (held?.head.seq ?? 0n) + 1n })
     const bytes = encodeWriterHead(head)
@@ -176,10 +181,10 @@ export class Views {
   }
 
   /** A current writer's newest head, checked against the list (refused: why it does not count). */
-  private async currentHead (list: ViewList, key: Uint8Array): Promise<{ head?: WriterHead, refused?: { code: ReefErrorCode, message: string } }> {
+  private async currentHead (list: ViewList, key: Uint8Array, local = false): Promise<{ head?: WriterHead, refused?: { code: ReefErrorCode, message: string } }> {
     const slot = writerSlotFor(list.view, key)
     try {
-      await this.fetchHead(slot)
+      if (!local) await this.fetchHead(slot)
       const held = await this.book.currentWriterHead(slot)
       if (held === undefined) return {}
       checkWriterHead(held.head, list)
@@ -192,12 +197,17 @@ export class Views {
 
   /**
    * Every writer's position in the view: a current writer's newest head (each checked against
-   * the list), a removed writer's cut from the list itself.
+   * the list), a removed writer's cut from the list itself. `local`: from what this node holds,
+   * with no lookup (see resolve); `skip`: a writer whose head is not looked up (a mount's own).
    */
-  async positions (view: CID): Promise<{ state: ViewState, writers: WriterPosition[] }> {
-    const state = await this.resolve(view)
+  async positions (view: CID, opts: { local?: boolean, skip?: Uint8Array } = {}): Promise<{ state: ViewState, writers: WriterPosition[] }> {
+    const local = opts.local === true
+    const state = await this.resolve(view, local)
     const writers: WriterPosition[] = []
-    for (const w of state.list.writers) writers.push({ key: w.key, state: 'writer', added: w.added, ...(await this.currentHead(state.list, w.key)) })
+    for (const w of state.list.writers) {
+      const skip = opts.skip !== undefined && same(opts.skip, w.key)
+      writers.push({ key: w.key, state: 'writer', added: w.added, ...(await this.currentHead(state.list, w.key, local || skip)) })
+    }
     for (const r of state.list.removed) writers.push({ key: r.key, state: 'removed', added: r.added, removed: r.removed, cut: r.cut })
     return { state, writers }
   }
