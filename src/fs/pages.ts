@@ -1,0 +1,191 @@
+/**
+ * File content in memory for a ReefFS (src/fs/fs.ts): a file reads as its base tree (as of the
+ * last fold) overlaid with the dirty 64 KiB pages written since, masked by the ranges punched
+ * or zeroed since (`Inode.zeros`). Writes, truncations and fallocate land here (called by
+ * `apply`), and this keeps the count of bytes held in dirty pages and the set of files whose
+ * content the next fold must store.
+ */
+import type { CID } from 'multiformats/cid'
+import { ReefError } from '../errors.js'
+import type { BlockGetter } from '../store/types.js'
+import { allocPage, freePage, type Inode, PAGE, pagesBytes, smallPage } from './inode.js'
+import { planFallocate } from './fallocate.js'
+import { ZeroRanges } from './zeros.js'
+
+const posix = ReefError.posix
+
+export class Pages {
+  /** Bytes held in dirty pages: the composition root folds early when this grows. */
+  dirtyBytes = 0
+  /** Files whose content changed since the last fold. */
+  readonly dirtyFiles = new Set<number>()
+
+  constructor (private readonly store: BlockGetter) {}
+
+  /** Dirty page `p` of `n`, at least `upTo` bytes long (a small first page grows to that). */
+  private async page (n: Inode, p: number, whole: boolean, upTo = PAGE): Promise<Uint8Array> {
+    if (n.pages === undefined) n.pages = new Map()
+    let page = n.pages.get(p)
+    if (page !== undefined) return this.grown(n, p, page, upTo)
+    // Nothing to copy from a stored base: the first page may start small.
+    if (p === 0 && n.baseLimit === 0 && upTo < PAGE) {
+      page = smallPage(upTo)
+      n.pages.set(p, page)
+      this.dirtyBytes += page.length
+      return page
+    }
+    page = allocPage(!whole)
+    const start = p * PAGE
+    if (!whole && start < n.baseLimit) {
+      const r = n.baseReader(this.store)
+      if (r !== undefined) page.set(await r.read(start, Math.min(PAGE, n.baseLimit - start)))
+      n.zeros?.mask(page, start)
+    }
+    // A concurrent filler may have won while we awaited.
+    const raced = n.pages.get(p)
+    if (raced !== undefined) {
+      freePage(page)
+      return this.grown(n, p, raced, upTo)
+    }
+    n.pages.set(p, page)
+    this.dirtyBytes += PAGE
+    return page
+  }
+
+  /** `page` (page `p` of `n`), or a longer copy of it if it is shorter than `upTo`. */
+  private grown (n: Inode, p: number, page: Uint8Array, upTo: number): Uint8Array {
+    if (page.length >= upTo) return page
+    const bigger = smallPage(upTo)
+    bigger.set(page)
+    bigger.fill(0, page.length)
+    n.pages?.set(p, bigger)
+    this.dirtyBytes += bigger.length - page.length
+    freePage(page)
+    return bigger
+  }
+
+  async applyWrite (n: Inode, offset: number, data: Uint8Array): Promise<void> {
+    const end = offset + data.length
+    for (let p = Math.floor(offset / PAGE); p * PAGE < end; p++) {
+      const ps = p * PAGE
+      const from = Math.max(offset, ps)
+      const to = Math.min(end, ps + PAGE)
+      const page = await this.page(n, p, offset <= ps && end >= ps + PAGE, to - ps)
+      page.set(data.subarray(from - offset, to - offset), from - ps)
+    }
+    if (end > n.size) n.size = end
+    n.markDirty(offset, end)
+    this.dirtyFiles.add(n.ino)
+  }
+
+  applyTruncate (n: Inode, size: number): void {
+    if (size < n.size) {
+      if (n.pages !== undefined) {
+        for (const p of [...n.pages.keys()]) {
+          const page = n.pages.get(p) as Uint8Array
+          if (p * PAGE >= size) {
+            freePage(page)
+            n.pages.delete(p)
+            this.dirtyBytes -= page.length
+          }
+        }
+        const last = n.pages.get(Math.floor(size / PAGE))
+        if (last !== undefined) last.fill(0, size % PAGE)
+      }
+      if (size < n.baseLimit) {
+        n.baseLimit = size
+        n.zeros?.clip(size)
+      }
+      n.markDirty(size, size)
+    }
+    n.markDirty(Math.min(size, n.size), Math.max(size, n.size))
+    n.size = size
+    this.dirtyFiles.add(n.ino)
+  }
+
+  /**
+   * Zeros what the call zeros and sets the size; never writes data. Dirty pages wholly inside
+   * the zeroed range go (a fold then sees a hole there), pages it cuts through are zero-filled,
+   * and the base below them is masked by `zeros` until the fold.
+   */
+  applyFallocate (n: Inode, mode: number, offset: number, length: number): void {
+    const { zeroFrom, zeroTo, newSize } = planFallocate(mode, offset, length, n.size)
+    if (zeroFrom < zeroTo) {
+      if (n.pages !== undefined) {
+        // The range may span far more pages than are dirty (a punch across a sparse terabyte).
+        const first = Math.floor(zeroFrom / PAGE)
+        const end = Math.ceil(zeroTo / PAGE)
+        const touched = end - first <= n.pages.size
+          ? Array.from({ length: end - first }, (_, i) => first + i)
+          : [...n.pages.keys()].filter(p => p >= first && p < end)
+        for (const p of touched) {
+          const page = n.pages.get(p)
+          if (page === undefined) continue
+          const ps = p * PAGE
+          // Bytes of a page past the size are zeros already: such a page may go as a whole.
+          if (ps >= zeroFrom && Math.min(ps + PAGE, n.size) <= zeroTo) {
+            freePage(page)
+            n.pages.delete(p)
+            this.dirtyBytes -= page.length
+          } else {
+            page.fill(0, Math.max(zeroFrom, ps) - ps, Math.min(zeroTo, ps + PAGE) - ps)
+          }
+        }
+      }
+      if (zeroFrom < n.baseLimit) {
+        n.zeros ??= new ZeroRanges()
+        n.zeros.add(zeroFrom, Math.min(zeroTo, n.baseLimit))
+      }
+      n.markDirty(zeroFrom, zeroTo)
+      this.dirtyFiles.add(n.ino)
+    }
+    if (newSize !== n.size) this.applyTruncate(n, newSize)
+  }
+
+  /** Reads file content: dirty pages first, then the base tree, zeros past both. */
+  async read (n: Inode, offset: number, length: number): Promise<Uint8Array> {
+    if (n.kind === 'dir') throw posix('EISDIR', 'read of a directory')
+    if (n.kind !== 'file') throw posix('EINVAL', 'read of a non-file')
+    const end = Math.min(n.size, offset + length)
+    if (offset >= end) return new Uint8Array(0)
+    const out = new Uint8Array(end - offset)
+    let pos = offset
+    while (pos < end) {
+      const p = Math.floor(pos / PAGE)
+      const page = n.pages?.get(p)
+      if (page !== undefined) {
+        const to = Math.min(end, (p + 1) * PAGE)
+        out.set(page.subarray(pos - p * PAGE, to - p * PAGE), pos - offset)
+        pos = to
+        continue
+      }
+      // Extend over consecutive non-dirty pages and read them from the base in one go.
+      let to = Math.min(end, (p + 1) * PAGE)
+      while (to < end && n.pages?.has(Math.floor(to / PAGE)) !== true) to = Math.min(end, to + PAGE)
+      const baseEnd = Math.min(to, n.baseLimit)
+      if (pos < baseEnd) {
+        const r = n.baseReader(this.store)
+        if (r !== undefined) out.set(await r.read(pos, baseEnd - pos), pos - offset)
+        n.zeros?.mask(out.subarray(pos - offset, baseEnd - offset), pos)
+      }
+      pos = to
+    }
+    return out
+  }
+
+  /** After a fold stored `n`'s content as `base`: its pages are given back. */
+  settle (n: Inode, base: CID): void {
+    this.dirtyBytes -= pagesBytes(n.pages)
+    n.settle(base)
+  }
+
+  /** `n` is gone (unlinked and closed): its pages are given back, and nothing of it is stored. */
+  forget (n: Inode): void {
+    this.dirtyFiles.delete(n.ino)
+    if (n.pages !== undefined) {
+      this.dirtyBytes -= pagesBytes(n.pages)
+      for (const page of n.pages.values()) freePage(page)
+      n.pages = undefined
+    }
+  }
+}
