@@ -72,15 +72,27 @@ function position (p: WriterPosition): Record<string, unknown> {
   }
 }
 
-/** Where this node's own log is: its current version, newest folded record and its counter. */
-async function ownPosition (node: ReefNode): Promise<{ vguid: CID, record?: CID, n: bigint }> {
-  const h = await node.heads.current(node.aguid)
-  if (h === undefined) throw ReefError.notFound(`this node's file system has no version yet to publish (reef init, or a mount, makes the first one: reef init --data-dir ${node.dataDir})`)
-  const v = decodeVersion(await node.store.get(h.vguid))
-  if (v.log === undefined) return { vguid: h.vguid, n: 0n }
+/**
+ * Where this node's log in a view is: its tree of the view's current version (what a view mount
+ * folds and publishes by itself), newest folded record and its counter. A writer that never
+ * mounted the view gets its first version here, an empty tree, as a view mount would start.
+ */
+async function ownPosition (node: ReefNode, view: CID): Promise<{ vguid: CID, record?: CID, n: bigint }> {
+  let vguid = (await node.heads.current(node.fsAguid(view)))?.vguid
+  if (vguid === undefined) {
+    const rfs = await node.openFs({ view })
+    try {
+      vguid = (await rfs.fold('first version of this writer in the view', true))?.vguid
+    } finally {
+      rfs.log?.close()
+    }
+    if (vguid === undefined) throw new ReefError('BAD_INPUT', `no version of this node's tree in view ${view.toString()} could be made`)
+  }
+  const v = decodeVersion(await node.store.get(vguid))
+  if (v.log === undefined) return { vguid, n: 0n }
   const mine = v.vv?.[keyHex(node.keys.publicKey)]
   const n = mine !== undefined ? BigInt(mine) : BigInt(decodeRecord(await node.store.get(v.log)).n)
-  return { vguid: h.vguid, record: v.log, n }
+  return { vguid, record: v.log, n }
 }
 
 const published = (acks: number | undefined): string => acks === undefined ? 'stored here (no network)' : `published to ${acks} peer${acks === 1 ? '' : 's'}`
@@ -151,13 +163,13 @@ export function addViewCommands (program: Command, { withNode, print }: ViewCliH
     })
 
   view.command('publish')
-    .description('sign and publish this node\'s head in a view: where its log is now (its current version)')
+    .description('sign and publish this node\'s head in a view: its tree of the view as last folded (a view mount publishes by itself)')
     .argument('<view>', 'view id')
     .option('--json', 'print JSON')
     .action(async (v: string, opts: { json?: boolean }) => {
       const id = parseViewId(v)
       await withNode(async node => {
-        const r = await node.views().publishHead(id, async () => await ownPosition(node))
+        const r = await node.views().publishHead(id, async () => await ownPosition(node, id))
         const h = r.head
         print(opts.json, { view: id.toString(), key: keyHex(h.writer), seq: h.seq.toString(), vguid: h.vguid.toString(), record: h.record?.toString(), n: h.n.toString(), listSeq: h.listSeq.toString(), acks: r.acks }, () =>
           `head ${h.seq} of ${keyHex(h.writer)}: version ${h.vguid.toString()}, record ${h.n}, under list ${h.listSeq}; ${published(r.acks)}`)

@@ -68,6 +68,8 @@ export interface ViewStatus {
   /** The test hook holds this mount's rounds (REEF_TEST_VIEW_HOLD). */
   held?: boolean
   merges: number
+  /** Merges that took one writer's tree as it was (it had seen every other record: nothing replayed). */
+  fastForwards: number
   lastMergeMs?: number
   mergedRecords?: number
   /** Conflicts the last merge made (`reef conflicts --view` lists all open ones). */
@@ -100,7 +102,7 @@ export class ViewSync {
 
   constructor (private readonly deps: ViewSyncDeps, readonly writer: boolean) {
     this.me = deps.node.keys.publicKey
-    this.stats = { view: deps.view.toString(), writer, rounds: 0, lookups: 0, notified: 0, merges: 0, conflicts: 0, leftOut: [] }
+    this.stats = { view: deps.view.toString(), writer, rounds: 0, lookups: 0, notified: 0, merges: 0, fastForwards: 0, conflicts: 0, leftOut: [] }
   }
 
   /** A record a peer put here: any may be this view's (a head, its list), so a round looks now. */
@@ -280,25 +282,29 @@ export class ViewSync {
     // Which own version the plan merges: read before the merge, since a fold may end meanwhile.
     const planned = this.ownHead?.vguid.toString()
     let out: MergeResult | undefined = await this.merge(await this.withOwn(writers))
+    // Another writer's tree taken whole: its directories come over the network now, not with
+    // the gate closed (a replayed merge fetched what it needed while replaying).
+    if (out.fastForward !== undefined) await (await ReefFS.open({ store: node.store, version: out.version })).loadAll()
     await this.deps.swap(async live => {
       // The swap folded the live tree first: a fold since the plan makes its own input newer.
       if (this.writer && this.ownHead?.vguid.toString() !== planned) out = undefined
       const result = out ?? await this.merge(await this.withOwn(writers))
+      // The new tree loads whole before anything takes it (a merge that is another writer's
+      // tree may need its directories from the network): if that fails, the round is retried.
+      const next = this.writer
+        ? await node.openFs({ view, at: result.version, log: live.log, committed: v => this.folded(v) })
+        : await ReefFS.open({ store: node.store, version: result.version })
+      await next.loadAll()
+      if (this.writer) await node.adopt(result.version, view)
       this.mergedFrom = sig
       this.base = result.version
       this.stats.merges++
+      if (result.fastForward !== undefined) this.stats.fastForwards++
       this.stats.lastMergeMs = Date.now() - t0
       this.stats.mergedRecords = result.records
       this.stats.conflicts = result.conflicts.length
-      this.deps.log(`view ${this.stats.view}: merged ${this.stats.mergedRecords} records of ${writers.length} writers into version ${result.version.root.seq} (${result.version.vguid.toString()}) in ${this.stats.lastMergeMs} ms`)
-      if (!this.writer) {
-        const next = await ReefFS.open({ store: node.store, version: result.version })
-        await next.loadAll()
-        return next
-      }
-      await node.adopt(result.version, view)
-      const next = await node.openFs({ view, at: result.version, log: live.log, committed: v => this.folded(v) })
-      await next.loadAll()
+      const how = result.fastForward !== undefined ? `took writer ${result.fastForward.slice(0, 8)}'s tree (it had seen every other record)` : `merged ${result.records} records of ${writers.length} writers`
+      this.deps.log(`view ${this.stats.view}: ${how} into version ${result.version.root.seq} (${result.version.vguid.toString()}) in ${this.stats.lastMergeMs} ms`)
       return next
     })
   }

@@ -130,6 +130,12 @@ tap.test('3 nodes on loopback', async t => {
     t.equal(pub.seq, '1')
     t.equal(pub.listSeq, '2')
     t.ok(pub.acks > 0)
+    // The head names B's tree of the view (made here, empty, since B never mounted it), not B's
+    // private file system.
+    const inView = JSON.parse(ok(await c.reef(B, 'history', '--view', view, '--json'), 'history --view').stdout)
+    const own = JSON.parse(ok(await c.reef(B, 'history', '--json'), 'history').stdout)
+    t.equal(inView.versions[0].vguid, pub.vguid, 'the head is B\'s version in the view')
+    t.not(own.versions[0].vguid, pub.vguid, 'not its private file system\'s')
     const headOf = async (nd: NodeHandle, key: string): Promise<any> => {
       const r = await c.reef(nd, 'view', 'heads', view, '--json')
       return r.code === 0 ? JSON.parse(r.stdout).writers.find((w: { key: string }) => w.key === key) : undefined

@@ -26,7 +26,7 @@ import { sameBytes } from '../block/index.js'
 import { ReefError } from '../errors.js'
 import { CONFLICT_XATTR, ReefFS, type VersionInfo } from '../fs/fs.js'
 import { encodeRecord, type LogRecord } from '../log/record.js'
-import { decodeVersion } from '../object/version.js'
+import { decodeVersion, encodeVersion, type VersionRoot } from '../object/version.js'
 import type { BlockStore } from '../store/types.js'
 import { type ConflictNote, type MergeEvent, Merger } from './apply.js'
 import { isConflictName } from './names.js'
@@ -96,6 +96,37 @@ export interface MergeResult {
   events: MergeEvent[]
   /** Records replayed. */
   records: number
+  /** The writer (hex key) whose tree the merge is, when its head had seen all the others (aheadOfAll). */
+  fastForward?: string
+}
+
+/**
+ * The writer whose head has seen exactly every record given (of the others, and its own: its
+ * head holds them all) and nothing else: its tree already is the merge of these heads, since
+ * its own records since it last took the others' were made against their merge, and a replay
+ * would put them where they are. If several have (every writer idle since one merge), the first
+ * by key. Decided from the heads alone, so every node takes the same one whatever order the
+ * heads arrived in or whatever base it merges from.
+ */
+async function aheadOfAll (input: MergeInput, top: Map<string, number>): Promise<{ w: string, v: VersionInfo } | undefined> {
+  const candidates = input.writers.filter(wi => wi.head !== undefined)
+    .map(wi => ({ w: Buffer.from(wi.key).toString('hex'), head: wi.head as CID }))
+    .sort((a, b) => a.w < b.w ? -1 : a.w > b.w ? 1 : 0)
+  for (const { w, head } of candidates) {
+    let root: VersionRoot
+    try {
+      root = decodeVersion(await input.store.get(head))
+    } catch {
+      continue
+    }
+    const vv = root.vv ?? {}
+    let exact = true
+    for (const [v, n] of top) if ((vv[v] ?? 0) !== n) exact = false
+    // A writer it had seen that is not given (left out, or cut back by a removal): not this one.
+    for (const [v, n] of Object.entries(vv)) if (n > 0 && !top.has(v)) exact = false
+    if (exact) return { w, v: { vguid: head, root } }
+  }
+  return undefined
 }
 
 /** The author of a merged version: no single writer's. */
@@ -129,11 +160,6 @@ export async function merge (input: MergeInput): Promise<MergeResult> {
   }
   all.sort(compareRanked)
 
-  const fs = await ReefFS.open({ store: input.store, version: input.base, now: () => 0n })
-  await fs.loadAll()
-  const merger = new Merger(fs, all, heads)
-  for (const x of all) await merger.apply(x)
-
   const vv = joinVV({ ...baseVV }, {})
   let time = input.base?.root.time ?? 0
   for (const x of all) {
@@ -151,13 +177,35 @@ export async function merge (input: MergeInput): Promise<MergeResult> {
     const s = decodeVersion(await input.store.get(p)).seq
     if (s > seq) seq = s
   }
+  const message = input.message ?? `merge of ${merged} writer${merged === 1 ? '' : 's'}`
+
+  // Every writer's newest record given (or held by the base).
+  const top = new Map<string, number>(Object.entries(baseVV))
+  for (const wi of input.writers) top.set(Buffer.from(wi.key).toString('hex'), Math.max(top.get(Buffer.from(wi.key).toString('hex')) ?? 0, 0))
+  for (const x of all) if (x.r.n > (top.get(x.w) ?? 0)) top.set(x.w, x.r.n)
+  const ahead = all.length > 0 ? await aheadOfAll(input, top) : undefined
+  if (ahead !== undefined) {
+    const { root } = ahead.v
+    const vroot: VersionRoot = { root: root.root, parents, seq: seq + 1n, time, author: MERGE_AUTHOR, nextIno: root.nextIno, vv, message }
+    if (root.rootAttrs !== undefined) vroot.rootAttrs = root.rootAttrs
+    if (root.links !== undefined) vroot.links = root.links
+    const block = encodeVersion(vroot)
+    await input.store.put(block)
+    return { version: { vguid: block.cid, root: vroot }, changed: [], conflicts: [], events: [], records: 0, fastForward: ahead.w }
+  }
+
+  const fs = await ReefFS.open({ store: input.store, version: input.base, now: () => 0n })
+  await fs.loadAll()
+  const merger = new Merger(fs, all, heads)
+  for (const x of all) await merger.apply(x)
+
   const version = await fs.fold(undefined, true, {
     parents,
     seq: seq + 1n,
     time,
     author: MERGE_AUTHOR,
     vv,
-    message: input.message ?? `merge of ${merged} writer${merged === 1 ? '' : 's'}`
+    message
   }) as VersionInfo
   return { version, changed: [...merger.changed].sort((a, b) => a - b), conflicts: merger.notes, events: merger.events, records: all.length }
 }
