@@ -192,7 +192,9 @@ function lifecycle (program: Command): void {
       if (maxDirtyBytes !== undefined && !(maxDirtyBytes > 0)) throw ReefError.badInput(`bad --max-dirty ${opts.maxDirty}`)
       const attrTimeout = opts.attrTimeout !== undefined ? Number(opts.attrTimeout) : undefined
       if (attrTimeout !== undefined && !(attrTimeout >= 0 && attrTimeout <= 3600)) throw ReefError.badInput(`bad --attr-timeout ${opts.attrTimeout}`)
-      served = await MountDaemon.serve(node, { mountpoint, foldIntervalMs, maxDirtyBytes, attrTimeout, attrCache: opts.attrCache, writeBehind: opts.writeBehind, checkout: version, from, follow: own ? undefined : follow, view, viewIntervalMs, faults: testFaults(), caps: fuseCaps() },
+      // A view mount folds once its writes pause (at most 5 intervals after the first).
+      const foldQuietMaxMs = view !== undefined ? 5 * (foldIntervalMs ?? 2000) : undefined
+      served = await MountDaemon.serve(node, { mountpoint, foldIntervalMs, foldQuietMaxMs, maxDirtyBytes, attrTimeout, attrCache: opts.attrCache, writeBehind: opts.writeBehind, checkout: version, from, follow: own ? undefined : follow, view, viewIntervalMs, faults: testFaults(), caps: fuseCaps() },
         { socket: checkout === undefined ? SOCKET_NAME : `checkout-${process.pid}.sock`, run: async (args, notify) => await runInDaemon(node, args, notify) })
     } catch (e) {
       await node.close().catch(() => {})
@@ -219,7 +221,7 @@ function lifecycle (program: Command): void {
   program.command('mount')
     .description('mount this data directory\'s file system on DIR (foreground; creates the data directory if needed)')
     .argument('<dir>', 'mount point (created if missing)')
-    .option('--fold-interval <seconds>', 'fold writes into a version after this many seconds of activity (default 5; 2 on a view mount, whose folds are what the other writers see; fsync there folds at once)')
+    .option('--fold-interval <seconds>', 'fold writes into a version after this many seconds of activity (default 5); on a view mount, whose folds are what the other writers see, after this many seconds with no write (default 2), at most 5 times it after the first, and at once on fsync')
     .option('--max-dirty <MiB>', 'fold early once this much written data waits in memory', '512')
     .option('--attr-timeout <seconds>', 'let the kernel cache attributes this long (a follower\'s: never); 0: ask every time', '1')
     .option('--no-attr-cache', 'the same as --attr-timeout 0: every stat reaches the daemon')

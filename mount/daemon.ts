@@ -72,6 +72,12 @@ export interface MountOptions {
   mountpoint: string
   /** Fold after this many ms of write activity (default 5000). */
   foldIntervalMs?: number
+  /**
+   * Fold after foldIntervalMs with no write instead (each change pushes the fold back), but at
+   * most this many ms after the first unfolded change. View mounts: a burst of writes (a copy, a
+   * build) becomes one version the other writers merge once, not one every interval.
+   */
+  foldQuietMaxMs?: number
   /** Fold early once this many bytes are held in dirty pages (default 512 MiB). */
   maxDirtyBytes?: number
   /** Mount this version read-only instead of the live file system. */
@@ -151,6 +157,8 @@ export class MountDaemon {
   private adapter?: MountAdapter
   private adapterOptions?: AdapterOptions
   private timer?: NodeJS.Timeout
+  /** When the first change the pending fold timer covers came (foldQuietMaxMs). */
+  private firstChange = 0
   private folding?: Promise<VersionInfo | undefined>
   private readonly versionCache = new Map<string, ReefFS>()
   private stopped = false
@@ -342,9 +350,14 @@ export class MountDaemon {
   scheduleFold (delay = this.opts.foldIntervalMs ?? 5000): void {
     if (this.stopped || this.fs.readOnly) return
     if (this.fs.dirtyBytes >= (this.opts.maxDirtyBytes ?? DEFAULT_MAX_DIRTY)) delay = 0
+    const quietMax = this.opts.foldQuietMaxMs
     if (this.timer !== undefined) {
-      if (delay > 0) return
+      if (delay > 0 && quietMax === undefined) return
       clearTimeout(this.timer)
+      // Quiet mode: pushed back by this change, but never past the first change plus the max.
+      if (delay > 0 && quietMax !== undefined) delay = Math.max(0, Math.min(delay, this.firstChange + quietMax - Date.now()))
+    } else {
+      this.firstChange = Date.now()
     }
     this.timer = setTimeout(() => {
       this.timer = undefined
