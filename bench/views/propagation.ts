@@ -104,7 +104,7 @@ async function main (): Promise<void> {
     ['samples (missed after 30 s)', `${SAMPLES} (${missed})`],
     ['merges on B', String(res.mergesOnB)]
   ]))
-  out('defaults: a view mount folds at every fsync (else after 2 s of activity) and looks for heads every 0.5 s (README: "Shared file systems")')
+  out('defaults: a view mount folds at every fsync (else once writes pause for 2 s), publishes the fold as its head, and a peer holding that head merges at once (else within 0.5 s, or 5 s for a head it must look up) (README: "Shared file systems")')
   if (jsonOut !== '') {
     fs.mkdirSync(path.dirname(path.resolve(jsonOut)), { recursive: true })
     fs.writeFileSync(jsonOut, JSON.stringify({ command: commandLine(), machine: machine(os.tmpdir()), propagation: res }, null, 2) + '\n')
