@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything reef needs on a fresh Debian + Node 20 machine (run as root), then the
-# npm dependencies (which build reef's libfuse3 addon and compile reef). Idempotent.
+# npm dependencies (which build reef's libfuse3 addon and lmdb's addon with LMDB's ITS#9496 fix,
+# src/store/lmdb/build-lmdb.mjs, and compile reef). Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
@@ -11,6 +12,7 @@ pkgs=()
 for p in fuse3 libfuse3-dev pkg-config rsync attr; do
   dpkg -s "$p" >/dev/null 2>&1 || pkgs+=("$p")
 done
+# make, g++, gcc and python3 are node-gyp's: both native addons are compiled at install.
 for tool in make:make g++:g++ gcc:gcc git:git; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || pkgs+=("${tool##*:}")
 done
