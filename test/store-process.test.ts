@@ -22,9 +22,9 @@ const DIST_LMDB = path.join(ROOT, 'dist', 'src', 'store', 'lmdb.js')
 const PATCHED_ADDON = path.join(ROOT, 'node_modules', 'lmdb', 'build', 'Release', 'lmdb.node')
 const MARKER = 'reef-lmdb-its9496-fixed'
 
-// Writes one random block per commit for `ms`; prints the lmdb addon this process mapped
-// ("addon PATH", from /proc/self/maps), each BGUID once its put resolved, then "errors N" (puts
-// that threw) last.
+// Writes one random block per commit for `ms`; prints the lmdb addons this process mapped
+// ("addon PATH ...": .node files of the lmdb and @lmdb/* packages in /proc/self/maps), each BGUID
+// once its put resolved, then "errors N" (puts that threw) last.
 const WRITER = `
 import fs from 'node:fs'
 import { randomBytes, randomInt } from 'node:crypto'
@@ -34,7 +34,7 @@ const [dir, ms] = process.argv.slice(1)
 const db = new LmdbStore({ path: dir, create: false })
 const store = new LmdbBlockStore(db)
 const addons = new Set(fs.readFileSync('/proc/self/maps', 'utf8').split('\\n')
-  .map(l => l.slice(l.indexOf('/'))).filter(p => /lmdb/.test(p) && /\\.node$/.test(p)))
+  .map(l => l.slice(l.indexOf('/'))).filter(p => /\\/node_modules\\/@?lmdb\\//.test(p) && /\\.node$/.test(p)))
 let out = 'addon ' + [...addons].join(' ') + '\\n'
 const end = Date.now() + Number(ms)
 let errors = 0

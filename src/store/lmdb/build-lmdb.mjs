@@ -131,7 +131,7 @@ function loadedAddon () {
       await db.put('k', 'v')
       if (db.get('k') !== 'v') throw new Error('put then get failed')
       const mapped = [...new Set(fs.readFileSync('/proc/self/maps', 'utf8').split('\\n')
-        .map(l => l.slice(l.indexOf('/'))).filter(p => p.endsWith('.node') && p.includes('lmdb')))]
+        .map(l => l.slice(l.indexOf('/'))).filter(p => p.endsWith('.node') && /\\/node_modules\\/@?lmdb\\//.test(p)))]
       await db.close()
       console.log(JSON.stringify({ resolved, mapped }))
     } finally {
