@@ -22,7 +22,7 @@ import { decodeVersion, objectKind } from '../src/object/version.js'
 import { FileReader } from '../src/object/file.js'
 import { devMajor, devMinor } from '../src/object/devnum.js'
 import { addViewCommands } from './view.js'
-import { listConflicts } from '../src/merge/index.js'
+import { listConflicts, mergedFrom } from '../src/merge/index.js'
 
 export interface CliContext {
   out: (s: string | Uint8Array) => void
@@ -285,7 +285,9 @@ export function createProgram (ctx: CliContext): Command {
     .action(async (version: string | undefined, opts: { json?: boolean, view?: string }) => {
       await withNode(async node => {
         const { vguid } = await versionOrHead(node, version, node.fsAguid(opts.view !== undefined ? parseViewId(opts.view) : undefined))
-        const list = await listConflicts(await node.openVersion(await node.version(vguid)))
+        const v = await node.version(vguid)
+        const from = await mergedFrom(node.store, v).catch(() => new Map<string, string>())
+        const list = await listConflicts(await node.openVersion(v), w => from.get(w))
         // A conflict leaves the list when its copy is deleted or renamed, or its mark removed.
         print(opts.json, { vguid, conflicts: list }, () => list.length === 0
           ? 'no open conflicts'

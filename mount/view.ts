@@ -297,7 +297,8 @@ export class ViewSync {
       await next.loadAll()
       if (this.writer) await node.adopt(result.version, view)
       this.mergedFrom = sig
-      this.base = result.version
+      // The next merge replays only what is newer than this one when this one allows it.
+      this.base = result.extendable ? result.version : undefined
       this.stats.merges++
       if (result.fastForward !== undefined) this.stats.fastForwards++
       this.stats.lastMergeMs = Date.now() - t0

@@ -7,8 +7,11 @@ import { ROOT_INO } from '../src/fs/inode.js'
 import { RENAME_EXCHANGE, type ReefFS } from '../src/fs/fs.js'
 import type { Inode } from '../src/fs/inode.js'
 import { isReefError } from '../src/errors.js'
-import { merge } from '../src/merge/index.js'
-import { cred, enc, openVersion, permutations, type Writer, writers } from './helpers/writers.js'
+import type { CID } from 'multiformats/cid'
+import type { VersionInfo } from '../src/fs/fs.js'
+import { extendsBase, merge, recordsSince } from '../src/merge/index.js'
+import { decodeVersion } from '../src/object/version.js'
+import { cred, enc, keyOf, openVersion, permutations, type Writer, writers } from './helpers/writers.js'
 
 function rng (seed: number): () => number {
   let a = seed >>> 0
@@ -157,6 +160,9 @@ for (let seed = start; seed < start + count; seed++) {
     })
     let ws3 = [await ws.writer('p'), await ws.writer('q'), await ws.writer('r')]
     let base = ws.base
+    // Whether the base (the last round's merge) may be extended (MergeResult.extendable).
+    let baseExtendable = false
+    let extendable = false
     // Two rounds: concurrent operations, a merge; every writer adopts it; again, from that base.
     for (const round of [1, 2]) {
       const changed = new Map<Writer, Set<number>>(ws3.map(w => [w, new Set()]))
@@ -173,18 +179,31 @@ for (let seed = start; seed < start + count; seed++) {
           kept.push({ w: w.label, content: Buffer.from(await w.fs.read(n, 0, n.size)).toString() })
         }
       }
-      const inputs = [await ws.input(ws3[0], base), await ws.input(ws3[1], base), await ws.input(ws3[2], base)]
+      // The setup writer made the first base: a writer of every merge here too (as every writer of
+      // a view is), so that a merge from an earlier merge has the same writers as one from none.
+      const first = ws.base as VersionInfo
+      const setup = { key: keyOf('setup'), head: first.vguid, records: await recordsSince(ws.store, first.root.log, keyOf('setup'), 0) }
+      const inputs = [await ws.input(ws3[0], base), await ws.input(ws3[1], base), await ws.input(ws3[2], base), setup]
       const roots = new Set<string>()
       let version
       let changedInos: number[] = []
-      for (const p of permutations(inputs)) {
+      for (const p of permutations(inputs.slice(0, 3))) {
         const shuffled = p.map(i => ({ ...i, records: [...i.records].sort(() => r() - 0.5) }))
-        const out = await merge({ store: ws.store, base, writers: shuffled })
+        const out = await merge({ store: ws.store, base, writers: [...shuffled, setup] })
         roots.add(out.version.vguid.toString())
         version ??= out.version
+        extendable = out.extendable
         changedInos = out.changed
       }
       t.equal(roots.size, 1, `round ${round}: one root hash for every arrival order`)
+      if (round === 2 && baseExtendable && extendsBase(base as VersionInfo, inputs)) {
+        // From the round-1 merge as base, replaying only round 2: the very version a merge of
+        // both rounds from the first base gives.
+        const whole = await Promise.all(inputs.map(async i => ({ ...i, records: await recordsSince(ws.store, decodeVersion(await ws.store.get(i.head as CID)).log, i.key, first.root.vv?.[Buffer.from(i.key).toString('hex')] ?? 0) })))
+        const full = await merge({ store: ws.store, base: first, writers: whole })
+        const inc = await merge({ store: ws.store, base, writers: inputs, extending: true })
+        t.equal(inc.version.vguid.toString(), full.version.vguid.toString(), 'round 2: the merge from the round-1 merge is the merge of both rounds from the first base')
+      }
       const merged = version as NonNullable<typeof version>
       const m = await openVersion(ws.store, merged)
       // Walk the merged tree: every directory once (no loop), every file read.
@@ -232,6 +251,7 @@ for (let seed = start; seed < start + count; seed++) {
       const again = await merge({ store: ws.store, base: merged, writers: inputs })
       t.ok(again.version.root.root.equals(merged.root.root) && again.records === 0, `round ${round}: merging the same heads onto the merge changes no tree`)
       base = merged
+      baseExtendable = extendable
       ws3 = await Promise.all(ws3.map(async w => await ws.adopt(w, merged)))
     }
   })

@@ -9,7 +9,7 @@ import { decodeVersion } from '../src/object/version.js'
 import { ROOT_INO } from '../src/fs/inode.js'
 import { CONFLICT_XATTR, RENAME_EXCHANGE, type ReefFS, type VersionInfo } from '../src/fs/fs.js'
 import { inoPrefixOf, LEGACY_LIMIT, prefixOfIno, writerIno } from '../src/fs/ino.js'
-import { conflictName, extendsBase, isConflictName, listConflicts, merge, MERGE_AUTHOR, type MergeResult, recordsSince, viewInputs, type WriterInput } from '../src/merge/index.js'
+import { conflictName, extendsBase, isConflictName, listConflicts, merge, MERGE_AUTHOR, mergedFrom, type MergeResult, recordsSince, viewInputs, type WriterInput } from '../src/merge/index.js'
 import { encodeRecord, type LogRecord } from '../src/log/record.js'
 import { cred, enc, hex, keyOf, openVersion, permutations, snapshot, type Writer, type Writers, writers } from './helpers/writers.js'
 import { code, openCoreFs } from './helpers/fs-core.js'
@@ -155,7 +155,8 @@ t.test('conflict: both writers change one file: one keeps the name, the other is
   t.ok(isConflictName(copyName))
   t.equal(await text(m, `/${copyName}`), `version of ${second.label}`, 'the other version survives beside it')
   t.equal(Object.keys(await snapshot(m)).length, 2)
-  const list = await listConflicts(m)
+  const from = await mergedFrom(ws.store, out.version)
+  const list = await listConflicts(m, w => from.get(w))
   t.equal(list.length, 1)
   t.same(list[0], {
     path: `/${copyName}`,
@@ -749,4 +750,34 @@ t.test('a writer whose head has seen every other record: its tree is the merge, 
   const both = await merge({ store: ws.store, base: ws.base, writers: [await ws.input(a), await ws.input(b2)] })
   t.equal(both.fastForward, undefined, 'a record B has not seen: replayed')
   t.equal((await listConflicts(await openVersion(ws.store, both.version))).length, 1, 'and the concurrent change to f.txt is a conflict copy')
+})
+
+t.test('a change to content a merge base holds: its copy starts from that content, and the merge from the base is the merge from none', async t => {
+  const ws = await writers(t)
+  const a = await ws.writer('a')
+  const b = await ws.writer('b')
+  const f = await a.fs.create(ROOT_INO, enc('f.txt'), 0o644, cred)
+  await a.fs.write(f.ino, 0, enc('one\n'))
+  await b.fs.mkdir(ROOT_INO, enc('d'), 0o755, cred)
+  const m1 = await merge({ store: ws.store, writers: [await ws.input(a), await ws.input(b)] })
+  const a2 = await ws.adopt(a, m1.version)
+  const b2 = await ws.adopt(b, m1.version)
+  // Both append to the content m1 holds (its last change is a's first write).
+  const append = async (w: Writer, line: string): Promise<void> => {
+    const n = await w.fs.resolve('/f.txt')
+    await w.fs.write(n.ino, n.size, enc(line))
+  }
+  await append(a2, 'two by a\n')
+  await append(b2, 'two by b\n')
+  await append(b2, 'three by b\n')
+  const later = [await ws.input(a2), await ws.input(b2)]
+  t.ok(extendsBase(m1.version, later))
+  const full = await merge({ store: ws.store, writers: later })
+  const inc = await merge({ store: ws.store, base: m1.version, writers: later, extending: true })
+  t.equal(inc.version.vguid.toString(), full.version.vguid.toString(), 'the same version from the base as from none')
+  const contents = Object.values(await snapshot(await openVersion(ws.store, inc.version))).filter(v => v.startsWith('file')).map(v => v.replace(/^file 644 /, '')).sort()
+  const [first] = order(a2, b2)
+  const kept = first === a2 ? 'one\ntwo by a\n' : 'one\ntwo by b\nthree by b\n'
+  const copy = first === a2 ? 'one\ntwo by b\nthree by b\n' : 'one\ntwo by a\n'
+  t.same(contents, [kept, copy].sort(), 'one keeps the name, the other is a copy of m1\'s content plus its own lines')
 })

@@ -491,15 +491,19 @@ export class ReefFS {
   /** Whether `ino` is `ancestor` or below it (loaded parents only). */
   within (ino: number, ancestor: number): boolean { return this.tree.within(ino, ancestor) }
 
-  /** Adds a new inode made from a stored entry (a conflict copy) under `name` in `dir`. */
-  async place (dir: Inode, name: Uint8Array, ino: number, e: Entry): Promise<Inode> {
+  /**
+   * Adds a new inode made from a stored entry (a conflict copy) under `name` in `dir`, which
+   * changes at `time` (the record's that made the copy, not the entry's: one merge from several
+   * bases must give one tree).
+   */
+  async place (dir: Inode, name: Uint8Array, ino: number, e: Entry, time: bigint): Promise<Inode> {
     if (this.log !== undefined) throw new ReefError('BAD_INPUT', 'place is for a merge tree, not a writer\'s')
     if (this.inodes.has(ino)) throw new ReefError('BAD_INPUT', `inode ${ino} exists already`)
     if (await this.lookup(dir, name) !== undefined) throw posix('EEXIST', Buffer.from(name).toString())
     const n = Inode.fromEntry(ino, { ...e, nlink: undefined })
     if (n.kind === 'dir') throw new ReefError('BAD_INPUT', 'place of a directory')
     this.inodes.set(ino, n)
-    await this.tree.attachChild(dir, name, n, n.ctime)
+    await this.tree.attachChild(dir, name, n, time)
     if (n.kind === 'file') this.pages.dirtyFiles.add(ino)
     return n
   }

@@ -31,7 +31,7 @@ import { type ContentOp, isContentOp, type Op, recordId, recordIdKey } from '../
 import { ReefError } from '../errors.js'
 import { CONFLICT_XATTR, type ReefFS } from '../fs/fs.js'
 import type { Inode } from '../fs/inode.js'
-import { mergeIno } from '../fs/ino.js'
+import { inoPrefixOf, mergeIno, prefixOfIno } from '../fs/ino.js'
 import { conflictName } from './names.js'
 import { hasSeen, type Ranked } from './order.js'
 
@@ -89,6 +89,22 @@ function unseen (lin: Lineage | undefined, x: Ranked): Ranked | undefined {
 
 const enc = new TextEncoder()
 
+/**
+ * A conflict copy's entry: the content its writer changed (`content`: data, size, last change)
+ * with the attributes the merged file has now (mode, owner, xattrs, atime): those come from
+ * records before it in merge order, the same from any base, where `content` is an entry as
+ * the merge base or an earlier state left it.
+ */
+function copyEntry (now: Inode | undefined, content: Entry): Entry {
+  if (now === undefined) return content
+  const e: Entry = { ...now.toEntry(content.name), size: content.size }
+  if (content.cid !== undefined) e.cid = content.cid
+  else delete e.cid
+  if (content.last !== undefined) e.last = content.last
+  else delete e.last
+  return e
+}
+
 export class Merger {
   /**
    * Per writer: inode numbers of its records -> the inode they mean in the merged tree; with
@@ -108,8 +124,12 @@ export class Merger {
    * that writer: its later records name the inode by the name it knows, so they find it here.
    */
   private readonly displaced = new Map<number, string>()
-  /** Who created an inode in this merge. */
-  private readonly creator = new Map<number, string>()
+  /**
+   * Writers by inode-number prefix (src/fs/ino.ts), for naming who made a file a new one met:
+   * from the number alone, so a merge from an earlier merge names the same writer as a merge
+   * from none (which saw the create). Prefixes two writers share name neither.
+   */
+  private readonly byPrefix = new Map<number, string | null>()
   /** Per inode, per writer (in order of first touch): its records touching it, by counter. */
   private readonly touches = new Map<number, Map<string, Touch[]>>()
   private readonly marks = new Map<number, ConflictNote>()
@@ -126,6 +146,10 @@ export class Merger {
   private baseAt?: Map<string, number>
 
   constructor (private readonly fs: ReefFS, records: Ranked[], private readonly heads: Map<string, CID>) {
+    for (const w of new Set([...heads.keys(), ...records.map(x => x.w)])) {
+      const p = inoPrefixOf(Buffer.from(w, 'hex'))
+      this.byPrefix.set(p, this.byPrefix.has(p) ? null : w)
+    }
     for (const x of records) {
       if (isContentOp(x.r.op)) this.byId.set(`${x.w}:${x.r.n}`, x)
       for (const ino of touched(x.r.op)) {
@@ -167,6 +191,11 @@ export class Merger {
       const v = op[k]
       if (v !== undefined) this.changed.add(v).add(this.tr(x, v))
     }
+  }
+
+  /** The writer whose records make inodes numbered like `ino` (none for merge-made numbers). */
+  private writerOf (ino: number): string | undefined {
+    return this.byPrefix.get(prefixOfIno(ino)) ?? undefined
   }
 
   /** The first record of another writer that changed `ino` concurrently with `x`. */
@@ -283,11 +312,10 @@ export class Merger {
           name = await this.freeName(dir, name, x.r.time, x.w)
         }
         await fs.apply({ ...op, parent: dir.ino, name, ino })
-        this.creator.set(ino, x.w)
         this.changed.add(ino).add(dir.ino)
         if (name !== op.name) {
           this.displaced.set(ino, x.w)
-          const other = existing !== undefined ? this.creator.get(existing.ino) : undefined
+          const other = existing !== undefined ? this.writerOf(existing.ino) : undefined
           this.mark(fs.node(ino), { kind: 'create', original: this.join(dir, op.name), writers: [...(other !== undefined && other !== x.w ? [other] : []), x.w] })
         }
         return
@@ -373,7 +401,7 @@ export class Merger {
     const dir = at?.dir ?? fs.root
     const name = at?.name ?? enc.encode(`inode-${n.ino}`)
     const cname = await this.freeName(dir, name, x.r.time, x.w)
-    const copy = await fs.place(dir, cname, copyIno, lin.snap)
+    const copy = await fs.place(dir, cname, copyIno, copyEntry(n, lin.snap), op.time)
     const mine: Lineage = { snap: lin.snap, ops: [], last: new Map() }
     for (const c of [...lin.ops, x]) {
       if (c !== x && c.w !== x.w && !hasSeen(x.r, c.w, c.r.n)) continue
@@ -386,7 +414,6 @@ export class Merger {
     const aside = [...lin.last.values()].filter(c => c.w !== x.w && !hasSeen(x.r, c.w, c.r.n)).map(c => ({ w: c.w, n: c.r.n }))
     this.setAlias(x.w, op.ino, copyIno, aside.length > 0 ? aside : [{ w: clash.w, n: clash.r.n }])
     this.forkOwner.set(copyIno, x.w)
-    this.creator.set(copyIno, x.w)
     this.changed.add(copyIno).add(dir.ino)
     this.mark(copy, { kind: 'content', original: this.join(dir, name), writers: [clash.w, x.w] })
   }
@@ -461,13 +488,16 @@ export class Merger {
     if (start === undefined || start.kind !== 'file') return this.event(x, 'skipped', `${op.op} of inode ${op.ino}: the content it changed is not in the merged tree`)
     const place = hint?.kind === 'file' ? hint : origin?.kind === 'file' ? origin : undefined
     const lin = place === undefined ? undefined : this.lineage.get(place.ino)
-    const clash = unseen(lin, x) ?? (place === undefined ? undefined : this.lastRecord(place))
+    // Who set x's version aside: a change x had not seen (one it had seen, maybe one in the
+    // merge base, is not a conflict with it).
+    const last = place === undefined ? undefined : this.lastRecord(place)
+    const clash = unseen(lin, x) ?? (last !== undefined && !hasSeen(x.r, last.w, last.r.n) ? last : undefined)
     const copyIno = this.freshIno(x.w, place?.ino ?? originIno ?? op.ino)
     const where = place === undefined ? undefined : fs.where(place.ino)
     const dir = where?.dir ?? fs.root
     const name = where?.name ?? enc.encode(`inode-${op.ino}`)
     const cname = await this.freeName(dir, name, x.r.time, x.w)
-    const copy = await fs.place(dir, cname, copyIno, start)
+    const copy = await fs.place(dir, cname, copyIno, copyEntry(place, start), op.time)
     const mine: Lineage = { snap: start, ops: [], last: new Map() }
     for (const c of [...chain, x]) {
       await fs.apply({ ...(c.r.op as ContentOp), ino: copyIno })
@@ -481,7 +511,6 @@ export class Merger {
     const aside = [...(lin?.last.values() ?? [])].filter(c => c.w !== x.w && !hasSeen(x.r, c.w, c.r.n)).map(c => ({ w: c.w, n: c.r.n }))
     if (aside.length > 0) this.setAlias(x.w, op.ino, copyIno, aside)
     this.forkOwner.set(copyIno, x.w)
-    this.creator.set(copyIno, x.w)
     this.changed.add(copyIno).add(dir.ino)
     const writers = clash !== undefined && clash.w !== x.w ? [clash.w, x.w] : [x.w]
     this.mark(copy, { kind: 'content', original: this.join(dir, name), writers })
@@ -563,7 +592,7 @@ export class Merger {
     // A file replaced by the rename loses a link (or goes).
     if (existing !== undefined && !named && existing.ino !== moved.ino) this.changed.add(existing.ino)
     if (named) {
-      const other = existing !== undefined ? this.creator.get(existing.ino) : undefined
+      const other = existing !== undefined ? this.writerOf(existing.ino) : undefined
       this.mark(moved, { kind: 'create', original: wanted, writers: [...(other !== undefined && other !== x.w ? [other] : []), x.w] })
     } else if (note !== undefined && this.forkOwner.get(moved.ino) === x.w) {
       // The copy's own writer renamed its file before it could know of the conflict: still open.
@@ -572,9 +601,14 @@ export class Merger {
   }
 }
 
-/** A conflict mark's stored value: JSON with a fixed key order, so every node writes the same bytes. */
+/**
+ * A conflict mark's stored value: JSON with a fixed key order, so every node writes the same
+ * bytes. What the records say, never which heads this merge was given: a merge from an earlier
+ * merge must write what a merge from none writes, and a mark made there named older heads.
+ * `reef conflicts` finds the writers' versions from the merged version's parents instead.
+ */
 export function markBytes (n: ConflictNote): Uint8Array {
-  return enc.encode(JSON.stringify({ kind: n.kind, original: n.original, writers: n.writers, versions: n.versions }))
+  return enc.encode(JSON.stringify({ kind: n.kind, original: n.original, writers: n.writers }))
 }
 
 export { CONFLICT_XATTR }

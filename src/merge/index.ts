@@ -98,6 +98,14 @@ export interface MergeResult {
   records: number
   /** The writer (hex key) whose tree the merge is, when its head had seen all the others (aheadOfAll). */
   fastForward?: string
+  /**
+   * Whether a later merge may start from this one (with `extending`, when extendsBase holds) and
+   * give what a merge from none gives: only a replay that set nothing aside (no conflict, no
+   * event) from no base or from such a merge. A merge that did keeps per-merge state (whose
+   * copy is whose, where a writer's records now go) that a merge from it would not know, and a
+   * fast-forward's tree carries whatever the writer's own merges set aside.
+   */
+  extendable: boolean
 }
 
 /**
@@ -191,7 +199,7 @@ export async function merge (input: MergeInput): Promise<MergeResult> {
     if (root.links !== undefined) vroot.links = root.links
     const block = encodeVersion(vroot)
     await input.store.put(block)
-    return { version: { vguid: block.cid, root: vroot }, changed: [], conflicts: [], events: [], records: 0, fastForward: ahead.w }
+    return { version: { vguid: block.cid, root: vroot }, changed: [], conflicts: [], events: [], records: 0, fastForward: ahead.w, extendable: false }
   }
 
   const fs = await ReefFS.open({ store: input.store, version: input.base, now: () => 0n })
@@ -207,18 +215,41 @@ export async function merge (input: MergeInput): Promise<MergeResult> {
     vv,
     message
   }) as VersionInfo
-  return { version, changed: [...merger.changed].sort((a, b) => a - b), conflicts: merger.notes, events: merger.events, records: all.length }
+  const extendable = merger.notes.length === 0 && merger.events.length === 0 && (input.base === undefined || input.extending === true)
+  return { version, changed: [...merger.changed].sort((a, b) => a - b), conflicts: merger.notes, events: merger.events, records: all.length, extendable }
 }
 
 /** An open conflict as `reef conflicts` shows it. */
 export interface OpenConflict { path: string, kind: string, original: string, writers: string[], versions: string[] }
 
 /**
+ * The writers' versions a version was merged from: the parents of `v`, or of the nearest merge
+ * its first parents lead back to (a writer's own versions after a merge), by author (hex key).
+ */
+export async function mergedFrom (store: BlockStore, v: VersionInfo, steps = 64): Promise<Map<string, string>> {
+  let at: VersionInfo | undefined = v
+  for (let i = 0; at !== undefined && i < steps; i++) {
+    if (sameBytes(at.root.author, MERGE_AUTHOR)) {
+      const out = new Map<string, string>()
+      for (const p of at.root.parents) {
+        try {
+          out.set(Buffer.from(decodeVersion(await store.get(p)).author).toString('hex'), p.toString())
+        } catch {}
+      }
+      return out
+    }
+    const p: CID | undefined = at.root.parents[0]
+    at = p === undefined ? undefined : { vguid: p, root: decodeVersion(await store.get(p)) }
+  }
+  return new Map()
+}
+
+/**
  * Every open conflict in a tree: each inode carrying the conflict mark (CONFLICT_XATTR), sorted
- * by path. A conflict leaves the list when its inode is deleted or renamed (a rename drops the
+ * by path; `versionOf` gives each writer's version (mergedFrom). A conflict leaves the list when its inode is deleted or renamed (a rename drops the
  * mark), or when the mark is removed (`setfattr -x user.reef.conflict`).
  */
-export async function listConflicts (fs: ReefFS): Promise<OpenConflict[]> {
+export async function listConflicts (fs: ReefFS, versionOf?: (writer: string) => string | undefined): Promise<OpenConflict[]> {
   const out: OpenConflict[] = []
   const stack: Array<{ ino: number, path: string }> = [{ ino: fs.root.ino, path: '' }]
   while (stack.length > 0) {
@@ -236,7 +267,8 @@ export async function listConflicts (fs: ReefFS): Promise<OpenConflict[]> {
           kind: typeof o.kind === 'string' ? o.kind : (isConflictName(e.name) ? 'content' : 'unknown'),
           original: typeof o.original === 'string' ? o.original : '',
           writers: strs(o.writers),
-          versions: strs(o.versions)
+          // Marks made before versions left them name their merge's heads; newer ones do not.
+          versions: versionOf !== undefined ? strs(o.writers).map(versionOf).filter((v): v is string => v !== undefined) : strs(o.versions)
         })
       }
       if (n.kind === 'dir') stack.push({ ino: n.ino, path: p })
