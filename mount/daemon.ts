@@ -222,7 +222,8 @@ export class MountDaemon {
    * Makes what `build` returns the live tree, with no handler running meanwhile (the adapter's
    * gate closed) and every acknowledged write applied; a writable tree is folded first, so that
    * `build` sees all of it in a version. Open files and the inodes the kernel holds move to the
-   * new tree by number; the kernel is told which inodes and names changed.
+   * new tree by number (loaded into it first by path when `build` opened it lazily:
+   * Adapter.preload); the kernel is told which inodes and names changed.
    */
   async swap (build: (live: ReefFS) => Promise<ReefFS | undefined>): Promise<void> {
     const a = this.adapter
@@ -236,6 +237,7 @@ export class MountDaemon {
       if (!old.readOnly && old.dirty) await this.foldNow()
       const next = await build(old)
       if (next === undefined) return
+      await a.adapter.preload(old, next)
       this.fs = next
       if (this.adapterOptions !== undefined) this.adapterOptions.fs = next
       changed = a.adapter.rebase(old, next)
@@ -310,12 +312,8 @@ export class MountDaemon {
       const v = await this.node.currentVersion(aguid)
       if (v === undefined || this.stopped) return
       if (this.fs.version !== undefined && v.root.seq <= this.fs.version.root.seq) return
-      // Held inodes move to the new tree by number, so it is loaded whole first.
-      await this.swap(async () => {
-        const next = await this.node.openVersion(v)
-        await next.loadAll()
-        return next
-      })
+      // Opened lazily: swap() loads what open files and the kernel hold, by path.
+      await this.swap(async () => await this.node.openVersion(v))
       this.log(`following ${aguid.toString()}: now at version ${v.root.seq}`)
     }
     const loop = (): void => {

@@ -4,7 +4,7 @@
  */
 import { ReefError } from '../../src/errors.js'
 import type { Cred, ReefFS } from '../../src/fs/fs.js'
-import type { Inode } from '../../src/fs/inode.js'
+import { type Inode, keyName, ROOT_INO } from '../../src/fs/inode.js'
 import type { Ctx } from '../fuse3.js'
 import type { AdapterOptions } from './options.js'
 import { isReserved, RESERVED, Tree, type NodeTarget } from './tree.js'
@@ -68,6 +68,9 @@ export class Gate {
 
 export interface WriteBehindStats { enabled: boolean, pending: number, deferred: number, synchronous: number, fullWaits: number, lateErrors: number }
 
+/** Held inodes beyond which `preload` loads the whole new tree instead of walking to each. */
+const PRELOAD_MAX = 4096
+
 export class Adapter {
   readonly tree: Tree
   readonly handles = new Map<number, Handle>()
@@ -111,6 +114,49 @@ export class Adapter {
     const h = this.handles.get(fh)
     if (h === undefined) throw posix('EBADF', `no open file ${fh}`)
     return h
+  }
+
+  /**
+   * Loads into `next` (a tree opened lazily) every inode that an open file or the kernel holds
+   * in `old`, by the path it has in `old`, so that `rebase` finds them by number without loading
+   * all of `next`. It loads all of `next` instead when one is not at its old path (moved or
+   * replaced in the new version, or hard-linked: it has no single path), or when more than
+   * PRELOAD_MAX are held (a walk costs more than a load then).
+   */
+  async preload (old: ReefFS, next: ReefFS): Promise<void> {
+    const want = new Map<number, Inode>()
+    for (const h of this.handles.values()) if (h.fs === old) want.set(h.ino, h.node)
+    for (const [ino, n] of this.tree.heldIn(old)) want.set(ino, n)
+    if (want.size > PRELOAD_MAX) return await next.loadAll()
+    // Each directory's entries by inode, built once per directory a held inode is in.
+    const nameIn = new Map<number, Map<number, Uint8Array>>()
+    const nameOf = (dir: Inode, ino: number): Uint8Array | undefined => {
+      let m = nameIn.get(dir.ino)
+      if (m === undefined) {
+        m = new Map()
+        for (const [key, i] of dir.children ?? []) m.set(i, keyName(key))
+        nameIn.set(dir.ino, m)
+      }
+      return m.get(ino)
+    }
+    for (const [ino, n] of want) {
+      if (next.inodes.has(ino)) continue
+      const names: Uint8Array[] = []
+      let ok = true
+      for (let cur = n, guard = 0; cur.ino !== ROOT_INO; guard++) {
+        const parent = old.inodes.get(cur.parent)
+        const name = parent === undefined || cur.inTable || guard > 4096 ? undefined : nameOf(parent, cur.ino)
+        if (parent === undefined || name === undefined) { ok = false; break }
+        names.push(name)
+        cur = parent
+      }
+      let at: Inode | undefined = ok ? next.root : undefined
+      for (const name of names.reverse()) {
+        if (at === undefined || at.kind !== 'dir') break
+        at = await next.lookup(at, name).catch(() => undefined)
+      }
+      if (!next.inodes.has(ino)) return await next.loadAll()
+    }
   }
 
   /**

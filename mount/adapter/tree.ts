@@ -59,6 +59,11 @@ export class Tree {
 
   get referenced (): number { return this.refs.size }
 
+  /** The inodes of `fs` the kernel holds, by number. */
+  * heldIn (fs: ReefFS): Iterable<[number, Inode]> {
+    for (const [ino, h] of this.held) if (h.fs === fs) yield [ino, h.node]
+  }
+
   /** How the kernel is told to drop what it caches (set once mounted). */
   kernel?: Pick<Fuse3Mount, 'invalInode' | 'invalEntry'>
 
