@@ -12,6 +12,7 @@ import { spawnSync } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { nodeGypRebuild } from '../../bin/node-gyp.mjs'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 const root = path.resolve(here, '..', '..')
@@ -51,18 +52,8 @@ fs.rmSync(outDir, { recursive: true, force: true })
 fs.mkdirSync(outDir, { recursive: true })
 for (const f of sources) fs.copyFileSync(path.join(srcDir, f), path.join(outDir, f))
 
-// npm's bundled node-gyp, with the headers installed next to node (no network).
-const prefix = path.resolve(path.dirname(process.execPath), '..')
-const nodeGyp = [
-  process.env.npm_config_node_gyp,
-  path.join(prefix, 'lib', 'node_modules', 'npm', 'node_modules', 'node-gyp', 'bin', 'node-gyp.js'),
-  path.join(prefix, 'node_modules', 'npm', 'node_modules', 'node-gyp', 'bin', 'node-gyp.js')
-].find((c) => c && fs.existsSync(c))
-if (!nodeGyp) die('cannot find node-gyp (expected npm\'s bundled node_modules/npm/node_modules/node-gyp)')
-const args = [nodeGyp, 'rebuild', '--release']
-if (!process.env.npm_config_nodedir && fs.existsSync(path.join(prefix, 'include', 'node', 'common.gypi'))) {
-  args.push(`--nodedir=${prefix}`)
-}
+const args = nodeGypRebuild()
+if (!args) die('cannot find node-gyp (expected npm\'s bundled node_modules/npm/node_modules/node-gyp)')
 const r = spawnSync(process.execPath, args, { cwd: outDir, stdio: 'inherit' })
 if (r.status !== 0) die('node-gyp build failed (needs make, a C compiler, python3, libfuse3-dev)')
 

@@ -29,6 +29,7 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { nodeGypRebuild } from '../../../bin/node-gyp.mjs'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 const root = path.resolve(here, '..', '..', '..')
@@ -177,18 +178,8 @@ if (process.env.REEF_LMDB_REBUILD !== '1' && cached && fs.existsSync(cached)) {
   process.exit(0)
 }
 
-// npm's bundled node-gyp, with the headers installed next to node (no network).
-const prefix = path.resolve(path.dirname(process.execPath), '..')
-const nodeGyp = [
-  process.env.npm_config_node_gyp,
-  path.join(prefix, 'lib', 'node_modules', 'npm', 'node_modules', 'node-gyp', 'bin', 'node-gyp.js'),
-  path.join(prefix, 'node_modules', 'npm', 'node_modules', 'node-gyp', 'bin', 'node-gyp.js')
-].find((c) => c && fs.existsSync(c))
-if (!nodeGyp) die('cannot find node-gyp (expected npm\'s bundled node_modules/npm/node_modules/node-gyp)')
-const args = [nodeGyp, 'rebuild', '--release']
-if (!process.env.npm_config_nodedir && fs.existsSync(path.join(prefix, 'include', 'node', 'common.gypi'))) {
-  args.push(`--nodedir=${prefix}`)
-}
+const args = nodeGypRebuild()
+if (!args) die('cannot find node-gyp (expected npm\'s bundled node_modules/npm/node_modules/node-gyp)')
 // binding.gyp reads LMDB_DATA_V1 (an older data format, another mdb.c): reef's stores are
 // format 2, as the prebuilt addon writes them.
 const env = { ...process.env }
