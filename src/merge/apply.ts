@@ -325,15 +325,9 @@ export class Merger {
         const ino = this.tr(x, op.ino)
         const n = fs.inodes.get(ino)
         if (n === undefined) return this.event(x, 'skipped', `${op.op} of inode ${op.ino}: not in the merged tree`)
-        let lin = this.lineage.get(ino)
-        if (lin === undefined) this.lineage.set(ino, lin = { snap: n.toEntry(new Uint8Array(0)), ops: [], last: new Map() })
+        const lin = this.lineageOf(n)
         const clash = unseen(lin, x)
-        if (clash === undefined) {
-          await this.applyContent(x, n)
-          lin.ops.push(x)
-          lin.last.set(x.w, x)
-          return
-        }
+        if (clash === undefined) return await this.applyContent(x, n)
         await this.fork(x, n, lin, clash)
         return
       }
@@ -418,10 +412,23 @@ export class Merger {
     this.mark(copy, { kind: 'content', original: this.join(dir, name), writers: [clash.w, x.w] })
   }
 
-  /** Applies content record `x` to inode `n` (wherever x's writer had it) and makes it n's last. */
+  /** `n`'s content history in this merge, begun (its entry as it is now) at its first change. */
+  private lineageOf (n: Inode): Lineage {
+    let lin = this.lineage.get(n.ino)
+    if (lin === undefined) this.lineage.set(n.ino, lin = { snap: n.toEntry(new Uint8Array(0)), ops: [], last: new Map() })
+    return lin
+  }
+
+  /**
+   * Applies content record `x` to inode `n` (wherever x's writer had it): it joins n's lineage
+   * and becomes n's last.
+   */
   private async applyContent (x: Ranked, n: Inode): Promise<void> {
+    const lin = this.lineageOf(n)
     const op = x.r.op as ContentOp
     await this.fs.apply(op.ino === n.ino ? op : { ...op, ino: n.ino })
+    lin.ops.push(x)
+    lin.last.set(x.w, x)
     this.setLast(n, x)
     this.changed.add(n.ino)
   }
@@ -464,14 +471,7 @@ export class Merger {
     const hint = fs.inodes.get(this.tr(x, op.ino))
     const want = recordIdKey(op.after)
     const at = this.holding(want, hint)
-    if (at !== undefined) {
-      let lin = this.lineage.get(at.ino)
-      if (lin === undefined) this.lineage.set(at.ino, lin = { snap: at.toEntry(new Uint8Array(0)), ops: [], last: new Map() })
-      await this.applyContent(x, at)
-      lin.ops.push(x)
-      lin.last.set(x.w, x)
-      return
-    }
+    if (at !== undefined) return await this.applyContent(x, at)
     // The content x changed: a chain of this merge's records back to a start that holds.
     const chain: Ranked[] = []
     let key = want
