@@ -272,8 +272,14 @@ export class MountDaemon {
     // Without the handler libfuse does not offer READDIRPLUS (measured against it: README).
     const ops = readdirplus === false ? { ...this.adapter.ops, readdirplus: undefined } : this.adapter.ops
     this.fuse3 = mountLowLevel(this.opts.mountpoint, ops, options, caps)
-    this.adapter.adapter.tree.kernel = this.fuse3
-    this.fuse3.granted.then(g => { this.granted = g }, () => {})
+    const adapter = this.adapter.adapter
+    adapter.tree.kernel = this.fuse3
+    // Until INIT answers, what was asked for (INIT comes before any open).
+    adapter.kernelWriteback = caps.writebackCache === true
+    this.fuse3.granted.then(g => {
+      this.granted = g
+      adapter.kernelWriteback = g.writebackCache
+    }, () => {})
   }
 
   /**
@@ -440,6 +446,7 @@ export class MountDaemon {
       getattrs: a?.counters.getattr,
       lookups: a?.counters.lookup,
       forgets: a?.counters.forget,
+      staleAppends: a?.counters.staleAppends,
       inodesHeld: a?.tree.referenced,
       inodesLoaded: this.fs.inodes.size,
       inodesUnloaded: a?.tree.unloaded

@@ -136,6 +136,34 @@ t.test('open with O_TRUNC empties the file (the kernel sends it with the open: a
   t.equal((await ops.read(c.attr.ino, r.fh, 0, 100, ctx)).toString(), '', 'O_RDONLY|O_TRUNC truncates too, as Linux does')
 })
 
+t.test('O_APPEND: a write goes to reef\'s end of file, not to the kernel\'s stale size (a merge changed the file under it)', async t => {
+  for (const [how, flags] of [['write-behind', fsc.O_WRONLY | fsc.O_APPEND], ['O_DSYNC', fsc.O_WRONLY | fsc.O_APPEND | fsc.O_DSYNC]] as const) {
+    const { ops, settled, adapter } = await setup(t)
+    const fs = adapter.fs
+    const dropped: number[] = []
+    adapter.tree.kernel = { invalInode: async (ino: number) => { dropped.push(ino) }, invalEntry: async () => {} }
+    const c = await ops.create(ROOT_INO, b('log'), 0o644, fsc.O_WRONLY, ctx)
+    await ops.release(c.attr.ino, c.fh)
+    const o = await ops.open(c.attr.ino, flags, ctx)
+    t.equal(await ops.write(c.attr.ino, o.fh, 0, b('one\n'), ctx), 4, `${how}: first line`)
+    await settled()
+    // Another writer's line arrives (as a view's merge brings it): the kernel still caches 4.
+    await fs.write(c.attr.ino, 4, b('other\n'))
+    t.equal(await ops.write(c.attr.ino, o.fh, 4, b('two\n'), ctx), 4, `${how}: second line, sent at the kernel's size`)
+    await settled()
+    const r = await ops.open(c.attr.ino, fsc.O_RDONLY, ctx)
+    t.equal((await ops.read(c.attr.ino, r.fh, 0, 100, ctx)).toString(), 'one\nother\ntwo\n', `${how}: appended after the other line, which survives`)
+    t.same(dropped, [c.attr.ino], `${how}: the kernel's size and pages of that file are dropped`)
+    t.equal(adapter.counters.staleAppends, 1, `${how}: counted once`)
+    // With writeback cache the kernel owns append: its WRITEs are page flushes at their offsets.
+    adapter.kernelWriteback = true
+    const w = await ops.open(c.attr.ino, fsc.O_WRONLY | fsc.O_APPEND, ctx)
+    await ops.write(c.attr.ino, w.fh, 0, b('ONE\n'), ctx)
+    await settled()
+    t.equal((await ops.read(c.attr.ino, r.fh, 0, 100, ctx)).toString(), 'ONE\nother\ntwo\n', `${how}: writeback cache: the offset stands`)
+  }
+})
+
 t.test('.reef/versions of a merged version: inodes whose numbers meet mod 2^31 get distinct kernel numbers', async t => {
   // Two writers' first files (record 1 of each: one counter) and the root (inode 1) all meet at 1.
   const ws = await writers(t, async () => {})

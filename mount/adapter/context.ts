@@ -18,6 +18,9 @@ export interface Handle {
   writable: boolean
   /** O_SYNC, O_DSYNC or O_DIRECT: every write is applied before it is answered. */
   sync: boolean
+  /** O_APPEND, with the kernel not caching writes: each write goes to the end reef's file has
+   * when the write runs, not to the kernel's (possibly stale) size. */
+  append: boolean
   /** A queued write that failed after it was acknowledged: reported once, by the next call. */
   lateError?: unknown
 }
@@ -81,7 +84,11 @@ export class Adapter {
   readonly maxQueued = 16 * 1024 * 1024
   /** Settles once every write handed over so far has been applied (or failed). */
   lastWrite: Promise<unknown> = Promise.resolve()
-  counters = { getattr: 0, lookup: 0, forget: 0 }
+  /** `staleAppends`: O_APPEND writes whose kernel offset was not reef's end of file (the file
+   * changed under the kernel: a view's merge). */
+  counters = { getattr: 0, lookup: 0, forget: 0, staleAppends: 0 }
+  /** The kernel caches writes (writeback cache granted at INIT): it then owns O_APPEND. */
+  kernelWriteback = false
   readonly gate = new Gate()
 
   constructor (readonly o: AdapterOptions) {

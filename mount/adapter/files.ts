@@ -20,6 +20,7 @@ const O_ACCMODE = 3
 const O_DSYNC = 0o10000
 const O_DIRECT = 0o40000
 const O_TRUNC = 0o1000
+const O_APPEND = 0o2000
 
 const asBuffer = (u: Uint8Array): Buffer => Buffer.isBuffer(u) ? u : Buffer.from(u.buffer, u.byteOffset, u.byteLength)
 
@@ -32,6 +33,26 @@ export function fileOps (a: Adapter): Pick<LowLevelOps, 'open' | 'create' | 'rea
    */
   const opened = (h: Omit<Handle, 'lateError'>): Opened => ({ fh: a.open(h), keepCache: true })
   const syncFlags = (flags: number): boolean => (flags & (O_DSYNC | O_DIRECT)) !== 0
+  /**
+   * Without writeback cache the kernel sends an O_APPEND write at the size it caches, and a
+   * view's merge can change the file between that and the write (a line another writer
+   * appended would be overwritten). So reef places the write, at its own end of file, under
+   * its lock, as POSIX asks. With writeback cache the kernel owns append and its WRITEs are
+   * page flushes: their offsets stand.
+   */
+  const appendFlag = (flags: number): boolean => (flags & O_APPEND) !== 0 && !a.kernelWriteback
+
+  /** Applies a write; where an append went elsewhere than the kernel thought, the kernel's
+   * size and the pages it just filled are dropped (never awaited here: the kernel holds those
+   * pages locked until this write is answered). */
+  const applyWrite = async (h: Handle, ino: number, off: number, data: Buffer): Promise<number> => {
+    const r = await a.fs.writeAt(h.node.ino, h.append ? 'end' : off, data)
+    if (r.offset !== off) {
+      a.counters.staleAppends++
+      void tree.kernel?.invalInode(ino, 0, 0)
+    }
+    return r.n
+  }
 
   /** The test hooks of a write to `ino`. */
   const writeFault = (ino: number): void => {
@@ -43,7 +64,7 @@ export function fileOps (a: Adapter): Pick<LowLevelOps, 'open' | 'create' | 'rea
   const applyQueued = async (h: Handle, ino: number, off: number, data: Buffer): Promise<void> => {
     try {
       writeFault(ino)
-      await a.fs.write(h.node.ino, off, data)
+      await applyWrite(h, ino, off, data)
       a.changed()
     } catch (err) {
       a.wb.lateErrors++
@@ -70,7 +91,7 @@ export function fileOps (a: Adapter): Pick<LowLevelOps, 'open' | 'create' | 'rea
         await a.fs.truncate(t.node.ino, 0)
         a.changed()
       }
-      return opened({ fs: t.fs, node: t.node, ino, writable, sync: syncFlags(flags) })
+      return opened({ fs: t.fs, node: t.node, ino, writable, sync: syncFlags(flags), append: appendFlag(flags) })
     },
 
     create: async (parent: number, name: string | Uint8Array, mode: number, flags: number, ctx: Ctx): Promise<Entry & Opened> => {
@@ -80,7 +101,7 @@ export function fileOps (a: Adapter): Pick<LowLevelOps, 'open' | 'create' | 'rea
       a.changed()
       const t = { kind: 'node' as const, fs: a.fs, node, ro: false }
       const e = tree.entry(t, n)
-      return { ...e, ...opened({ fs: a.fs, node, ino: e.attr.ino, writable: true, sync: syncFlags(flags) }) }
+      return { ...e, ...opened({ fs: a.fs, node, ino: e.attr.ino, writable: true, sync: syncFlags(flags), append: appendFlag(flags) }) }
     },
 
     read: async (ino: number, fh: number, off: number, size: number) => {
@@ -101,7 +122,7 @@ export function fileOps (a: Adapter): Pick<LowLevelOps, 'open' | 'create' | 'rea
         const n = await a.afterWrites(async () => {
           a.takeLateError(h)
           writeFault(ino)
-          return await a.fs.write(h.node.ino, off, data)
+          return await applyWrite(h, ino, off, data)
         })
         a.changed()
         return a.faultAt('write', ino, 'reply') ? Symbol('REEF_TEST_OP_FAULT') as unknown as number : n

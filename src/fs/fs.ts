@@ -316,29 +316,39 @@ export class ReefFS {
   }
 
   /**
-   * Writes `data` at `offset`; returns how many bytes were written. `dataDigest`, when given, is
-   * the sha256 of `data` (computed by the caller, off this thread). As Linux does at a file
-   * system's maximum file size (s_maxbytes), a write that straddles MAX_FILE_SIZE writes what fits
-   * and returns that short count; one that starts at or past it fails with EFBIG.
+   * Writes `data` at `offset`; returns how many bytes were written and where. `dataDigest`, when
+   * given, is the sha256 of `data` (computed by the caller, off this thread). As Linux does at a
+   * file system's maximum file size (s_maxbytes), a write that straddles MAX_FILE_SIZE writes what
+   * fits and returns that short count; one that starts at or past it fails with EFBIG.
+   *
+   * `offset` 'end' is O_APPEND: the write goes to the file's end as it is when the write runs,
+   * under the lock. Only this is atomic: where the file changes under the caller (a view's
+   * merge brings another writer's lines), an end the caller computed earlier may be stale.
    */
-  async write (ino: number, offset: number, data: Uint8Array, dataDigest?: Uint8Array): Promise<number> {
+  async write (ino: number, offset: number | 'end', data: Uint8Array, dataDigest?: Uint8Array): Promise<number> {
+    return (await this.writeAt(ino, offset, data, dataDigest)).n
+  }
+
+  /** write(), also telling the offset it wrote at (for 'end': the file's size then). */
+  async writeAt (ino: number, offset: number | 'end', data: Uint8Array, dataDigest?: Uint8Array): Promise<{ n: number, offset: number }> {
     return await this.exclusive(async () => {
       const n = this.node(ino)
       if (n.kind === 'dir') throw posix('EISDIR', 'write to a directory')
       if (n.kind !== 'file') throw posix('EINVAL', 'write to a non-file')
-      if (!Number.isSafeInteger(offset) || offset < 0) throw posix('EINVAL', 'bad offset')
-      if (data.length === 0) return 0
-      if (offset >= MAX_FILE_SIZE) throw posix('EFBIG', 'write at or past the maximum file size')
-      if (offset + data.length > MAX_FILE_SIZE) {
-        data = data.subarray(0, MAX_FILE_SIZE - offset)
+      const at = offset === 'end' ? n.size : offset
+      if (!Number.isSafeInteger(at) || at < 0) throw posix('EINVAL', 'bad offset')
+      if (data.length === 0) return { n: 0, offset: at }
+      if (at >= MAX_FILE_SIZE) throw posix('EFBIG', 'write at or past the maximum file size')
+      if (at + data.length > MAX_FILE_SIZE) {
+        data = data.subarray(0, MAX_FILE_SIZE - at)
         dataDigest = undefined
       }
       // Log records are blocks (at most MAX_BLOCK_SIZE): large writes become several records.
       const time = this.now()
       for (let done = 0; done < data.length; done += MAX_WRITE_RECORD) {
-        await this.commit({ op: 'write', ino, offset: offset + done, data: data.subarray(done, done + MAX_WRITE_RECORD), time }, data.length <= MAX_WRITE_RECORD ? dataDigest : undefined)
+        await this.commit({ op: 'write', ino, offset: at + done, data: data.subarray(done, done + MAX_WRITE_RECORD), time }, data.length <= MAX_WRITE_RECORD ? dataDigest : undefined)
       }
-      return data.length
+      return { n: data.length, offset: at }
     })
   }
 
