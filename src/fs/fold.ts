@@ -1,7 +1,17 @@
 /**
  * The fold of a ReefFS (src/fs/fs.ts): the dirty state becomes new blocks (copy-on-write:
  * changed chunks and the paths to the root), a version root, and a signed head (through the
- * `commit` callback of the composition root). ReefFS runs it under its lock.
+ * `commit` callback of the composition root). In four steps:
+ * - `snapshot`, under the fs lock and short: each dirty file's content is frozen (layer.ts),
+ *   each dirty directory's entries and the link table's residents are captured, the log is cut;
+ *   changes made from then on are tracked afresh, relative to the snapshot;
+ * - `build`, outside the lock (writes go on): chunks, hashes and stores the frozen content, the
+ *   directories, the link table, the log up to the cut and the version root;
+ * - `publish`, outside the lock: advances the head;
+ * - `settle`, under the lock: files take their new trees as base, directories theirs, the log
+ *   drops what the version holds. Or `abandon`, if anything failed: everything captured is
+ *   dirty again, and the next fold stores it.
+ * A merge's fold (no log of its own) runs all four under the lock.
  */
 import type { CID } from 'multiformats/cid'
 import type { Block } from '../block/index.js'
@@ -14,6 +24,8 @@ import type { WriterLog } from '../log/index.js'
 import type { BlockStore } from '../store/types.js'
 import { type Inode, keyName, PAGE } from './inode.js'
 import type { Core, Tree } from './tree.js'
+import { freeze, type Frozen, type Layer, settleFrozen, thaw } from './layer.js'
+import type { LinkSnapshot } from './links.js'
 
 export interface VersionInfo { vguid: CID, root: VersionRoot }
 
@@ -45,17 +57,18 @@ export interface FoldContext {
   commit?: (block: Block, root: VersionRoot) => Promise<void>
   /**
    * Called once the version is committed and the tree settled, before the fold returns (in
-   * the same synchronous step: nothing else runs in between).
+   * the same synchronous step: nothing else runs in between), with the number of records the
+   * version took in (Snapshot.records).
    */
-  folded: (v: VersionInfo) => void
+  folded: (v: VersionInfo, records: number) => void
 }
 
 /**
- * Where a file's current content is data and where it is a hole: dirty pages are data, the
- * base tree below baseLimit is data except its own hole links, and everything else (never
- * written, or cut off by a truncate) is a hole. Lets a fold skip the holes of sparse files.
+ * Where a layer's content is data and where it is a hole: its pages are data, the base tree
+ * below baseLimit is data except its own hole links, and everything else (never written, or cut
+ * off by a truncate) is a hole. Lets a fold skip the holes of sparse files.
  */
-function extentsOf (n: Inode, old: Leaf[]): (pos: number) => Extent {
+function extentsOf (n: Layer, old: Leaf[]): (pos: number) => Extent {
   const pages = n.pages !== undefined ? [...n.pages.keys()].sort((a, b) => a - b) : []
   const nextPageStart = (p: number): number => {
     let lo = 0
@@ -97,55 +110,75 @@ function extentsOf (n: Inode, old: Leaf[]): (pos: number) => Extent {
 /** A directory tree a fold has built, applied to its inode once the version is committed. */
 interface BuiltDir { cid: CID, count: number, subdirs: number }
 
-/** A directory's entry as of a fold in progress (its new tree, count and link count). */
-function withBuilt (e: Entry, b: BuiltDir | undefined): Entry {
-  return b === undefined ? e : { ...e, cid: b.cid, size: b.count, nlink: 2 + b.subdirs }
+/** One entry of a captured directory: as it was at the snapshot, with what the build fills in. */
+interface CapturedEntry {
+  entry: Entry
+  /** A file whose content the fold stores: the entry takes that tree. */
+  file?: Frozen
+  /** A dirty subdirectory: the entry takes the tree built for it. */
+  dir?: CapturedDir
+}
+
+/** A dirty directory as the snapshot captured it. */
+interface CapturedDir {
+  dir: Inode
+  path: string
+  entries: CapturedEntry[]
+  built?: BuiltDir
+}
+
+/** What a fold took under the lock, and what it has built from it so far. */
+export interface Snapshot {
+  files: Array<{ n: Inode, f: Frozen }>
+  /** The root's capture, if it was dirty (else the root's tree is unchanged). */
+  root?: CapturedDir
+  dirs: CapturedDir[]
+  rootEntry: Entry
+  rootBase?: CID
+  links?: LinkSnapshot
+  linksBase?: CID
+  /** The log's cut (records before it are this version's), when the fold has a log. */
+  cut?: number
+  /** Records the version takes in (ReefFS's unfolded count at the snapshot). */
+  records: number
+  vroot: Omit<VersionRoot, 'root' | 'rootAttrs'>
+  /** Filled by build. */
+  vblock?: Block
+  version?: VersionInfo
+  linksBuilt?: CID
+}
+
+/** Lets a build or a settle find what a snapshot froze, for tests. */
+export interface FoldHooks {
+  /** Called between the snapshot and the build (the lock is free then, except in a merge). */
+  afterSnapshot?: () => Promise<void>
 }
 
 /**
- * Folds everything applied so far into a new version, whether or not anything changed (the
- * caller decides that, and holds the lock). Returns the new version.
+ * Under the lock: freezes and captures the dirty state (see the header). `records`: the
+ * records applied since the last fold, which the version takes in.
  */
-export async function fold (core: Core, at: FoldContext, message?: string, shape?: FoldShape): Promise<VersionInfo> {
+export async function snapshot (core: Core, at: FoldContext, records: number, message?: string, shape?: FoldShape): Promise<Snapshot> {
   const { tree, pages, links: table } = core
   const log = at.log
-  const blocks: Block[] = []
-  const emit = (b: Block): void => { blocks.push(b) }
-  const put = async (bs: Block[]): Promise<void> => { await at.store.putMany(bs) }
-
+  const files: Snapshot['files'] = []
   for (const ino of pages.dirtyFiles) {
     const n = tree.inodes.get(ino)
     if (n === undefined || n.kind !== 'file' || !n.contentDirty) continue
-    const old = n.base !== undefined ? await (n.baseReader(at.store)?.leaves() ?? []) : []
-    const oldSize = leavesEnd(old)
-    const dirty = n.dirtyRanges()
-    // Below baseLimit the base still holds the content; past it (a truncation) it does not.
-    if (n.baseLimit < oldSize) dirty.push([n.baseLimit, oldSize])
-    const root = await rewriteFile({
-      old,
-      newSize: n.size,
-      dirty,
-      read: async (o, l) => await pages.read(n, o, l),
-      extent: extentsOf(n, old),
-      put
-    })
-    pages.settle(n, root.cid as CID)
+    files.push({ n, f: freeze(n, at.store) })
   }
-
-  // Directories are built into `built` and take their new links only once the head has
-  // moved: a fold that fails part-way (a block that does not read back, a store error)
-  // leaves every directory as it was, still dirty, and the writes in the log.
+  const dirs: CapturedDir[] = []
   const root = tree.root
-  const built = new Map<Inode, BuiltDir>()
-  await foldDir(tree, root, '/', emit, built)
-  let links = table.base
-  if (table.dirty) links = await table.fold(emit, tree.inodes.values())
-
+  let rootCapture: CapturedDir | undefined
+  try {
+    rootCapture = await captureDir(tree, root, '/', dirs)
+  } catch (err) {
+    for (const { n, f } of files) pages.dirtyBytes += thaw(n, f)
+    throw err
+  }
+  const linksSnap = table.dirty ? table.snapshot(tree.inodes.values()) : undefined
   const prev = at.version
-  const builtRoot = built.get(root)
-  const vroot: VersionRoot = {
-    root: builtRoot?.cid ?? root.dirBase as CID,
-    rootAttrs: withBuilt(root.toEntry(new Uint8Array(0)), builtRoot),
+  const vroot: Snapshot['vroot'] = {
     parents: shape?.parents ?? parents(at.version, at.startedFrom),
     seq: shape?.seq ?? (prev?.root.seq ?? 0n) + 1n,
     time: shape?.time ?? Date.now(),
@@ -153,35 +186,172 @@ export async function fold (core: Core, at: FoldContext, message?: string, shape
     nextIno: tree.nextIno,
     vv: shape?.vv ?? log?.versionVector ?? {}
   }
-  if (links !== undefined) vroot.links = links
   message ??= shape?.message
   if (message !== undefined) vroot.message = message
   const last = log?.last
   if (last !== undefined) vroot.log = last
+  // From here on, changes are tracked relative to this snapshot.
+  tree.dirtyDirs.clear()
+  pages.dirtyFiles.clear()
+  tree.folding = true
+  return {
+    files,
+    root: rootCapture,
+    dirs,
+    rootEntry: root.toEntry(new Uint8Array(0)),
+    rootBase: root.dirBase,
+    links: linksSnap,
+    linksBase: table.base,
+    cut: log?.cut(),
+    records,
+    vroot
+  }
+}
+
+/** Captures a dirty directory's entries (and its dirty subdirectories') into `out`. */
+async function captureDir (tree: Tree, dir: Inode, path: string, out: CapturedDir[]): Promise<CapturedDir | undefined> {
+  if (!tree.dirtyDirs.has(dir.ino) && dir.dirBase !== undefined) return undefined
+  const c: CapturedDir = { dir, path, entries: [] }
+  for (const [key, ino] of await tree.children(dir)) {
+    const n = tree.node(ino)
+    const name = keyName(key)
+    if (n.inTable) {
+      c.entries.push({ entry: { name, kind: n.kind, mode: 0, uid: 0, gid: 0, size: 0, mtime: 0n, atime: 0n, ctime: 0n, ino: n.ino, linked: true } })
+      if (n.kind === 'dir') await captureDir(tree, n, path + Buffer.from(name).toString() + '/', out)
+      continue
+    }
+    const e: CapturedEntry = { entry: n.toEntry(name) }
+    if (n.kind === 'file' && n.frozen !== undefined) e.file = n.frozen
+    if (n.kind === 'dir') e.dir = await captureDir(tree, n, path + Buffer.from(name).toString() + '/', out)
+    c.entries.push(e)
+  }
+  out.push(c)
+  return c
+}
+
+/** Outside the lock: stores everything the snapshot froze, and the version root. */
+export async function build (snap: Snapshot, at: FoldContext, table: { build: (s: LinkSnapshot, emit: (b: Block) => void) => Promise<CID | undefined> }): Promise<void> {
+  const blocks: Block[] = []
+  const emit = (b: Block): void => { blocks.push(b) }
+  const put = async (bs: Block[]): Promise<void> => { await at.store.putMany(bs) }
+
+  for (const { f } of snap.files) {
+    const old = f.base !== undefined ? await (f.baseReader()?.leaves() ?? []) : []
+    const oldSize = leavesEnd(old)
+    const dirty = [...f.ranges]
+    // Below baseLimit the base still holds the content; past it (a truncation) it does not.
+    if (f.baseLimit < oldSize) dirty.push([f.baseLimit, oldSize])
+    const root = await rewriteFile({
+      old,
+      newSize: f.size,
+      dirty,
+      read: async (o, l) => await f.read(o, l),
+      extent: extentsOf(f, old),
+      put
+    })
+    f.cid = root.cid as CID
+  }
+
+  // Subdirectories were captured before their parents: build in that order.
+  for (const c of snap.dirs) {
+    let subdirs = 0
+    const entries = c.entries.map(({ entry, file, dir }) => {
+      if (entry.kind === 'dir') subdirs++
+      if (file !== undefined) return { ...entry, cid: file.cid }
+      if (dir?.built !== undefined) return { ...entry, cid: dir.built.cid, size: dir.built.count, nlink: 2 + dir.built.subdirs }
+      return entry
+    })
+    try {
+      const { cid, count } = buildDir(entries, emit)
+      c.built = { cid, count, subdirs }
+    } catch (err) {
+      if (err instanceof ReefError && err.code === 'BAD_ENCODING') throw new ReefError('BAD_ENCODING', `fold refused, directory ${c.path}: ${err.message}`, err)
+      throw err
+    }
+  }
+  const links = snap.links !== undefined ? await table.build(snap.links, emit) : snap.linksBase
+  snap.linksBuilt = links
+
+  const builtRoot = snap.root?.built
+  const vroot: VersionRoot = {
+    ...snap.vroot,
+    root: builtRoot?.cid ?? snap.rootBase as CID,
+    rootAttrs: withBuilt(snap.rootEntry, builtRoot)
+  }
+  if (links !== undefined) vroot.links = links
   // Log records are blocks (Ivy): the version names its last record, so every record and
   // the data frames they name are stored with it, before the checkpoint drops the segments.
   // Chunks are stored by now, so a data frame equal to one is not stored twice.
-  if (log !== undefined) for (const b of await log.blocks(at.store)) blocks.push(b)
+  if (at.log !== undefined) for (const b of await at.log.blocks(at.store, undefined, snap.cut)) blocks.push(b)
   const vblock = encodeVersion(vroot)
   checkVersion(vblock.cid, vroot, readBack('version root', vblock.cid, vblock.bytes, decodeVersion))
   blocks.push(vblock)
   await put(blocks)
-  log?.sync()
-  if (at.commit !== undefined) await at.commit(vblock, vroot)
-  // The version (and its head) are durable: the log up to here is no longer needed.
-  log?.checkpoint()
-  for (const [dir, b] of built) {
-    dir.dirBase = b.cid
-    dir.size = b.count
-    dir.subdirs = b.subdirs
-    dir.nlink = 2 + b.subdirs
+  snap.vblock = vblock
+  snap.version = { vguid: vblock.cid, root: vroot }
+}
+
+/** Outside the lock: makes the version root durable and advances the head. */
+export async function publish (snap: Snapshot, at: FoldContext): Promise<void> {
+  if (snap.vblock === undefined || snap.version === undefined) throw new Error('publish before build')
+  if (at.commit !== undefined) await at.commit(snap.vblock, snap.version.root)
+}
+
+/** Under the lock, once the head names the version: the tree takes what was stored. */
+export function settle (core: Core, snap: Snapshot, at: FoldContext): VersionInfo {
+  const { tree, pages, links: table } = core
+  const version = snap.version as VersionInfo
+  // The version (and its head) are durable: the log up to the cut is no longer needed.
+  if (snap.cut !== undefined) at.log?.checkpoint(snap.cut)
+  for (const { n, f } of snap.files) pages.dirtyBytes -= settleFrozen(n, f, f.cid as CID)
+  for (const c of snap.dirs) {
+    const b = c.built as BuiltDir
+    c.dir.dirBase = b.cid
+    // Changed again since the snapshot: the live counts are newer than the built ones.
+    if (!tree.dirtyDirs.has(c.dir.ino)) {
+      c.dir.size = b.count
+      c.dir.subdirs = b.subdirs
+      c.dir.nlink = 2 + b.subdirs
+    }
   }
-  const version = { vguid: vblock.cid, root: vroot }
-  table.settle(links)
-  tree.dirtyDirs.clear()
-  pages.dirtyFiles.clear()
-  at.folded(version)
+  table.settleSnapshot(snap.linksBuilt)
+  tree.folding = false
+  at.folded(version, snap.records)
   return version
+}
+
+/** Under the lock, after a failure anywhere past the snapshot: all it took is dirty again. */
+export function abandon (core: Core, snap: Snapshot): void {
+  const { tree, pages, links: table } = core
+  for (const { n, f } of snap.files) {
+    pages.dirtyBytes += thaw(n, f)
+    pages.dirtyFiles.add(n.ino)
+  }
+  for (const c of snap.dirs) tree.markDirDirty(c.dir.ino)
+  if (snap.links !== undefined) table.restore(snap.links)
+  tree.folding = false
+}
+
+/**
+ * Folds everything applied so far into a new version in one go, whether or not anything
+ * changed (the caller decides that, and holds the lock throughout). Returns the new version.
+ */
+export async function fold (core: Core, at: FoldContext, records: number, message?: string, shape?: FoldShape, hooks?: FoldHooks): Promise<VersionInfo> {
+  const snap = await snapshot(core, at, records, message, shape)
+  try {
+    await hooks?.afterSnapshot?.()
+    await build(snap, at, core.links)
+    await publish(snap, at)
+  } catch (err) {
+    abandon(core, snap)
+    throw err
+  }
+  return settle(core, snap, at)
+}
+
+/** A directory's entry as of a fold in progress (its new tree, count and link count). */
+function withBuilt (e: Entry, b: BuiltDir | undefined): Entry {
+  return b === undefined ? e : { ...e, cid: b.cid, size: b.count, nlink: 2 + b.subdirs }
 }
 
 /**
@@ -192,31 +362,4 @@ function parents (version: VersionInfo | undefined, from: CID | undefined): CID[
   const out = version !== undefined ? [version.vguid] : []
   if (from !== undefined && !out.some(p => p.equals(from))) out.push(from)
   return out
-}
-
-/** Builds the tree of a dirty directory (and of its dirty subdirectories) into `built`. */
-async function foldDir (tree: Tree, dir: Inode, path: string, emit: (b: Block) => void, built: Map<Inode, BuiltDir>): Promise<void> {
-  if (!tree.dirtyDirs.has(dir.ino) && dir.dirBase !== undefined) return
-  const entries: Entry[] = []
-  let subdirs = 0
-  for (const [key, ino] of await tree.children(dir)) {
-    const n = tree.node(ino)
-    const name = keyName(key)
-    if (n.kind === 'dir') {
-      subdirs++
-      await foldDir(tree, n, path + Buffer.from(name).toString() + '/', emit, built)
-    }
-    if (n.inTable) {
-      entries.push({ name, kind: n.kind, mode: 0, uid: 0, gid: 0, size: 0, mtime: 0n, atime: 0n, ctime: 0n, ino: n.ino, linked: true })
-    } else {
-      entries.push(withBuilt(n.toEntry(name), built.get(n)))
-    }
-  }
-  try {
-    const { cid, count } = buildDir(entries, emit)
-    built.set(dir, { cid, count, subdirs })
-  } catch (err) {
-    if (err instanceof ReefError && err.code === 'BAD_ENCODING') throw new ReefError('BAD_ENCODING', `fold refused, directory ${path}: ${err.message}`, err)
-    throw err
-  }
 }

@@ -30,7 +30,7 @@ import { type Attr, Inode, kindOfType, ROOT_INO, S_IFMT } from './inode.js'
 import { checkFallocate } from './fallocate.js'
 import { inoPrefixOf, writerIno } from './ino.js'
 import { apply as applyOp, CONFLICT_XATTR } from './apply.js'
-import { fold as foldVersion, type FoldShape, type VersionInfo } from './fold.js'
+import { abandon, build, type FoldContext, type FoldHooks, fold as foldVersion, type FoldShape, publish, settle, snapshot, type VersionInfo } from './fold.js'
 import { LinkTable } from './links.js'
 import { Pages } from './pages.js'
 import { replay } from './replay.js'
@@ -534,29 +534,52 @@ export class ReefFS {
     return this.tree.dirtyDirs.size > 0 || this.pages.dirtyFiles.size > 0 || this.links.dirty || this.unfolded > 0
   }
 
+  /** Test hooks of the fold (FoldHooks). */
+  foldHooks?: FoldHooks
+  private foldChain: Promise<unknown> = Promise.resolve()
+
   /**
-   * Folds everything applied so far into a new version. Mutations wait while it runs; reads
-   * do not. Returns the new version, or undefined when nothing changed.
+   * Folds everything applied so far into a new version; returns it, or undefined when nothing
+   * changed. Folds run one at a time. Mutations wait only while the fold takes its snapshot
+   * and while it settles; chunking, hashing and storing run beside them (src/fs/fold.ts). A
+   * merge's fold (`shape`) holds the lock throughout.
    */
   async fold (message?: string, force = false, shape?: FoldShape): Promise<VersionInfo | undefined> {
-    return await this.exclusive(async () => {
-      // A merge folds a tree it built with no log of its own (its records are the writers').
-      const log = shape === undefined ? this.log : undefined
-      if (log === undefined && shape === undefined) throw posix('EROFS', 'read-only file system')
-      if (!this.dirty && !force) return undefined
-      return await foldVersion(this.core, {
-        store: this.store,
-        log,
-        version: this.version,
-        startedFrom: this.startedFrom,
-        author: this.author,
-        commit: this.commitFn,
-        folded: v => {
-          this.version = v
-          this.startedFrom = undefined
-          this.unfolded = 0
-        }
-      }, message, shape)
-    })
+    const run = this.foldChain.then(async () => await this.foldOnce(message, force, shape))
+    this.foldChain = run.catch(() => {})
+    return await run
+  }
+
+  private async foldOnce (message: string | undefined, force: boolean, shape: FoldShape | undefined): Promise<VersionInfo | undefined> {
+    // A merge folds a tree it built with no log of its own (its records are the writers').
+    const log = shape === undefined ? this.log : undefined
+    if (log === undefined && shape === undefined) throw posix('EROFS', 'read-only file system')
+    const at: FoldContext = {
+      store: this.store,
+      log,
+      version: this.version,
+      startedFrom: this.startedFrom,
+      author: this.author,
+      commit: this.commitFn,
+      folded: (v, records) => {
+        this.version = v
+        this.startedFrom = undefined
+        this.unfolded -= records
+      }
+    }
+    if (shape !== undefined) {
+      return await this.exclusive(async () => !this.dirty && !force ? undefined : await foldVersion(this.core, at, this.unfolded, message, shape, this.foldHooks))
+    }
+    const snap = await this.exclusive(async () => !this.dirty && !force ? undefined : await snapshot(this.core, at, this.unfolded, message))
+    if (snap === undefined) return undefined
+    try {
+      await this.foldHooks?.afterSnapshot?.()
+      await build(snap, at, this.links)
+      await publish(snap, at)
+    } catch (err) {
+      await this.exclusive(async () => { abandon(this.core, snap) })
+      throw err
+    }
+    return await this.exclusive(async () => settle(this.core, snap, at))
   }
 }

@@ -7,6 +7,7 @@ import type { CID } from 'multiformats/cid'
 import { type Entry, isDevice, type Kind } from '../object/dir.js'
 import { FileReader, mergeRanges } from '../object/file.js'
 import type { BlockGetter } from '../store/types.js'
+import type { Frozen } from './layer.js'
 import type { ZeroRanges } from './zeros.js'
 
 /** Disjoint dirty ranges a file keeps before a fold treats dirtyLo..dirtyHi as one. */
@@ -116,6 +117,11 @@ export class Inode {
   pages?: Map<number, Uint8Array>
   /** Parts of the base (below baseLimit) punched or zeroed since the last fold; pages win. */
   zeros?: ZeroRanges
+  /**
+   * While a fold stores this file's content as of its snapshot: that content, which the live
+   * layer (pages, zeros, baseLimit) lies over instead of `base` (src/fs/layer.ts).
+   */
+  frozen?: Frozen
   dirtyLo = Infinity
   dirtyHi = 0
   /**
@@ -262,8 +268,16 @@ export class Inode {
   /** After a fold: the new base holds everything; no dirty pages remain. */
   settle (base: CID): void {
     this.base = base
-    this.baseLimit = this.size
     if (this.pages !== undefined) for (const page of this.pages.values()) freePage(page)
+    this.restart()
+  }
+
+  /**
+   * The content below (the base, or a frozen layer) now holds everything up to the size: no
+   * pages, zeros or changed ranges of its own (pages are the caller's to give back).
+   */
+  restart (): void {
+    this.baseLimit = this.size
     this.pages = undefined
     this.zeros = undefined
     this.dirtyLo = Infinity

@@ -9,6 +9,15 @@ import { ReefError } from '../errors.js'
 import { buildDir, DirReader, type Entry, linkTableKey } from '../object/dir.js'
 import type { BlockGetter, BlockStore } from '../store/types.js'
 import type { Inode } from './inode.js'
+import type { Frozen } from './layer.js'
+
+/** The table as a fold's snapshot took it (LinkTable.snapshot). */
+export interface LinkSnapshot {
+  base?: CID
+  dropped: number[]
+  /** Loaded residents: each one's entry then (with the tree its frozen content gets), or gone. */
+  residents: Array<{ ino: number, entry?: Entry, file?: Frozen }>
+}
 
 export class LinkTable {
   /** The link table of the version the tree was last folded into (or opened from). */
@@ -35,26 +44,48 @@ export class LinkTable {
     this.dirty = true
   }
 
-  /** Builds the table from the stored one and the loaded residents of `inodes`. */
-  async fold (emit: (b: Block) => void, inodes: Iterable<Inode>): Promise<CID | undefined> {
+  /**
+   * Under the fs lock: what a fold of the table needs, taken now (the residents' entries, the
+   * drops); changes from here on are tracked for the next fold.
+   */
+  snapshot (inodes: Iterable<Inode>): LinkSnapshot {
+    const residents: LinkSnapshot['residents'] = []
+    for (const n of inodes) {
+      if (!n.inTable) continue
+      if (n.nlink === 0) residents.push({ ino: n.ino })
+      else residents.push({ ino: n.ino, entry: n.toEntry(linkTableKey(n.ino)), file: n.kind === 'file' ? n.frozen : undefined })
+    }
+    const snap = { base: this.base, dropped: [...this.dropped], residents }
+    this.dirty = false
+    this.dropped.clear()
+    return snap
+  }
+
+  /** Builds the table from the stored one and a snapshot's residents (no lock needed). */
+  async build (snap: LinkSnapshot, emit: (b: Block) => void): Promise<CID | undefined> {
     const byIno = new Map<number, Entry>()
-    if (this.base !== undefined) {
-      for await (const e of new DirReader(this.base, this.store).entries()) {
-        if (e.ino !== undefined && !this.dropped.has(e.ino)) byIno.set(e.ino, e)
+    if (snap.base !== undefined) {
+      const dropped = new Set(snap.dropped)
+      for await (const e of new DirReader(snap.base, this.store).entries()) {
+        if (e.ino !== undefined && !dropped.has(e.ino)) byIno.set(e.ino, e)
       }
     }
-    for (const n of inodes) {
-      if (n.inTable && n.nlink > 0) byIno.set(n.ino, n.toEntry(linkTableKey(n.ino)))
-      if (n.inTable && n.nlink === 0) byIno.delete(n.ino)
+    for (const r of snap.residents) {
+      if (r.entry === undefined) byIno.delete(r.ino)
+      else byIno.set(r.ino, r.file !== undefined ? { ...r.entry, cid: r.file.cid } : r.entry)
     }
     if (byIno.size === 0) return undefined
     return buildDir([...byIno.values()].map(e => ({ ...e, name: linkTableKey(e.ino as number) })), emit).cid
   }
 
-  /** After a fold: `links` is the stored table, and nothing is pending. */
-  settle (links: CID | undefined): void {
+  /** After a fold stored `links`: it is the base; what changed since the snapshot stays pending. */
+  settleSnapshot (links: CID | undefined): void {
     this.base = links
-    this.dirty = false
-    this.dropped.clear()
+  }
+
+  /** The fold failed: what its snapshot took is pending again. */
+  restore (snap: LinkSnapshot): void {
+    for (const ino of snap.dropped) this.dropped.add(ino)
+    this.dirty = true
   }
 }

@@ -10,6 +10,7 @@ import { ReefError } from '../errors.js'
 import type { BlockGetter } from '../store/types.js'
 import { allocPage, freePage, type Inode, PAGE, pagesBytes, smallPage } from './inode.js'
 import { planFallocate } from './fallocate.js'
+import { contentBelow, readLayer } from './layer.js'
 import { ZeroRanges } from './zeros.js'
 
 const posix = ReefError.posix
@@ -37,7 +38,7 @@ export class Pages {
     page = allocPage(!whole)
     const start = p * PAGE
     if (!whole && start < n.baseLimit) {
-      const r = n.baseReader(this.store)
+      const r = contentBelow(n, this.store)
       if (r !== undefined) page.set(await r.read(start, Math.min(PAGE, n.baseLimit - start)))
       n.zeros?.mask(page, start)
     }
@@ -142,35 +143,11 @@ export class Pages {
     if (newSize !== n.size) this.applyTruncate(n, newSize)
   }
 
-  /** Reads file content: dirty pages first, then the base tree, zeros past both. */
+  /** Reads file content: dirty pages first, then what lies below (a frozen layer, the base tree), zeros past both. */
   async read (n: Inode, offset: number, length: number): Promise<Uint8Array> {
     if (n.kind === 'dir') throw posix('EISDIR', 'read of a directory')
     if (n.kind !== 'file') throw posix('EINVAL', 'read of a non-file')
-    const end = Math.min(n.size, offset + length)
-    if (offset >= end) return new Uint8Array(0)
-    const out = new Uint8Array(end - offset)
-    let pos = offset
-    while (pos < end) {
-      const p = Math.floor(pos / PAGE)
-      const page = n.pages?.get(p)
-      if (page !== undefined) {
-        const to = Math.min(end, (p + 1) * PAGE)
-        out.set(page.subarray(pos - p * PAGE, to - p * PAGE), pos - offset)
-        pos = to
-        continue
-      }
-      // Extend over consecutive non-dirty pages and read them from the base in one go.
-      let to = Math.min(end, (p + 1) * PAGE)
-      while (to < end && n.pages?.has(Math.floor(to / PAGE)) !== true) to = Math.min(end, to + PAGE)
-      const baseEnd = Math.min(to, n.baseLimit)
-      if (pos < baseEnd) {
-        const r = n.baseReader(this.store)
-        if (r !== undefined) out.set(await r.read(pos, baseEnd - pos), pos - offset)
-        n.zeros?.mask(out.subarray(pos - offset, baseEnd - offset), pos)
-      }
-      pos = to
-    }
-    return out
+    return await readLayer(n, contentBelow(n, this.store), offset, length)
   }
 
   /** After a fold stored `n`'s content as `base`: its pages are given back. */
@@ -179,7 +156,10 @@ export class Pages {
     n.settle(base)
   }
 
-  /** `n` is gone (unlinked and closed): its pages are given back, and nothing of it is stored. */
+  /**
+   * `n` is gone (unlinked and closed): its pages are given back, and nothing of it is stored.
+   * A frozen layer stays with the fold that is storing it (which gives its pages back).
+   */
   forget (n: Inode): void {
     this.dirtyFiles.delete(n.ino)
     if (n.pages !== undefined) {

@@ -27,6 +27,8 @@ export class Tree {
   nextIno = ROOT_INO + 1
   /** Directories the next fold rebuilds (a changed one and every one above it). */
   readonly dirtyDirs = new Set<number>()
+  /** A fold is storing a snapshot: directories stay loaded (their stored trees are the old ones). */
+  folding = false
   /** Directories whose tree could not be read, by inode (see children). */
   readonly damaged = new Map<number, { path: string, guid: string, code: string, message: string }>()
   /** Damaged blocks already reported (dir ino and GUID): a retried `ls` logs nothing new. */
@@ -289,7 +291,7 @@ export class Tree {
    */
   unload (dir: Inode): number {
     if (dir.kind !== 'dir' || dir.children === undefined || dir.loading !== undefined || dir.dirBase === undefined) return 0
-    if (this.dirtyDirs.has(dir.ino) || this.damaged.has(dir.ino) || !this.inodes.has(dir.ino)) return 0
+    if (this.folding || this.dirtyDirs.has(dir.ino) || this.damaged.has(dir.ino) || !this.inodes.has(dir.ino)) return 0
     let gone = 0
     for (const ino of dir.children.values()) {
       const c = this.inodes.get(ino)

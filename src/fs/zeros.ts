@@ -11,6 +11,9 @@ export class ZeroRanges {
 
   get empty (): boolean { return this.r.length === 0 }
 
+  /** The ranges, in order. */
+  ranges (): ReadonlyArray<readonly [number, number]> { return this.r }
+
   /** Index of the first range that ends after `pos`. */
   private after (pos: number): number {
     let lo = 0

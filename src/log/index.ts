@@ -116,11 +116,12 @@ export class WriterLog {
    * checkpoint); the others are verified, and a mismatch is LOG_CORRUPT. Full batches of about
    * `batchBytes` go to `store.putMany` as they fill (memory stays bounded however much was
    * written); the remainder is returned for the caller to store with its own last batch.
+   * `before`: only the segments before that cut.
    */
-  async blocks (store: Pick<BlockStore, 'has' | 'putMany'>, batchBytes = LOG_BATCH_BYTES): Promise<Block[]> {
+  async blocks (store: Pick<BlockStore, 'has' | 'putMany'>, batchBytes = LOG_BATCH_BYTES, before = Infinity): Promise<Block[]> {
     let batch: Block[] = []
     let bytes = 0
-    for (const f of this.seg.frames()) {
+    for (const f of this.seg.frames(before)) {
       const cid = cidFromKey(f.digest, f.raw ? RAW : DAG_CBOR)
       if (await store.has(cid)) continue
       if (!sameBytes(sha256(f.bytes), f.digest)) throw new ReefError('LOG_CORRUPT', `log frame ${cid.toString()} in segment ${f.segment} does not match its checksum`)
@@ -135,10 +136,18 @@ export class WriterLog {
     return batch
   }
 
-  /** After a fold made everything so far part of a durable version: start afresh. */
-  checkpoint (): void {
-    const seg = this.seg.rotate()
-    this.seg.dropBefore(seg)
+  /**
+   * Where a fold's snapshot ends: what is appended from now on goes to a new segment, and
+   * `blocks(…, cut)` and `checkpoint(cut)` take only what came before (durable: fdatasync'd).
+   */
+  cut (): number { return this.seg.rotate() }
+
+  /**
+   * After a fold made everything so far (or everything before `cut`) part of a durable
+   * version: what it holds goes.
+   */
+  checkpoint (cut?: number): void {
+    this.seg.dropBefore(cut ?? this.seg.rotate())
     this.replayed = []
   }
 

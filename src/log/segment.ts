@@ -91,8 +91,9 @@ export class SegmentLog {
    * verifies the frames it uses. Open already cut torn tails away, so a frame cut short now
    * means the log changed under this process: LOG_CORRUPT.
    */
-  * frames (): Generator<Frame> {
+  * frames (before = Infinity): Generator<Frame> {
     for (const seg of this.segments()) {
+      if (seg >= before) break
       const fd = fs.openSync(this.file(seg), 'r')
       try {
         const size = fs.fstatSync(fd).size
