@@ -193,6 +193,74 @@ t.test('checkpoint drops old segments and numbering continues', async t => {
   t.equal(fs.readdirSync(dir).filter(f => f.endsWith('.log')).length, 1)
 })
 
+t.test('a fold\'s cut: checkpoint(cut) drops only the segments before it; the records after it stay', async t => {
+  const dir = t.testdir()
+  const log = new WriterLog(dir, writer).open()
+  for (let i = 1; i <= 3; i++) log.append({ op: 'truncate', ino: 2, size: i, time: 1n })
+  const cut = log.cut()
+  const after = log.append({ op: 'truncate', ino: 2, size: 4, time: 1n })
+  t.equal(after.record.n, 4, 'numbering goes on across the cut')
+  t.same((await log.blocks(new MemoryBlockStore(), undefined, cut)).length, 3, 'blocks before the cut: the three records')
+  log.checkpoint(cut)
+  log.sync()
+  log.close()
+  const again = new WriterLog(dir, writer).open()
+  t.teardown(() => again.close())
+  t.same(again.replayed.map(r => r.record.n), [4], 'only the record after the cut replays')
+})
+
+t.test('a crash cut short a segment a fold left unsynced: what followed it in later segments goes, numbering resumes after the gap', async t => {
+  const dir = t.testdir()
+  const log = new WriterLog(dir, writer).open()
+  const recs = []
+  let beforeThird = 0
+  for (let i = 1; i <= 3; i++) {
+    beforeThird = log.segmentBytes
+    recs.push(log.append({ op: 'truncate', ino: 2, size: i, time: 1n }))
+  }
+  log.cut()
+  log.append({ op: 'truncate', ino: 2, size: 4, time: 1n })
+  log.append({ op: 'truncate', ino: 2, size: 5, time: 1n })
+  log.close()
+  // The crash: the older segment lost its last record (never synced), the newer kept its two.
+  const segs = fs.readdirSync(dir).filter(f => f.endsWith('.log')).sort()
+  t.equal(segs.length, 2)
+  const old = path.join(dir, segs[0])
+  fs.truncateSync(old, beforeThird)
+  const again = new WriterLog(dir, writer).open()
+  t.same(again.replayed.map(r => r.record.n), [1, 2], 'records past the gap are not replayed')
+  t.ok(again.discardedBytes > 0, 'and are counted as discarded')
+  t.equal(fs.statSync(path.join(dir, segs[1])).size, 0, 'the later segment is emptied (appending resumes in it)')
+  const next = again.append({ op: 'truncate', ino: 2, size: 6, time: 1n })
+  t.equal(next.record.n, 3, 'numbering resumes after the last record kept')
+  t.ok(next.record.prev?.equals(recs[1].cid), 'chained to it')
+  again.sync()
+  again.close()
+  const third = new WriterLog(dir, writer).open()
+  t.teardown(() => third.close())
+  t.same(third.replayed.map(r => r.record.n), [1, 2, 3], 'and a reopen keeps it')
+})
+
+t.test('sync after a cut syncs the older segment before the newer one', async t => {
+  const dir = t.testdir()
+  const log = new WriterLog(dir, writer).open()
+  t.teardown(() => log.close())
+  log.append({ op: 'truncate', ino: 2, size: 1, time: 1n })
+  log.cut()
+  log.append({ op: 'truncate', ino: 2, size: 2, time: 1n })
+  const synced: number[] = []
+  const real = fs.fdatasyncSync
+  const byFd = new Map<number, string>()
+  for (const f of fs.readdirSync('/proc/self/fd')) {
+    try { byFd.set(Number(f), fs.readlinkSync(`/proc/self/fd/${f}`)) } catch {}
+  }
+  ;(fs as { fdatasyncSync: (fd: number) => void }).fdatasyncSync = (fd: number) => { synced.push(fd); real(fd) }
+  try { log.sync() } finally { (fs as { fdatasyncSync: (fd: number) => void }).fdatasyncSync = real }
+  const names = synced.map(fd => path.basename(byFd.get(fd) ?? '?'))
+  const segs = fs.readdirSync(dir).filter(f => f.endsWith('.log')).sort()
+  t.same(names, segs, 'both segments, the older first')
+})
+
 t.test('resumeAfter continues numbering after a folded log', async t => {
   const dir = t.testdir()
   const log = new WriterLog(dir, writer).open()

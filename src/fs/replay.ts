@@ -7,7 +7,7 @@ import type { CID } from 'multiformats/cid'
 import { isDamage, ReefError } from '../errors.js'
 import { decodeVersion, type VersionRoot } from '../object/version.js'
 import { isContentOp, type Op, recordId } from '../log/record.js'
-import type { WriterLog } from '../log/index.js'
+import type { Appended, WriterLog } from '../log/index.js'
 import type { BlockGetter } from '../store/types.js'
 import { apply } from './apply.js'
 import type { Core, Tree } from './tree.js'
@@ -40,10 +40,20 @@ function describeOp (op: Op): string {
  */
 export async function replay (core: Core, ctx: ReplayContext, log: WriterLog, v: VersionRoot | undefined, from?: VersionRoot): Promise<Replayed> {
   const done: Replayed = { applied: 0, skipped: 0 }
-  let records = log.replayed
+  let records: Appended[] = log.replayed
   if (v?.log !== undefined) {
     const at = records.findIndex(r => r.cid.equals(v.log))
-    if (at >= 0) records = records.slice(at + 1)
+    const mine = v.vv?.[Buffer.from(log.writer).toString('hex')]
+    if (at >= 0) {
+      records = records.slice(at + 1)
+    } else if (mine !== undefined && records.some(r => r.record.n <= mine)) {
+      // The version's last record is gone from the log but older ones are here: a crash after
+      // the fold committed cut short a segment it had not synced (its records are all in the
+      // version; open dropped whatever followed the gap). Those records are the version's; the
+      // log restarts after it.
+      records = records.filter(r => r.record.n > mine)
+      if (records.length === 0) log.checkpoint()
+    }
   }
   if (records.length === 0) {
     const at = v?.vv !== undefined ? v : from

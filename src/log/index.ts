@@ -19,6 +19,9 @@ export const LOG_BATCH_BYTES = 8 * 1024 * 1024
 
 export interface Appended { cid: CID, record: LogRecord }
 
+/** A record found at open, and the segment it is in. */
+export interface Replayed extends Appended { segment: number }
+
 export class WriterLog {
   private readonly seg: SegmentLog
   private readonly writerHex: string
@@ -26,7 +29,7 @@ export class WriterLog {
   private prev?: CID
   private vv: Record<string, number> = {}
   /** Records on disk, oldest first, as found at open. */
-  replayed: Appended[] = []
+  replayed: Replayed[] = []
   discardedBytes = 0
 
   constructor (dir: string, readonly writer: Uint8Array) {
@@ -40,18 +43,32 @@ export class WriterLog {
     // A write record may name its data, which then sits in a raw frame just before it.
     const data = new Map<string, Uint8Array>()
     this.replayed = []
+    // The first frame of the record being read (its data frame, if it has one).
+    let first: (typeof frames)[number] | undefined
     for (const f of frames) {
+      first ??= f
       if (f.raw) {
         data.set(Buffer.from(f.digest).toString('hex'), f.bytes)
         continue
       }
       const record = decodeRecord(f.bytes)
+      // A segment's first record follows the previous segment's last. If it does not, a crash
+      // cut that segment short (a fold's cut leaves it unsynced until the next fsync, which
+      // syncs it before anything later): nothing from here on was acknowledged, and replaying
+      // it past the gap would apply changes to a state they were not made on.
+      const before = this.replayed[this.replayed.length - 1]
+      if (before !== undefined && first.segment !== before.segment && (record.prev === undefined || !record.prev.equals(before.cid))) {
+        this.discardedBytes += this.seg.bytesFrom(first.segment, first.start)
+        this.seg.cutAt(first.segment, first.start)
+        break
+      }
       if (record.op.op === 'write' && record.op.dataCid !== undefined) {
         const bytes = data.get(Buffer.from(record.op.dataCid.multihash.digest).toString('hex'))
         if (bytes === undefined) throw new ReefError('LOG_CORRUPT', `log record ${record.n} names data ${record.op.dataCid.toString()} that is not in the log`)
         record.op.data = bytes
       }
-      this.replayed.push({ cid: cidFromKey(f.digest, DAG_CBOR), record })
+      this.replayed.push({ cid: cidFromKey(f.digest, DAG_CBOR), record, segment: f.segment })
+      first = undefined
     }
     const last = this.replayed[this.replayed.length - 1]
     if (last !== undefined) this.resumeAfter(last.cid, last.record.n, last.record.vv)
@@ -138,9 +155,11 @@ export class WriterLog {
 
   /**
    * Where a fold's snapshot ends: what is appended from now on goes to a new segment, and
-   * `blocks(…, cut)` and `checkpoint(cut)` take only what came before (durable: fdatasync'd).
+   * `blocks(…, cut)` and `checkpoint(cut)` take only what came before. The segments before the
+   * cut are not fdatasync'd here: if the fold commits, its version holds their records and they
+   * are dropped; if not, the next `sync` syncs them before anything newer.
    */
-  cut (): number { return this.seg.rotate() }
+  cut (): number { return this.seg.rotate(false) }
 
   /**
    * After a fold made everything so far (or everything before `cut`) part of a durable

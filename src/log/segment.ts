@@ -18,7 +18,8 @@ const HEADER = 4 + 32
 const RAW = 0x80000000
 const NAME = /^(\d{12})\.log$/
 
-export interface Frame { bytes: Uint8Array, digest: Uint8Array, segment: number, raw: boolean }
+/** A frame on disk: `start` is the offset of its header in its segment. */
+export interface Frame { bytes: Uint8Array, digest: Uint8Array, segment: number, raw: boolean, start: number }
 
 /** A frame to append: its bytes are the concatenation of `parts`. */
 export interface NewFrame { parts: Uint8Array[], digest: Uint8Array, raw?: boolean }
@@ -29,6 +30,12 @@ export class SegmentLog {
   private fd = -1
   private segment = 0
   private size = 0
+  /**
+   * Segments rotated away without an fdatasync (a fold's cut), still open: `sync` syncs them
+   * before the current one, so that no record it acknowledges can follow one a crash may lose.
+   * A fold that commits drops them unsynced (its version holds their records).
+   */
+  private unsynced: Array<{ segment: number, fd: number }> = []
 
   constructor (readonly dir: string) {}
 
@@ -65,7 +72,7 @@ export class SegmentLog {
         size = fs.fstatSync(fd).size
         for (const f of scan(fd, size)) {
           if (!sameBytes(sha256(f.bytes), f.digest)) break
-          frames.push({ bytes: f.bytes, digest: f.digest, segment: seg, raw: f.raw })
+          frames.push({ bytes: f.bytes, digest: f.digest, segment: seg, raw: f.raw, start: f.end - HEADER - f.bytes.length })
           end = f.end
         }
       } finally {
@@ -99,7 +106,7 @@ export class SegmentLog {
         const size = fs.fstatSync(fd).size
         let end = 0
         for (const f of scan(fd, size)) {
-          yield { bytes: f.bytes, digest: f.digest, segment: seg, raw: f.raw }
+          yield { bytes: f.bytes, digest: f.digest, segment: seg, raw: f.raw, start: f.end - HEADER - f.bytes.length }
           end = f.end
         }
         if (end < size) throw new ReefError('LOG_CORRUPT', `log segment ${seg} has ${size - end} bytes that are no whole frame at offset ${end}`)
@@ -136,13 +143,26 @@ export class SegmentLog {
   }
 
   sync (): void {
+    for (const u of this.unsynced) {
+      fs.fdatasyncSync(u.fd)
+      fs.closeSync(u.fd)
+    }
+    this.unsynced = []
     if (this.fd >= 0) fs.fdatasyncSync(this.fd)
   }
 
-  /** Starts a new segment; earlier ones stay until dropBefore. */
-  rotate (): number {
-    this.sync()
-    fs.closeSync(this.fd)
+  /**
+   * Starts a new segment; earlier ones stay until dropBefore. `sync` false: the old one is not
+   * fdatasync'd now (a fold's cut, under the fs lock), but by the next `sync`, before the new one.
+   * The new segment's directory entry is made durable either way.
+   */
+  rotate (sync = true): number {
+    if (sync) {
+      this.sync()
+      fs.closeSync(this.fd)
+    } else {
+      this.unsynced.push({ segment: this.segment, fd: this.fd })
+    }
     this.segment++
     this.fd = fs.openSync(this.file(this.segment), 'a')
     this.size = 0
@@ -151,10 +171,42 @@ export class SegmentLog {
   }
 
   dropBefore (segment: number): void {
+    this.unsynced = this.unsynced.filter(u => {
+      if (u.segment >= segment) return true
+      fs.closeSync(u.fd)
+      return false
+    })
     for (const s of this.segments()) if (s < segment) fs.rmSync(this.file(s), { force: true })
   }
 
+  /** Bytes from `start` of `segment` to the end of the log. */
+  bytesFrom (segment: number, start: number): number {
+    let n = 0
+    for (const s of this.segments()) {
+      if (s >= segment) n += fs.statSync(this.file(s)).size - (s === segment ? start : 0)
+    }
+    return n
+  }
+
+  /**
+   * Open found a break in the log at `start` of `segment` (a segment after one a crash cut
+   * short): everything from there on goes, and appending resumes there.
+   */
+  cutAt (segment: number, start: number): void {
+    for (const u of this.unsynced) fs.closeSync(u.fd)
+    this.unsynced = []
+    if (this.fd >= 0) fs.closeSync(this.fd)
+    for (const s of this.segments()) if (s > segment) fs.rmSync(this.file(s), { force: true })
+    fs.truncateSync(this.file(segment), start)
+    this.segment = segment
+    this.fd = fs.openSync(this.file(segment), 'a')
+    this.size = start
+    syncDir(this.dir)
+  }
+
   close (): void {
+    for (const u of this.unsynced) fs.closeSync(u.fd)
+    this.unsynced = []
     if (this.fd >= 0) {
       fs.closeSync(this.fd)
       this.fd = -1
