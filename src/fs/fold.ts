@@ -170,8 +170,11 @@ export async function snapshot (core: Core, at: FoldContext, records: number, me
   const dirs: CapturedDir[] = []
   const root = tree.root
   let rootCapture: CapturedDir | undefined
+  let cut: number | undefined
   try {
     rootCapture = await captureDir(tree, root, '/', dirs)
+    // The log's cut last: nothing can fail after it but what is undone here.
+    cut = log?.cut()
   } catch (err) {
     for (const { n, f } of files) pages.dirtyBytes += thaw(n, f)
     throw err
@@ -202,7 +205,7 @@ export async function snapshot (core: Core, at: FoldContext, records: number, me
     rootBase: root.dirBase,
     links: linksSnap,
     linksBase: table.base,
-    cut: log?.cut(),
+    cut,
     records,
     vroot
   }
