@@ -6,7 +6,7 @@
  * a version root, and a signed head (through the `commit` callback of the composition root).
  *
  * ReefFS is the front: it opens a version, owns the lock (`exclusive`: mutations one at a
- * time, never during a fold), makes the POSIX checks of each mutation and logs it (`commit`),
+ * time, never during a fold's snapshot or settle), makes the POSIX checks of each mutation and logs it (`commit`),
  * and hands the rest to the parts it owns, one concern each:
  * - src/fs/tree.ts: the inode table and directories (loading, damage, lookup, resolve, the
  *   dirty-directory marks, unload and release);
@@ -218,7 +218,7 @@ export class ReefFS {
 
   // ---- mutations: validate, log, apply ---------------------------------------------------
 
-  /** Runs mutations one at a time (and never during a fold). */
+  /** Runs mutations one at a time (and never during a fold's snapshot or settle). */
   private exclusive<T> (fn: () => Promise<T>): Promise<T> {
     const run = this.chain.then(fn, fn)
     this.chain = run.catch(() => {})
