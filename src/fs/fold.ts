@@ -128,7 +128,7 @@ interface CapturedDir {
 }
 
 /** What a fold took under the lock, and what it has built from it so far. */
-export interface Snapshot {
+interface Snapshot {
   files: Array<{ n: Inode, f: Frozen }>
   /** The root's capture, if it was dirty (else the root's tree is unchanged). */
   root?: CapturedDir
@@ -148,7 +148,7 @@ export interface Snapshot {
   linksBuilt?: CID
 }
 
-/** Lets a build or a settle find what a snapshot froze, for tests. */
+/** Test hooks of a fold. */
 export interface FoldHooks {
   /** Called between the snapshot and the build (the lock is free then, except in a merge). */
   afterSnapshot?: () => Promise<void>
@@ -158,7 +158,7 @@ export interface FoldHooks {
  * Under the lock: freezes and captures the dirty state (see the header). `records`: the
  * records applied since the last fold, which the version takes in.
  */
-export async function snapshot (core: Core, at: FoldContext, records: number, message?: string, shape?: FoldShape): Promise<Snapshot> {
+async function snapshot (core: Core, at: FoldContext, records: number, message?: string, shape?: FoldShape): Promise<Snapshot> {
   const { tree, pages, links: table } = core
   const log = at.log
   const files: Snapshot['files'] = []
@@ -233,7 +233,7 @@ async function captureDir (tree: Tree, dir: Inode, path: string, out: CapturedDi
 }
 
 /** Outside the lock: stores everything the snapshot froze, and the version root. */
-export async function build (snap: Snapshot, at: FoldContext, table: { build: (s: LinkSnapshot, emit: (b: Block) => void) => Promise<CID | undefined> }): Promise<void> {
+async function build (snap: Snapshot, at: FoldContext, table: { build: (s: LinkSnapshot, emit: (b: Block) => void) => Promise<CID | undefined> }): Promise<void> {
   const blocks: Block[] = []
   const emit = (b: Block): void => { blocks.push(b) }
   const put = async (bs: Block[]): Promise<void> => { await at.store.putMany(bs) }
@@ -295,13 +295,13 @@ export async function build (snap: Snapshot, at: FoldContext, table: { build: (s
 }
 
 /** Outside the lock: makes the version root durable and advances the head. */
-export async function publish (snap: Snapshot, at: FoldContext): Promise<void> {
+async function publish (snap: Snapshot, at: FoldContext): Promise<void> {
   if (snap.vblock === undefined || snap.version === undefined) throw new Error('publish before build')
   if (at.commit !== undefined) await at.commit(snap.vblock, snap.version.root)
 }
 
 /** Under the lock, once the head names the version: the tree takes what was stored. */
-export function settle (core: Core, snap: Snapshot, at: FoldContext): VersionInfo {
+function settle (core: Core, snap: Snapshot, at: FoldContext): VersionInfo {
   const { tree, pages, links: table } = core
   const version = snap.version as VersionInfo
   // The version (and its head) are durable: the log up to the cut is no longer needed.
@@ -324,7 +324,7 @@ export function settle (core: Core, snap: Snapshot, at: FoldContext): VersionInf
 }
 
 /** Under the lock, after a failure anywhere past the snapshot: all it took is dirty again. */
-export function abandon (core: Core, snap: Snapshot): void {
+function abandon (core: Core, snap: Snapshot): void {
   const { tree, pages, links: table } = core
   for (const { n, f } of snap.files) {
     pages.dirtyBytes += thaw(n, f)
@@ -335,21 +335,40 @@ export function abandon (core: Core, snap: Snapshot): void {
   tree.folding = false
 }
 
+/** How a fold begins and where its lock is (ReefFS's). */
+export interface FoldRun {
+  message?: string
+  shape?: FoldShape
+  hooks?: FoldHooks
+  /** Under the lock, before the snapshot: the records the version takes in, or undefined when
+   * there is nothing to fold. */
+  start: () => number | undefined
+  /** Runs `fn` under the fs lock: the snapshot, the settle and an abandon. Absent: the caller
+   * holds the lock throughout (a merge's fold). */
+  locked?: <T>(fn: () => Promise<T>) => Promise<T>
+}
+
 /**
- * Folds everything applied so far into a new version in one go, whether or not anything
- * changed (the caller decides that, and holds the lock throughout). Returns the new version.
+ * Folds everything applied so far into a new version: the snapshot, build, publish and settle
+ * (or abandon) of the header, the snapshot and the settle under the lock. Returns the new
+ * version, or undefined when `start` finds nothing to fold.
  */
-export async function fold (core: Core, at: FoldContext, records: number, message?: string, shape?: FoldShape, hooks?: FoldHooks): Promise<VersionInfo> {
-  const snap = await snapshot(core, at, records, message, shape)
+export async function fold (core: Core, at: FoldContext, run: FoldRun): Promise<VersionInfo | undefined> {
+  const locked = run.locked ?? (async <T>(fn: () => Promise<T>): Promise<T> => await fn())
+  const snap = await locked(async () => {
+    const records = run.start()
+    return records === undefined ? undefined : await snapshot(core, at, records, run.message, run.shape)
+  })
+  if (snap === undefined) return undefined
   try {
-    await hooks?.afterSnapshot?.()
+    await run.hooks?.afterSnapshot?.()
     await build(snap, at, core.links)
     await publish(snap, at)
   } catch (err) {
-    abandon(core, snap)
+    await locked(async () => { abandon(core, snap) })
     throw err
   }
-  return settle(core, snap, at)
+  return await locked(async () => settle(core, snap, at))
 }
 
 /** A directory's entry as of a fold in progress (its new tree, count and link count). */

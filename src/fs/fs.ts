@@ -30,7 +30,7 @@ import { type Attr, Inode, kindOfType, ROOT_INO, S_IFMT } from './inode.js'
 import { checkFallocate } from './fallocate.js'
 import { inoPrefixOf, writerIno } from './ino.js'
 import { apply as applyOp, CONFLICT_XATTR } from './apply.js'
-import { abandon, build, type FoldContext, type FoldHooks, fold as foldVersion, type FoldShape, publish, settle, snapshot, type VersionInfo } from './fold.js'
+import { type FoldContext, type FoldHooks, fold as foldVersion, type FoldShape, type VersionInfo } from './fold.js'
 import { LinkTable } from './links.js'
 import { Pages } from './pages.js'
 import { replay } from './replay.js'
@@ -567,19 +567,8 @@ export class ReefFS {
         this.unfolded -= records
       }
     }
-    if (shape !== undefined) {
-      return await this.exclusive(async () => !this.dirty && !force ? undefined : await foldVersion(this.core, at, this.unfolded, message, shape, this.foldHooks))
-    }
-    const snap = await this.exclusive(async () => !this.dirty && !force ? undefined : await snapshot(this.core, at, this.unfolded, message))
-    if (snap === undefined) return undefined
-    try {
-      await this.foldHooks?.afterSnapshot?.()
-      await build(snap, at, this.links)
-      await publish(snap, at)
-    } catch (err) {
-      await this.exclusive(async () => { abandon(this.core, snap) })
-      throw err
-    }
-    return await this.exclusive(async () => settle(this.core, snap, at))
+    const start = (): number | undefined => !this.dirty && !force ? undefined : this.unfolded
+    if (shape !== undefined) return await this.exclusive(async () => await foldVersion(this.core, at, { message, shape, hooks: this.foldHooks, start }))
+    return await foldVersion(this.core, at, { message, hooks: this.foldHooks, start, locked: async fn => await this.exclusive(fn) })
   }
 }

@@ -265,16 +265,9 @@ export class Inode {
     return mergeRanges(this.ranges ?? [])
   }
 
-  /** After a fold: the new base holds everything; no dirty pages remain. */
-  settle (base: CID): void {
-    this.base = base
-    if (this.pages !== undefined) for (const page of this.pages.values()) freePage(page)
-    this.restart()
-  }
-
   /**
-   * The content below (the base, or a frozen layer) now holds everything up to the size: no
-   * pages, zeros or changed ranges of its own (pages are the caller's to give back).
+   * The content below (a fold's frozen layer) now holds everything up to the size: no pages,
+   * zeros or changed ranges of its own (the pages went into that layer).
    */
   restart (): void {
     this.baseLimit = this.size

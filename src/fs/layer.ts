@@ -14,7 +14,7 @@
 import type { CID } from 'multiformats/cid'
 import { FileReader } from '../object/file.js'
 import type { BlockGetter } from '../store/types.js'
-import { freePage, type Inode, PAGE } from './inode.js'
+import { freePage, type Inode, PAGE, pagesBytes } from './inode.js'
 import { ZeroRanges } from './zeros.js'
 
 /** What a layer reads through to. */
@@ -89,11 +89,7 @@ export class Frozen implements Layer, ContentReader {
   }
 
   /** Bytes its pages hold. */
-  get bytes (): number {
-    let total = 0
-    if (this.pages !== undefined) for (const page of this.pages.values()) total += page.length
-    return total
-  }
+  get bytes (): number { return pagesBytes(this.pages) }
 
   /** Gives its pages back (once nothing reads them: the inode has moved on to `cid`, or thawed). */
   free (): void {

@@ -5,7 +5,6 @@
  * `apply`), and this keeps the count of bytes held in dirty pages and the set of files whose
  * content the next fold must store.
  */
-import type { CID } from 'multiformats/cid'
 import { ReefError } from '../errors.js'
 import type { BlockGetter } from '../store/types.js'
 import { allocPage, freePage, type Inode, PAGE, pagesBytes, smallPage } from './inode.js'
@@ -148,12 +147,6 @@ export class Pages {
     if (n.kind === 'dir') throw posix('EISDIR', 'read of a directory')
     if (n.kind !== 'file') throw posix('EINVAL', 'read of a non-file')
     return await readLayer(n, contentBelow(n, this.store), offset, length)
-  }
-
-  /** After a fold stored `n`'s content as `base`: its pages are given back. */
-  settle (n: Inode, base: CID): void {
-    this.dirtyBytes -= pagesBytes(n.pages)
-    n.settle(base)
   }
 
   /**

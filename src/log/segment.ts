@@ -72,7 +72,7 @@ export class SegmentLog {
         size = fs.fstatSync(fd).size
         for (const f of scan(fd, size)) {
           if (!sameBytes(sha256(f.bytes), f.digest)) break
-          frames.push({ bytes: f.bytes, digest: f.digest, segment: seg, raw: f.raw, start: f.end - HEADER - f.bytes.length })
+          frames.push({ bytes: f.bytes, digest: f.digest, segment: seg, raw: f.raw, start: f.start })
           end = f.end
         }
       } finally {
@@ -106,7 +106,7 @@ export class SegmentLog {
         const size = fs.fstatSync(fd).size
         let end = 0
         for (const f of scan(fd, size)) {
-          yield { bytes: f.bytes, digest: f.digest, segment: seg, raw: f.raw, start: f.end - HEADER - f.bytes.length }
+          yield { bytes: f.bytes, digest: f.digest, segment: seg, raw: f.raw, start: f.start }
           end = f.end
         }
         if (end < size) throw new ReefError('LOG_CORRUPT', `log segment ${seg} has ${size - end} bytes that are no whole frame at offset ${end}`)
@@ -220,7 +220,7 @@ function syncDir (dir: string): void {
   try { fs.fsyncSync(dfd) } finally { fs.closeSync(dfd) }
 }
 
-interface Scanned { bytes: Uint8Array, digest: Uint8Array, raw: boolean, end: number }
+interface Scanned { bytes: Uint8Array, digest: Uint8Array, raw: boolean, start: number, end: number }
 
 /** Read-ahead for small frames (records are a few hundred bytes); a larger frame gets a buffer of its own. */
 const READ_AHEAD = 64 * 1024
@@ -261,7 +261,8 @@ function * scan (fd: number, size: number): Generator<Scanned> {
     const alone = h === 0 && buf.length === HEADER + len
     const digest = new Uint8Array(buf.subarray(h + 4, h + HEADER))
     const body = buf.subarray(h + HEADER, h + HEADER + len)
+    const start = off
     off += HEADER + len
-    yield { bytes: alone ? body : new Uint8Array(body), digest, raw, end: off }
+    yield { bytes: alone ? body : new Uint8Array(body), digest, raw, start, end: off }
   }
 }
