@@ -30,7 +30,7 @@ import fs from 'node:fs'
 import { randomBytes, randomInt } from 'node:crypto'
 import { LmdbBlockStore, LmdbStore } from ${JSON.stringify(dist('store/lmdb.js'))}
 import { makeBlock } from ${JSON.stringify(dist('block/index.js'))}
-const [dir, ms] = process.argv.slice(1)
+const [dir, ms] = process.argv.slice(2)
 const db = new LmdbStore({ path: dir, create: false })
 const store = new LmdbBlockStore(db)
 const addons = new Set(fs.readFileSync('/proc/self/maps', 'utf8').split('\\n')
@@ -50,7 +50,7 @@ process.stdout.write(out + 'errors ' + errors + '\\n')
 // Prints the number of opens.
 const OPENER = `
 import { LmdbStore } from ${JSON.stringify(dist('store/lmdb.js'))}
-const [dir, ms] = process.argv.slice(1)
+const [dir, ms] = process.argv.slice(2)
 const end = Date.now() + Number(ms)
 let n = 0
 while (Date.now() < end) {
@@ -64,9 +64,14 @@ process.stdout.write(n + '\\n')
 
 interface Child { code: number | null, signal: NodeJS.Signals | null, stdout: string, stderr: string }
 
-/** Runs a module source in a child node; SIGKILLed (and so failing) after `limitMs`. */
-async function child (src: string, args: string[], limitMs: number): Promise<Child> {
-  const c = spawn(process.execPath, ['--input-type=module', '-e', src, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+/** Runs a module source in a child node, from a file in `dir`, with none of tap's NODE_OPTIONS
+ * (its process-info hook has nothing to do with what is tested here); SIGKILLed (and so failing)
+ * after `limitMs`. */
+async function child (dir: string, name: string, src: string, args: string[], limitMs: number): Promise<Child> {
+  const file = path.join(dir, name + '.mjs')
+  fs.writeFileSync(file, src)
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => k !== 'NODE_OPTIONS' && !k.startsWith('_TAPJS_')))
+  const c = spawn(process.execPath, [file, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env })
   let stdout = ''
   let stderr = ''
   c.stdout.on('data', (d: Buffer) => { stdout += d.toString() })
@@ -78,6 +83,9 @@ async function child (src: string, args: string[], limitMs: number): Promise<Chi
   })
 }
 
+/** What a child did, for messages: its exit, the start of its stdout and of its stderr. */
+const told = (c: Child): string => `(exit ${String(c.code)}, signal ${String(c.signal)}, stdout ${JSON.stringify(c.stdout.slice(0, 200))}, stderr ${JSON.stringify(c.stderr.slice(0, 600))})`
+
 t.before(() => {
   if (!fs.existsSync(DIST_LMDB)) throw new Error(`${DIST_LMDB} is missing: run tsc first (npm test does)`)
 })
@@ -88,20 +96,21 @@ t.test('commits survive another process opening the store again and again', asyn
   if (init.code !== 0) throw new Error(show(init))
   const store = path.join(data, 'store')
   const ms = 5000
-  const [w, o] = await Promise.all([child(WRITER, [store, String(ms)], 60_000), child(OPENER, [store, String(ms)], 60_000)])
+  const scripts = tempDir(t, 'reef-proc-js-')
+  const [w, o] = await Promise.all([child(scripts, 'writer', WRITER, [store, String(ms)], 60_000), child(scripts, 'opener', OPENER, [store, String(ms)], 60_000)])
   const lines = w.stdout.trim().split('\n')
   const addon = lines[0]?.startsWith('addon ') === true ? lines.shift()?.slice('addon '.length) : undefined
-  t.equal(addon, PATCHED_ADDON, 'the writer ran the addon the install built (not the prebuilt @lmdb package)')
+  t.equal(addon, PATCHED_ADDON, `the writer ran the addon the install built (not the prebuilt @lmdb package) ${told(w)}`)
   t.ok(fs.existsSync(PATCHED_ADDON) && fs.readFileSync(PATCHED_ADDON).includes(MARKER), `${PATCHED_ADDON} has the ITS#9496 patch (marker ${MARKER})`)
 
-  t.equal(w.signal, null, `the writer was not killed: ${w.stderr.slice(0, 600)}`)
-  t.equal(w.code, 0, `the writer exited 0: ${w.stderr.slice(0, 600)}`)
-  t.equal(o.signal, null, `the opener was not killed: ${o.stderr.slice(0, 600)}`)
-  t.equal(o.code, 0, `the opener exited 0: ${o.stderr.slice(0, 600)}`)
-  t.equal(lines.at(-1), 'errors 0', 'no put failed')
+  t.equal(w.signal, null, `the writer was not killed ${told(w)}`)
+  t.equal(w.code, 0, `the writer exited 0 ${told(w)}`)
+  t.equal(o.signal, null, `the opener was not killed ${told(o)}`)
+  t.equal(o.code, 0, `the opener exited 0 ${told(o)}`)
+  t.equal(lines.at(-1), 'errors 0', `no put failed ${told(w)}`)
   const acked = lines.slice(0, -1)
-  t.ok(acked.length > 50, `the writer committed ${acked.length} blocks`)
-  t.ok(Number(o.stdout.trim()) > 50, `the opener opened the store ${o.stdout.trim()} times meanwhile`)
+  t.ok(acked.length > 50, `the writer committed ${acked.length} blocks ${told(w)}`)
+  t.ok(Number(o.stdout.trim()) > 50, `the opener opened the store ${o.stdout.trim()} times meanwhile ${told(o)}`)
 
   const db = new LmdbStore({ path: store, create: false })
   const blocks = new LmdbBlockStore(db)
