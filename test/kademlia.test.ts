@@ -1,0 +1,128 @@
+// Kademlia's routing table and iterative lookup (src/dht/kademlia.ts) and placement batched by key
+// region (src/dht/regions.ts), on a model network in memory: every answer is checked against the
+// true k closest, computed from the whole node list that no node has.
+import t from 'tap'
+import crypto from 'node:crypto'
+import { byDistance, keyInBucket, lookup, RoutingTable, sharedBits, type Contact } from '../src/dht/kademlia.js'
+import { kadId } from '../src/dht/placement.js'
+import { Regions, type Peer, type RoutingEngine } from '../src/dht/regions.js'
+
+interface Node extends Peer { table: RoutingTable<Node>, alive: boolean }
+
+/** `n` nodes whose tables were filled the way joins fill them: by looking up their own ids. */
+async function model (n: number): Promise<Node[]> {
+  const nodes: Node[] = []
+  for (let i = 0; i < n; i++) {
+    const key = `n${i}`
+    const node = { key, kad: kadId(Buffer.from(key)), self: false, alive: true } as Node
+    node.table = new RoutingTable<Node>(node)
+    nodes.push(node)
+  }
+  for (const [i, node] of nodes.entries()) {
+    if (i === 0) continue
+    // Joins through a random earlier node, then looks itself up: the nodes it asks learn of it.
+    node.table.add(nodes[Math.floor(Math.random() * i)])
+    await lookup(node.kad, node.table.closest(node.kad, 20), async (c) => ask(node, c, node.kad), node.key)
+  }
+  return nodes
+}
+
+async function ask (from: Node, to: Node, target: Uint8Array): Promise<Node[]> {
+  if (!to.alive) {
+    from.table.remove(to.key)
+    throw new Error('dead')
+  }
+  to.table.add(from)
+  from.table.add(to)
+  return to.table.closest(target, 20)
+}
+
+function engineOf (node: Node, hops: number[]): RoutingEngine<Node> {
+  return {
+    self: { ...node, self: true },
+    full: 20,
+    lookup: async (key) => {
+      const w = await lookup(kadId(key), node.table.closest(kadId(key), 20), async (c) => await ask(node, c, kadId(key)), node.key)
+      hops.push(w.hops)
+      return { peers: w.peers, complete: w.failed.length === 0 }
+    }
+  }
+}
+
+t.test('routing table: buckets by shared prefix, old contacts kept, replace on failure', async t => {
+  const self: Contact = { key: 'self', kad: kadId(Buffer.from('self')) }
+  const table = new RoutingTable<Contact>(self, 2)
+  const inBucket = (bits: number, i: number): Contact => ({ key: `b${bits}-${i}`, kad: keyInBucket(self.kad, bits, n => crypto.randomBytes(n)) })
+  for (const bits of [0, 1, 7, 8, 13]) t.equal(sharedBits(self.kad, inBucket(bits, 0).kad), bits, `keyInBucket(${bits}) shares exactly ${bits} bits`)
+  const [a, b, c] = [inBucket(0, 0), inBucket(0, 1), inBucket(0, 2)]
+  t.equal(table.add(a), 'added')
+  t.equal(table.add(b), 'added')
+  t.equal(table.add(c), 'full', 'a full bucket keeps its old contacts')
+  t.equal(table.oldest(c.kad)?.key, a.key)
+  t.equal(table.add(a), 'updated', 'seen again: moves to the tail')
+  t.equal(table.oldest(c.kad)?.key, b.key)
+  t.ok(table.replace(b.key, c), 'a failed contact gives its place')
+  t.same(table.all().map(x => x.key).sort(), [a.key, c.key].sort())
+  t.equal(table.add({ ...self }), 'self')
+  t.equal(table.size, 2)
+  t.same(table.stale(0, 2), [0, 1], 'buckets due for refresh')
+})
+
+t.test('lookups on a 1,000-node model network find the true closest in O(log N) hops', async t => {
+  const nodes = await model(1000)
+  const sizes = nodes.map(n => n.table.size).sort((a, b) => a - b)
+  t.ok(sizes[sizes.length - 1] < 400, `no node knows every other (table sizes ${sizes[0]}..${sizes[sizes.length - 1]} of 999)`)
+  const hops: number[] = []
+  let exact = 0
+  for (let i = 0; i < 100; i++) {
+    const from = nodes[Math.floor(Math.random() * nodes.length)]
+    const target = crypto.randomBytes(32)
+    const w = await lookup(target, from.table.closest(target, 20), async c => await ask(from, c, target), from.key)
+    const truth = byDistance(target, nodes.filter(n => n !== from)).slice(0, 20).map(n => n.key)
+    if (w.peers.map(p => p.key).join() === truth.join()) exact++
+    t.ok(w.queries <= 200, 'bounded')
+    hops.push(w.hops)
+  }
+  hops.sort((a, b) => a - b)
+  t.equal(exact, 100, 'every lookup returned the true 20 closest')
+  t.ok(hops[49] <= Math.ceil(Math.log2(1000)), `hops p50 ${hops[49]} p95 ${hops[94]} <= log2 N`)
+})
+
+t.test('a dead contact fails, leaves the table, and the walk still finds the live closest', async t => {
+  const nodes = await model(300)
+  const target = crypto.randomBytes(32)
+  const truth = byDistance(target, nodes)
+  for (const n of truth.slice(0, 5)) n.alive = false
+  const from = truth[truth.length - 1]
+  const w = await lookup(target, from.table.closest(target, 20), async c => await ask(from, c, target), from.key)
+  t.same(w.peers.slice(0, 15).map(p => p.key), truth.slice(5, 20).map(p => p.key), 'the live closest, in order')
+  t.ok(w.failed.every(f => !f.alive), 'only dead contacts failed')
+  for (const f of w.failed) t.notOk(from.table.has(f.key), `${f.key} left the table`)
+})
+
+t.test('regions: one lookup serves every key of an enumerated subtree, each answer the true k closest', async t => {
+  const nodes = await model(500)
+  const from = nodes[7]
+  const hops: number[] = []
+  const regions = new Regions(engineOf(from, hops), 3)
+  const keys = Array.from({ length: 2000 }, () => new Uint8Array(crypto.randomBytes(32)))
+  const got = await regions.closestMany(keys)
+  let right = 0
+  for (const [i, key] of keys.entries()) {
+    const truth = byDistance(kadId(key), nodes).slice(0, 3).map(n => n.key)
+    if (got[i].map(p => p.key).join() === truth.join()) right++
+  }
+  t.equal(right, keys.length, 'every key placed on its true 3 closest')
+  t.ok(regions.stats.lookups < keys.length / 4, `${regions.stats.lookups} lookups for ${keys.length} keys (N/k = ${Math.round(500 / 3)})`)
+  t.equal(regions.stats.lookups + regions.stats.hits, keys.length)
+
+  // A new node inside a cached region makes that region stale: its keys are looked up again.
+  const before = regions.stats.lookups
+  const region = got[0]
+  const near = nodes.find(n => !region.some(p => p.key === n.key) && sharedBits(n.kad, kadId(keys[0])) >= 1)
+  if (near !== undefined) regions.peerSeen(near)
+  regions.suspect(region[0].key)
+  t.equal(regions.cached(keys[0]), undefined, 'a region holding a suspect peer is dropped')
+  await regions.closest(keys[0])
+  t.equal(regions.stats.lookups, before + 1, 'and looked up again')
+})
