@@ -8,6 +8,7 @@
  *
  *   npm run bench:scale                (= npm run build && node dist/bench/scale/run.js)
  *   node dist/bench/scale/run.js [--quick] [--json FILE] [--seed N] [--hops N:L,...] [--avail N:B:k:days,...]
+ *   node dist/bench/scale/run.js --replot FILE.json     (redraws FILE.svg from an earlier run's JSON)
  *
  * Default: hops at N = 1,000, 10,000 and 100,000 (3,000, 3,000 and 2,000 lookups), availability at
  * N = 10,000 with B = 20,000 blocks over 7 days at k = 3 and k = 5.
@@ -20,9 +21,11 @@
  * kind 'real'; they are printed and written beside the simulated ones. A failure there is
  * reported and the simulation results are still written.
  */
+import { spawnSync } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
+import v8 from 'node:v8'
 import { commandLine, machine, printMachine, table, writeResults } from '../phases/report.js'
 import { runSim, type AvailabilityResult, type HopsResult, type SimReport } from './sim.js'
 
@@ -144,7 +147,7 @@ function chartSvg (title: string, subtitle: string, hops: ScaleRun[], estimate: 
           parts.push(kind === 'sim'
             ? `<circle cx="${cx.toFixed(1)}" cy="${cy.toFixed(1)}" r="4" fill="${s.color}"><title>${esc(`${kind} N=${h.n} ${s.name} ${s.get(h)}`)}</title></circle>`
             : `<rect x="${(cx - 4).toFixed(1)}" y="${(cy - 4).toFixed(1)}" width="8" height="8" fill="${s.color}"><title>${esc(`${kind} N=${h.n} ${s.name} ${s.get(h)}`)}</title></rect>`)
-          parts.push(`<text x="${(cx + 6).toFixed(1)}" y="${(cy - 6 - j * 2).toFixed(1)}" font-size="10">${s.get(h)}</text>`)
+          parts.push(`<text x="${(cx + 6).toFixed(1)}" y="${(j === 0 ? cy + 14 : cy - 6).toFixed(1)}" font-size="10" fill="${s.color}">${s.get(h)}</text>`)
         }
       }
     }
@@ -193,10 +196,12 @@ function chartSvg (title: string, subtitle: string, hops: ScaleRun[], estimate: 
       parts.push(`<polyline points="${p.join(' ')}" fill="none" stroke="${color}" stroke-width="1.5"/>`)
       const bound = 1 - a.analytic.unreadableWithRepair
       if (bound >= lo) parts.push(`<line x1="${L}" x2="${R}" y1="${Y(bound).toFixed(1)}" y2="${Y(bound).toFixed(1)}" stroke="${color}" stroke-dasharray="6 4"/>`)
-      const x = L + i * 160
-      parts.push(`<line x1="${x}" x2="${x + 18}" y1="${H - 24}" y2="${H - 24}" stroke="${color}" stroke-width="2"/>`)
-      parts.push(`<text x="${x + 22}" y="${H - 20}">${esc(`N=${a.n} k=${a.k} (dashed: 1-p^k)`)}</text>`)
+      const x = L + (i % 3) * 150
+      const y = H - 30 + Math.floor(i / 3) * 16
+      parts.push(`<line x1="${x}" x2="${x + 18}" y1="${y - 4}" y2="${y - 4}" stroke="${color}" stroke-width="2"/>`)
+      parts.push(`<text x="${x + 22}" y="${y}">${esc(`N=${a.n.toLocaleString('en')}, k=${a.k}`)}</text>`)
     })
+    parts.push(`<text x="${R}" y="${H - 30}" text-anchor="end" fill="#555">dashed: bound 1 - p^k</text>`)
   }
   parts.push('</svg>')
   return parts.join('\n') + '\n'
@@ -206,7 +211,18 @@ function chartSvg (title: string, subtitle: string, hops: ScaleRun[], estimate: 
 
 async function main (): Promise<void> {
   if (flag('--help')) {
-    out('usage: node dist/bench/scale/run.js [--quick] [--json FILE] [--seed N] [--hops N:lookups,...] [--avail N:blocks:k:days,...]')
+    out('usage: node dist/bench/scale/run.js [--quick] [--json FILE] [--seed N] [--hops N:lookups,...] [--avail N:blocks:k:days,...] | --replot FILE.json')
+    return
+  }
+  const replot = opt('--replot')
+  if (replot !== undefined) {
+    // Redraws the chart of an earlier run from its JSON (e.g. after real runs were added to it).
+    const j = JSON.parse(fs.readFileSync(replot, 'utf8')) as { runs: ScaleRun[], availability: AvailabilityResult[], machine: { cores: number, kernel: string, node: string }, seed: number, quick: boolean }
+    const svg = chartSvg('reef scale: simulated Kademlia lookups and block availability', `${j.machine.cores} cores, ${j.machine.kernel}, node ${j.machine.node}; seed ${j.seed}${j.quick ? '; --quick' : ''}`,
+      j.runs, n => Math.log2(n) / Math.log2(40), j.availability)
+    const svgPath = replot.replace(/\.json$/i, '') + '.svg'
+    fs.writeFileSync(svgPath, svg)
+    out(`wrote ${svgPath}`)
     return
   }
   const quick = flag('--quick')
@@ -219,6 +235,14 @@ async function main (): Promise<void> {
     ? parseList(opt('--avail') as string, 4).map(([n, blocks, k, days]) => ({ n, blocks, k, days }))
     : quick ? [{ n: 2000, blocks: 2000, k: 3, days: 1 }, { n: 2000, blocks: 2000, k: 5, days: 1 }] : [{ n: 10000, blocks: 20000, k: 3, days: 7 }, { n: 10000, blocks: 20000, k: 5, days: 7 }]
 
+  // A 100,000-node availability run fills every node's table (~25 KB each in RoutingTable's maps):
+  // near node's default 4 GiB heap limit the collector thrashes, so such a run restarts itself
+  // with a 5.5 GiB limit (RSS stays under ~6 GiB).
+  if (availList.some(a => a.n >= 50_000) && v8.getHeapStatistics().heap_size_limit < 5 * 2 ** 30 && process.env.REEF_SCALE_CHILD === undefined) {
+    const r = spawnSync(process.execPath, ['--max-old-space-size=5632', ...process.execArgv, process.argv[1], ...args], { stdio: 'inherit', env: { ...process.env, REEF_SCALE_CHILD: '1' } })
+    process.exitCode = r.status ?? 1
+    return
+  }
   const m = machine(process.cwd())
   const command = commandLine()
   printMachine(m, command, out)

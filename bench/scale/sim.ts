@@ -255,8 +255,6 @@ export interface NetStats {
   walks: number
 }
 
-const TWO48 = 2 ** 48
-
 function id48Of (kad: KadId): number {
   return ((((kad[0] * 256 + kad[1]) * 256 + kad[2]) * 256 + kad[3]) * 256 + kad[4]) * 256 + kad[5]
 }
@@ -873,14 +871,15 @@ export async function runAvailability (o: AvailabilityOptions): Promise<Availabi
   lastT = net.now
   readableMin = readable
   const asks0 = net.stats.asks
-  let nextProgress = t0 + DAY * 1000
+  const progressEvery = (o.n >= 50_000 ? DAY / 8 : DAY) * 1000
+  let nextProgress = t0 + progressEvery
   for (let t = t0; t < stop; t += sampleEvery) {
     await net.runUntil(t)
     sample()
     if (net.now >= nextProgress) {
-      o.progress?.(`day ${((net.now - t0) / (DAY * 1000)).toFixed(0)}: readable ${(readable / B * 100).toFixed(3)}%, lost ${lost}, ` +
+      o.progress?.(`day ${((net.now - t0) / (DAY * 1000)).toFixed(o.n >= 50_000 ? 2 : 0)}: readable ${(readable / B * 100).toFixed(3)}%, lost ${lost}, ` +
         `events ${net.events}, rss ${(process.memoryUsage().rss / 2 ** 20).toFixed(0)} MiB, ${((performance.now() - wall0) / 1000).toFixed(0)} s`)
-      nextProgress += DAY * 1000
+      nextProgress += progressEvery
     }
   }
   await net.runUntil(stop)
