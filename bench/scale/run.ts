@@ -7,7 +7,7 @@
  * passes or fails on a number.
  *
  *   npm run bench:scale                (= npm run build && node dist/bench/scale/run.js)
- *   node dist/bench/scale/run.js [--quick] [--json FILE] [--seed N] [--hops N:L,...] [--avail N:B:k:days,...]
+ *   node dist/bench/scale/run.js [--quick] [--json FILE] [--seed N] [--hops N:L,...] [--avail N:B:k:days,...] [--no-real]
  *   node dist/bench/scale/run.js --replot FILE.json     (redraws FILE.svg from an earlier run's JSON)
  *
  * Default: hops at N = 1,000, 10,000 and 100,000 (3,000, 3,000 and 2,000 lookups), availability at
@@ -19,7 +19,7 @@
  * Real runs: if bench/scale/real.ts exists (dist/bench/scale/real.js once built), it is imported
  * and its `realRuns({ quick, log })` (or default export) is awaited for a list of ScaleRun with
  * kind 'real'; they are printed and written beside the simulated ones. A failure there is
- * reported and the simulation results are still written.
+ * reported and the simulation results are still written. --no-real skips them.
  */
 import { spawnSync } from 'node:child_process'
 import fs from 'node:fs'
@@ -211,7 +211,7 @@ function chartSvg (title: string, subtitle: string, hops: ScaleRun[], estimate: 
 
 async function main (): Promise<void> {
   if (flag('--help')) {
-    out('usage: node dist/bench/scale/run.js [--quick] [--json FILE] [--seed N] [--hops N:lookups,...] [--avail N:blocks:k:days,...] | --replot FILE.json')
+    out('usage: node dist/bench/scale/run.js [--quick] [--json FILE] [--seed N] [--hops N:lookups,...] [--avail N:blocks:k:days,...] [--no-real] | --replot FILE.json')
     return
   }
   const replot = opt('--replot')
@@ -248,7 +248,7 @@ async function main (): Promise<void> {
   printMachine(m, command, out)
 
   const sim: SimReport = await runSim({ seed, hops: hopsList, availability: availList, log })
-  const real = await realRuns(quick)
+  const real = flag('--no-real') ? { runs: [] } : await realRuns(quick)
   if (real.error !== undefined) log(`real runs (bench/scale/real.ts) failed: ${real.error}`)
 
   out(`\nchurn model: ${sim.churn}`)

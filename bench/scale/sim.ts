@@ -901,7 +901,7 @@ export async function runAvailability (o: AvailabilityOptions): Promise<Availabi
     days: o.days,
     churn: describeChurn(churn),
     repairIntervalS: T / 1000,
-    readableMean: integral / (end * B),
+    readableMean: Math.min(1, integral / (end * B)),
     readableMin: readableMin / B,
     samples,
     lost,
@@ -968,7 +968,9 @@ export async function runSim (c: SimConfig): Promise<SimReport> {
   for (const [i, a] of c.availability.entries()) {
     c.log?.(`availability: N = ${a.n}, B = ${a.blocks}, k = ${a.k}, ${a.days} days`)
     const r = await runAvailability({ ...a, seed: c.seed + 100 + i, churn, repairIntervalS: c.repairIntervalS, progress: c.log })
-    c.log?.(`availability: N = ${a.n}, k = ${a.k}: readable mean ${(r.readableMean * 100).toFixed(4)}%, min ${(r.readableMin * 100).toFixed(3)}%, lost ${r.lost}, ${r.runSeconds.toFixed(0)} s`)
+    c.log?.(`availability: N = ${a.n}, k = ${a.k}: readable mean ${(r.readableMean * 100).toFixed(4)}%, min ${(r.readableMin * 100).toFixed(3)}%, lost ${r.lost}; ` +
+      `repair ${r.repair.blocksPerNodeHour.toFixed(3)} blocks/node/h, ${r.repair.lookupsPerNodeHour.toFixed(2)} lookups/node/h, ${r.asksPerNodeHour.toFixed(1)} FIND_NODE/node/h; ` +
+      `holders ${r.holdersMean.toFixed(1)} (${r.upHoldersMean.toFixed(1)} up); ${r.runSeconds.toFixed(0)} s, RSS ${r.rssMiB.toFixed(0)} MiB`)
     availability.push(r)
   }
   return { hops, availability, churn: describeChurn(churn), churnSource: churn.source }
