@@ -107,7 +107,7 @@ export async function runInDaemon (node: ReefNode, args: unknown, notify: (event
 
 const collect = (v: string, acc: string[]): string[] => [...acc, v]
 
-function networkOptions (opts: { listen?: string[], bootstrap?: string[], k?: string, repairInterval?: string, fetchDeadline?: string }, defaultListen: string[] | undefined): DhtOptions | undefined {
+function networkOptions (opts: { listen?: string[], bootstrap?: string[], k?: string, repairInterval?: string, fetchDeadline?: string, maxConnections?: string }, defaultListen: string[] | undefined): DhtOptions | undefined {
   const listen = opts.listen !== undefined && opts.listen.length > 0 ? opts.listen : defaultListen
   const bootstrap = opts.bootstrap ?? []
   if (listen === undefined && bootstrap.length === 0) return undefined
@@ -117,7 +117,9 @@ function networkOptions (opts: { listen?: string[], bootstrap?: string[], k?: st
   if (repair !== undefined && !(repair > 0)) throw ReefError.badInput(`bad --repair-interval ${opts.repairInterval}`)
   const deadline = opts.fetchDeadline !== undefined ? Number(opts.fetchDeadline) * 1000 : undefined
   if (deadline !== undefined && !(deadline > 0 && deadline <= 3_600_000)) throw ReefError.badInput(`bad --fetch-deadline ${opts.fetchDeadline} (seconds, above 0, at most 3600)`)
-  return { listen: listen ?? ['/ip4/127.0.0.1/tcp/0'], bootstrap, k, repairIntervalMs: repair, fetchDeadlineMs: deadline, log: line => err(`reef: ${line}\n`) }
+  const maxConnections = opts.maxConnections !== undefined ? Number(opts.maxConnections) : undefined
+  if (maxConnections !== undefined && !(Number.isInteger(maxConnections) && maxConnections >= 4 && maxConnections <= 100_000)) throw ReefError.badInput(`bad --max-connections ${opts.maxConnections} (an integer from 4 to 100000)`)
+  return { listen: listen ?? ['/ip4/127.0.0.1/tcp/0'], bootstrap, k, repairIntervalMs: repair, fetchDeadlineMs: deadline, maxConnections, log: line => err(`reef: ${line}\n`) }
 }
 
 function lifecycle (program: Command): void {
@@ -167,7 +169,7 @@ function lifecycle (program: Command): void {
     return caps as Caps
   }
 
-  type MountCliOptions = { view?: string, viewInterval?: string, from?: string, foldInterval?: string, maxDirty?: string, attrTimeout?: string, attrCache?: boolean, writeBehind?: boolean, json?: boolean, aguid?: string, listen?: string[], bootstrap?: string[], k?: string, repairInterval?: string, fetchDeadline?: string }
+  type MountCliOptions = { view?: string, viewInterval?: string, from?: string, foldInterval?: string, maxDirty?: string, attrTimeout?: string, attrCache?: boolean, writeBehind?: boolean, json?: boolean, aguid?: string, listen?: string[], bootstrap?: string[], k?: string, repairInterval?: string, fetchDeadline?: string, maxConnections?: string }
   const foreground = async (mountpoint: string, opts: MountCliOptions, checkout?: string): Promise<void> => {
     const dir = dataDir()
     if (checkout === undefined && ReefNode.init(dir)) err(`reef: created a new data directory at ${dir}\n`)
@@ -236,6 +238,7 @@ function lifecycle (program: Command): void {
     .option('--k <n>', 'replicas per block (default 3)')
     .option('--repair-interval <seconds>', 'full repair pass period (default 600)')
     .option('--fetch-deadline <seconds>', 'longest wait for one block from the network before a read fails (default 15)')
+    .option('--max-connections <n>', 'connections held at most: routing neighbours plus short-lived transfers (default 64)')
     .action(async (mountpoint: string, opts: MountCliOptions) => {
       await foreground(mountpoint, opts)
     })
@@ -247,8 +250,9 @@ function lifecycle (program: Command): void {
     .option('--k <n>', 'replicas per block (default 3)')
     .option('--repair-interval <seconds>', 'full repair pass period (default 600)')
     .option('--fetch-deadline <seconds>', 'longest wait for one block from the network before a read fails (default 15)')
+    .option('--max-connections <n>', 'connections held at most: routing neighbours plus short-lived transfers (default 64)')
     .option('--json', 'print {peerId, addrs, dataDir, aguid} as JSON once up, instead of one multiaddr per line')
-    .action(async (opts: { listen?: string[], bootstrap?: string[], k?: string, repairInterval?: string, fetchDeadline?: string, json?: boolean }) => {
+    .action(async (opts: { listen?: string[], bootstrap?: string[], k?: string, repairInterval?: string, fetchDeadline?: string, maxConnections?: string, json?: boolean }) => {
       const dir = dataDir()
       if (ReefNode.init(dir)) err(`reef: created a new data directory at ${dir}\n`)
       const node = await ReefNode.open(dir, { network: networkOptions(opts, ['/ip4/0.0.0.0/tcp/4001']) })

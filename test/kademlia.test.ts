@@ -65,7 +65,8 @@ t.test('routing table: buckets by shared prefix, old contacts kept, replace on f
   t.same(table.all().map(x => x.key).sort(), [a.key, c.key].sort())
   t.equal(table.add({ ...self }), 'self')
   t.equal(table.size, 2)
-  t.same(table.stale(0, 2), [0, 1], 'buckets due for refresh')
+  t.same(table.stale(0, 2), [0, 1], "buckets due for refresh")
+  t.same(table.stale(60_000, 2), [], "none while young")
 })
 
 t.test('lookups on a 1,000-node model network find the true closest in O(log N) hops', async t => {

@@ -5,14 +5,14 @@
  * node. Each request has a deadline, so no caller waits forever on a silent peer.
  */
 import fs from 'node:fs'
-import type { Libp2p, PeerId, Stream } from '@libp2p/interface'
+import type { Connection, Libp2p, PeerId, Stream } from '@libp2p/interface'
 import { lpStream } from '@libp2p/utils'
 import { cidFromKey, sameBytes } from '../block/index.js'
 import { sha256 } from '../crypto/hash.js'
 import { isReefError, ReefError } from '../errors.js'
 import type { LmdbBlockStore } from '../store/lmdb.js'
 import {
-  BLOCK_GET_PROTOCOL, BLOCK_PROTOCOL, decodeRequest, decodeResponse, encodeRequest, encodeResponse, MAX_FRAME, MAX_GET_REQUEST,
+  BLOCK_GET_PROTOCOL, BLOCK_PROTOCOL, decodeRequest, decodeResponse, encodeRequest, encodeResponse, MAX_FRAME, MAX_GET_REQUEST, MAX_HAS,
   type Request, type Response
 } from './wire.js'
 
@@ -99,8 +99,8 @@ export class BlockService {
   private readonly getSlots = new Slots(MAX_GET_INFLIGHT, MAX_GET_WAITING)
   private readonly timeoutMs: number
 
-  /** Answers a 'peers' request: the addresses of every member this node knows. */
-  peerList: () => Promise<string[]> = async () => []
+  /** Answers a 'near' request (Kademlia's FIND_NODE) from a peer: see Router.near. */
+  near: (from: PeerId, target: Uint8Array) => Promise<string[]> = async () => []
 
   constructor (private readonly libp2p: Libp2p, private readonly local: LmdbBlockStore, private readonly opts: BlockServiceOptions = {}) {
     this.timeoutMs = opts.timeoutMs ?? 5000
@@ -108,8 +108,8 @@ export class BlockService {
 
   async start (): Promise<void> {
     const limits = { maxInboundStreams: MAX_INBOUND_PER_CONNECTION, maxOutboundStreams: 256 }
-    await this.libp2p.handle(BLOCK_PROTOCOL, (stream: Stream) => { void this.serve(stream, this.slots, MAX_FRAME) }, limits)
-    await this.libp2p.handle(BLOCK_GET_PROTOCOL, (stream: Stream) => { void this.serve(stream, this.getSlots, MAX_GET_REQUEST) }, limits)
+    await this.libp2p.handle(BLOCK_PROTOCOL, (stream: Stream, conn: Connection) => { void this.serve(stream, conn.remotePeer, this.slots, MAX_FRAME) }, limits)
+    await this.libp2p.handle(BLOCK_GET_PROTOCOL, (stream: Stream, conn: Connection) => { void this.serve(stream, conn.remotePeer, this.getSlots, MAX_GET_REQUEST) }, limits)
   }
 
   async stop (): Promise<void> {
@@ -117,11 +117,17 @@ export class BlockService {
     await this.libp2p.unhandle(BLOCK_GET_PROTOCOL)
   }
 
-  private async serve (stream: Stream, slots: Slots, maxRequest: number): Promise<void> {
+  private async serve (stream: Stream, from: PeerId, slots: Slots, maxRequest: number): Promise<void> {
     const signal = AbortSignal.timeout(this.timeoutMs)
     // Paused, the stream buffers at most the muxer's initial window (yamux: 256 KiB) and the
-    // peer's further writes wait, until a slot frees up.
-    stream.pause()
+    // peer's further writes wait, until a slot frees up. A stream can be closed already (its
+    // connection trimmed or lost while the protocol was negotiated): nothing to serve then.
+    try {
+      stream.pause()
+    } catch {
+      this.stats.refused++
+      return
+    }
     if (!(await slots.acquire(signal))) {
       this.stats.refused++
       this.stats.busy++
@@ -135,8 +141,8 @@ export class BlockService {
       let res: Response
       try {
         const req = decodeRequest(raw.subarray())
-        if (slots === this.getSlots && req.op !== 'get') throw new ReefError('BAD_ENCODING', `only gets are served on ${BLOCK_GET_PROTOCOL}`)
-        res = await this.answer(req)
+        if (slots === this.getSlots && req.op !== 'get' && req.op !== 'near') throw new ReefError('BAD_ENCODING', `only gets and near requests are served on ${BLOCK_GET_PROTOCOL}`)
+        res = await this.answer(req, from)
       } catch (err) {
         this.stats.refused++
         res = { ok: false, e: isReefError(err) ? err.code : 'IO' }
@@ -151,7 +157,7 @@ export class BlockService {
     }
   }
 
-  private async answer (req: Request): Promise<Response> {
+  private async answer (req: Request, from: PeerId): Promise<Response> {
     switch (req.op) {
       case 'get': {
         let d: Uint8Array
@@ -170,8 +176,8 @@ export class BlockService {
       }
       case 'has':
         return { ok: true, have: req.ks.map(k => this.local.hasSync(cidFromKey(k))) }
-      case 'peers':
-        return { ok: true, ps: (await this.peerList()).slice(0, 1024) }
+      case 'near':
+        return { ok: true, ps: (await this.near(from, req.t)).slice(0, MAX_HAS) }
       case 'put': {
         const have: boolean[] = []
         const good = []
@@ -194,7 +200,7 @@ export class BlockService {
     const signal = AbortSignal.timeout(timeoutMs)
     // negotiateFully false: the protocol name goes out with the request instead of a round
     // trip before it (one protocol only, so nothing to negotiate).
-    const protocol = req.op === 'get' ? BLOCK_GET_PROTOCOL : BLOCK_PROTOCOL
+    const protocol = req.op === 'get' || req.op === 'near' ? BLOCK_GET_PROTOCOL : BLOCK_PROTOCOL
     const stream = await this.libp2p.dialProtocol(peer, protocol, { signal, negotiateFully: false })
     try {
       const lp = lpStream(stream, { maxDataLength: MAX_FRAME, maxBufferSize: MAX_FRAME + 16 })
@@ -228,9 +234,11 @@ export class BlockService {
     return res.have
   }
 
-  async peersOf (peer: PeerId): Promise<string[]> {
-    const res = await this.request(peer, { op: 'peers' })
-    return res.ok ? res.ps ?? [] : []
+  /** Kademlia's FIND_NODE: the contacts `peer` knows closest to a kad id. Throws if it does not answer. */
+  async nearOf (peer: PeerId, target: Uint8Array): Promise<string[]> {
+    const res = await this.request(peer, { op: 'near', t: target })
+    if (!res.ok) throw new ReefError('IO', `near: ${peer.toString()} answered ${res.e}`)
+    return res.ps ?? []
   }
 
   async hasOn (peer: PeerId, keys: Uint8Array[]): Promise<boolean[]> {

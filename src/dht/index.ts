@@ -1,17 +1,23 @@
 /**
- * A reef DHT node: libp2p (TCP, noise, yamux) with kad-dht for heads and the reef block
- * protocol for blocks, placement on the k closest nodes, background replication and repair.
- * The peer id derives from the data directory's ed25519 identity, so it is stable and not
- * chosen. Settings that matter on a small loopback network (each found the hard way):
+ * A reef DHT node: libp2p (TCP, noise, yamux) with kad-dht for heads, and for blocks the reef
+ * block protocol with reef's own Kademlia routing (router.ts): placement on the k closest nodes
+ * found by lookups batched by key region (regions.ts), background replication and repair, a
+ * bounded number of connections (connections.ts). No node knows every other; none dials
+ * everyone. The peer id derives from the data directory's ed25519 identity, so it is stable and
+ * not chosen. Settings that matter on a small loopback network (each found the hard way):
  *   ping stream limits 16/16   kad-dht pings new contacts while the connection monitor pings
  *                              too; libp2p's default 2 inbound/1 outbound aborts connections
- *   allow 127.0.0.1            libp2p rate-limits inbound connections per host (5/s)
+ *   inbound threshold 1000/s   libp2p rate-limits inbound connections per host (5/s); an
+ *                              allow list would exempt loopback from maxConnections too
  *   loopback peer mapper       kad-dht's default drops private addresses, loopback included
  *   clientMode false           a node without a public address would turn itself into a client
+ *   alpha 3, one path          kad-dht's default of many disjoint paths dials far more peers
+ *                              per query than a bounded node holds
  */
 import '../polyfills.js'
 import { createLibp2p, type Libp2p } from 'libp2p'
 import { tcp } from '@libp2p/tcp'
+import { memory } from '@libp2p/memory'
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import { identify, type Identify } from '@libp2p/identify'
@@ -30,7 +36,10 @@ import { HeadGuardDatastore, headKey, selectHeadRecord, validateHeadRecord } fro
 import { ViewBook } from '../view/book.js'
 import { recordKeyFor, VIEW_SELECTORS, VIEW_VALIDATORS, viewRecordGuard } from '../view/dht.js'
 import { Joiner } from './joiner.js'
-import { Members } from './members.js'
+import { ConnectionTrimmer, DEFAULT_MAX_CONNECTIONS, hardCeiling } from './connections.js'
+import { type Member, Members } from './members.js'
+import { Regions } from './regions.js'
+import { memberOf, Router } from './router.js'
 import { PeerBook } from './peerbook.js'
 import { Replicator } from './replicator.js'
 import { DhtBlockStore } from './store.js'
@@ -52,6 +61,12 @@ export interface DhtOptions {
   fetchDeadlineMs?: number
   /** Where the peers this node has met are remembered (peers.json in the data directory). */
   peersFile?: string
+  /** Connections held at most (`--max-connections`, default DEFAULT_MAX_CONNECTIONS). */
+  maxConnections?: number
+  /** 'memory' runs on @libp2p/memory (many nodes in one process, for tests and bench/scale). */
+  transport?: 'tcp' | 'memory'
+  /** How long a key region's lookup answer is trusted (default 5 min). */
+  regionTtlMs?: number
   log?: (line: string) => void
 }
 
@@ -63,19 +78,25 @@ export type RepublishReason = 'join' | 'leave' | 'timer'
  * two nodes is two leaves): republishing waits this long and serves the whole burst once.
  */
 const REPUBLISH_DEBOUNCE_MS = 1000
+/** Neighbours whose departure this node checks for at once (see checkLeft). */
+const NEIGHBOURS = 20
+const LEAVE_CHECK_GAP_MS = 30_000
+/** Republish passes start at least this far apart, however often churn asks for one. */
+const REPUBLISH_GAP_MS = 5000
 /** Heads put at once by a republish pass (each put is a DHT query with its own deadline). */
 const REPUBLISH_CONCURRENCY = 4
 /** Deadline of the first join round, which start-up waits for (the background rounds take longer). */
 const FIRST_ROUND_MS = 3000
 
-/** Peer addresses on the loopback network only: reef tests and defaults never leave it. */
-const mapper: PeerInfoMapper = (peer) => ({
-  ...peer,
-  multiaddrs: peer.multiaddrs.filter(ma => {
-    const s = ma.toString()
-    return s.startsWith('/ip4/') || s.startsWith('/ip6/')
-  })
-})
+/** Addresses worth passing on: IP (loopback included) and in-memory ones (tests, bench/scale). */
+const dialable = (ma: { toString: () => string }): boolean => {
+  const s = ma.toString()
+  return s.startsWith('/ip4/') || s.startsWith('/ip6/') || s.startsWith('/memory/')
+}
+const mapper: PeerInfoMapper = (peer) => ({ ...peer, multiaddrs: peer.multiaddrs.filter(dialable) })
+
+/** Requests in flight per kad-dht query (heads). */
+const KAD_ALPHA = 3
 
 export class DhtNode {
   private republishTimer?: NodeJS.Timeout
@@ -84,6 +105,7 @@ export class DhtNode {
   private republishDue?: NodeJS.Timeout
   private republishReasons = new Set<RepublishReason>()
   private republishRun?: Promise<void>
+  private lastRepublishEnd = 0
   private stopped = false
   /**
    * Told of every view record and writer head a peer stored here (after it was checked and
@@ -100,7 +122,10 @@ export class DhtNode {
     private readonly heads: HeadBook,
     private readonly headStore: LmdbHeadStore,
     private readonly opts: DhtOptions,
-    readonly peerBook: PeerBook
+    readonly peerBook: PeerBook,
+    readonly router: Router,
+    readonly placement: Regions<Member>,
+    readonly connections: ConnectionTrimmer
   ) {}
 
   private joiner?: Joiner
@@ -116,12 +141,19 @@ export class DhtNode {
     })
     const recordListeners = new Set<(id: CID) => void>()
     const datastore = new HeadGuardDatastore(heads, viewRecordGuard(new ViewBook(headStore), id => { for (const l of recordListeners) l(id) }))
+    const maxConnections = opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS
+    if (!(Number.isInteger(maxConnections) && maxConnections >= 4 && maxConnections <= 100_000)) {
+      throw ReefError.badInput(`--max-connections ${String(opts.maxConnections)}: needs an integer from 4 to 100000`)
+    }
     const libp2p = await createLibp2p({
       privateKey: await generateKeyPairFromSeed('Ed25519', seed),
       datastore,
       addresses: { listen: opts.listen },
-      connectionManager: { allow: ['/ip4/127.0.0.1/ipcidr/32', '/ip6/::1/ipcidr/128'] },
-      transports: [tcp()],
+      // libp2p refuses inbound connections at its ceiling, and a refused lookup request misses
+      // a node: the ceiling sits above the bound, and the trimmer (connections.ts) brings the
+      // node back under the bound within moments (idle connections first, then by age).
+      connectionManager: { maxConnections: hardCeiling(maxConnections), inboundConnectionThreshold: 1000, maxIncomingPendingConnections: 64 },
+      transports: [opts.transport === 'memory' ? memory() : tcp()],
       connectionEncrypters: [noise()],
       streamMuxers: [yamux()],
       services: {
@@ -133,31 +165,63 @@ export class DhtNode {
           peerInfoMapper: mapper,
           initialQuerySelfInterval: 0,
           allowQueryWithZeroPeers: true,
+          alpha: KAD_ALPHA,
+          disjointPaths: 1,
           validators: { reef: validateHeadRecord, ...VIEW_VALIDATORS },
           selectors: { reef: selectHeadRecord, ...VIEW_SELECTORS }
         })
       }
     })
+    // kad-dht tags the 20 peers closest to this one KEEP_ALIVE, and libp2p re-dials such peers
+    // whenever they disconnect: with a bound below 20 that fights the trimmer forever.
+    ;(libp2p.services.dht as unknown as { routingTable?: { closestPeerTagger?: { stop: () => void } } }).routingTable?.closestPeerTagger?.stop()
     const members = new Members(libp2p.peerId)
     const service = new BlockService(libp2p, local, { serveCorrupt: corruptionFlag(process.env.REEF_TEST_SERVE_CORRUPT) })
     const k = opts.k ?? DEFAULT_K
-    const replicator = new Replicator(local, members, service, { k, repairIntervalMs: opts.repairIntervalMs, log })
-    const store = new DhtBlockStore(local, members, service, replicator, { log, fetchDeadlineMs: opts.fetchDeadlineMs })
+    const router = new Router(libp2p, service, memberOf(libp2p.peerId, true), { log, addrFilter: dialable })
+    const placement = new Regions(router, k, { ttlMs: opts.regionTtlMs })
+    const replicator = new Replicator(local, placement, service, { k, repairIntervalMs: opts.repairIntervalMs, log })
+    const store = new DhtBlockStore(local, placement, service, replicator, { log, fetchDeadlineMs: opts.fetchDeadlineMs })
     const peerBook = new PeerBook(opts.peersFile, log)
-    const node = new DhtNode(libp2p, members, service, replicator, store, datastore, heads, headStore, opts, peerBook)
+    const connections = new ConnectionTrimmer(libp2p, maxConnections)
+    const node = new DhtNode(libp2p, members, service, replicator, store, datastore, heads, headStore, opts, peerBook, router, placement, connections)
     node.recordListeners = recordListeners
-    service.peerList = async () => await node.peerList()
+    service.near = async (from, target) => await router.near(from, target)
     await service.start()
+    connections.start()
+    router.start()
+    // Churn as this node sees it. A node new to the routing table may belong to a cached key
+    // region (that region is looked up again); a node that failed takes its regions with it.
+    // Either way placements are recomputed, and repair and head republication follow, each
+    // debounced and rate-limited, so a join or a leave costs nearby nodes one pass each.
+    router.onChange((e) => {
+      const dropped = placement.stats.dropped
+      if (e.kind === 'added') placement.peerSeen(e.m)
+      else placement.peerGone(e.m.key)
+      replicator.replan()
+      // A network of k nodes or fewer caches no region (none holds k nodes), yet every node
+      // that comes or goes changes where every block belongs.
+      if (placement.stats.dropped === dropped && router.table.size <= k) {
+        replicator.requestRepair(2000)
+        node.requestRepublish(e.kind === 'added' ? 'join' : 'leave')
+      }
+    })
+    placement.onChurn(() => {
+      replicator.requestRepair(2000)
+      node.requestRepublish('join')
+    })
     // Membership before any dial, or peers identified early are missed.
     await libp2p.register(BLOCK_PROTOCOL, {
-      onConnect: (peer) => members.add(peer),
+      onConnect: (peer) => { members.add(peer); router.seen(peer) },
       onDisconnect: (peer) => members.remove(peer)
     })
     replicator.start()
     members.onJoin((m) => { void node.remember(m.id) })
-    members.onLeave((m) => { void node.remember(m.id) })
+    members.onLeave((m) => { void node.remember(m.id); void node.checkLeft(m) })
     const joiner = node.joiner = new Joiner(libp2p, members, peerBook, bootstrap, {
       log,
+      // The paper's join: looking itself up, the node meets its neighbours and they meet it.
+      afterDial: async () => { await router.refresh(true) },
       // Blocks stored and heads folded while alone go out now, without waiting for the timers.
       onJoined: () => {
         node.requestRepublish('join')
@@ -169,56 +233,44 @@ export class DhtNode {
     await joiner.attempt(FIRST_ROUND_MS, FIRST_ROUND_MS)
     node.republishTimer = setInterval(() => node.requestRepublish('timer', 0), opts.republishIntervalMs ?? 10 * 60_000)
     node.republishTimer.unref()
-    members.onJoin((m) => {
-      node.requestRepublish('join')
-      void node.exchangePeers(m.id)
-    })
-    // A leaving peer took its copies of the heads with it: the records go back to the nodes
-    // now closest to each AGUID (in a network larger than kad-dht's 20 closest, a node that
-    // held none).
-    members.onLeave(() => node.requestRepublish('leave'))
-    node.exchangeTimer = setInterval(() => {
-      const others = members.others()
-      if (others.length > 0) void node.exchangePeers(others[Math.floor(Math.random() * others.length)].id)
-    }, 10_000)
-    node.exchangeTimer.unref()
     joiner.start()
     return node
   }
 
-  private exchangeTimer?: NodeJS.Timeout
-
-  /** Dialable addresses of every member (from identify), as multiaddr/p2p/id strings. */
-  async peerList (): Promise<string[]> {
-    const out: string[] = []
-    for (const m of this.members.others()) {
-      try {
-        const p = await this.libp2p.peerStore.get(m.id)
-        for (const a of p.addresses) out.push(`${a.multiaddr.toString()}/p2p/${m.key}`)
-      } catch {}
-    }
-    return out
-  }
+  private readonly checking = new Set<string>()
+  /** When each peer was last checked (a peer is checked at most once per LEAVE_CHECK_GAP_MS). */
+  private readonly checkedAt = new Map<string, number>()
+  readonly leaveStat = { checks: 0, left: 0 }
 
   /**
-   * Peer exchange: asks a member whom it knows and dials the ones we do not. kad-dht's own
-   * lookups fill routing tables only eventually; placement needs every node to know every
-   * other now, or two nodes disagree on a block's k closest.
+   * A peer's last connection closed, and this node did not close it. If the peer is one of this
+   * node's neighbours (the routing table's NEIGHBOURS closest to it: the nodes that hold replicas
+   * of the same keys), one ping (bounded) says whether it is still there. If not, it leaves the
+   * table, its key regions are looked up again, and the repair and republication it calls for
+   * follow. Other peers' departures are found when a request to them fails. Connections close
+   * all the time under a connection bound (the other side trims its idle ones), so a peer is
+   * checked at most once per LEAVE_CHECK_GAP_MS: pinging back on every close made two nodes
+   * reconnect each other forever.
    */
-  async exchangePeers (from: PeerId): Promise<void> {
-    let list: string[]
+  async checkLeft (m: { id: PeerId, key: string }): Promise<void> {
+    if (this.stopped || this.checking.has(m.key) || this.connections.closedByUs(m.key) || !this.router.table.has(m.key)) return
+    const now = Date.now()
+    if (now - (this.checkedAt.get(m.key) ?? 0) < LEAVE_CHECK_GAP_MS) return
+    if (!this.router.table.closest(this.router.self.kad, NEIGHBOURS).some(n => n.key === m.key)) return
+    if (this.checkedAt.size > 4096) this.checkedAt.clear()
+    this.checkedAt.set(m.key, now)
+    this.checking.add(m.key)
+    this.leaveStat.checks++
     try {
-      list = await this.service.peersOf(from)
+      await this.libp2p.services.ping.ping(m.id, { signal: AbortSignal.timeout(3000) })
     } catch {
-      return
+      if (this.stopped) return
+      this.leaveStat.left++
+      this.router.failed(m.key, true)
+      this.requestRepublish('leave')
+    } finally {
+      this.checking.delete(m.key)
     }
-    await Promise.all(list.slice(0, 256).map(async (addr) => {
-      const id = addr.slice(addr.lastIndexOf('/p2p/') + 5)
-      if (id === this.peerId || this.members.get(id) !== undefined) return
-      try {
-        await this.libp2p.dial(multiaddr(addr), { signal: AbortSignal.timeout(5000) })
-      } catch {}
-    }))
   }
 
   /** Remembers a peer and the addresses it listens on (from identify), for rejoining later. */
@@ -306,6 +358,8 @@ export class DhtNode {
     if (this.stopped) return
     this.republishReasons.add(reason)
     if (this.republishDue !== undefined || this.republishRun !== undefined) return
+    // Churn asks often on a large network: passes start at least REPUBLISH_GAP_MS apart.
+    delayMs = Math.max(delayMs, this.lastRepublishEnd + REPUBLISH_GAP_MS - Date.now())
     this.republishDue = setTimeout(() => {
       this.republishDue = undefined
       const reasons = this.republishReasons
@@ -316,6 +370,7 @@ export class DhtNode {
         .catch(err => this.opts.log?.(`republish: ${(err as Error).message}`))
         .finally(() => {
           this.republishRun = undefined
+          this.lastRepublishEnd = Date.now()
           const again = [...this.republishReasons]
           this.republishReasons = new Set()
           for (const r of again) this.requestRepublish(r)
@@ -329,6 +384,8 @@ export class DhtNode {
       peerId: this.peerId,
       addrs: this.addrs(),
       members: this.members.size,
+      routing: { ...this.router.status(), regions: this.placement.stats, leaves: this.leaveStat },
+      connections: { ...this.connections.stats, open: this.libp2p.getConnections().length },
       replication: this.replicator.status(),
       fetch: this.store.stats,
       served: this.service.stats,
@@ -343,7 +400,8 @@ export class DhtNode {
     await this.joiner?.stop()
     if (this.republishDue !== undefined) clearTimeout(this.republishDue)
     if (this.republishTimer !== undefined) clearInterval(this.republishTimer)
-    if (this.exchangeTimer !== undefined) clearInterval(this.exchangeTimer)
+    this.connections.stop()
+    await this.router.stop()
     await this.replicator.stop()
     await this.service.stop().catch(() => {})
     await this.libp2p.stop()

@@ -36,7 +36,7 @@ export class Joiner {
     private readonly members: Members,
     private readonly book: PeerBook,
     private readonly bootstrap: Multiaddr[],
-    private readonly opts: { log?: (line: string) => void, onJoined?: () => void }
+    private readonly opts: { log?: (line: string) => void, onJoined?: () => void, afterDial?: () => Promise<void> }
   ) {
     members.onLeave(() => { if (members.size === 1) this.wake() })
   }
@@ -85,7 +85,7 @@ export class Joiner {
     if (!ok && list.length > 0 && (this.rounds === 1 || this.delay >= MAX_DELAY_MS)) {
       this.opts.log?.(`not joined: ${failed} of ${list.length} addresses failed (${firstErr}); retrying in the background`)
     }
-    if (ok && !this.stopped) await this.fillRoutingTable()
+    if (ok && !this.stopped) await Promise.all([this.fillRoutingTable(), this.opts.afterDial?.().catch(() => {})])
     return ok
   }
 

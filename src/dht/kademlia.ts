@@ -44,7 +44,12 @@ export class RoutingTable<C extends Contact> {
   /** When each bucket last had a contact added or seen (refresh targets stale ones). */
   private readonly touched = new Map<number, number>()
 
-  constructor (readonly self: Contact, readonly bucketSize = BUCKET_SIZE, private readonly now: () => number = Date.now) {}
+  /** Buckets count as touched at creation: a new node's join lookup fills them, not a refresh. */
+  private readonly born: number
+
+  constructor (readonly self: Contact, readonly bucketSize = BUCKET_SIZE, private readonly now: () => number = Date.now) {
+    this.born = now()
+  }
 
   get size (): number { return this.index.size }
   has (key: string): boolean { return this.index.has(key) }
@@ -114,7 +119,7 @@ export class RoutingTable<C extends Contact> {
     const now = this.now()
     const out: number[] = []
     for (let i = 0; i < depth; i++) {
-      if (now - (this.touched.get(i) ?? 0) >= ageMs) out.push(i)
+      if (now - (this.touched.get(i) ?? this.born) >= ageMs) out.push(i)
     }
     return out
   }
@@ -163,6 +168,8 @@ export interface Walk<C> {
   failed: C[]
   /** False if the walk stopped at `maxQueries` or an abort before its end condition. */
   complete: boolean
+  /** Every contact met that has not failed, closest first (answered or not): a cut-short walk's best guess. */
+  met: C[]
 }
 
 interface Candidate<C> { c: C, depth: number, state: 'new' | 'asking' | 'answered' | 'failed' }
@@ -230,6 +237,8 @@ export async function lookup<C extends Contact> (
     })
   }
   let complete = true
+  const onAbort = (): void => wake?.()
+  opts.signal?.addEventListener('abort', onAbort, { once: true })
   for (;;) {
     if (opts.signal?.aborted === true) { complete = false; break }
     let e: Candidate<C> | undefined
@@ -241,8 +250,10 @@ export async function lookup<C extends Contact> (
     await new Promise<void>(resolve => { wake = resolve })
     wake = undefined
   }
+  opts.signal?.removeEventListener('abort', onAbort)
   // Requests still in flight after an abort finish on their own; their answers are ignored.
   const peers = order.filter(e => e.state === 'answered').slice(0, k)
   const hops = peers.length > 0 ? peers[0].depth + 1 : 0
-  return { peers: peers.map(e => e.c), hops, queries, failed, complete }
+  const met = order.filter(e => e.state !== 'failed').slice(0, k).map(e => e.c)
+  return { peers: peers.map(e => e.c), hops, queries, failed, complete, met }
 }

@@ -21,6 +21,10 @@ export interface LookupResult<P extends Peer> {
   peers: P[]
   /** False if some peer failed to answer during the walk (the result may miss nodes). */
   complete: boolean
+  /** Requests of the walk that failed. */
+  failed?: number
+  /** The walk stopped before its end condition (a deadline): `peers` is its best guess. */
+  cut?: boolean
 }
 
 export interface RoutingEngine<P extends Peer> {
@@ -36,7 +40,7 @@ const INCOMPLETE_TTL_MS = 15_000
 
 interface Region<P> { len: number, prefix: string, target: KadId, members: P[], at: number, ttl: number }
 
-export interface RegionStats { lookups: number, hits: number, regions: number, dropped: number }
+export interface RegionStats { lookups: number, hits: number, regions: number, dropped: number, failedRequests: number }
 
 function prefixOf (id: KadId, len: number): string {
   const bytes = Buffer.from(id.subarray(0, Math.ceil(len / 8)))
@@ -48,7 +52,7 @@ export class Regions<P extends Peer> {
   private readonly byPrefix = new Map<string, Region<P>>()
   /** Prefix lengths present in the cache, so a key is matched with one map probe per length. */
   private readonly lengths = new Map<number, number>()
-  readonly stats: RegionStats = { lookups: 0, hits: 0, regions: 0, dropped: 0 }
+  readonly stats: RegionStats = { lookups: 0, hits: 0, regions: 0, dropped: 0, failedRequests: 0 }
   private readonly listeners: Array<() => void> = []
 
   constructor (readonly engine: RoutingEngine<P>, readonly k: number, private readonly opts: { ttlMs?: number, now?: () => number } = {}) {}
@@ -102,6 +106,7 @@ export class Regions<P extends Peer> {
   async lookupAll (key: Uint8Array, signal?: AbortSignal, kad = kadId(key)): Promise<P[]> {
     this.stats.lookups++
     const res = await this.engine.lookup(key, signal)
+    this.stats.failedRequests += res.failed ?? 0
     const all = closestK(kad, [this.engine.self, ...res.peers], Infinity)
     let len: number
     let ttl = this.opts.ttlMs ?? 5 * 60_000
@@ -116,7 +121,8 @@ export class Regions<P extends Peer> {
       if (!res.complete) ttl = Math.min(ttl, INCOMPLETE_TTL_MS)
     }
     const members = all.filter(p => sharedBits(kad, p.kad) >= len)
-    if (members.length >= this.k) this.add({ len, prefix: prefixOf(kad, len), target: kad, members, at: this.now(), ttl })
+    // A walk cut short (a deadline, an abort) enumerated nothing for sure: its answer is not kept.
+    if (members.length >= this.k && res.cut !== true) this.add({ len, prefix: prefixOf(kad, len), target: kad, members, at: this.now(), ttl })
     return all
   }
 

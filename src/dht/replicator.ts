@@ -1,15 +1,20 @@
 /**
- * Keeps every block on its k closest nodes. New blocks (puts, folds) are queued and pushed to
- * their closest peers in batches; `waitReplicated` tells a caller when all of its blocks have k
- * acknowledged replicas. Repair walks the local store in bounded batches (a pass every
- * `repairIntervalMs`, and soon after a peer leaves): for each block it asks the current k
- * closest nodes whether they hold it and sends it to those that do not. Work per tick is
- * bounded, so repair never starves foreground reads.
+ * Keeps every block on its k closest nodes. New blocks (puts, folds) are queued, placed by
+ * Kademlia lookups batched by key region (`Regions`: a put of B blocks costs about
+ * min(B, N/k) lookups) and pushed to their closest peers in batches; `waitReplicated` tells a
+ * caller when all of its blocks have k acknowledged replicas. Repair decides from this node's
+ * own knowledge: it walks the local store in bounded batches (a pass every `repairIntervalMs`,
+ * and soon after the routing table changes around this node's keys, at most one pass per
+ * MIN_REPAIR_GAP_MS), asks each block's current k closest nodes whether they hold it and sends
+ * it to those that do not. Work per tick is bounded, so repair never starves foreground reads,
+ * and a join or a leave costs one pass per nearby node, not a network-wide storm.
  */
 import { cidFromKey } from '../block/index.js'
 import type { LmdbBlockStore } from '../store/lmdb.js'
 import { hex, type BlockService } from './blocks.js'
-import type { Member, Members } from './members.js'
+import type { Member } from './members.js'
+import type { Regions } from './regions.js'
+import { planRepair } from './repair-plan.js'
 import { MAX_HAS, PUT_BATCH_BYTES } from './wire.js'
 
 export interface ReplicatorOptions {
@@ -25,7 +30,6 @@ export interface ReplicatorOptions {
 
 export interface ReplicationStatus {
   k: number
-  members: number
   pending: number
   /** Blocks stored here not yet seen on k replicas (see `waitTracked`). */
   unconfirmed: number
@@ -40,6 +44,9 @@ export interface Replication { k: number, blocks: number, blocksShort: number, m
 
 /** Unconfirmed blocks remembered for `reef sync` (about 12 MB of hex keys at most). */
 const TRACK_CAP = 100_000
+
+/** Repair passes start at least this far apart, however often churn asks for one. */
+const MIN_REPAIR_GAP_MS = 5000
 
 const sleep = async (ms: number): Promise<void> => await new Promise(resolve => setTimeout(resolve, ms))
 
@@ -127,6 +134,12 @@ export class Replicator {
   private readonly fresh = new FreshBlocks()
   /** Peers that acknowledged each queued key. */
   private readonly acks = new Map<string, Set<string>>()
+  /**
+   * Where each queued or tracked key belongs (its k closest, self maybe among them), from the
+   * last lookup; forgotten when the routing table changes (`replan`) and looked up again.
+   */
+  private readonly placed = new Map<string, Member[]>()
+  private lastRepairEnd = 0
   private draining?: Promise<void>
   private repairTimer?: NodeJS.Timeout
   private repairRequested = false
@@ -144,12 +157,14 @@ export class Replicator {
 
   constructor (
     private readonly local: LmdbBlockStore,
-    private readonly members: Members,
+    private readonly placement: Regions<Member>,
     private readonly service: BlockService,
     private readonly opts: ReplicatorOptions
-  ) {
-    members.onLeave(() => this.requestRepair(500))
-    members.onJoin(() => this.requestRepair(2000))
+  ) {}
+
+  /** The routing table changed: placements are looked up again (from cached regions mostly). */
+  replan (): void {
+    this.placed.clear()
   }
 
   get k (): number { return this.opts.k }
@@ -177,6 +192,7 @@ export class Replicator {
       const h = hex(k)
       const d = bytes?.[i++]
       if (!this.queue.has(h)) {
+        this.placed.delete(h)
         if (d !== undefined) this.fresh.add(h, d)
         this.queue.set(h, k)
         if (!this.acks.has(h)) this.acks.set(h, new Set())
@@ -190,23 +206,40 @@ export class Replicator {
     this.draining = this.drain().finally(() => { this.draining = undefined })
   }
 
-  /** Acknowledged holders among the key's k closest members (self counts). */
-  private held (key: Uint8Array, h: string): { held: number, all: boolean } {
+  /** Acknowledged holders among the key's k closest nodes (self counts); unplaced keys hold none. */
+  private held (h: string): { held: number, all: boolean } {
     const acked = this.acks.get(h)
+    const at = this.placed.get(h)
+    if (at === undefined) return { held: 0, all: false }
     let held = 0
     let all = true
-    for (const m of this.members.closest(key, this.opts.k)) {
+    for (const m of at) {
       if (m.self || acked?.has(m.key) === true) held++
       else all = false
     }
     return { held, all }
   }
 
+  /** Looks up where the keys not placed yet belong (one lookup per key region). */
+  private async place (entries: Array<[string, Uint8Array]>): Promise<void> {
+    const need = entries.filter(([h]) => !this.placed.has(h))
+    if (need.length === 0) return
+    const at = await this.placement.closestMany(need.map(([, k]) => k))
+    need.forEach(([h], i) => this.placed.set(h, at[i]))
+  }
+
   private forgetAcks (): void {
     // Bounded memory: acknowledgements of long-finished keys go first (Map keeps insertion order).
     for (const h of this.acks.keys()) {
       if (this.acks.size <= 200_000) break
-      if (!this.queue.has(h)) this.acks.delete(h)
+      if (!this.queue.has(h)) {
+        this.acks.delete(h)
+        if (!this.tracked.has(h)) this.placed.delete(h)
+      }
+    }
+    for (const h of this.placed.keys()) {
+      if (this.placed.size <= 200_000) break
+      if (!this.queue.has(h)) this.placed.delete(h)
     }
   }
 
@@ -214,10 +247,15 @@ export class Replicator {
     let idle = 0
     for (let round = 0; this.queue.size > 0 && !this.stopped && round < 1_000_000; round++) {
       const batch = [...this.queue.entries()].slice(0, 4096)
+      try {
+        await this.place(batch)
+      } catch (err) {
+        this.opts.log?.(`placement: ${(err as Error).message}`)
+      }
       const perPeer = new Map<string, { m: Member, keys: Array<[string, Uint8Array]> }>()
       for (const [h, key] of batch) {
         const acked = this.acks.get(h) as Set<string>
-        for (const m of this.members.closest(key, this.opts.k)) {
+        for (const m of this.placed.get(h) ?? []) {
           if (m.self || acked.has(m.key)) continue
           let e = perPeer.get(m.key)
           if (e === undefined) perPeer.set(m.key, e = { m, keys: [] })
@@ -229,9 +267,9 @@ export class Replicator {
       const shared = new SharedReads(this.local, uses, this.fresh)
       await Promise.all([...perPeer.values()].map(async ({ m, keys }) => await this.pushTo(m, keys, shared)))
       let progressed = false
-      for (const [h, key] of batch) {
-        // Done when every one of its closest members holds it (fewer than k in a small network).
-        if (this.held(key, h).all) {
+      for (const [h] of batch) {
+        // Done when every one of its closest nodes holds it (fewer than k in a small network).
+        if (this.held(h).all) {
           this.queue.delete(h)
           this.fresh.drop(h)
           progressed = true
@@ -256,6 +294,7 @@ export class Replicator {
         const have = await this.service.putTo(m.id, b)
         have.forEach((ok, i) => { if (ok) { this.acks.get(n[i])?.add(m.key); this.stat.pushed++ } })
       } catch (err) {
+        this.placement.suspect(m.key)
         this.opts.log?.(`replicate to ${m.key}: ${(err as Error).message}`)
       }
     }
@@ -294,8 +333,9 @@ export class Replicator {
       if (!pending || Date.now() >= deadline) {
         let missingReplicas = 0
         let blocksShort = 0
+        await this.place(keys.map(k => [hex(k), k]))
         for (const k of keys) {
-          const miss = this.shortBy(k, hex(k))
+          const miss = this.shortBy(hex(k))
           if (miss > 0) { missingReplicas += miss; blocksShort++ }
         }
         return { k: this.opts.k, blocks: keys.length, missingReplicas, blocksShort }
@@ -304,9 +344,9 @@ export class Replicator {
     }
   }
 
-  /** Replicas a key lacks: k minus its acknowledged holders among its k closest members. */
-  private shortBy (key: Uint8Array, h: string): number {
-    return Math.max(0, this.opts.k - this.held(key, h).held)
+  /** Replicas a key lacks: k minus its acknowledged holders among its k closest nodes. */
+  private shortBy (h: string): number {
+    return Math.max(0, this.opts.k - this.held(h).held)
   }
 
   /** Waits (bounded) until nothing is queued; returns what is still pending. */
@@ -321,7 +361,7 @@ export class Replicator {
     for (const k of keys) this.tracked.add(hex(k))
     if (this.tracked.size <= TRACK_CAP) return
     // Over the cap: drop what is confirmed by now, then the oldest (amortised: down to 90%).
-    for (const h of this.tracked) if (this.shortBy(Buffer.from(h, 'hex'), h) === 0) this.tracked.delete(h)
+    for (const h of this.tracked) if (this.shortBy(h) === 0) this.tracked.delete(h)
     for (const h of this.tracked) {
       if (this.tracked.size <= TRACK_CAP * 0.9) break
       this.tracked.delete(h)
@@ -339,7 +379,7 @@ export class Replicator {
     const res = await this.waitReplicated(keys, timeoutMs)
     for (const k of keys) {
       const h = hex(k)
-      if (this.shortBy(k, h) === 0) this.tracked.delete(h)
+      if (this.shortBy(h) === 0) this.tracked.delete(h)
     }
     return { ...res, untracked: this.untracked }
   }
@@ -347,11 +387,13 @@ export class Replicator {
   requestRepair (delayMs: number): void {
     if (this.stopped) return
     this.repairRequested = true
+    delayMs = Math.max(delayMs, this.lastRepairEnd + MIN_REPAIR_GAP_MS - Date.now())
     setTimeout(() => {
       if (this.repairRun === undefined && this.repairRequested) {
         this.repairRequested = false
         this.repairRun = this.repairPass().catch(err => this.opts.log?.(`repair: ${(err as Error).message}`)).finally(() => {
           this.repairRun = undefined
+          this.lastRepairEnd = Date.now()
           if (this.repairRequested) this.requestRepair(0)
         })
       }
@@ -366,19 +408,19 @@ export class Replicator {
       const keys = this.local.keyBatch(after, batchSize)
       if (keys.length === 0) break
       after = keys[keys.length - 1]
-      const perPeer = new Map<string, { m: Member, keys: Uint8Array[] }>()
-      for (const key of keys) {
-        // Queued blocks are being pushed already: checking and pushing them here too sent a put's
-        // blocks twice when a repair pass overlapped it (300-560 of 900 blocks of a 64 MiB put).
-        if (this.queue.has(hex(key))) continue
-        for (const m of this.members.closest(key, this.opts.k)) {
-          if (m.self) continue
-          let e = perPeer.get(m.key)
-          if (e === undefined) perPeer.set(m.key, e = { m, keys: [] })
-          e.keys.push(key)
-        }
+      // Queued blocks are being pushed already: checking and pushing them here too sent a put's
+      // blocks twice when a repair pass overlapped it (300-560 of 900 blocks of a 64 MiB put).
+      const check = keys.filter(key => !this.queue.has(hex(key)))
+      let placements: Member[][]
+      try {
+        placements = await this.placement.closestMany(check)
+      } catch (err) {
+        this.opts.log?.(`repair placement: ${(err as Error).message}`)
+        continue
       }
-      await Promise.all([...perPeer.values()].map(async ({ m, keys: ks }) => {
+      // The decision the scale simulator (bench/scale) runs too: who else should hold what.
+      const plan = planRepair(check, placements)
+      await Promise.all(plan.map(async ({ peer: m, keys: ks }) => {
         try {
           const have = await this.service.hasOn(m.id, ks)
           const lacking = ks.filter((_k, i) => !have[i])
@@ -386,6 +428,8 @@ export class Replicator {
           await this.pushTo(m, lacking.map(k => [hex(k), k]))
           this.stat.repaired += lacking.length
         } catch (err) {
+          // A replica that does not answer may be gone: its regions are looked up again next pass.
+          this.placement.suspect(m.key)
           this.opts.log?.(`repair check on ${m.key}: ${(err as Error).message}`)
         }
       }))
@@ -397,7 +441,6 @@ export class Replicator {
   status (): ReplicationStatus {
     return {
       k: this.opts.k,
-      members: this.members.size,
       pending: this.queue.size,
       unconfirmed: this.tracked.size,
       repairing: this.repairRun !== undefined,

@@ -1,7 +1,8 @@
 /**
  * The block store a node's file systems use when it is part of a network: the local LMDB store
- * first, then the block's replicas in order of closeness, then everyone else, each asked with
- * a deadline, the whole fetch within an overall deadline (a read through the mount, where the
+ * first, then the block's replicas (its k closest nodes: from a cached key region, or found by a
+ * lookup), then the other nodes that lookup found closest to it, each asked with a deadline,
+ * the whole fetch (lookup included) within an overall deadline (a read through the mount, where the
  * kernel waits as long as reef does, ends with data or EIO). A corrupt or missing replica is
  * skipped and the next one tried; a block fetched from the network is verified and cached
  * locally. Puts are local and durable at once and are replicated in the background: writing
@@ -13,7 +14,8 @@ import { isReefError, ReefError } from '../errors.js'
 import type { LmdbBlockStore } from '../store/lmdb.js'
 import type { BlockStore } from '../store/types.js'
 import type { BlockService } from './blocks.js'
-import type { Members } from './members.js'
+import type { Member } from './members.js'
+import type { Regions } from './regions.js'
 import type { Replicator } from './replicator.js'
 
 export interface FetchStats { local: number, remote: number, corruptReplicas: number, failedPeers: number, misses: number, deadlines: number }
@@ -25,7 +27,7 @@ export interface FetchStats { local: number, remote: number, corruptReplicas: nu
 export const FETCH_DEADLINE_MS = 15_000
 
 export interface DhtStoreOptions {
-  /** Peers asked per block at most (default 32). */
+  /** Peers asked per block at most (default 20: the nodes one lookup returns). */
   maxPeers?: number
   /** Overall deadline of one block fetch from the network, in ms (default FETCH_DEADLINE_MS). */
   fetchDeadlineMs?: number
@@ -37,7 +39,7 @@ export class DhtBlockStore implements BlockStore {
 
   constructor (
     readonly local: LmdbBlockStore,
-    private readonly members: Members,
+    private readonly placement: Regions<Member>,
     private readonly service: BlockService,
     private readonly replicator: Replicator,
     private readonly opts: DhtStoreOptions = {}
@@ -53,10 +55,32 @@ export class DhtBlockStore implements BlockStore {
       if (isReefError(err, 'BLOCK_CORRUPT')) this.opts.log?.(err.message + '; fetching a good copy from the network')
     }
     const key = blockKey(cid)
-    const peers = this.members.ranked(key).filter(m => !m.self).slice(0, this.opts.maxPeers ?? 32)
     const deadline = Date.now() + (this.opts.fetchDeadlineMs ?? FETCH_DEADLINE_MS)
+    // Locally known holders first (a cached region names the k closest without a message); the
+    // lookup that follows if they fail, or if none is known, names the nodes closest to the key.
+    const cached = this.placement.cached(key)?.filter(m => !m.self) ?? []
+    const peers: Member[] = [...cached]
+    let looked = false
     let asked = 0
-    for (const m of peers) {
+    for (let i = 0; i < peers.length || !looked; i++) {
+      if (i >= peers.length) {
+        looked = true
+        const left = deadline - Date.now()
+        if (left <= 0) break
+        const failed0 = this.placement.stats.failedRequests
+        try {
+          // Half of what is left at most, so that the holders it names can still be asked.
+          const found = await this.placement.lookupAll(key, AbortSignal.timeout(Math.max(1, Math.floor(left / 2))))
+          // Peers that failed the lookup's requests failed this fetch too.
+          this.stats.failedPeers += this.placement.stats.failedRequests - failed0
+          for (const m of found) if (!m.self && !peers.some(p => p.key === m.key)) peers.push(m)
+        } catch (err) {
+          this.opts.log?.(`lookup for ${cid.toString()}: ${(err as Error).message}`)
+        }
+        if (i >= peers.length) break
+      }
+      if (asked >= (this.opts.maxPeers ?? 20)) break
+      const m = peers[i]
       const left = deadline - Date.now()
       if (left <= 0) break
       asked++
@@ -76,6 +100,7 @@ export class DhtBlockStore implements BlockStore {
           this.opts.log?.(err.message)
         } else {
           this.stats.failedPeers++
+          this.placement.suspect(m.key)
         }
       }
     }

@@ -4,7 +4,8 @@
  *   put  { op: 'put', bs: [[digest, bytes]...] }      -> { ok: true, have: [stored?...] }
  *   get  { op: 'get', k: digest }                      -> { ok: true, d } | { ok: false, e }
  *   has  { op: 'has', ks: [digest...] (<= MAX_HAS) }   -> { ok: true, have: [bool...] }
- *   peers { op: 'peers' }                              -> { ok: true, ps: [multiaddr/p2p/id...] }
+ *   near { op: 'near', t: kad id }                     -> { ok: true, ps: [multiaddr/p2p/id...] }
+ *        (Kademlia's FIND_NODE: the contacts the node knows closest to t, on BLOCK_GET_PROTOCOL)
  * Every field is checked; anything else is refused and the stream closed. Received blocks are
  * verified against their digest before they are stored or used.
  */
@@ -19,7 +20,7 @@ export const BLOCK_PROTOCOL = '/reef/block/1.0.0'
  * BLOCK_PROTOCOL, a read waits only for other reads. Same framing; only 'get' is accepted.
  */
 export const BLOCK_GET_PROTOCOL = '/reef/block-get/1.0.0'
-/** Largest request frame on BLOCK_GET_PROTOCOL: a get carries one 32-byte key. */
+/** Largest request frame on BLOCK_GET_PROTOCOL: a get or a near carries one 32-byte key. */
 export const MAX_GET_REQUEST = 256
 export const MAX_HAS = 1024
 /** Largest frame either side accepts: one block plus a small envelope. */
@@ -31,7 +32,7 @@ export type Request =
   | { op: 'put', bs: Array<[Uint8Array, Uint8Array]> }
   | { op: 'get', k: Uint8Array }
   | { op: 'has', ks: Uint8Array[] }
-  | { op: 'peers' }
+  | { op: 'near', t: Uint8Array }
 
 export type Response =
   | { ok: true, d?: Uint8Array, have?: boolean[], ps?: string[] }
@@ -71,9 +72,9 @@ export function decodeRequest (bytes: Uint8Array): Request {
     case 'has':
       if (!Array.isArray(o.ks) || o.ks.length > MAX_HAS || !o.ks.every(isKey) || Object.keys(o).length !== 2) bad('has')
       return { op: 'has', ks: o.ks as Uint8Array[] }
-    case 'peers':
-      if (Object.keys(o).length !== 1) bad('peers')
-      return { op: 'peers' }
+    case 'near':
+      if (!isKey(o.t) || Object.keys(o).length !== 2) bad('near')
+      return { op: 'near', t: o.t as Uint8Array }
     default:
       return bad(`unknown op ${String(o.op)}`)
   }
