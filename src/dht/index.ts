@@ -199,9 +199,12 @@ export class DhtNode {
       if (e.kind === 'added') placement.peerSeen(e.m)
       else placement.peerGone(e.m.key)
       replicator.replan()
-      // A network of k nodes or fewer caches no region (none holds k nodes), yet every node
-      // that comes or goes changes where every block belongs.
-      if (placement.stats.dropped === dropped && router.table.size <= k) {
+      // A node that left may have held replicas of what this node holds, whether or not a
+      // cached region named it (a node that only received blocks has looked nothing up): a
+      // repair pass follows every leave (passes are rate-limited). A node that came matters
+      // where it falls in a cached region (the churn listener), or always in a network of k
+      // nodes or fewer, where no region is cached (none holds k nodes).
+      if (placement.stats.dropped === dropped && (e.kind === 'removed' || router.table.size <= k)) {
         replicator.requestRepair(2000)
         node.requestRepublish(e.kind === 'added' ? 'join' : 'leave')
       }

@@ -85,7 +85,12 @@ export class Joiner {
     if (!ok && list.length > 0 && (this.rounds === 1 || this.delay >= MAX_DELAY_MS)) {
       this.opts.log?.(`not joined: ${failed} of ${list.length} addresses failed (${firstErr}); retrying in the background`)
     }
-    if (ok && !this.stopped) await Promise.all([this.fillRoutingTable(), this.opts.afterDial?.().catch(() => {})])
+    if (ok && !this.stopped) {
+      // The block routing's join (a self lookup) goes on in the background; kad-dht's table is
+      // filled before a start returns, so that a follower mount finds its head at once.
+      void this.opts.afterDial?.().catch(() => {})
+      await this.fillRoutingTable()
+    }
     return ok
   }
 
