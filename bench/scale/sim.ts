@@ -247,6 +247,12 @@ export interface NetOptions {
   timeoutMs?: number
   /** Placement replication factor (Regions' k). */
   k?: number
+  /**
+   * How many closest contacts a walk collects before it ends (lookup's k, and Regions' `full`):
+   * the paper's 20 by default; src/dht/router.ts walks to 10 (its WALK_SIZE). Answers to a
+   * request are always bucketSize contacts, as the router's near() gives.
+   */
+  walkSize?: number
 }
 
 export interface NetStats {
@@ -281,6 +287,7 @@ export class Network {
   readonly alpha: number
   readonly timeoutMs: number
   readonly k: number
+  readonly walkSize: number
   private readonly mu: number
   private readonly sigma: number
   /** Events processed. */
@@ -292,6 +299,7 @@ export class Network {
     this.alpha = opts.alpha ?? ALPHA
     this.timeoutMs = opts.timeoutMs ?? 1000
     this.k = opts.k ?? 3
+    this.walkSize = opts.walkSize ?? this.bucketSize
     this.mu = Math.log(opts.rttMedianMs ?? 50)
     this.sigma = opts.rttSigma ?? 0.6
   }
@@ -388,7 +396,7 @@ export class Network {
   /** The iterative walk from x toward a kad id, reef's lookup; failed contacts leave x's table. */
   async walk (x: SimNode, target: KadId): Promise<Walk<SimNode>> {
     this.stats.walks++
-    const w = await lookup(target, x.table.closest(target, this.bucketSize), c => this.ask(x, c, target), x.key, { alpha: this.alpha, k: this.bucketSize })
+    const w = await lookup(target, x.table.closest(target, this.bucketSize), c => this.ask(x, c, target), x.key, { alpha: this.alpha, k: this.walkSize })
     for (const f of w.failed) this.failed(x, f)
     return w
   }
@@ -399,7 +407,7 @@ export class Network {
       const self = { key: x.key, kad: x.kad, self: true } as unknown as SimNode
       x.engine = {
         self,
-        full: this.bucketSize,
+        full: this.walkSize,
         lookup: async (key) => {
           const w = await this.walk(x, kadId(key))
           return { peers: w.peers, complete: w.complete && w.failed.length === 0 }
@@ -476,7 +484,7 @@ const mean = (xs: number[]): number => xs.length === 0 ? NaN : xs.reduce((a, b) 
 // ---------------------------------------------------------------------------------------------
 // Experiment 1: lookup hops against log N, every node up.
 
-export interface HopsOptions { n: number, lookups: number, seed: number, bucketSize?: number, alpha?: number }
+export interface HopsOptions { n: number, lookups: number, seed: number, bucketSize?: number, alpha?: number, walkSize?: number }
 
 export interface HopsResult {
   kind: 'sim'
@@ -485,6 +493,7 @@ export interface HopsResult {
   lookups: number
   bucketSize: number
   alpha: number
+  walkSize: number
   hopsP50: number
   hopsP95: number
   hopsMax: number
@@ -493,8 +502,8 @@ export interface HopsResult {
   queriesP95: number
   /** Fraction of lookups that returned the true 3 closest (a get of a k=3 block finds a holder in its first answers). */
   getSuccess: number
-  /** Fraction of lookups whose 20 results were exactly the true 20 closest, in order. */
-  exact20: number
+  /** Fraction of lookups whose walkSize results were exactly the true walkSize closest, in order. */
+  exactWalk: number
   latencyP50Ms: number
   latencyP95Ms: number
   /** Mean routing-table size (of the tables the run used). */
@@ -524,7 +533,7 @@ export function hopsEstimate (n: number, bucket = BUCKET_SIZE): number {
 
 export async function runHops (o: HopsOptions): Promise<HopsResult> {
   const t0 = performance.now()
-  const net = new Network({ seed: o.seed, bucketSize: o.bucketSize, alpha: o.alpha })
+  const net = new Network({ seed: o.seed, bucketSize: o.bucketSize, alpha: o.alpha, walkSize: o.walkSize })
   for (let i = 0; i < o.n; i++) net.addNode(true)
   net.setMembers(net.nodes)
   const ix = net.index(net.nodes)
@@ -542,7 +551,7 @@ export async function runHops (o: HopsOptions): Promise<HopsResult> {
     lat.push(net.now - start)
     hops.push(w.hops)
     queries.push(w.queries)
-    const truth = trueClosest(ix, target, net.bucketSize, from.key)
+    const truth = trueClosest(ix, target, net.walkSize, from.key)
     const got = w.peers.map(p => p.key)
     if (truth.slice(0, 3).every(t => got.includes(t.key))) top3++
     if (got.join() === truth.map(t => t.key).join()) exact++
@@ -557,6 +566,7 @@ export async function runHops (o: HopsOptions): Promise<HopsResult> {
     lookups: o.lookups,
     bucketSize: net.bucketSize,
     alpha: net.alpha,
+    walkSize: net.walkSize,
     hopsP50: quantile(hops, 0.5),
     hopsP95: quantile(hops, 0.95),
     hopsMax: hops[hops.length - 1],
@@ -564,7 +574,7 @@ export async function runHops (o: HopsOptions): Promise<HopsResult> {
     queriesMean: mean(queries),
     queriesP95: quantile(queries, 0.95),
     getSuccess: top3 / o.lookups,
-    exact20: exact / o.lookups,
+    exactWalk: exact / o.lookups,
     latencyP50Ms: quantile(lat, 0.5),
     latencyP95Ms: quantile(lat, 0.95),
     tableMean: mean(net.nodes.filter(x => x.hasTable).map(x => x.table.size)),
@@ -592,6 +602,7 @@ export interface AvailabilityOptions {
   /** Readability sampled for the chart every this many seconds. */
   sampleEveryS?: number
   blockBytes?: number
+  walkSize?: number
   /** Called now and then with progress (simulated days done). */
   progress?: (line: string) => void
 }
@@ -656,7 +667,7 @@ export async function runAvailability (o: AvailabilityOptions): Promise<Availabi
   const end = o.days * DAY * 1000
   const sampleEvery = (o.sampleEveryS ?? 600) * 1000
   const blockBytes = o.blockBytes ?? 256 * 1024
-  const net = new Network({ seed: o.seed, k: o.k })
+  const net = new Network({ seed: o.seed, k: o.k, walkSize: o.walkSize })
   const rand = net.rand
   const B = o.blocks
 
@@ -944,6 +955,7 @@ export interface SimConfig {
   availability: Array<{ n: number, blocks: number, k: number, days: number }>
   churn?: ChurnModel
   repairIntervalS?: number
+  walkSize?: number
   log?: (line: string) => void
 }
 
@@ -960,14 +972,14 @@ export async function runSim (c: SimConfig): Promise<SimReport> {
   const hops: HopsResult[] = []
   for (const [i, h] of c.hops.entries()) {
     c.log?.(`hops: N = ${h.n}, ${h.lookups} lookups`)
-    const r = await runHops({ n: h.n, lookups: h.lookups, seed: c.seed + i })
+    const r = await runHops({ n: h.n, lookups: h.lookups, seed: c.seed + i, walkSize: c.walkSize })
     c.log?.(`hops: N = ${h.n}: p50 ${r.hopsP50}, p95 ${r.hopsP95}, getSuccess ${r.getSuccess}, build ${r.buildSeconds.toFixed(1)} s, run ${r.runSeconds.toFixed(1)} s`)
     hops.push(r)
   }
   const availability: AvailabilityResult[] = []
   for (const [i, a] of c.availability.entries()) {
     c.log?.(`availability: N = ${a.n}, B = ${a.blocks}, k = ${a.k}, ${a.days} days`)
-    const r = await runAvailability({ ...a, seed: c.seed + 100 + i, churn, repairIntervalS: c.repairIntervalS, progress: c.log })
+    const r = await runAvailability({ ...a, seed: c.seed + 100 + i, churn, repairIntervalS: c.repairIntervalS, walkSize: c.walkSize, progress: c.log })
     c.log?.(`availability: N = ${a.n}, k = ${a.k}: readable mean ${(r.readableMean * 100).toFixed(4)}%, min ${(r.readableMin * 100).toFixed(3)}%, lost ${r.lost}; ` +
       `repair ${r.repair.blocksPerNodeHour.toFixed(3)} blocks/node/h, ${r.repair.lookupsPerNodeHour.toFixed(2)} lookups/node/h, ${r.asksPerNodeHour.toFixed(1)} FIND_NODE/node/h; ` +
       `holders ${r.holdersMean.toFixed(1)} (${r.upHoldersMean.toFixed(1)} up); ${r.runSeconds.toFixed(0)} s, RSS ${r.rssMiB.toFixed(0)} MiB`)
