@@ -37,6 +37,9 @@ const MiB = 1024 * 1024
 const ADDR_LINE = /^\/ip4\/127\.0\.0\.1\/tcp\/\d+\/p2p\/\S+$/
 const REPAIR_INTERVAL_S = 30
 
+/** Every child spawned, at once (a run stopped mid-start still kills the ones starting). */
+const spawned = new Set<ChildProcess>()
+
 interface Proc {
   i: number
   dir: string
@@ -87,6 +90,8 @@ async function startProc (base: string, i: number, bootstrap: string | undefined
   const args = [REEF_BIN, '--data-dir', dir, 'node', '--listen', '/ip4/127.0.0.1/tcp/0', '--k', String(K), '--repair-interval', String(REPAIR_INTERVAL_S), '--max-connections', '64']
   if (bootstrap !== undefined) args.push('--bootstrap', bootstrap)
   const proc = spawn(process.execPath, args, { stdio: ['ignore', ofd, efd], env: { ...process.env, NODE_NO_WARNINGS: '1' } })
+  spawned.add(proc)
+  proc.on('exit', () => spawned.delete(proc))
   fs.closeSync(ofd)
   fs.closeSync(efd)
   let exited = false
@@ -156,7 +161,7 @@ export async function tcpRun (opts: { quick: boolean, log: (s: string) => void }
   const procs: Proc[] = []
   const members: Array<Awaited<ReturnType<typeof startMember>>> = []
   const t00 = Date.now()
-  const onSignal = (): void => { for (const p of procs) p.proc.kill('SIGKILL') }
+  const onSignal = (): void => { for (const p of spawned) p.kill('SIGKILL'); fs.rmSync(base, { recursive: true, force: true }) }
   process.once('exit', onSignal)
   try {
     // ---- start ----------------------------------------------------------------------------
@@ -308,6 +313,7 @@ export async function tcpRun (opts: { quick: boolean, log: (s: string) => void }
   } finally {
     for (const m of members) await m.stop()
     await Promise.all(procs.map(async p => await p.stop().catch(async () => await p.kill9())))
+    for (const p of spawned) p.kill('SIGKILL')
     process.removeListener('exit', onSignal)
     fs.rmSync(base, { recursive: true, force: true })
   }
