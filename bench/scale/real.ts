@@ -46,6 +46,9 @@
  *                                  'off' runs none)
  *   REEF_SCALE_REAL_TCP=1          adds a small run of separate `reef node` processes over TCP
  *                                  on 127.0.0.1 (bench/scale/real-proc.ts)
+ *   REEF_SCALE_REAL_IDLE_ONLY=1    ends each run after its idle measurement (start cost, idle CPU, RSS)
+ *   REEF_SCALE_REAL_IDLE_PROFILE=P writes a CPU profile of a second idle window, P-N<n>-c<max>.cpuprofile
+ *   REEF_SCALE_REAL_NODE_ARGS=...  extra node flags for each run's child process
  */
 import { spawn } from 'node:child_process'
 import crypto from 'node:crypto'
@@ -53,6 +56,7 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { Session } from 'node:inspector/promises'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
 import { type Block, blockKey, makeBlock, RAW } from '../../src/block/index.js'
 import { DhtNode } from '../../src/dht/index.js'
@@ -330,7 +334,24 @@ async function runOne (spec: RealSpec, base: string, log: (s: string) => void, s
     const mem = process.memoryUsage()
     const idleOpen = openSamples.flat()
     progress({ idleCpuPctPerNode: round(idleCpuPctPerNode, 3), rssMiBPerNode: round(mem.rss / MiB / N, 1), heapMiBPerNode: round(mem.heapUsed / MiB / N, 1), connIdleMean: round(mean(idleOpen), 1), connIdleMax: Math.max(...idleOpen), loopDelayIdleMs: loopIdle })
+    const profilePrefix = process.env.REEF_SCALE_REAL_IDLE_PROFILE
+    if (profilePrefix !== undefined && profilePrefix !== '') {
+      // Where idle CPU goes: a CPU profile of a second idle window (not the measured one, which
+      // the profiler would inflate), written as PREFIX-N<n>-c<max>.cpuprofile.
+      const session = new Session()
+      session.connect()
+      await session.post('Profiler.enable')
+      await session.post('Profiler.start')
+      await sleep(spec.idleS * 1000)
+      const { profile } = await session.post('Profiler.stop')
+      session.disconnect()
+      const file = `${profilePrefix}-N${N}-c${spec.maxConnections}.cpuprofile`
+      fs.writeFileSync(file, JSON.stringify(profile))
+      log(`idle CPU profile written to ${file}`)
+    }
     log(`idle: ${idleCpuPctPerNode.toFixed(3)}% of a core per node (event-loop delay p99 ${loopIdle.p99} ms), RSS ${(mem.rss / MiB / N).toFixed(1)} MiB per node, ${mean(idleOpen).toFixed(1)} connections per node (max ${Math.max(...idleOpen)})`)
+
+    if (process.env.REEF_SCALE_REAL_IDLE_ONLY === '1') return { ...partial, incomplete: undefined, idleOnly: true }
 
     // ---- lookups --------------------------------------------------------------------------
     const everyone = members.map(m => m.node.router.self)
