@@ -58,11 +58,12 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Session } from 'node:inspector/promises'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
-import { type Block, blockKey, makeBlock, RAW } from '../../src/block/index.js'
+import { type Block, blockKey, cidFor, makeBlock, RAW } from '../../src/block/index.js'
 import { DhtNode } from '../../src/dht/index.js'
 import { kadId } from '../../src/dht/placement.js'
 import { closestK } from '../../src/dht/regions.js'
-import { HeadBook } from '../../src/naming/index.js'
+import { generateKeyPair } from '../../src/crypto/sign.js'
+import { decodeHead, encodeHead, HeadBook, signHead } from '../../src/naming/index.js'
 import { FileReader, fileFromBytes } from '../../src/object/file.js'
 import { LmdbBlockStore, LmdbHeadStore, LmdbStore } from '../../src/store/lmdb.js'
 import { table } from '../phases/report.js'
@@ -142,6 +143,12 @@ export const mean = (xs: number[]): number => xs.length === 0 ? NaN : xs.reduce(
 export const round = (x: number, d = 2): number => Number.isFinite(x) ? Math.round(x * 10 ** d) / 10 ** d : x
 
 /** Runs `fn` over `items`, `width` at a time. */
+/** `n` items spread evenly over `list` (all of them for n >= its length). */
+function spread<T> (list: T[], n: number): T[] {
+  if (n >= list.length) return list
+  return Array.from({ length: n }, (_, i) => list[Math.floor(i * list.length / n)])
+}
+
 export async function pool<T> (items: T[], width: number, fn: (x: T, i: number) => Promise<void>): Promise<void> {
   let next = 0
   await Promise.all(Array.from({ length: Math.min(width, items.length) }, async () => {
@@ -189,6 +196,8 @@ interface Member {
   i: number
   node: DhtNode
   db: LmdbStore
+  /** The node's head book (where a head it publishes is kept, so that it republishes it). */
+  book: HeadBook
   alive: boolean
   stop: () => Promise<void>
 }
@@ -198,9 +207,10 @@ async function startMember (base: string, i: number, bootstrap: string[], spec: 
   fs.mkdirSync(dir, { recursive: true })
   const db = new LmdbStore({ path: dir, noSync: true })
   const headStore = new LmdbHeadStore(db)
+  const book = new HeadBook(headStore)
   let node: DhtNode
   try {
-    node = await DhtNode.start(crypto.randomBytes(32), new LmdbBlockStore(db), new HeadBook(headStore), headStore, {
+    node = await DhtNode.start(crypto.randomBytes(32), new LmdbBlockStore(db), book, headStore, {
       listen: [`/memory/reef-scale-${process.pid}-${i}`],
       bootstrap,
       transport: 'memory',
@@ -219,6 +229,7 @@ async function startMember (base: string, i: number, bootstrap: string[], spec: 
     i,
     node,
     db,
+    book,
     alive: true,
     // A stop is a crash as the others see it: libp2p goes first (listener and connections gone,
     // so the node neither answers nor serves from then on), then the node's own parts wind down.
@@ -457,6 +468,43 @@ async function runOne (spec: RealSpec, base: string, log: (s: string) => void, s
       log(`whole-file read through node ${r.i}: ${fileRead.ok ? 'ok' : 'FAILED ' + (fileRead.error ?? '')} in ${fileRead.seconds.toFixed(2)} s`)
     }
 
+    // ---- heads (kad-dht records, issue 10 item 6) -------------------------------------------
+    // P publishes a signed head (seq 1, then seq 2) of a file system of its own; up to 16 other
+    // nodes spread over the network fetch it with fetchHead (kad-dht's GET_VALUE walk, under the
+    // same connection bound). A fetch counts when it returns the newest seq. Again after the kill.
+    const headKeys = generateKeyPair()
+    const headReaders = spread(readers, Math.min(16, readers.length))
+    const fetchHeads = async (from: Member[], seq: bigint): Promise<{ ok: number, tried: number, ms: number[] }> => {
+      const ms: number[] = []
+      let ok = 0
+      await pool(from, 4, async m => {
+        const t = Date.now()
+        const got = await m.node.fetchHead(aguidOfHead, 20_000).catch(() => undefined)
+        ms.push(Date.now() - t)
+        if (got !== undefined && decodeHead(got).seq === seq) ok++
+      })
+      return { ok, tried: from.length, ms }
+    }
+    const h1 = signHead(headKeys, 'scale', cidFor(crypto.randomBytes(32)), 1n)
+    const aguidOfHead = h1.aguid
+    await P.book.accept(encodeHead(h1), aguidOfHead).catch(() => {})
+    let t1 = Date.now()
+    const acks1 = await P.node.publishHead(aguidOfHead, encodeHead(h1), 30_000)
+    const publishMs = Date.now() - t1
+    const hf1 = await fetchHeads(headReaders, 1n)
+    const h2 = signHead(headKeys, 'scale', cidFor(crypto.randomBytes(32)), 2n)
+    await P.book.accept(encodeHead(h2), aguidOfHead).catch(() => {})
+    t1 = Date.now()
+    const acks2 = await P.node.publishHead(aguidOfHead, encodeHead(h2), 30_000)
+    const publish2Ms = Date.now() - t1
+    const hf2 = await fetchHeads(headReaders, 2n)
+    const headsReport: Record<string, unknown> = {
+      publishAcks: acks1, publishMs, fetchOk: hf1.ok, fetchTried: hf1.tried, fetchP50Ms: quantile(hf1.ms, 0.5), fetchP95Ms: quantile(hf1.ms, 0.95),
+      updateAcks: acks2, updateMs: publish2Ms, updateOk: hf2.ok, updateP50Ms: quantile(hf2.ms, 0.5)
+    }
+    progress({ heads: headsReport })
+    log(`heads: published to ${acks1} peers in ${publishMs} ms; ${hf1.ok} of ${hf1.tried} nodes fetched seq 1 (p50 ${quantile(hf1.ms, 0.5)} ms, p95 ${quantile(hf1.ms, 0.95)} ms); seq 2 to ${acks2} peers, ${hf2.ok} of ${hf2.tried} fetched it`)
+
     // ---- 30% stopped at once; repair ------------------------------------------------------
     const V = Math.round(0.3 * N)
     const victims = [Q, ...shuffle(members.filter(m => m !== P && m !== Q)).slice(0, V - 1)]
@@ -517,6 +565,15 @@ async function runOne (spec: RealSpec, base: string, log: (s: string) => void, s
     const g2 = await gets(live.filter(m => m !== P), Math.round(spec.gets / 2), survivorFile)
     log(`gets after the kill: ${g2.ok} of ${g2.tried}; latency p50 ${quantile(g2.ms, 0.5)} ms p95 ${quantile(g2.ms, 0.95)} ms${g2.errors.length > 0 ? `; e.g. ${g2.errors.slice(0, 3).join('; ')}` : ''}`)
 
+    // Heads after the kill: P republishes on the leaves it notices (rate-limited) and every 10
+    // minutes; the record's other holders (kad-dht's 20 closest) keep it meanwhile.
+    const hf3 = await fetchHeads(spread(live.filter(m => m !== P), Math.min(16, live.length - 1)), 2n)
+    headsReport.afterKillOk = hf3.ok
+    headsReport.afterKillTried = hf3.tried
+    headsReport.afterKillP50Ms = quantile(hf3.ms, 0.5)
+    progress({ heads: headsReport })
+    log(`heads after the kill: ${hf3.ok} of ${hf3.tried} survivors fetched seq 2 (p50 ${quantile(hf3.ms, 0.5)} ms)`)
+
     // ---- connections and routing totals --------------------------------------------------
     const peaks = members.map(m => m.node.connections.stats.peak)
     const openEnd = live.map(m => m.node.libp2p.getConnections().length)
@@ -539,6 +596,7 @@ async function runOne (spec: RealSpec, base: string, log: (s: string) => void, s
       getLatencyP95Ms: quantile(g1.ms, 0.95),
       getLatencyMaxMs: Math.max(...g1.ms),
       fileRead,
+      heads: headsReport,
       lookups: spec.lookups,
       lookupsFailed: lookupFailed,
       lookupTrueK: trueK / spec.lookups,
@@ -740,6 +798,14 @@ export async function realRuns (opts: { quick: boolean, log: (s: string) => void
 
 export default realRuns
 
+/** Head fetches that returned the newest seq, before and after the kill: 'ok/tried, ok/tried'. */
+function headsCell (h: unknown): string {
+  if (typeof h !== 'object' || h === null) return '-'
+  const x = h as Record<string, unknown>
+  const part = (ok: unknown, tried: unknown): string => typeof ok === 'number' && typeof tried === 'number' ? `${ok}/${tried}` : '-'
+  return `${part(x.updateOk, x.fetchTried)}, ${part(x.afterKillOk, x.afterKillTried)}`
+}
+
 /** The full table of real runs, as lines. */
 export function summary (runs: ScaleRun[]): string[] {
   const f = (x: unknown, d = 1): string => typeof x === 'number' && Number.isFinite(x) ? x.toFixed(d) : '-'
@@ -752,11 +818,11 @@ export function summary (runs: ScaleRun[]): string[] {
       `${f(r.connIdleMean)}/${String(r.connIdleMax ?? '-')}/${String(r.connPeakMax ?? '-')}`, f(r.idleCpuPctPerNode, 3), f(r.rssMiBPerNode, 1),
       `${String(rep.lost ?? '-')} (${f(rep.expectedLost, 2)}; ${f(rep.boundLost, 2)})`, rep.restored === true ? f(rep.restoreSeconds, 0) : rep.restored === false ? `>${f(Number(rep.restoreSeconds ?? NaN), 0)}` : '-',
       typeof rep.bytesMoved === 'number' ? `${(rep.bytesMoved / MiB).toFixed(2)}` : '-', p(r.getSuccessAfterKill),
-      `${f(r.startSeconds, 0)}+${f(r.settleSeconds, 0)}`, f(r.runSeconds, 0)
+      headsCell(r.heads), `${f(r.startSeconds, 0)}+${f(r.settleSeconds, 0)}`, f(r.runSeconds, 0)
     ]
   })
   return ['real-network runs (k=3; lost: measured (expected for the holder sets; bound B*C(0.3N,k)/C(N,k)))',
-    ...table(['N', 'max conn', 'hops p50/p95', 'get ok', 'get ms p50/p95', 'put MB/s', 'lookups/blocks', 'conn idle mean/max/peak', 'idle CPU %/node', 'RSS MiB/node', 'lost (exp; bound)', 'restore s', 'repair MiB', 'get ok after kill', 'start+settle s', 'run s'], rows).split('\n')]
+    ...table(['N', 'max conn', 'hops p50/p95', 'get ok', 'get ms p50/p95', 'put MB/s', 'lookups/blocks', 'conn idle mean/max/peak', 'idle CPU %/node', 'RSS MiB/node', 'lost (exp; bound)', 'restore s', 'repair MiB', 'get ok after kill', 'heads ok / after kill', 'start+settle s', 'run s'], rows).split('\n')]
 }
 
 // ---------------------------------------------------------------------------------------------
