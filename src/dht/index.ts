@@ -44,6 +44,7 @@ import { PeerBook } from './peerbook.js'
 import { Replicator } from './replicator.js'
 import { DhtBlockStore } from './store.js'
 import { BLOCK_PROTOCOL } from './wire.js'
+import { quietLogger } from './logger.js'
 
 export const DHT_PROTOCOL = '/reef/kad/1.0.0'
 /** Replicas per block. 3 survives any two simultaneous failures (the publisher and a replica). */
@@ -147,6 +148,7 @@ export class DhtNode {
     }
     const libp2p = await createLibp2p({
       privateKey: await generateKeyPairFromSeed('Ed25519', seed),
+      ...quietLogger(),
       datastore,
       addresses: { listen: opts.listen },
       // libp2p refuses inbound connections at its ceiling, and a refused lookup request misses

@@ -33,6 +33,16 @@ const FAILS_TO_DROP = 2
 const RETRY_MS = 250
 /** Addresses kept per named peer. */
 const MAX_ADDRS = 8
+/**
+ * How long a peer's addresses, as this node answers and merges them, are taken from memory
+ * instead of libp2p's peer store. Every 'near' answer names 20 peers and every request names
+ * 20 more; through the peer store each one was a locked, protobuf-decoded read or a merge (12%
+ * of a 64-node network's CPU while it read). Addresses change rarely (a restart on a new port),
+ * and a stale one costs a failed dial to a peer that is also reachable by its other addresses.
+ */
+const ADDR_TTL_MS = 60_000
+/** Peers whose addresses are kept in memory (the cache is cleared when it grows past this). */
+const ADDR_CACHE = 4096
 
 export function memberOf (id: PeerId, self = false): Member {
   return { id, key: id.toString(), kad: kadId(id.toMultihash().bytes), self }
@@ -92,6 +102,11 @@ export class Router implements RoutingEngine<Member> {
       this.emit({ kind: 'added', m })
     }
   }
+
+  /** Addresses last merged into the peer store per peer (as one string), and when. */
+  private readonly merged = new Map<string, { addrs: string, at: number }>()
+  /** What this node answers for a peer in 'near' (multiaddr/p2p/id strings), and when it looked. */
+  private readonly answers = new Map<string, { lines: string[], at: number }>()
 
   /** Consecutive failed requests per contact (cleared when it answers). */
   private readonly failures = new Map<string, number>()
@@ -177,7 +192,17 @@ export class Router implements RoutingEngine<Member> {
       } catch {
         continue
       }
-      if (addrs.length > 0) await this.libp2p.peerStore.merge(pid, { multiaddrs: addrs }).catch(() => {})
+      if (addrs.length > 0) {
+        // Into the peer store only when they differ from what was merged lately.
+        const joined = addrs.map(a => a.toString()).sort().join(' ')
+        const last = this.merged.get(id)
+        const now = Date.now()
+        if (last === undefined || last.addrs !== joined || now - last.at > ADDR_TTL_MS) {
+          if (this.merged.size >= ADDR_CACHE) this.merged.clear()
+          this.merged.set(id, { addrs: joined, at: now })
+          await this.libp2p.peerStore.merge(pid, { multiaddrs: addrs }).catch(() => {})
+        }
+      }
       out.push(this.table.get(id) ?? memberOf(pid))
     }
     return out
@@ -187,17 +212,26 @@ export class Router implements RoutingEngine<Member> {
   async near (from: PeerId, target: KadId): Promise<string[]> {
     this.seen(from)
     const out: string[] = []
+    const now = Date.now()
     for (const m of this.table.closest(target, BUCKET_SIZE)) {
       if (m.key === from.toString()) continue
-      try {
-        const p = await this.libp2p.peerStore.get(m.id)
-        let n = 0
-        for (const a of p.addresses) {
-          if (this.opts.addrFilter !== undefined && !this.opts.addrFilter(a.multiaddr)) continue
-          if (n++ >= 2) break
-          out.push(`${a.multiaddr.toString()}/p2p/${m.key}`)
-        }
-      } catch {}
+      let cached = this.answers.get(m.key)
+      if (cached === undefined || now - cached.at > ADDR_TTL_MS) {
+        const lines: string[] = []
+        try {
+          const p = await this.libp2p.peerStore.get(m.id)
+          for (const a of p.addresses) {
+            if (this.opts.addrFilter !== undefined && !this.opts.addrFilter(a.multiaddr)) continue
+            if (lines.length >= 2) break
+            lines.push(`${a.multiaddr.toString()}/p2p/${m.key}`)
+          }
+        } catch {}
+        // A peer without addresses yet is looked up again next time.
+        if (lines.length === 0) continue
+        if (this.answers.size >= ADDR_CACHE) this.answers.clear()
+        this.answers.set(m.key, cached = { lines, at: now })
+      }
+      out.push(...cached.lines)
     }
     return out
   }

@@ -10,6 +10,8 @@
  * SCALE_N, SCALE_MAX, SCALE_K, SCALE_READERS (the readers sampled; 'all' for every node).
  */
 import crypto from 'node:crypto'
+import fs from 'node:fs'
+import { Session } from 'node:inspector/promises'
 import { type Block, blockKey, cidFromKey } from '../../src/block/index.js'
 import { kadId } from '../../src/dht/placement.js'
 import { closestK } from '../../src/dht/regions.js'
@@ -127,15 +129,31 @@ async function main (): Promise<void> {
     const others = nodes.filter(m => m !== P)
     const readers = spread(others, READERS === 'all' ? others.length : Number(READERS))
     const failures: string[] = []
+    // SCALE_PROFILE=FILE: a CPU profile of the reads (where a read's time goes).
+    const profile = process.env.SCALE_PROFILE
+    const session = profile !== undefined ? new Session() : undefined
+    if (session !== undefined) {
+      session.connect()
+      await session.post('Profiler.enable')
+      await session.post('Profiler.start')
+    }
     t0 = Date.now()
     await pool(readers, 2, async m => {
+      const r0 = Date.now()
+      const l0 = m.node.placement.stats.lookups
       try {
         const got = await new FileReader(root.cid as NonNullable<typeof root.cid>, m.node.store).read(0, bytes.length)
         if (Buffer.compare(Buffer.from(got), bytes) !== 0) failures.push(`node ${m.i}: bytes differ`)
       } catch (err) {
         failures.push(`node ${m.i}: ${(err as Error).message}`)
       }
+      log(`node ${m.i} read the file in ${Date.now() - r0} ms, ${m.node.placement.stats.lookups - l0} lookups, ${m.node.store.stats.failedPeers} failed requests`)
     })
+    if (session !== undefined && profile !== undefined) {
+      const { profile: p } = await session.post('Profiler.stop')
+      fs.writeFileSync(profile, JSON.stringify(p))
+      session.disconnect()
+    }
     const readMs = Date.now() - t0
     const fetch = readers.reduce((a, m) => ({ remote: a.remote + m.node.store.stats.remote, lookups: a.lookups + m.node.placement.stats.lookups, failed: a.failed + m.node.store.stats.failedPeers }), { remote: 0, lookups: 0, failed: 0 })
     log(`reads: ${readers.length} readers in ${readMs} ms`)
