@@ -21,9 +21,9 @@
 // as JSON; this file judges it. Under tap's promise hooks the same work cost about twice the
 // CPU and outran tap's 600 s on a loaded machine.
 import tap from 'tap'
-import { spawn } from 'node:child_process'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { runChild, type ChildRun } from './helpers/child.js'
 import type { ScaleReport } from './helpers/scale-net.js'
 
 const N = Number(process.env.REEF_TEST_SCALE_N ?? 32)
@@ -31,25 +31,10 @@ const MAX = 12
 const K = 3
 const CHILD = path.join(path.dirname(fileURLToPath(import.meta.url)), 'helpers', 'scale-net.ts')
 
-interface Run { code: number | null, signal: NodeJS.Signals | null, stdout: string, stderr: string }
-
 /** The child under this process's TypeScript loader only (none of tap's other hooks), killed after `limitMs`. */
-async function runNet (limitMs: number): Promise<Run> {
+async function runNet (limitMs: number): Promise<ChildRun> {
   const execArgv = process.execArgv.filter(a => a.includes('@tapjs/typescript') || a === '--enable-source-maps')
-  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => k !== 'NODE_OPTIONS' && !k.startsWith('_TAPJS_')))
-  const c = spawn(process.execPath, [...execArgv, CHILD], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...env, SCALE_N: String(N), SCALE_MAX: String(MAX), SCALE_K: String(K), SCALE_READERS: process.env.REEF_TEST_SCALE_READERS ?? '8' }
-  })
-  let stdout = ''
-  let stderr = ''
-  c.stdout.on('data', (d: Buffer) => { stdout += d.toString() })
-  c.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
-  const timer = setTimeout(() => c.kill('SIGKILL'), limitMs)
-  return await new Promise((resolve, reject) => {
-    c.on('error', reject)
-    c.on('close', (code, signal) => { clearTimeout(timer); resolve({ code, signal, stdout, stderr }) })
-  })
+  return await runChild([...execArgv, CHILD], limitMs, { SCALE_N: String(N), SCALE_MAX: String(MAX), SCALE_K: String(K), SCALE_READERS: process.env.REEF_TEST_SCALE_READERS ?? '8' })
 }
 
 tap.test(`${N} nodes, at most ${MAX} connections each, chain bootstrap: agreement, reads, 30% stopped`, async t => {

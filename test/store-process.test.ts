@@ -8,12 +8,12 @@
 // prebuilt (unpatched) addon this lost 19 to 24 of ~1,000 acknowledged blocks per 5 s run, failed
 // commits with MDB_PROBLEM and sometimes killed the writer (SIGSEGV).
 import t from 'tap'
-import { spawn } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { parseGuid } from '../src/block/index.js'
 import { LmdbBlockStore, LmdbStore } from '../src/store/lmdb.js'
+import { runChild, type ChildRun } from './helpers/child.js'
 import { reef, ROOT, show, tempDir } from './helpers/cli.js'
 
 const dist = (p: string): string => pathToFileURL(path.join(ROOT, 'dist', 'src', p)).href
@@ -62,7 +62,7 @@ while (Date.now() < end) {
 process.stdout.write(n + '\\n')
 `
 
-interface Child { code: number | null, signal: NodeJS.Signals | null, stdout: string, stderr: string }
+type Child = ChildRun
 
 /** Runs a module source in a child node, from a file in `dir`, with none of tap's NODE_OPTIONS
  * (its process-info hook has nothing to do with what is tested here); SIGKILLed (and so failing)
@@ -70,17 +70,7 @@ interface Child { code: number | null, signal: NodeJS.Signals | null, stdout: st
 async function child (dir: string, name: string, src: string, args: string[], limitMs: number): Promise<Child> {
   const file = path.join(dir, name + '.mjs')
   fs.writeFileSync(file, src)
-  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => k !== 'NODE_OPTIONS' && !k.startsWith('_TAPJS_')))
-  const c = spawn(process.execPath, [file, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env })
-  let stdout = ''
-  let stderr = ''
-  c.stdout.on('data', (d: Buffer) => { stdout += d.toString() })
-  c.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
-  const timer = setTimeout(() => c.kill('SIGKILL'), limitMs)
-  return await new Promise((resolve, reject) => {
-    c.on('error', reject)
-    c.on('close', (code, signal) => { clearTimeout(timer); resolve({ code, signal, stdout, stderr }) })
-  })
+  return await runChild([file, ...args], limitMs)
 }
 
 /** What a child did, for messages: its exit, the start of its stdout and of its stderr. */
