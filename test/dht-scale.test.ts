@@ -15,8 +15,8 @@
 // 40 of 63 readers took 2-4 s each, then reads slowed to 50-146 s with failed requests. Every
 // reader keeps what it fetched, and a repair pass checks every local block (a lookup per region,
 // a 'has' to each of its k closest), so with this test's 30 s repair interval the network's
-// repair work grows with every reader: the likely cause, not yet profiled. Read-cache copies
-// need to leave repair first.
+// repair work grows with every reader (with a 10 min interval the 63 readers took 1.6-5.7 s
+// each). The churn case needs the short interval; read-cache copies need to leave repair first.
 //
 // The network runs in a child process (test/helpers/scale-net.ts), which reports what it saw
 // as JSON; this file judges it. Under tap's promise hooks the same work cost about twice the
