@@ -142,13 +142,13 @@ export function quantile (xs: number[], p: number): number {
 export const mean = (xs: number[]): number => xs.length === 0 ? NaN : xs.reduce((a, b) => a + b, 0) / xs.length
 export const round = (x: number, d = 2): number => Number.isFinite(x) ? Math.round(x * 10 ** d) / 10 ** d : x
 
-/** Runs `fn` over `items`, `width` at a time. */
 /** `n` items spread evenly over `list` (all of them for n >= its length). */
-function spread<T> (list: T[], n: number): T[] {
+export function spread<T> (list: T[], n: number): T[] {
   if (n >= list.length) return list
   return Array.from({ length: n }, (_, i) => list[Math.floor(i * list.length / n)])
 }
 
+/** Runs `fn` over `items`, `width` at a time. */
 export async function pool<T> (items: T[], width: number, fn: (x: T, i: number) => Promise<void>): Promise<void> {
   let next = 0
   await Promise.all(Array.from({ length: Math.min(width, items.length) }, async () => {
@@ -473,6 +473,8 @@ async function runOne (spec: RealSpec, base: string, log: (s: string) => void, s
     // nodes spread over the network fetch it with fetchHead (kad-dht's GET_VALUE walk, under the
     // same connection bound). A fetch counts when it returns the newest seq. Again after the kill.
     const headKeys = generateKeyPair()
+    const h1 = signHead(headKeys, 'scale', cidFor(crypto.randomBytes(32)), 1n)
+    const aguidOfHead = h1.aguid
     const headReaders = spread(readers, Math.min(16, readers.length))
     const fetchHeads = async (from: Member[], seq: bigint): Promise<{ ok: number, tried: number, ms: number[] }> => {
       const ms: number[] = []
@@ -485,8 +487,6 @@ async function runOne (spec: RealSpec, base: string, log: (s: string) => void, s
       })
       return { ok, tried: from.length, ms }
     }
-    const h1 = signHead(headKeys, 'scale', cidFor(crypto.randomBytes(32)), 1n)
-    const aguidOfHead = h1.aguid
     await P.book.accept(encodeHead(h1), aguidOfHead).catch(() => {})
     let t1 = Date.now()
     const acks1 = await P.node.publishHead(aguidOfHead, encodeHead(h1), 30_000)

@@ -16,6 +16,8 @@ import { type Block, blockKey, cidFromKey } from '../../src/block/index.js'
 import { kadId } from '../../src/dht/placement.js'
 import { closestK } from '../../src/dht/regions.js'
 import { FileReader, fileFromBytes } from '../../src/object/file.js'
+import { pool, spread } from '../../bench/scale/real.js'
+import { waitFor } from './cluster.js'
 import { startMemNet, type MemNode } from './memnet.js'
 
 const N = Number(process.env.SCALE_N ?? 32)
@@ -43,32 +45,6 @@ export interface ScaleReport {
 }
 
 const log = (s: string): void => { process.stderr.write(`[scale-net ${new Date().toISOString().slice(11, 23)}] ${s}\n`) }
-const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
-
-/** Polls `cond` every `everyMs` until it holds or `ms` passed; returns whether it held. */
-async function until (cond: () => boolean, ms: number, everyMs: number): Promise<boolean> {
-  const end = Date.now() + ms
-  for (;;) {
-    if (cond()) return true
-    if (Date.now() > end) return false
-    await sleep(everyMs)
-  }
-}
-
-/** Runs `fn` over `items`, `width` at a time. */
-async function pool<T> (items: T[], width: number, fn: (x: T) => Promise<void>): Promise<void> {
-  let next = 0
-  await Promise.all(Array.from({ length: width }, async () => {
-    while (next < items.length) await fn(items[next++])
-  }))
-}
-
-/** `n` items spread evenly over `list` (every one for n >= its length). */
-function spread<T> (list: T[], n: number): T[] {
-  if (n >= list.length) return list
-  return Array.from({ length: n }, (_, i) => list[Math.floor(i * list.length / n)])
-}
-
 async function main (): Promise<void> {
   const teardowns: Array<() => void | Promise<void>> = []
   const t = { teardown: (fn: () => void | Promise<void>) => { teardowns.push(fn) } }
@@ -175,7 +151,9 @@ async function main (): Promise<void> {
     const liveIds = live.map(m => ({ m, kad: m.node.router.self.kad }))
     let missing: string[] = []
     let lastLog = Date.now()
-    await until(() => {
+    // A wait that runs out is not an error here: the report says what is still missing, and the
+    // test judges it.
+    await waitFor('every block back on its true k closest live nodes', () => {
       missing = []
       for (const key of keys) {
         for (const { m } of closestK(kadId(key), liveIds, K)) {
@@ -184,7 +162,7 @@ async function main (): Promise<void> {
       }
       if (Date.now() - lastLog > 10_000) { lastLog = Date.now(); log(`restore: ${missing.length} copies missing after ${Date.now() - t0} ms`) }
       return missing.length === 0
-    }, 240_000, 1000)
+    }, 240_000, 1000).catch(() => {})
     const restoreMs = Date.now() - t0
     const lost = keys.filter(key => !live.some(m => m.node.store.local.hasSync(cidFromKey(key)))).length
     const repaired = live.reduce((a, m) => a + m.node.replicator.status().repaired, 0) - repairedBefore
@@ -192,7 +170,7 @@ async function main (): Promise<void> {
 
     // Connections: every live node back at or below its bound.
     let open: number[] = []
-    await until(() => (open = live.map(m => m.node.libp2p.getConnections().length)).every(n => n <= MAX), 30_000, 250)
+    await waitFor(`every node at or below ${MAX} connections`, () => (open = live.map(m => m.node.libp2p.getConnections().length)).every(n => n <= MAX), 30_000, 250).catch(() => {})
     const lk = live.map(m => m.node.router.status())
     const report: ScaleReport = {
       n: N,
