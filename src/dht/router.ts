@@ -44,6 +44,21 @@ const ADDR_TTL_MS = 60_000
 /** Peers whose addresses are kept in memory (the cache is cleared when it grows past this). */
 const ADDR_CACHE = 4096
 
+/** Values by peer, each trusted for ADDR_TTL_MS; at most ADDR_CACHE of them. */
+class Recent<V> {
+  private readonly map = new Map<string, { v: V, at: number }>()
+
+  get (key: string, now: number): V | undefined {
+    const e = this.map.get(key)
+    return e !== undefined && now - e.at <= ADDR_TTL_MS ? e.v : undefined
+  }
+
+  set (key: string, v: V, now: number): void {
+    if (this.map.size >= ADDR_CACHE) this.map.clear()
+    this.map.set(key, { v, at: now })
+  }
+}
+
 export function memberOf (id: PeerId, self = false): Member {
   return { id, key: id.toString(), kad: kadId(id.toMultihash().bytes), self }
 }
@@ -103,10 +118,10 @@ export class Router implements RoutingEngine<Member> {
     }
   }
 
-  /** Addresses last merged into the peer store per peer (as one string), and when. */
-  private readonly merged = new Map<string, { addrs: string, at: number }>()
-  /** What this node answers for a peer in 'near' (multiaddr/p2p/id strings), and when it looked. */
-  private readonly answers = new Map<string, { lines: string[], at: number }>()
+  /** Addresses last merged into the peer store per peer (as one string). */
+  private readonly merged = new Recent<string>()
+  /** What this node answers for a peer in 'near' (multiaddr/p2p/id strings). */
+  private readonly answers = new Recent<string[]>()
 
   /** Consecutive failed requests per contact (cleared when it answers). */
   private readonly failures = new Map<string, number>()
@@ -195,11 +210,9 @@ export class Router implements RoutingEngine<Member> {
       if (addrs.length > 0) {
         // Into the peer store only when they differ from what was merged lately.
         const joined = addrs.map(a => a.toString()).sort().join(' ')
-        const last = this.merged.get(id)
         const now = Date.now()
-        if (last === undefined || last.addrs !== joined || now - last.at > ADDR_TTL_MS) {
-          if (this.merged.size >= ADDR_CACHE) this.merged.clear()
-          this.merged.set(id, { addrs: joined, at: now })
+        if (this.merged.get(id, now) !== joined) {
+          this.merged.set(id, joined, now)
           await this.libp2p.peerStore.merge(pid, { multiaddrs: addrs }).catch(() => {})
         }
       }
@@ -215,9 +228,9 @@ export class Router implements RoutingEngine<Member> {
     const now = Date.now()
     for (const m of this.table.closest(target, BUCKET_SIZE)) {
       if (m.key === from.toString()) continue
-      let cached = this.answers.get(m.key)
-      if (cached === undefined || now - cached.at > ADDR_TTL_MS) {
-        const lines: string[] = []
+      let lines = this.answers.get(m.key, now)
+      if (lines === undefined) {
+        lines = []
         try {
           const p = await this.libp2p.peerStore.get(m.id)
           for (const a of p.addresses) {
@@ -228,10 +241,9 @@ export class Router implements RoutingEngine<Member> {
         } catch {}
         // A peer without addresses yet is looked up again next time.
         if (lines.length === 0) continue
-        if (this.answers.size >= ADDR_CACHE) this.answers.clear()
-        this.answers.set(m.key, cached = { lines, at: now })
+        this.answers.set(m.key, lines, now)
       }
-      out.push(...cached.lines)
+      out.push(...lines)
     }
     return out
   }
