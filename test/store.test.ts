@@ -105,6 +105,33 @@ t.test('LMDB: blocks, heads and forks survive close and reopen', async t => {
   t.same((await hs.forks(a)).map(norm), [{ seq: 7n, bytes: hex(forkBytes) }])
 })
 
+t.test('LMDB: read-cache copies are marked until the block is put or pushed here, and the mark survives reopen', async t => {
+  const dir = t.testdir()
+  const [cached, owned, promoted, deleted] = Array.from({ length: 4 }, (_, i) => randomBlock(100 + i))
+  {
+    const db = new LmdbStore({ path: dir })
+    const bs = new LmdbBlockStore(db)
+    await bs.put(owned)
+    await bs.putCacheCopy(owned)
+    t.equal(bs.isCacheCopy(blockKey(owned.cid)), false, 'a block held already stays what it was')
+    for (const b of [cached, promoted, deleted]) await bs.putCacheCopy(b)
+    t.equal(bs.isCacheCopy(blockKey(cached.cid)), true, 'a fetched block is a cache copy')
+    sameBytes(t, await bs.get(cached.cid), cached.bytes)
+    await bs.putMany([promoted])
+    t.equal(bs.isCacheCopy(blockKey(promoted.cid)), false, 'a put (or a replica push) makes it this node\'s')
+    await bs.delete(deleted.cid)
+    await bs.put(deleted)
+    t.equal(bs.isCacheCopy(blockKey(deleted.cid)), false, 'a delete takes the mark with the block')
+    await db.close()
+  }
+  const db = new LmdbStore({ path: dir })
+  const bs = new LmdbBlockStore(db)
+  t.teardown(async () => await db.close())
+  t.equal(bs.isCacheCopy(blockKey(cached.cid)), true, 'the mark survives a reopen')
+  t.equal(bs.isCacheCopy(blockKey(promoted.cid)), false)
+  sameBytes(t, await bs.get(cached.cid), cached.bytes)
+})
+
 t.test('LMDB: two handles on one directory see each other\'s writes', async t => {
   const dir = t.testdir()
   const db1 = new LmdbStore({ path: dir })

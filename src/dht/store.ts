@@ -90,8 +90,9 @@ export class DhtBlockStore implements BlockStore {
         const d = await this.service.getFrom(m.id, key, left)
         if (d === undefined) continue
         // A cache copy: verified already, and re-fetchable, so the read does not wait for the
-        // local fsync (it used to, for several ms per block).
-        this.local.put({ cid, bytes: d }).catch(err => this.opts.log?.(`cache ${cid.toString()}: ${(err as Error).message}`))
+        // local fsync (it used to, for several ms per block). Marked as such, repair leaves it
+        // out: every reader checking its copies' replicas made a 64-node network's reads crawl.
+        this.local.putCacheCopy({ cid, bytes: d }).catch(err => this.opts.log?.(`cache ${cid.toString()}: ${(err as Error).message}`))
         this.stats.remote++
         return d
       } catch (err) {

@@ -33,6 +33,11 @@ export class LmdbStore {
   readonly blocks: Database<Uint8Array, Uint8Array>
   readonly heads: Database<Uint8Array, string>
   readonly forkDb: Database<Uint8Array, string>
+  /**
+   * Keys of blocks held only as read-cache copies (fetched from the network by a read, not put
+   * here nor pushed here as a replica). Repair leaves them out: they are not this node's to keep.
+   */
+  readonly cacheDb: Database<Uint8Array, Uint8Array>
   private readonly noSync: boolean
   private closed = false
 
@@ -47,6 +52,7 @@ export class LmdbStore {
       this.blocks = this.env.openDB({ name: 'blocks', keyEncoding: 'binary', encoding: 'binary' })
       this.heads = this.env.openDB({ name: 'heads', keyEncoding: 'ordered-binary', encoding: 'binary' })
       this.forkDb = this.env.openDB({ name: 'forks', keyEncoding: 'ordered-binary', encoding: 'binary' })
+      this.cacheDb = this.env.openDB({ name: 'cached', keyEncoding: 'binary', encoding: 'binary' })
     } catch (err) {
       throw new ReefError('STORE_CORRUPT', `cannot open the block store at ${opts.path}: ${(err as Error).message}`, err)
     }
@@ -120,12 +126,39 @@ export class LmdbBlockStore implements BlockStore {
 
   async putMany (blocks: Iterable<Block>): Promise<void> {
     const pending: Array<Promise<boolean>> = []
-    for (const b of blocks) pending.push(this.db.blocks.put(blockKey(b.cid) as Buffer, copy(b.bytes)))
+    for (const b of blocks) {
+      const key = blockKey(b.cid) as Buffer
+      pending.push(this.db.blocks.put(key, copy(b.bytes)))
+      // Put here or pushed here as a replica: no longer a mere cache copy (a read of the marker
+      // from the memory map, a write only when there is one).
+      if (this.db.cacheDb.doesExist(key)) pending.push(this.db.cacheDb.remove(key))
+    }
     await this.db.durable(Promise.all(pending))
   }
 
+  /**
+   * Stores a block fetched from the network by a read, marked as a cache copy (see
+   * `isCacheCopy`), unless the block is here already (then it stays what it was). Not waited
+   * for to reach the disk: a lost cache copy is fetched again.
+   */
+  async putCacheCopy (block: Block): Promise<void> {
+    const key = blockKey(block.cid) as Buffer
+    const bytes = copy(block.bytes)
+    await this.db.env.transaction(() => {
+      if (this.db.blocks.doesExist(key)) return
+      void this.db.blocks.put(key, bytes)
+      void this.db.cacheDb.put(key, EMPTY)
+    })
+  }
+
+  /** Whether the block with this digest is held only as a read-cache copy. */
+  isCacheCopy (key: Uint8Array): boolean {
+    return this.db.cacheDb.doesExist(key as Buffer)
+  }
+
   async delete (cid: CID): Promise<void> {
-    await this.db.durable(this.db.blocks.remove(blockKey(cid) as Buffer))
+    const key = blockKey(cid) as Buffer
+    await this.db.durable(Promise.all([this.db.blocks.remove(key), this.db.cacheDb.remove(key)]))
   }
 
   /** Up to `limit` digests in key order, strictly after `after` (from the start if undefined). */
@@ -152,6 +185,7 @@ export class LmdbBlockStore implements BlockStore {
 }
 
 const copy = (b: Uint8Array): Buffer => Buffer.from(b)
+const EMPTY = Buffer.alloc(0)
 const hex = (b: Uint8Array): string => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('hex')
 
 interface HeadEntry { seq: bigint, bytes: Uint8Array }

@@ -23,7 +23,7 @@ import { startMemNet, type MemNode } from './memnet.js'
 const N = Number(process.env.SCALE_N ?? 32)
 const MAX = Number(process.env.SCALE_MAX ?? 12)
 const K = Number(process.env.SCALE_K ?? 3)
-const READERS = process.env.SCALE_READERS ?? '8'
+const READERS = process.env.SCALE_READERS ?? 'all'
 const KiB = 1024
 
 export interface ScaleReport {
@@ -39,7 +39,7 @@ export interface ScaleReport {
   agreementLookups: number
   put: { blocks: number, short: number, lookups: number, misplaced: string[] }
   reads: { readers: number, failures: string[], remote: number, lookups: number, failedRequests: number, ms: number }
-  churn: { blocks: number, short: number, stopped: number, hit: number, lost: number, missing: string[], restoreMs: number, repaired: number }
+  churn: { blocks: number, short: number, stopped: number, hit: number, lost: number, missing: string[], restoreMs: number, repaired: number, cacheCopiesSkipped: number }
   connections: { open: number[], peak: number, perLookup: number, hopsP50: number[] }
   cpuS: number
 }
@@ -166,6 +166,8 @@ async function main (): Promise<void> {
     const restoreMs = Date.now() - t0
     const lost = keys.filter(key => !live.some(m => m.node.store.local.hasSync(cidFromKey(key)))).length
     const repaired = live.reduce((a, m) => a + m.node.replicator.status().repaired, 0) - repairedBefore
+    // Read-cache copies the live nodes' repair passes left out (the readers' copies of the file).
+    const cacheCopiesSkipped = live.reduce((a, m) => a + m.node.replicator.status().cacheCopiesSkipped, 0)
     log(`churn: ${victims.length} stopped, ${missing.length} copies missing after ${restoreMs} ms`)
 
     // Connections: every live node back at or below its bound.
@@ -184,7 +186,7 @@ async function main (): Promise<void> {
       agreementLookups,
       put: { blocks: blocks.length, short: placed.blocksShort, lookups, misplaced },
       reads: { readers: readers.length, failures, remote: fetch.remote, lookups: fetch.lookups, failedRequests: fetch.failed, ms: readMs },
-      churn: { blocks: keys.length, short: placed2.blocksShort, stopped: victims.length, hit, lost, missing, restoreMs, repaired },
+      churn: { blocks: keys.length, short: placed2.blocksShort, stopped: victims.length, hit, lost, missing, restoreMs, repaired, cacheCopiesSkipped },
       connections: {
         open,
         peak: Math.max(...live.map(m => m.node.connections.stats.peak)),
