@@ -35,19 +35,23 @@
  *            gained by live nodes since the kill, times block size; plus the pushes counted by
  *            the replicators). Then gets again from the survivors (dead contacts still in tables).
  *
- * What fits (measured on this 2-core, 24 GiB machine; see the runs' startMsPerNode and
- * rssMiBPerNode): N = 16, 64 and 256 at 64 connections, and 64 at 12. 1,000 is not run by
- * default: the largest run's figures are extrapolated (start minutes and RSS) and reported as
- * `at1000`; REEF_SCALE_REAL=1000 runs it anyway.
+ * What fits one process (measured on this 2-core, 24 GiB machine; see the runs' startMsPerNode
+ * and rssMiBPerNode): N = 16 and 64 at 64 connections, and 64 at 12. At 256 (at 64 or at 12
+ * connections) the one thread saturated: starts took 2-3 s of CPU per node, a settle did not end
+ * in 8 minutes, a put's pushes timed out. 256 runs over host processes instead (shards.ts).
+ * 1,000 is not run by default: the largest run's figures are extrapolated (start minutes and
+ * RSS) and reported as `at1000`; REEF_SCALE_REAL=1000 runs it anyway.
  *
  *   realRuns({ quick, log })       what bench/scale/run.ts awaits
  *   node dist/bench/scale/real.js [--quick] [--runs 16,64,256,64:12] [--json FILE] [--tcp]
  *   REEF_SCALE_REAL=16,64:12       replaces the list under bench:scale (N or N:maxConnections;
  *                                  'off' runs none)
+ *   REEF_SCALE_SHARDS=256:12       replaces the runs over host processes (bench/scale/shards.ts; 'off' runs none)
  *   REEF_SCALE_REAL_TCP=1          adds a small run of separate `reef node` processes over TCP
  *                                  on 127.0.0.1 (bench/scale/real-proc.ts)
  *   REEF_SCALE_REAL_IDLE_ONLY=1    ends each run after its idle measurement (start cost, idle CPU, RSS)
  *   REEF_SCALE_REAL_IDLE_PROFILE=P writes a CPU profile of a second idle window, P-N<n>-c<max>.cpuprofile
+ *   REEF_SCALE_REAL_PUT_PROFILE=P  writes a CPU profile of the put phase, P-N<n>-c<max>-put.cpuprofile
  *   REEF_SCALE_REAL_NODE_ARGS=...  extra node flags for each run's child process
  */
 import { spawn } from 'node:child_process'
@@ -115,9 +119,18 @@ export function specFor (n: number, maxConnections: number, quick: boolean): Rea
   }
 }
 
-/** The default list: N = 16 only with --quick; 16, 64, 256 at 64 connections and 64 at 12. */
+/**
+ * The default list: N = 16 only with --quick; 16 and 64 at 64 connections and 64 at 12. 256
+ * nodes do not fit one process (its one thread saturates): they run over host processes
+ * (bench/scale/shards.ts, `defaultShardRuns`).
+ */
 export function defaultRuns (quick: boolean): Array<[number, number]> {
-  return quick ? [[16, 64]] : [[16, 64], [64, 64], [256, 64], [64, 12]]
+  return quick ? [[16, 64]] : [[16, 64], [64, 64], [64, 12]]
+}
+
+/** Runs over host processes (N:maxConnections, 64 nodes per host): 256 at 12, not with --quick. */
+export function defaultShardRuns (quick: boolean): Array<[number, number]> {
+  return quick ? [] : [[256, 12]]
 }
 
 function parseRuns (s: string): Array<[number, number]> {
@@ -246,6 +259,36 @@ async function startMember (base: string, i: number, bootstrap: string[], spec: 
     }
   }
   return m
+}
+
+/**
+ * Work the whole network did, summed over its nodes: what a phase cost beyond the node that ran
+ * it (a put's pushes make receivers meet a new peer, which may drop their cached regions and
+ * start their repair passes).
+ */
+function networkWork (members: Member[]): Record<string, number> {
+  const w: Record<string, number> = { routerLookups: 0, routerQueries: 0, routerAdded: 0, routerRemoved: 0, regionLookups: 0, regionsDropped: 0, repairPasses: 0, repaired: 0, trimmed: 0 }
+  for (const m of members) {
+    if (!m.alive) continue
+    const r = m.node.router.status()
+    const p = m.node.placement.stats
+    const q = m.node.replicator.status()
+    w.routerLookups += r.lookups
+    w.routerQueries += r.queries
+    w.routerAdded += r.added
+    w.routerRemoved += r.removed
+    w.regionLookups += p.lookups
+    w.regionsDropped += p.dropped
+    w.repairPasses += q.repairPasses
+    w.repaired += q.repaired
+    w.trimmed += m.node.connections.stats.trimmed
+  }
+  return w
+}
+
+function workSince (before: Record<string, number>, members: Member[]): Record<string, number> {
+  const now = networkWork(members)
+  return Object.fromEntries(Object.entries(now).map(([k, v]) => [k, v - (before[k] ?? 0)]))
 }
 
 /** What one run measured: a ScaleRun row (kind 'real'). */
@@ -397,8 +440,23 @@ async function runOne (spec: RealSpec, base: string, log: (s: string) => void, s
     const lk0 = { ...P.node.placement.stats }
     const cpuPut = cpuMs()
     s0 = Date.now()
+    const work0 = networkWork(members)
+    const putProfile = process.env.REEF_SCALE_REAL_PUT_PROFILE
+    const putSession = putProfile !== undefined && putProfile !== '' ? new Session() : undefined
+    if (putSession !== undefined) {
+      putSession.connect()
+      await putSession.post('Profiler.enable')
+      await putSession.post('Profiler.start')
+    }
     const root = await fileFromBytes(bytes, async bs => { fileBlocks.push(...bs); await P.node.store.putMany(bs) })
     const rep = await P.node.replicator.waitReplicated(fileBlocks.map(b => blockKey(b.cid)), 120_000)
+    if (putSession !== undefined) {
+      const { profile } = await putSession.post('Profiler.stop')
+      putSession.disconnect()
+      const file = `${String(putProfile)}-N${N}-c${spec.maxConnections}-put.cpuprofile`
+      fs.writeFileSync(file, JSON.stringify(profile))
+      log(`put CPU profile written to ${file}`)
+    }
     const putSeconds = (Date.now() - s0) / 1000
     const putCpuMs = cpuMs() - cpuPut
     const putLookups = P.node.placement.stats.lookups - lk0.lookups
@@ -407,7 +465,9 @@ async function runOne (spec: RealSpec, base: string, log: (s: string) => void, s
     let misplaced = 0
     for (const b of fileBlocks) for (const m of trueHolders(blockKey(b.cid), members)) if (!m.node.store.local.hasSync(b.cid)) misplaced++
     const putMBps = spec.fileBytes / 1e6 / putSeconds
-    progress({ putBytes: spec.fileBytes, putBlocks: fileBlocks.length, putSeconds: round(putSeconds, 3), putMBps: round(putMBps), putCpuSeconds: round(putCpuMs / 1000), putLookups, putShort: rep.blocksShort })
+    const putWork = workSince(work0, members)
+    log(`put: network-wide work during it: ${JSON.stringify(putWork)}`)
+    progress({ putWork, putBytes: spec.fileBytes, putBlocks: fileBlocks.length, putSeconds: round(putSeconds, 3), putMBps: round(putMBps), putCpuSeconds: round(putCpuMs / 1000), putLookups, putShort: rep.blocksShort })
     log(`put: ${(spec.fileBytes / MiB).toFixed(0)} MiB (${fileBlocks.length} blocks) replicated in ${putSeconds.toFixed(2)} s (${putMBps.toFixed(1)} MB/s; ${(putCpuMs / 1000).toFixed(1)} s of CPU), ${putLookups} lookups, ${rep.blocksShort} short, ${misplaced} replicas off their true k`)
 
     let Q = members[crypto.randomInt(N)]
@@ -611,6 +671,7 @@ async function runOne (spec: RealSpec, base: string, log: (s: string) => void, s
       putLookups,
       putRegionHits: putHits,
       putShort: rep.blocksShort,
+      putWork,
       misplacedReplicas: misplaced,
       repairSetLookups,
       startSeconds: round(startSeconds, 1),
@@ -784,6 +845,20 @@ export async function realRuns (opts: { quick: boolean, log: (s: string) => void
     largest.at1000 = x
     log(`real: 1,000 nodes not run; from N=${largest.n}: start about ${String(x.startMinutes)} min + settle ${String(x.settleMinutes)} min, RSS about ${String(x.rssGiB)} GiB, idle ${String(x.idleCores)} cores`)
   }
+  // REEF_SCALE_SHARDS=256:12,... replaces the runs over host processes ('off': none).
+  const shardEnv = process.env.REEF_SCALE_SHARDS
+  const shardList = shardEnv === 'off' || shardEnv === '0' ? [] : shardEnv !== undefined && shardEnv !== '' ? parseRuns(shardEnv) : defaultShardRuns(quick)
+  for (const [n, max] of shardList) {
+    log(`real: ${n} nodes over host processes of 64 (TCP on 127.0.0.1), at most ${max} connections each, k=${K}`)
+    try {
+      const { shardRun } = await import('./shards.js')
+      runs.push(await shardRun({ n, perHost: 64, maxConnections: max, fileBytes: 8 * MiB, lookups: 100, gets: 100, repairIntervalMs: 30_000, fetchDeadlineMs: 15_000, restoreTimeoutMs: 420_000 }, s => log(`shards N=${n}@${max}: ${s}`)))
+    } catch (err) {
+      log(`real: ${n} over host processes failed: ${(err as Error).message}`)
+      runs.push({ kind: 'real', n, hopsP50: NaN, hopsP95: NaN, getSuccess: NaN, maxConnections: max, transport: 'tcp', error: (err as Error).message.slice(0, 2000) })
+    }
+    opts.onRun?.(runs)
+  }
   if (process.env.REEF_SCALE_REAL_TCP === '1') {
     try {
       const proc = await import('./real-proc.js')
@@ -813,7 +888,7 @@ export function summary (runs: ScaleRun[]): string[] {
   const rows = runs.map(r => {
     const rep = (r.repair ?? {}) as Record<string, unknown>
     return [
-      `${r.n}${r.transport === 'tcp' ? ' tcp' : ''}`, String(r.maxConnections ?? '-'), `${String(r.hopsP50)}/${String(r.hopsP95)}`, p(r.getSuccess),
+      `${r.n}${r.transport === 'tcp' ? ' tcp' : ''}${typeof r.hosts === 'number' ? ` (${r.hosts} procs)` : ''}`, String(r.maxConnections ?? '-'), `${String(r.hopsP50)}/${String(r.hopsP95)}`, p(r.getSuccess),
       `${f(r.getLatencyP50Ms, 0)}/${f(r.getLatencyP95Ms, 0)}`, f(r.putMBps, 1), `${String(r.putLookups ?? '-')}/${String(r.putBlocks ?? '-')}`,
       `${f(r.connIdleMean)}/${String(r.connIdleMax ?? '-')}/${String(r.connPeakMax ?? '-')}`, f(r.idleCpuPctPerNode, 3), f(r.rssMiBPerNode, 1),
       `${String(rep.lost ?? '-')} (${f(rep.expectedLost, 2)}; ${f(rep.boundLost, 2)})`, rep.restored === true ? f(rep.restoreSeconds, 0) : rep.restored === false ? `>${f(Number(rep.restoreSeconds ?? NaN), 0)}` : '-',
