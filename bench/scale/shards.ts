@@ -311,9 +311,15 @@ export async function shardRun (spec: ShardSpec, log: (s: string) => void): Prom
     const lookupMs: number[] = []
     let trueK = 0
     let lookupFailed = 0
+    let lastNote = Date.now()
+    const walkErrors: string[] = []
     await pool(Array.from({ length: spec.lookups }, () => crypto.randomBytes(32)), 4, async key => {
       const m = nodes[crypto.randomInt(N)]
       const t = Date.now()
+      if (t - lastNote > 15_000) {
+        lastNote = t
+        log(`lookups: ${hops.length} done, ${lookupFailed} failed (e.g. ${walkErrors.slice(-1).join('')}), p50 ${quantile(lookupMs, 0.5)} ms so far`)
+      }
       try {
         const w = await m.host.call<{ hops: number, peers: string[] }>('walk', { i: m.i, key: key.toString('hex') }, 60_000)
         lookupMs.push(Date.now() - t)
@@ -323,8 +329,9 @@ export async function shardRun (spec: ShardSpec, log: (s: string) => void): Prom
         const truth = closestK(target, nodes, K).map(x => x.key).join()
         const got = closestK(target, [m, ...w.peers.map(p => byKey.get(p)).filter((x): x is Node => x !== undefined)], K).map(x => x.key).join()
         if (truth === got) trueK++
-      } catch {
+      } catch (err) {
         lookupFailed++
+        if (walkErrors.length < 20) walkErrors.push((err as Error).message.slice(0, 200))
       }
     })
     log(`lookups: hops p50 ${quantile(hops, 0.5)} p95 ${quantile(hops, 0.95)}; true ${K} closest found by ${trueK} of ${spec.lookups}`)
@@ -444,6 +451,7 @@ export async function shardRun (spec: ShardSpec, log: (s: string) => void): Prom
       hopsMax: Math.max(...hops),
       lookups: spec.lookups,
       lookupsFailed: lookupFailed,
+      lookupErrors: walkErrors.slice(0, 5),
       lookupTrueK: trueK / spec.lookups,
       lookupLatencyP50Ms: quantile(lookupMs, 0.5),
       getSuccess: g1.tried === 0 ? NaN : g1.ok / g1.tried,
