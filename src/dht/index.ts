@@ -29,7 +29,7 @@ import { CID } from 'multiformats/cid'
 import type { PeerId } from '@libp2p/interface'
 import { isAguid } from '../block/index.js'
 import { ReefError } from '../errors.js'
-import type { HeadBook } from '../naming/index.js'
+import { decodeHead, type HeadBook } from '../naming/index.js'
 import type { LmdbBlockStore, LmdbHeadStore } from '../store/lmdb.js'
 import { BlockService, corruptionFlag } from './blocks.js'
 import { HeadGuardDatastore, headKey, selectHeadRecord, validateHeadRecord } from './heads.js'
@@ -98,6 +98,11 @@ const mapper: PeerInfoMapper = (peer) => ({ ...peer, multiaddrs: peer.multiaddrs
 
 /** Requests in flight per kad-dht query (heads). */
 const KAD_ALPHA = 3
+
+/** The seq of an encoded head (-1 if it does not decode: never newer than a valid one). */
+function seqOfHead (bytes: Uint8Array): bigint {
+  try { return decodeHead(bytes).seq } catch { return -1n }
+}
 
 export class DhtNode {
   private republishTimer?: NodeJS.Timeout
@@ -323,14 +328,30 @@ export class DhtNode {
 
   /** The best head the network has for an AGUID, accepted into the local head book if newer. */
   async fetchHead (aguid: CID, timeoutMs = 10_000): Promise<Uint8Array | undefined> {
+    const key = headKey(aguid)
     let value: Uint8Array | undefined
+    // kad-dht yields its one VALUE only after the whole walk and after it has sent the newest
+    // record to every peer that answered an older one: a deadline that falls in between (a head
+    // just updated, peers reached over new connections) returned nothing at all, though valid
+    // answers had come. So every answer is checked as it comes (signature, key) and the newest
+    // is kept: the walk's own result when it ends, else the newest head any peer gave.
+    let newest: { seq: bigint, bytes: Uint8Array } | undefined
     try {
-      for await (const e of this.libp2p.services.dht.get(headKey(aguid), { signal: AbortSignal.timeout(timeoutMs) })) {
+      for await (const e of this.libp2p.services.dht.get(key, { signal: AbortSignal.timeout(timeoutMs) })) {
         if (e.name === 'VALUE') value = e.value
+        else if (e.name === 'PEER_RESPONSE' && e.record?.value !== undefined && e.record.value.length > 0) {
+          const bytes = e.record.value
+          try {
+            await validateHeadRecord(key, bytes)
+            const seq = seqOfHead(bytes)
+            if (newest === undefined || seq > newest.seq) newest = { seq, bytes }
+          } catch {}
+        }
       }
     } catch (err) {
       this.opts.log?.(`fetch head ${aguid.toString()}: ${(err as Error).message}`)
     }
+    if (newest !== undefined && (value === undefined || seqOfHead(value) < newest.seq)) value = newest.bytes
     if (value !== undefined) {
       await this.heads.accept(value, aguid).catch(() => {})
     }
