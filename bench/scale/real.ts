@@ -847,7 +847,9 @@ export async function realRuns (opts: { quick: boolean, log: (s: string) => void
   }
   // REEF_SCALE_SHARDS=256:12,... replaces the runs over host processes ('off': none).
   const shardEnv = process.env.REEF_SCALE_SHARDS
-  const shardList = shardEnv === 'off' || shardEnv === '0' ? [] : shardEnv !== undefined && shardEnv !== '' ? parseRuns(shardEnv) : defaultShardRuns(quick)
+  // An explicit in-process list (REEF_SCALE_REAL, --runs) runs only what it names.
+  const explicit = env !== undefined && env !== ''
+  const shardList = shardEnv === 'off' || shardEnv === '0' ? [] : shardEnv !== undefined && shardEnv !== '' ? parseRuns(shardEnv) : explicit ? [] : defaultShardRuns(quick)
   for (const [n, max] of shardList) {
     log(`real: ${n} nodes over host processes of 64 (TCP on 127.0.0.1), at most ${max} connections each, k=${K}`)
     try {
