@@ -49,6 +49,46 @@ function engineOf (node: Node, hops: number[]): RoutingEngine<Node> {
   }
 }
 
+t.test('regions: lookups for different regions run at once, each key still on its true k closest', async t => {
+  const nodes = await model(500)
+  const from = nodes[11]
+  const keys = Array.from({ length: 2000 }, () => new Uint8Array(crypto.randomBytes(32)))
+  const truth = keys.map(key => byDistance(kadId(key), nodes).slice(0, 3).map(n => n.key).join())
+  const run = async (concurrency: number): Promise<{ lookups: number, most: number, right: number }> => {
+    let inflight = 0
+    let most = 0
+    const plain = engineOf(from, [])
+    const engine: RoutingEngine<Node> = {
+      ...plain,
+      // A lookup takes a few turns of the event loop, as a network's would.
+      lookup: async (key, signal) => {
+        most = Math.max(most, ++inflight)
+        try {
+          for (let i = 0; i < 3; i++) await new Promise(resolve => setImmediate(resolve))
+          return await plain.lookup(key, signal)
+        } finally {
+          inflight--
+        }
+      },
+      // As the router estimates it: the region its own 20 closest contacts span.
+      regionBits: () => {
+        const near = from.table.closest(from.kad, 20)
+        return near.length < 20 ? 0 : sharedBits(from.kad, near[near.length - 1].kad) + 1
+      }
+    }
+    const regions = new Regions(engine, 3)
+    const got = await regions.closestMany(keys, undefined, concurrency)
+    return { lookups: regions.stats.lookups, most, right: got.filter((g, i) => g.map(p => p.key).join() === truth[i]).length }
+  }
+  const one = await run(1)
+  const three = await run(3)
+  t.equal(one.most, 1, 'one at a time')
+  t.equal(three.most, 3, 'three at once')
+  t.equal(one.right, keys.length, 'every key placed on its true 3 closest, one at a time')
+  t.equal(three.right, keys.length, 'and three at once')
+  t.ok(three.lookups <= one.lookups * 1.5, `${three.lookups} lookups three at once, ${one.lookups} one at a time`)
+})
+
 t.test('routing table: buckets by shared prefix, old contacts kept, replace on failure', async t => {
   const self: Contact = { key: 'self', kad: kadId(Buffer.from('self')) }
   const table = new RoutingTable<Contact>(self, 2)

@@ -140,7 +140,8 @@ export class BlockService {
       const raw = await lp.read({ signal })
       let res: Response
       try {
-        const req = decodeRequest(raw.subarray())
+        // The message's chunks as read: a put's blocks are read out of them without joining them.
+        const req = decodeRequest(raw)
         if (slots === this.getSlots && req.op !== 'get' && req.op !== 'near') throw new ReefError('BAD_ENCODING', `only gets and near requests are served on ${BLOCK_GET_PROTOCOL}`)
         res = await this.answer(req, from)
       } catch (err) {

@@ -187,6 +187,7 @@ export class DhtNode {
     const k = opts.k ?? DEFAULT_K
     const router = new Router(libp2p, service, memberOf(libp2p.peerId, true), { log, addrFilter: dialable })
     const placement = new Regions(router, k, { ttlMs: opts.regionTtlMs })
+    router.onWalked((target, res) => { placement.learn(target, res) })
     const replicator = new Replicator(local, placement, service, { k, repairIntervalMs: opts.repairIntervalMs, log })
     const store = new DhtBlockStore(local, placement, service, replicator, { log, fetchDeadlineMs: opts.fetchDeadlineMs })
     const peerBook = new PeerBook(opts.peersFile, log)

@@ -33,10 +33,26 @@ export interface RoutingEngine<P extends Peer> {
   lookup: (key: Uint8Array, signal?: AbortSignal) => Promise<LookupResult<P>>
   /** How many nodes a complete lookup returns when the network holds that many (Kademlia's bucket size). */
   readonly full: number
+  /**
+   * The prefix length a lookup's region is likely to have (judged from local knowledge, e.g. the
+   * routing table around this node), or undefined: lets `closestMany` run lookups for different
+   * regions at once without two of them enumerating the same one.
+   */
+  regionBits?: () => number | undefined
 }
 
 /** Lifetime of a region whose lookup saw a peer fail. */
 const INCOMPLETE_TTL_MS = 15_000
+
+/**
+ * Lookups a put's placement runs at once (`closestMany`'s concurrency for the replicator): the
+ * three lookups in flight the default connection bound leaves room for. One at a time, a put
+ * spanning R key regions waited R lookups before its first push (a 16-node network: 2-3).
+ */
+export const LOOKUPS_IN_FLIGHT = 3
+
+/** Keyspace order is distance from zero. */
+const ZERO = new Uint8Array(32)
 
 interface Region<P> { len: number, prefix: string, target: KadId, members: P[], at: number, ttl: number }
 
@@ -54,6 +70,8 @@ export class Regions<P extends Peer> {
   private readonly lengths = new Map<number, number>()
   readonly stats: RegionStats = { lookups: 0, hits: 0, regions: 0, dropped: 0, failedRequests: 0 }
   private readonly listeners: Array<() => void> = []
+  /** Prefix length of the region enumerated last (regions elsewhere are about as long). */
+  private lastLen?: number
 
   constructor (readonly engine: RoutingEngine<P>, readonly k: number, private readonly opts: { ttlMs?: number, now?: () => number } = {}) {}
 
@@ -85,17 +103,70 @@ export class Regions<P extends Peer> {
 
   /**
    * The k closest for each key, in key order. Keys are taken in keyspace order, so each lookup
-   * enumerates a region that serves the keys after it.
+   * enumerates a region that serves the keys after it. Up to `concurrency` lookups run at once,
+   * each for a key outside the regions the lookups in flight are expected to enumerate (see
+   * `expectedBits`); a key inside one waits for that lookup, then is served by its region (or,
+   * if the region turned out narrower, is looked up in the next pass). `onResolved` hears of
+   * each key as soon as its answer is known, so a caller can act on a region's keys while the
+   * other lookups are still walking.
    */
-  async closestMany (keys: Uint8Array[], signal?: AbortSignal): Promise<P[][]> {
+  async closestMany (keys: Uint8Array[], signal?: AbortSignal, concurrency = 1, onResolved?: (i: number, closest: P[]) => void): Promise<P[][]> {
     const kads = keys.map(k => kadId(k))
-    const order = keys.map((_k, i) => i).sort((a, b) => compareDistance(new Uint8Array(32), kads[a], kads[b]))
+    const byKeyspace = (a: number, b: number): number => compareDistance(ZERO, kads[a], kads[b])
+    let todo = keys.map((_k, i) => i).sort(byKeyspace)
     const out: P[][] = new Array(keys.length)
-    for (const i of order) {
-      if (signal?.aborted === true) throw signal.reason
-      out[i] = this.cached(keys[i], kads[i]) ?? await this.lookup(keys[i], kads[i], signal)
+    const resolve = (i: number, closest: P[]): void => {
+      out[i] = closest
+      onResolved?.(i, closest)
+    }
+    let failure: { err: unknown } | undefined
+    // Each pass resolves at least its first key (nothing is in flight when a pass starts).
+    for (let pass = 0; todo.length > 0 && pass <= keys.length; pass++) {
+      const later: number[] = []
+      const inflight = new Map<Promise<void>, { kad: KadId, len: number, waiting: number[], done: boolean }>()
+      for (const i of todo) {
+        for (;;) {
+          if (failure !== undefined) break
+          if (signal?.aborted === true) throw signal.reason
+          const hit = this.cached(keys[i], kads[i])
+          if (hit !== undefined) { resolve(i, hit); break }
+          const covering = [...inflight.values()].find(f => !f.done && sharedBits(kads[i], f.kad) >= f.len)
+          if (covering !== undefined) { covering.waiting.push(i); break }
+          if (inflight.size >= Math.max(1, concurrency)) {
+            await Promise.race(inflight.keys())
+            continue
+          }
+          const f = { kad: kads[i], len: this.expectedBits(), waiting: [] as number[], done: false }
+          const p: Promise<void> = this.lookup(keys[i], kads[i], signal)
+            .then(closest => {
+              f.done = true
+              resolve(i, closest)
+              for (const j of f.waiting) {
+                const got = this.cached(keys[j], kads[j])
+                if (got !== undefined) resolve(j, got)
+                else later.push(j)
+              }
+            }, err => { f.done = true; failure ??= { err } })
+            .finally(() => inflight.delete(p))
+          inflight.set(p, f)
+          break
+        }
+      }
+      await Promise.all(inflight.keys())
+      if (failure !== undefined) throw failure.err
+      todo = later.sort(byKeyspace)
     }
     return out
+  }
+
+  /**
+   * The prefix length a new lookup's region is expected to have: the engine's estimate, else
+   * that of the region enumerated last, less one bit (regions vary in length; one guessed too
+   * narrow costs a second lookup of the same region, one guessed too wide only waits for it);
+   * 0 (every key waits for the lookup) when neither is known.
+   */
+  private expectedBits (): number {
+    return Math.max(0, (this.engine.regionBits?.() ?? this.lastLen ?? 0) - 1)
   }
 
   private async lookup (key: Uint8Array, kad: KadId, signal?: AbortSignal): Promise<P[]> {
@@ -107,6 +178,16 @@ export class Regions<P extends Peer> {
     this.stats.lookups++
     const res = await this.engine.lookup(key, signal)
     this.stats.failedRequests += res.failed ?? 0
+    return this.learn(kad, res)
+  }
+
+  /**
+   * What a walk toward `kad` found, closest first (self included); the region it enumerated is
+   * cached. Also fed the routing table's own walks (a join's self lookup, bucket refreshes),
+   * which enumerate regions as well: a node's first put then finds its own neighbourhood's
+   * keys placed without a lookup.
+   */
+  learn (kad: KadId, res: LookupResult<P>): P[] {
     const all = closestK(kad, [this.engine.self, ...res.peers], Infinity)
     let len: number
     let ttl = this.opts.ttlMs ?? 5 * 60_000
@@ -121,6 +202,7 @@ export class Regions<P extends Peer> {
       if (!res.complete) ttl = Math.min(ttl, INCOMPLETE_TTL_MS)
     }
     const members = all.filter(p => sharedBits(kad, p.kad) >= len)
+    if (res.cut !== true) this.lastLen = len
     // A walk cut short (a deadline, an abort) enumerated nothing for sure: its answer is not kept.
     if (members.length >= this.k && res.cut !== true) this.add({ len, prefix: prefixOf(kad, len), target: kad, members, at: this.now(), ttl })
     return all

@@ -17,7 +17,7 @@ import type { Libp2p, PeerId } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import type { BlockService } from './blocks.js'
-import { BUCKET_SIZE, keyInBucket, lookup, RoutingTable, type Walk } from './kademlia.js'
+import { BUCKET_SIZE, keyInBucket, lookup, RoutingTable, sharedBits, type Walk } from './kademlia.js'
 import type { Member } from './members.js'
 import { kadId, type KadId } from './placement.js'
 import type { LookupResult, RoutingEngine } from './regions.js'
@@ -59,6 +59,11 @@ class Recent<V> {
   }
 }
 
+/** A walk as a RoutingEngine lookup answers it: cut short by its deadline, the closest contacts it met, asked or not. */
+function resultOf (w: Walk<Member>): LookupResult<Member> {
+  return { peers: w.complete ? w.peers : w.met, complete: w.complete && w.failed.length === 0, failed: w.failed.length, cut: !w.complete }
+}
+
 export function memberOf (id: PeerId, self = false): Member {
   return { id, key: id.toString(), kad: kadId(id.toMultihash().bytes), self }
 }
@@ -90,6 +95,7 @@ export class Router implements RoutingEngine<Member> {
   readonly stats: RouterStats = { lookups: 0, queries: 0, failedQueries: 0, refreshes: 0, added: 0, removed: 0 }
   private readonly hops: number[] = []
   private readonly listeners: Array<(e: RouteEvent) => void> = []
+  private readonly walked: Array<(target: KadId, res: LookupResult<Member>) => void> = []
   private timer?: NodeJS.Timeout
   private refreshing?: Promise<void>
   private lastSelfLookup = 0
@@ -145,11 +151,30 @@ export class Router implements RoutingEngine<Member> {
     this.emit({ kind: 'removed', m })
   }
 
+  /**
+   * RoutingEngine: the prefix length of the region a lookup is likely to enumerate, from this
+   * node's own neighbourhood (the table knows it completely: the WALK_SIZE contacts closest to
+   * self span a subtree of about the size of any other's, ids being uniform). 0 when the table
+   * holds fewer: a lookup then meets every node there is.
+   */
+  regionBits (): number | undefined {
+    const near = this.table.closest(this.self.kad, WALK_SIZE)
+    if (near.length < WALK_SIZE) return 0
+    return sharedBits(this.self.kad, near[near.length - 1].kad) + 1
+  }
+
   /** RoutingEngine: the closest nodes to a block key (its kad id is sha256 of the key). */
   async lookup (key: Uint8Array, signal?: AbortSignal): Promise<LookupResult<Member>> {
-    const w = await this.walk(kadId(key), signal)
-    // A walk cut short by its deadline answers with the closest contacts it met, asked or not.
-    return { peers: w.complete ? w.peers : w.met, complete: w.complete && w.failed.length === 0, failed: w.failed.length, cut: !w.complete }
+    return resultOf(await this.walk(kadId(key), signal))
+  }
+
+  /** Told of what the table's own walks (self lookups, bucket refreshes) found: see Regions.learn. */
+  onWalked (fn: (target: KadId, res: LookupResult<Member>) => void): void { this.walked.push(fn) }
+
+  /** A refresh walk, its answer passed on (`onWalked`). */
+  private async maintain (target: KadId): Promise<void> {
+    const res = resultOf(await this.walk(target, AbortSignal.timeout(15_000)))
+    for (const l of this.walked) l(target, res)
   }
 
   /** The iterative walk toward a kad id. */
@@ -268,12 +293,12 @@ export class Router implements RoutingEngine<Member> {
       const now = Date.now()
       if (force || now - this.lastSelfLookup >= STALE_MS / 2) {
         this.lastSelfLookup = now
-        await this.walk(this.self.kad, AbortSignal.timeout(15_000)).catch(() => {})
+        await this.maintain(this.self.kad).catch(() => {})
       }
       const depth = Math.min(this.table.depth + 1, 64)
       for (const bits of this.table.stale(STALE_MS, depth).slice(0, MAX_REFRESH)) {
         if (this.stopped) break
-        await this.walk(keyInBucket(this.self.kad, bits, n => crypto.randomBytes(n)), AbortSignal.timeout(15_000)).catch(() => {})
+        await this.maintain(keyInBucket(this.self.kad, bits, n => crypto.randomBytes(n))).catch(() => {})
       }
     })().finally(() => { this.refreshing = undefined })
     await this.refreshing
