@@ -173,6 +173,40 @@ export async function pool<T> (items: T[], width: number, fn: (x: T, i: number) 
 }
 
 /** Rejects after `ms` (the work itself goes on; every wait of the run is bounded this way). */
+/** One try of a get or a head fetch, as both bench/scale runners count it. */
+export interface Try { ok: boolean, ms: number, error?: string }
+export interface Tally { ok: number, tried: number, ms: number[], errors: string[] }
+
+/** Runs `one` over `items` (4 at once) and tallies successes, latencies and errors. */
+export async function tally<T> (items: T[], one: (x: T) => Promise<Try>): Promise<Tally> {
+  const out: Tally = { ok: 0, tried: items.length, ms: [], errors: [] }
+  await pool(items, 4, async x => {
+    const r = await one(x).catch((err: Error): Try => ({ ok: false, ms: NaN, error: err.message }))
+    if (Number.isFinite(r.ms)) out.ms.push(r.ms)
+    if (r.ok) out.ok++
+    else if (r.error !== undefined) out.errors.push(r.error)
+  })
+  return out
+}
+
+/**
+ * Up to `count` distinct random (reader, block) pairs where the reader does not hold the block
+ * (`holds`), drawn from at most 4 * count tries.
+ */
+export function readPairs<M extends { i: number }> (among: M[], blocks: number, count: number, holds: (m: M, j: number) => boolean): Array<[M, number]> {
+  const pairs: Array<[M, number]> = []
+  const seen = new Set<string>()
+  for (let g = 0; g < count * 4 && pairs.length < count; g++) {
+    const j = crypto.randomInt(blocks)
+    const m = among[crypto.randomInt(among.length)]
+    const id = `${m.i}:${j}`
+    if (seen.has(id) || holds(m, j)) continue
+    seen.add(id)
+    pairs.push([m, j])
+  }
+  return pairs
+}
+
 export async function bounded<T> (what: string, ms: number, p: Promise<T>): Promise<T> {
   let timer: NodeJS.Timeout | undefined
   try {
@@ -205,7 +239,7 @@ function shuffle<T> (xs: T[]): T[] {
 // ---------------------------------------------------------------------------------------------
 // The network (the pattern of test/helpers/memnet.ts; bench code does not import from test/)
 
-interface Member {
+export interface Member {
   i: number
   node: DhtNode
   db: LmdbStore
@@ -215,7 +249,10 @@ interface Member {
   stop: () => Promise<void>
 }
 
-async function startMember (base: string, i: number, bootstrap: string[], spec: RealSpec, log: (line: string) => void): Promise<Member> {
+/** What a node is started with (a RealSpec has it; so do bench/scale/shards.ts's hosts). */
+export type MemberOptions = Pick<RealSpec, 'maxConnections' | 'repairIntervalMs' | 'fetchDeadlineMs'> & { transport?: 'memory' | 'tcp' }
+
+export async function startMember (base: string, i: number, bootstrap: string[], spec: MemberOptions, log?: (line: string) => void): Promise<Member> {
   const dir = path.join(base, `n${i}`)
   fs.mkdirSync(dir, { recursive: true })
   const db = new LmdbStore({ path: dir, noSync: true })
@@ -224,9 +261,9 @@ async function startMember (base: string, i: number, bootstrap: string[], spec: 
   let node: DhtNode
   try {
     node = await DhtNode.start(crypto.randomBytes(32), new LmdbBlockStore(db), book, headStore, {
-      listen: [`/memory/reef-scale-${process.pid}-${i}`],
+      listen: [spec.transport === 'tcp' ? '/ip4/127.0.0.1/tcp/0' : `/memory/reef-scale-${process.pid}-${i}`],
       bootstrap,
-      transport: 'memory',
+      transport: spec.transport ?? 'memory',
       k: K,
       maxConnections: spec.maxConnections,
       repairIntervalMs: spec.repairIntervalMs,
@@ -483,34 +520,17 @@ async function runOne (spec: RealSpec, base: string, log: (s: string) => void, s
 
     // ---- gets -----------------------------------------------------------------------------
     const readers = members.filter(m => m !== P)
-    const gets = async (among: Member[], count: number, blocks: Block[]): Promise<{ ok: number, tried: number, ms: number[], errors: string[] }> => {
-      const pairs: Array<[Member, Block]> = []
-      const seen = new Set<string>()
-      for (let g = 0; g < count * 4 && pairs.length < count; g++) {
-        const b = blocks[crypto.randomInt(blocks.length)]
-        const m = among[crypto.randomInt(among.length)]
-        const id = `${m.i}:${b.cid.toString()}`
-        if (seen.has(id) || m.node.store.local.hasSync(b.cid)) continue
-        seen.add(id)
-        pairs.push([m, b])
-      }
-      const ms: number[] = []
-      const errors: string[] = []
-      let ok = 0
-      await pool(pairs, 4, async ([m, b]) => {
+    const gets = async (among: Member[], count: number, blocks: Block[]): Promise<Tally> =>
+      await tally(readPairs(among, blocks.length, count, (m, j) => m.node.store.local.hasSync(blocks[j].cid)), async ([m, j]) => {
         const t = Date.now()
         try {
-          const d = await bounded('get', spec.fetchDeadlineMs + 5_000, m.node.store.get(b.cid))
-          ms.push(Date.now() - t)
-          if (Buffer.compare(Buffer.from(d), Buffer.from(b.bytes)) === 0) ok++
-          else errors.push(`node ${m.i}: bytes differ`)
+          const d = await bounded('get', spec.fetchDeadlineMs + 5_000, m.node.store.get(blocks[j].cid))
+          const same = Buffer.compare(Buffer.from(d), Buffer.from(blocks[j].bytes)) === 0
+          return { ok: same, ms: Date.now() - t, error: same ? undefined : `node ${m.i}: bytes differ` }
         } catch (err) {
-          ms.push(Date.now() - t)
-          errors.push(`node ${m.i}: ${(err as Error).message}`)
+          return { ok: false, ms: Date.now() - t, error: `node ${m.i}: ${(err as Error).message}` }
         }
       })
-      return { ok, tried: pairs.length, ms, errors }
-    }
     const g1 = await gets(readers, spec.gets, fileBlocks)
     progress({ getSuccess: g1.tried === 0 ? NaN : g1.ok / g1.tried, gets: g1.tried, getLatencyP50Ms: quantile(g1.ms, 0.5), getLatencyP95Ms: quantile(g1.ms, 0.95), getFailures: g1.errors.slice(0, 5) })
     log(`gets: ${g1.ok} of ${g1.tried} from nodes without the block; latency p50 ${quantile(g1.ms, 0.5)} ms p95 ${quantile(g1.ms, 0.95)} ms${g1.errors.length > 0 ? `; e.g. ${g1.errors.slice(0, 3).join('; ')}` : ''}`)
@@ -536,17 +556,12 @@ async function runOne (spec: RealSpec, base: string, log: (s: string) => void, s
     const h1 = signHead(headKeys, 'scale', cidFor(crypto.randomBytes(32)), 1n)
     const aguidOfHead = h1.aguid
     const headReaders = spread(readers, Math.min(16, readers.length))
-    const fetchHeads = async (from: Member[], seq: bigint): Promise<{ ok: number, tried: number, ms: number[] }> => {
-      const ms: number[] = []
-      let ok = 0
-      await pool(from, 4, async m => {
+    const fetchHeads = async (from: Member[], seq: bigint): Promise<Tally> =>
+      await tally(from, async m => {
         const t = Date.now()
         const got = await m.node.fetchHead(aguidOfHead, 20_000).catch(() => undefined)
-        ms.push(Date.now() - t)
-        if (got !== undefined && decodeHead(got).seq === seq) ok++
+        return { ok: got !== undefined && decodeHead(got).seq === seq, ms: Date.now() - t }
       })
-      return { ok, tried: from.length, ms }
-    }
     await P.book.accept(encodeHead(h1), aguidOfHead).catch(() => {})
     let t1 = Date.now()
     const acks1 = await P.node.publishHead(aguidOfHead, encodeHead(h1), 30_000)
@@ -854,7 +869,7 @@ export async function realRuns (opts: { quick: boolean, log: (s: string) => void
     log(`real: ${n} nodes over host processes of 64 (TCP on 127.0.0.1), at most ${max} connections each, k=${K}`)
     try {
       const { shardRun } = await import('./shards.js')
-      runs.push(await shardRun({ n, perHost: 64, maxConnections: max, fileBytes: 8 * MiB, lookups: 100, gets: 100, repairIntervalMs: 30_000, fetchDeadlineMs: 15_000, restoreTimeoutMs: 420_000 }, s => log(`shards N=${n}@${max}: ${s}`)))
+      runs.push(await shardRun({ n, perHost: 64, maxConnections: max, fileBytes: 8 * MiB, lookups: 100, gets: 100, repairIntervalMs: 30_000, fetchDeadlineMs: 15_000, restoreTimeoutMs: 420_000, idleSeconds: 10 }, s => log(`shards N=${n}@${max}: ${s}`)))
     } catch (err) {
       log(`real: ${n} over host processes failed: ${(err as Error).message}`)
       runs.push({ kind: 'real', n, hopsP50: NaN, hopsP95: NaN, getSuccess: NaN, maxConnections: max, transport: 'tcp', error: (err as Error).message.slice(0, 2000) })

@@ -25,6 +25,8 @@
  *            closest live nodes again (bounded); gets and heads again from survivors
  *
  *   node dist/bench/scale/shards.js [--n 256] [--per-host 64] [--max-connections 12] [--json FILE]
+ *     [--idle-s S] (idle window, default IDLE_S) [--idle-only] (end after the idle measurement)
+ *   REEF_SCALE_IDLE_PROFILE=FILE writes a CPU profile of host 0 over a second idle window
  *
  * Every wait is bounded, every host is killed and every directory removed at the end. Prints a
  * table (bench/scale/real.ts's) and, with --json, writes the run.
@@ -35,29 +37,29 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { Session } from 'node:inspector/promises'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { blockKey, cidFor, type Block } from '../../src/block/index.js'
 import { generateKeyPair } from '../../src/crypto/sign.js'
-import { DhtNode } from '../../src/dht/index.js'
+import type { DhtNode } from '../../src/dht/index.js'
 import { kadId, type KadId } from '../../src/dht/placement.js'
 import { closestK } from '../../src/dht/regions.js'
-import { decodeHead, encodeHead, HeadBook, signHead } from '../../src/naming/index.js'
+import { decodeHead, encodeHead, signHead } from '../../src/naming/index.js'
 import { FileReader, fileFromBytes } from '../../src/object/file.js'
-import { LmdbBlockStore, LmdbHeadStore, LmdbStore } from '../../src/store/lmdb.js'
 import { CID } from 'multiformats/cid'
-import { bounded, mean, pool, quantile, round, sleep, spread, summary } from './real.js'
+import { bounded, mean, pool, quantile, readPairs, round, sleep, spread, startMember, summary, tally, type Member, type Tally, type Try } from './real.js'
 import type { ScaleRun } from './run.js'
 
 const THIS = fileURLToPath(import.meta.url)
 const K = 3
 const MiB = 1024 * 1024
 const START_WIDTH = 2
-const IDLE_S = 10
+export const IDLE_S = 10
 
 // ---------------------------------------------------------------------------------------------
 // The host: up to --per-host nodes in this process, answering the coordinator's requests
 
-interface HostNode { i: number, node: DhtNode, db: LmdbStore, book: HeadBook, alive: boolean }
+type HostNode = Member
 
 interface StartArgs { ids: number[], bootstrap: string[], maxConnections: number, repairIntervalMs: number, fetchDeadlineMs: number }
 
@@ -71,22 +73,33 @@ async function hostMain (base: string): Promise<void> {
   process.on('disconnect', () => { fs.rmSync(base, { recursive: true, force: true }); process.exit(0) })
 
   const startOne = async (i: number, a: StartArgs): Promise<HostNode> => {
-    const dir = path.join(base, `n${i}`)
-    fs.mkdirSync(dir, { recursive: true })
-    const db = new LmdbStore({ path: dir, noSync: true })
-    const headStore = new LmdbHeadStore(db)
-    const book = new HeadBook(headStore)
     const known = [...a.bootstrap, ...addrs]
     const via = known[crypto.randomInt(known.length === 0 ? 1 : known.length)]
-    const node = await DhtNode.start(crypto.randomBytes(32), new LmdbBlockStore(db), book, headStore, {
-      listen: ['/ip4/127.0.0.1/tcp/0'],
-      bootstrap: via === undefined ? [] : [via],
-      k: K,
-      maxConnections: a.maxConnections,
-      repairIntervalMs: a.repairIntervalMs,
-      fetchDeadlineMs: a.fetchDeadlineMs
+    const m = await startMember(base, i, via === undefined ? [] : [via], { ...a, transport: 'tcp' })
+    countDials(m.node)
+    return m
+  }
+  /**
+   * Connections opened, by direction, and outbound ones by the protocol of their first stream
+   * (identify aside): what makes an idle network dial.
+   */
+  const dials: Record<string, number> = {}
+  const countDials = (node: DhtNode): void => {
+    node.libp2p.addEventListener('connection:open', (e) => {
+      const c = e.detail
+      dials[c.direction] = (dials[c.direction] ?? 0) + 1
+      if (c.direction !== 'outbound') return
+      const orig = c.newStream.bind(c)
+      let first = true
+      c.newStream = async (protocols, options) => {
+        const p = Array.isArray(protocols) ? protocols[0] : protocols
+        if (first && !p.includes('/id/')) {
+          first = false
+          dials[p] = (dials[p] ?? 0) + 1
+        }
+        return await orig(protocols, options)
+      }
     })
-    return { i, node, db, book, alive: true }
   }
   const get = (i: number): HostNode => {
     const n = nodes.get(i)
@@ -94,11 +107,7 @@ async function hostMain (base: string): Promise<void> {
     return n
   }
   const live = (): HostNode[] => [...nodes.values()].filter(n => n.alive)
-  const stop = async (n: HostNode): Promise<void> => {
-    n.alive = false
-    await bounded(`stop libp2p of node ${n.i}`, 15_000, Promise.resolve(n.node.libp2p.stop())).catch(() => {})
-    if (await bounded(`stop node ${n.i}`, 60_000, n.node.stop()).then(() => true, () => false)) await n.db.close().catch(() => {})
-  }
+  const stop = async (n: HostNode): Promise<void> => { await n.stop() }
   const cpu = (): number => { const u = process.cpuUsage(); return (u.user + u.system) / 1000 }
 
   const ops: Record<string, (a: any) => Promise<unknown>> = {
@@ -121,7 +130,20 @@ async function hostMain (base: string): Promise<void> {
     refresh: async () => { await pool(live(), 4, async n => { await n.node.router.refresh(true).catch(() => {}) }) },
     sample: async () => {
       const m = process.memoryUsage()
-      return { cpuMs: cpu(), rss: m.rss, heapUsed: m.heapUsed, conns: live().map(n => n.node.libp2p.getConnections().length) }
+      const leaveChecks = live().reduce((a, n) => a + n.node.leaveStat.checks, 0)
+      return { cpuMs: cpu(), rss: m.rss, heapUsed: m.heapUsed, conns: live().map(n => n.node.libp2p.getConnections().length), dials: { ...dials, leaveChecks } }
+    },
+    // A CPU profile of this host over `ms` (REEF_SCALE_IDLE_PROFILE: where idle CPU goes).
+    profile: async (a: { ms: number, file: string }) => {
+      const session = new Session()
+      session.connect()
+      await session.post('Profiler.enable')
+      await session.post('Profiler.start')
+      await sleep(a.ms)
+      const { profile } = await session.post('Profiler.stop')
+      session.disconnect()
+      fs.writeFileSync(a.file, JSON.stringify(profile))
+      return a.file
     },
     walk: async (a: { i: number, key: string }) => {
       const w = await get(a.i).node.router.walk(kadId(Buffer.from(a.key, 'hex')), AbortSignal.timeout(30_000))
@@ -237,15 +259,16 @@ class Host {
 
   async call<T = any> (op: string, args: unknown = {}, ms = 600_000): Promise<T> {
     const id = this.next++
+    if (!this.proc.connected) throw new Error(`host ${this.h} is gone (${op})`)
     const p = new Promise<T>((resolve, reject) => { this.waiting.set(id, { resolve, reject }) })
-    this.proc.send({ id, op, args })
+    this.proc.send({ id, op, args }, err => { if (err !== null) this.waiting.get(id)?.reject(err) })
     return await bounded(`host ${this.h} ${op}`, ms, p)
   }
 }
 
 interface Node { i: number, host: Host, peerId: string, key: string, kad: KadId, alive: boolean }
 
-export interface ShardSpec { n: number, perHost: number, maxConnections: number, fileBytes: number, lookups: number, gets: number, repairIntervalMs: number, fetchDeadlineMs: number, restoreTimeoutMs: number }
+export interface ShardSpec { idleSeconds: number, idleOnly?: boolean, n: number, perHost: number, maxConnections: number, fileBytes: number, lookups: number, gets: number, repairIntervalMs: number, fetchDeadlineMs: number, restoreTimeoutMs: number }
 
 export async function shardRun (spec: ShardSpec, log: (s: string) => void): Promise<ScaleRun> {
   const H = Math.ceil(spec.n / spec.perHost)
@@ -295,7 +318,7 @@ export async function shardRun (spec: ShardSpec, log: (s: string) => void): Prom
     const a0 = await Promise.all(hosts.map(async h => await h.call('sample')))
     const i0 = Date.now()
     const connSamples: number[] = []
-    for (let s = 0; s < IDLE_S; s++) {
+    for (let s = 0; s < spec.idleSeconds; s++) {
       await sleep(1000)
       if (s % 3 === 2) for (const h of hosts) connSamples.push(...(await h.call('sample')).conns as number[])
     }
@@ -305,6 +328,23 @@ export async function shardRun (spec: ShardSpec, log: (s: string) => void): Prom
     const rssMiBPerNode = a1.reduce((a, x) => a + x.rss, 0) / MiB / N
     const heapMiBPerNode = a1.reduce((a, x) => a + x.heapUsed, 0) / MiB / N
     log(`idle: ${idleCpuPctPerNode.toFixed(3)}% of a core per node, RSS ${rssMiBPerNode.toFixed(1)} MiB per node, ${mean(connSamples).toFixed(1)} connections per node (max ${Math.max(...connSamples)})`)
+    // Connections opened while idle, per node per minute, by what opened them.
+    const idleDials: Record<string, number> = {}
+    for (let j = 0; j < hosts.length; j++) {
+      for (const [k, v] of Object.entries(a1[j].dials as Record<string, number>)) {
+        idleDials[k] = round(((idleDials[k] ?? 0) + v - ((a0[j].dials as Record<string, number>)[k] ?? 0)), 3)
+      }
+    }
+    for (const k of Object.keys(idleDials)) idleDials[k] = round(idleDials[k] / N / (idleMs / 60_000), 2)
+    log(`idle dials per node per minute: ${JSON.stringify(idleDials)}`)
+    const profileFile = process.env.REEF_SCALE_IDLE_PROFILE
+    if (profileFile !== undefined && profileFile !== '') {
+      // A second idle window (the measured one would be inflated by the profiler), host 0 only.
+      log(`idle CPU profile of host 0 written to ${String(await hosts[0].call('profile', { ms: spec.idleSeconds * 1000, file: path.resolve(profileFile) }))}`)
+    }
+    if (spec.idleOnly) {
+      return { kind: 'real', transport: 'tcp', hosts: H, n: N, maxConnections: spec.maxConnections, startSeconds: round(startSeconds, 0), settleSeconds: round(settleSeconds, 0), idleSeconds: spec.idleSeconds, idleCpuPctPerNode: round(idleCpuPctPerNode, 3), rssMiBPerNode: round(rssMiBPerNode, 1), connIdleMean: round(mean(connSamples), 1), idleDials, idleOnly: true } as unknown as ScaleRun
+    }
 
     // ---- lookups --------------------------------------------------------------------------
     const hops: number[] = []
@@ -356,28 +396,11 @@ export async function shardRun (spec: ShardSpec, log: (s: string) => void): Prom
     log(`put: ${(spec.fileBytes / MiB).toFixed(0)} MiB (${put.cids.length} blocks) replicated in ${put.seconds.toFixed(2)} s (${putMBps.toFixed(1)} MB/s; P's CPU ${(put.cpuMs / 1000).toFixed(1)} s), ${put.lookups} lookups, ${put.short} short, ${misplaced} replicas off their true k`)
 
     // ---- gets -----------------------------------------------------------------------------
-    const gets = async (among: Node[], count: number): Promise<{ ok: number, tried: number, ms: number[], errors: string[] }> => {
-      const pairs: Array<[Node, number]> = []
-      const seen = new Set<string>()
-      for (let g = 0; g < count * 4 && pairs.length < count; g++) {
-        const j = crypto.randomInt(put.cids.length)
-        const m = among[crypto.randomInt(among.length)]
-        if (seen.has(`${m.i}:${j}`) || held.get(m.i)?.[j] === true) continue
-        seen.add(`${m.i}:${j}`)
-        pairs.push([m, j])
-      }
-      const ms: number[] = []
-      const errors: string[] = []
-      let ok = 0
-      await pool(pairs, 4, async ([m, j]) => {
-        const r = await m.host.call<{ ok: boolean, ms: number, error?: string }>('get', { i: m.i, cid: put.cids[j], timeoutMs: spec.fetchDeadlineMs + 5_000 }, spec.fetchDeadlineMs + 30_000)
-          .catch(err => ({ ok: false, ms: NaN, error: (err as Error).message }))
-        if (Number.isFinite(r.ms)) ms.push(r.ms)
-        if (r.ok) ok++
-        else errors.push(`node ${m.i}: ${String(r.error)}`)
+    const gets = async (among: Node[], count: number): Promise<Tally> =>
+      await tally(readPairs(among, put.cids.length, count, (m, j) => held.get(m.i)?.[j] === true), async ([m, j]) => {
+        const r = await m.host.call<Try>('get', { i: m.i, cid: put.cids[j], timeoutMs: spec.fetchDeadlineMs + 5_000 }, spec.fetchDeadlineMs + 30_000)
+        return { ...r, error: r.ok ? undefined : `node ${m.i}: ${String(r.error)}` }
       })
-      return { ok, tried: pairs.length, ms, errors }
-    }
     const readers = nodes.filter(x => x !== P)
     const g1 = await gets(readers, spec.gets)
     log(`gets: ${g1.ok} of ${g1.tried} from nodes without the block; latency p50 ${quantile(g1.ms, 0.5)} ms p95 ${quantile(g1.ms, 0.95)} ms${g1.errors.length > 0 ? `; e.g. ${g1.errors.slice(0, 2).join('; ')}` : ''}`)
@@ -386,16 +409,11 @@ export async function shardRun (spec: ShardSpec, log: (s: string) => void): Prom
     log(`whole-file read through node ${emptyReader.i}: ${fileRead.ok ? 'ok' : `FAILED ${fileRead.error ?? ''}`} in ${fileRead.seconds.toFixed(2)} s`)
 
     // ---- heads ----------------------------------------------------------------------------
-    const fetchHeads = async (from: Node[], aguid: string, seq: number): Promise<{ ok: number, tried: number, ms: number[] }> => {
-      const ms: number[] = []
-      let ok = 0
-      await pool(from, 4, async m => {
-        const r = await m.host.call<{ seq: number | null, ms: number }>('fetchHead', { i: m.i, aguid }, 60_000).catch(() => ({ seq: null, ms: NaN }))
-        if (Number.isFinite(r.ms)) ms.push(r.ms)
-        if (r.seq === seq) ok++
+    const fetchHeads = async (from: Node[], aguid: string, seq: number): Promise<Tally> =>
+      await tally(from, async m => {
+        const r = await m.host.call<{ seq: number | null, ms: number }>('fetchHead', { i: m.i, aguid }, 60_000)
+        return { ok: r.seq === seq, ms: r.ms }
       })
-      return { ok, tried: from.length, ms }
-    }
     const headReaders = spread(readers, Math.min(16, readers.length))
     const p1 = await P.host.call<{ acks: number, ms: number, aguid: string }>('publishHead', { i: P.i, seq: 1 })
     const hf1 = await fetchHeads(headReaders, p1.aguid, 1)
@@ -474,7 +492,8 @@ export async function shardRun (spec: ShardSpec, log: (s: string) => void): Prom
       settleSeconds: round(settleSeconds, 1),
       tableMin: Math.min(...st.map(s => s.table)),
       tableMax: Math.max(...st.map(s => s.table)),
-      idleSeconds: IDLE_S,
+      idleSeconds: spec.idleSeconds,
+      idleDials,
       idleCpuPctPerNode: round(idleCpuPctPerNode, 3),
       rssMiBPerNode: round(rssMiBPerNode, 1),
       heapMiBPerNode: round(heapMiBPerNode, 1),
@@ -510,9 +529,11 @@ async function cliMain (args: string[]): Promise<void> {
     // bounded by this period for nodes that learn of a death only from a failed request.
     repairIntervalMs: 30_000,
     fetchDeadlineMs: 15_000,
-    restoreTimeoutMs: 420_000
+    restoreTimeoutMs: 420_000,
+    idleSeconds: Number(opt('--idle-s', String(IDLE_S)))
   }
   for (const [k, v] of Object.entries(spec)) if (!(Number.isFinite(v) && v > 0)) throw new Error(`bad ${k}: ${String(v)}`)
+  spec.idleOnly = args.includes('--idle-only')
   const t0 = Date.now()
   const log = (s: string): void => { process.stderr.write(`shards [${((Date.now() - t0) / 1000).toFixed(0)} s]: ${s}\n`) }
   process.on('SIGINT', () => process.exit(130))
