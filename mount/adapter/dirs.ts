@@ -14,7 +14,8 @@ import { isReserved, type Target } from './tree.js'
 
 const posix = ReefError.posix
 
-interface Listed { t: Target, name: Uint8Array }
+/** `name` as bytes, or as the nameKey string the fs core's directory map holds (kept by Tree.counted without a copy). */
+interface Listed { t: Target, name: Uint8Array | string }
 
 type DirOps = Pick<LowLevelOps, 'opendir' | 'releasedir' | 'fsyncdir' | 'statfs' | 'counted'> & {
   readdir: (ino: number, fh: number, ctx: unknown, off: number) => Promise<Array<{ name: string | Uint8Array, ino: number, mode: number }>>
@@ -31,8 +32,8 @@ export function dirOps (a: Adapter): DirOps {
     const targets = new Map<number, Listed>()
     const t = await tree.target(ino)
     if (a.faultAt('readdir', ino, 'run')) throw a.injected('readdir', ino)
-    const plus = (name: string | Uint8Array, c: Target): DirEntryPlus => {
-      targets.set(tree.inoOf(c), { t: c, name: typeof name === 'string' ? Buffer.from(name) : name })
+    const plus = (name: string | Uint8Array, c: Target, key?: string): DirEntryPlus => {
+      targets.set(tree.inoOf(c), { t: c, name: key ?? (typeof name === 'string' ? Buffer.from(name) : name) })
       return { name, attr: tree.attr(c), attrTimeout: tree.attrTimeout(c), entryTimeout: tree.entryTimeout(c) }
     }
     const out: DirEntryPlus[] = [plus('.', t)]
@@ -54,7 +55,7 @@ export function dirOps (a: Adapter): DirOps {
     if (top) out.push(plus('.reef', { kind: 'virtual', which: 'reef' }))
     for (const e of await t.fs.readdir(t.node)) {
       if (top && isReserved(ROOT_INO, e.name)) continue
-      out.push(plus(e.name, { ...t, node: t.fs.node(e.ino) }))
+      out.push(plus(e.name, { ...t, node: t.fs.node(e.ino) }, e.key))
     }
     if (a.faultAt('readdir', ino, 'reply')) {
       const last = out[out.length - 1]

@@ -9,7 +9,7 @@
  */
 import { ReefError } from '../../src/errors.js'
 import type { ReefFS } from '../../src/fs/fs.js'
-import { type Attr as ReefAttr, type Inode, keyName, ROOT_INO, S_IFDIR } from '../../src/fs/inode.js'
+import { type Attr as ReefAttr, type Inode, keyName, nameKey, ROOT_INO, S_IFDIR } from '../../src/fs/inode.js'
 import type { Attr, Entry, Fuse3Mount } from '../fuse3.js'
 import type { AdapterOptions } from './options.js'
 
@@ -35,21 +35,21 @@ function sameState (a: Inode, b: Inode): boolean {
   return base(a) === base(b)
 }
 
+/**
+ * What the kernel holds by one inode number: its references (lookups minus forgets), the last
+ * name it was found under (test hooks and log lines; a nameKey string), and for a live inode
+ * the inode, held open in the fs core as an open file is: a name removed (unlink, rename over
+ * it) between a process's lookup and its open must still lead to that inode, as on a local file
+ * system. FORGET lets go. One record per number: after `find` the kernel holds every inode.
+ */
+interface Ref { count: number, name: string | undefined, fs: ReefFS | undefined, node: Inode | undefined }
+
 export class Tree {
-  /** Kernel references per inode number (lookups minus forgets). */
-  private readonly refs = new Map<number, number>()
+  private readonly refs = new Map<number, Ref>()
   /** Old versions' inodes the kernel holds: number -> (version, inode of that version). */
   private readonly versionNodes = new Map<number, { seq: bigint, ino: number }>()
   /** The same, the other way: `seq:ino` -> the number the kernel holds it by. */
   private readonly versionNumbers = new Map<string, number>()
-  /** The last name each referenced inode was found under (test hooks and log lines). */
-  private readonly names = new Map<number, Uint8Array>()
-  /**
-   * Live inodes the kernel references are held open in the fs core, as an open file is: a name
-   * removed (unlink, rename over it) between a process's lookup and its open must still lead to
-   * that inode, as on a local file system. FORGET lets go.
-   */
-  private readonly held = new Map<number, { fs: ReefFS, node: Inode }>()
   /** Inodes given back to the fs core after FORGETs (status). */
   unloaded = 0
   /** A follower's previous tree: inodes the kernel holds are found again by path in the new one. */
@@ -61,7 +61,7 @@ export class Tree {
 
   /** The inodes of `fs` the kernel holds, by number. */
   * heldIn (fs: ReefFS): Iterable<[number, Inode]> {
-    for (const [ino, h] of this.held) if (h.fs === fs) yield [ino, h.node]
+    for (const [ino, r] of this.refs) if (r.fs === fs && r.node !== undefined) yield [ino, r.node]
   }
 
   /** How the kernel is told to drop what it caches (set once mounted). */
@@ -88,11 +88,12 @@ export class Tree {
     const oldRoot = old.inodes.get(ROOT_INO)
     const newRoot = next.inodes.get(ROOT_INO)
     if (oldRoot !== undefined && newRoot !== undefined) compare(ROOT_INO, oldRoot, newRoot)
-    for (const [ino, h] of this.held) {
-      if (h.fs !== old) continue
-      const before = h.node
+    for (const [ino, r] of this.refs) {
+      if (r.fs !== old || r.node === undefined) continue
+      const before = r.node
       const after = move(ino, before)
-      this.held.set(ino, { fs: next, node: after })
+      r.fs = next
+      r.node = after
       compare(ino, before, after)
     }
     this.previous = old
@@ -110,8 +111,8 @@ export class Tree {
   }
 
   nameOf (ino: number): string {
-    const n = this.names.get(ino)
-    return n === undefined ? `inode ${ino}` : Buffer.from(n).toString()
+    const n = this.refs.get(ino)?.name
+    return n === undefined ? `inode ${ino}` : Buffer.from(n, 'latin1').toString()
   }
 
   /** What the kernel's inode `ino` is now. */
@@ -186,42 +187,46 @@ export class Tree {
     return block + at
   }
 
-  /** The kernel now holds one more reference to `t` (a lookup answered with it). */
-  counted (t: Target, name?: Uint8Array): number {
+  /** The kernel now holds one more reference to `t` (a lookup answered with it); `name` as bytes or as a nameKey string. */
+  counted (t: Target, name?: Uint8Array | string): number {
     const ino = this.inoOf(t)
-    this.refs.set(ino, (this.refs.get(ino) ?? 0) + 1)
+    let r = this.refs.get(ino)
+    if (r === undefined) {
+      r = { count: 0, name: undefined, fs: undefined, node: undefined }
+      this.refs.set(ino, r)
+    }
+    r.count++
     if (t.kind === 'node' && t.seq !== undefined) {
       this.versionNodes.set(ino, { seq: t.seq, ino: t.node.ino })
       this.versionNumbers.set(`${t.seq}:${t.node.ino}`, ino)
     }
-    if (t.kind === 'node' && t.seq === undefined && !this.held.has(ino)) {
+    if (t.kind === 'node' && t.seq === undefined && r.node === undefined) {
       t.fs.open(t.node)
-      this.held.set(ino, { fs: t.fs, node: t.node })
+      r.fs = t.fs
+      r.node = t.node
     }
-    if (name !== undefined) this.names.set(ino, name)
+    if (name !== undefined) r.name = typeof name === 'string' ? name : nameKey(name)
     return ino
   }
 
-
   forget (ino: number, n: number): void {
-    const left = (this.refs.get(ino) ?? 0) - n
-    if (left > 0) {
-      this.refs.set(ino, left)
+    const r = this.refs.get(ino)
+    if (r !== undefined && r.count - n > 0) {
+      r.count -= n
       return
     }
     this.refs.delete(ino)
-    this.names.delete(ino)
     const v = this.versionNodes.get(ino)
     if (v !== undefined) this.versionNumbers.delete(`${v.seq}:${v.ino}`)
     this.versionNodes.delete(ino)
-    const h = this.held.get(ino)
-    if (h !== undefined) {
-      this.held.delete(ino)
-      h.fs.release(h.node)
+    const fs = r?.fs
+    const node = r?.node
+    if (fs !== undefined && node !== undefined) {
+      fs.release(node)
       // The kernel has let go of every entry below a directory before the directory itself
       // (children pin their parent): what it no longer holds need not stay loaded here either.
-      if (h.node.kind === 'dir') {
-        h.fs.unload(h.node).then(n => { this.unloaded += n }, err => { this.o.log(`unload of a forgotten directory: ${String(err)}`) })
+      if (node.kind === 'dir') {
+        fs.unload(node).then(n => { this.unloaded += n }, err => { this.o.log(`unload of a forgotten directory: ${String(err)}`) })
       }
     }
   }

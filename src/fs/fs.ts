@@ -198,7 +198,7 @@ export class ReefFS {
 
   getattr (ino: number): Attr { return this.node(ino).attr() }
 
-  readdir (dir: Inode): Promise<Array<{ name: Uint8Array, ino: number }>> { return this.tree.readdir(dir) }
+  readdir (dir: Inode): Promise<Array<{ name: Uint8Array, ino: number, key: string }>> { return this.tree.readdir(dir) }
 
   readlink (n: Inode): Uint8Array {
     if (n.kind !== 'symlink' || n.target === undefined) throw posix('EINVAL', 'not a symlink')

@@ -3,7 +3,7 @@
  * the last fold) overlaid with dirty 64 KiB pages written since; a directory's children are
  * loaded from its base directory tree on first use.
  */
-import type { CID } from 'multiformats/cid'
+import { CID } from 'multiformats/cid'
 import { type Entry, isDevice, type Kind } from '../object/dir.js'
 import { FileReader, mergeRanges } from '../object/file.js'
 import type { BlockGetter } from '../store/types.js'
@@ -92,6 +92,41 @@ export interface Attr {
 
 const NO_XATTRS: ReadonlyMap<string, Uint8Array> = new Map()
 
+/** A CID kept as its bytes in a one-byte string (~50 bytes, against ~1 KiB for a CID object). */
+export const cidKey = (cid: CID): string => nameKey(cid.bytes)
+/** The CID `cidKey` made; a fresh array, so the CID shares no buffer with anything else. */
+export function cidOfKey (key: string): CID {
+  const bytes = new Uint8Array(key.length)
+  for (let i = 0; i < key.length; i++) bytes[i] = key.charCodeAt(i)
+  return CID.decode(bytes)
+}
+
+/**
+ * The part of an inode that most never need: write state, open-file state, directory loading,
+ * symlink targets, devices, xattrs. Every inode the kernel holds is loaded (after `find` over
+ * 100,000 files, 100,000 of them), and those fields in every one cost as much as the rest.
+ */
+class Extra {
+  inTable = false
+  ownXattrs?: Map<string, Uint8Array>
+  pages?: Map<number, Uint8Array>
+  zeros?: ZeroRanges
+  frozen?: Frozen
+  dirtyLo = Infinity
+  dirtyHi = 0
+  ranges?: Array<[number, number]> | null
+  rangesMerged?: number
+  reader?: FileReader
+  /** The base (cidKey) the reader reads. */
+  readerKey?: string
+  children?: Map<string, number>
+  loading?: Promise<Map<string, number>>
+  subdirs = 0
+  target?: Uint8Array
+  rdev = 0
+  last?: Uint8Array
+}
+
 export class Inode {
   kind: Kind
   mode: number
@@ -102,52 +137,75 @@ export class Inode {
   atime: bigint
   mtime: bigint
   ctime: bigint
-  /** Most inodes have no xattrs: they share one empty map until the first is set. */
-  private ownXattrs?: Map<string, Uint8Array>
   /** Containing directory (dirs and singly-linked files); 0 for the root and table residents. */
   parent = 0
-  /** Hard-linked at some point: lives in the version's link table. */
-  inTable = false
   /** Open handles: an unlinked file stays readable until the last one closes. */
   openCount = 0
+  baseLimit = 0
+  /** A directory's stored tree (dirBase), or any other inode's base, as a cidKey. */
+  private cid?: string
+  /** Allocated at the first field of Extra set to other than its default. */
+  private x?: Extra
+
+  private get extra (): Extra { return (this.x ??= new Extra()) }
+
+  /** Hard-linked at some point: lives in the version's link table. */
+  get inTable (): boolean { return this.x?.inTable ?? false }
+  set inTable (v: boolean) { if (v || this.x !== undefined) this.extra.inTable = v }
+  private get baseKey (): string | undefined { return this.kind === 'dir' ? undefined : this.cid }
 
   // files
-  base?: CID
-  baseLimit = 0
-  pages?: Map<number, Uint8Array>
+  /** The file tree of the content as of the last fold (a CID made at each read of this). */
+  get base (): CID | undefined { return this.baseKey === undefined ? undefined : cidOfKey(this.baseKey) }
+  set base (cid: CID | undefined) { if (this.kind !== 'dir') this.cid = cid === undefined ? undefined : cidKey(cid) }
+  get pages (): Map<number, Uint8Array> | undefined { return this.x?.pages }
+  set pages (v: Map<number, Uint8Array> | undefined) { if (v !== undefined || this.x !== undefined) this.extra.pages = v }
   /** Parts of the base (below baseLimit) punched or zeroed since the last fold; pages win. */
-  zeros?: ZeroRanges
+  get zeros (): ZeroRanges | undefined { return this.x?.zeros }
+  set zeros (v: ZeroRanges | undefined) { if (v !== undefined || this.x !== undefined) this.extra.zeros = v }
   /**
    * While a fold stores this file's content as of its snapshot: that content, which the live
    * layer (pages, zeros, baseLimit) lies over instead of `base` (src/fs/layer.ts).
    */
-  frozen?: Frozen
-  dirtyLo = Infinity
-  dirtyHi = 0
+  get frozen (): Frozen | undefined { return this.x?.frozen }
+  set frozen (v: Frozen | undefined) { if (v !== undefined || this.x !== undefined) this.extra.frozen = v }
+  get dirtyLo (): number { return this.x?.dirtyLo ?? Infinity }
+  set dirtyLo (v: number) { if (v !== Infinity || this.x !== undefined) this.extra.dirtyLo = v }
+  get dirtyHi (): number { return this.x?.dirtyHi ?? 0 }
+  set dirtyHi (v: number) { if (v !== 0 || this.x !== undefined) this.extra.dirtyHi = v }
   /**
    * The byte ranges changed since the last fold, so that a fold re-chunks around each of them
    * (random writes into a big file) rather than everything from dirtyLo to dirtyHi. Merged when
    * it grows; beyond MAX_DIRTY_RANGES disjoint ranges it gives up (null: dirtyLo..dirtyHi).
    * Allocated at the first change (most inodes never have one).
    */
-  private ranges?: Array<[number, number]> | null
-  private rangesMerged?: number
-  private reader?: FileReader
+  private get ranges (): Array<[number, number]> | null | undefined { return this.x?.ranges }
+  private set ranges (v: Array<[number, number]> | null | undefined) { if (v !== undefined || this.x !== undefined) this.extra.ranges = v }
 
   // directories
-  dirBase?: CID
-  children?: Map<string, number>
-  loading?: Promise<Map<string, number>>
-  subdirs = 0
+  /** The directory's stored tree as of the last fold (a CID made at each read of this). */
+  get dirBase (): CID | undefined { return this.kind !== 'dir' || this.cid === undefined ? undefined : cidOfKey(this.cid) }
+  set dirBase (cid: CID | undefined) { if (this.kind === 'dir') this.cid = cid === undefined ? undefined : cidKey(cid) }
+  /** Whether the directory has a stored tree (without making its CID). */
+  get hasDirBase (): boolean { return this.kind === 'dir' && this.cid !== undefined }
+  get children (): Map<string, number> | undefined { return this.x?.children }
+  set children (v: Map<string, number> | undefined) { if (v !== undefined || this.x !== undefined) this.extra.children = v }
+  get loading (): Promise<Map<string, number>> | undefined { return this.x?.loading }
+  set loading (v: Promise<Map<string, number>> | undefined) { if (v !== undefined || this.x !== undefined) this.extra.loading = v }
+  get subdirs (): number { return this.x?.subdirs ?? 0 }
+  set subdirs (v: number) { if (v !== 0 || this.x !== undefined) this.extra.subdirs = v }
 
   // symlinks
-  target?: Uint8Array
+  get target (): Uint8Array | undefined { return this.x?.target }
+  set target (v: Uint8Array | undefined) { if (v !== undefined || this.x !== undefined) this.extra.target = v }
 
   // character and block devices
-  rdev = 0
+  get rdev (): number { return this.x?.rdev ?? 0 }
+  set rdev (v: number) { if (v !== 0 || this.x !== undefined) this.extra.rdev = v }
 
   /** The log record whose change was the content's last (Entry.last), where tracked. */
-  last?: Uint8Array
+  get last (): Uint8Array | undefined { return this.x?.last }
+  set last (v: Uint8Array | undefined) { if (v !== undefined || this.x !== undefined) this.extra.last = v }
 
   constructor (readonly ino: number, kind: Kind, mode: number, uid: number, gid: number, time: bigint) {
     this.kind = kind
@@ -161,8 +219,9 @@ export class Inode {
 
   static fromEntry (ino: number, e: Entry): Inode {
     const n = new Inode(ino, e.kind, e.mode, e.uid, e.gid, e.mtime)
-    n.atime = e.atime
-    n.ctime = e.ctime
+    // Equal times share one bigint (a file not changed since it was made has three equal ones).
+    n.atime = e.atime === n.mtime ? n.mtime : e.atime
+    n.ctime = e.ctime === n.mtime ? n.mtime : e.ctime === n.atime ? n.atime : e.ctime
     n.size = e.size
     if (e.xattrs !== undefined) for (const [k, v] of Object.entries(e.xattrs)) n.setXattr(k, v)
     if (e.last !== undefined) n.last = e.last
@@ -222,29 +281,51 @@ export class Inode {
     }
   }
 
-  get contentDirty (): boolean { return this.dirtyLo < this.dirtyHi || (this.kind === 'file' && this.base === undefined) }
+  get contentDirty (): boolean { return this.dirtyLo < this.dirtyHi || (this.kind === 'file' && this.baseKey === undefined) }
 
   baseReader (store: BlockGetter): FileReader | undefined {
-    if (this.base === undefined) return undefined
-    if (this.reader === undefined || !this.reader.root.equals(this.base)) this.reader = new FileReader(this.base, store)
-    return this.reader
+    const key = this.baseKey
+    if (key === undefined) return undefined
+    const x = this.extra
+    if (x.reader === undefined || x.readerKey !== key) {
+      x.reader = new FileReader(cidOfKey(key), store)
+      x.readerKey = key
+    }
+    return x.reader
   }
 
-  get xattrs (): ReadonlyMap<string, Uint8Array> { return this.ownXattrs ?? NO_XATTRS }
-  setXattr (name: string, value: Uint8Array): void { (this.ownXattrs ??= new Map()).set(name, value) }
-  removeXattr (name: string): void { this.ownXattrs?.delete(name) }
+  get xattrs (): ReadonlyMap<string, Uint8Array> { return this.x?.ownXattrs ?? NO_XATTRS }
+  setXattr (name: string, value: Uint8Array): void { (this.extra.ownXattrs ??= new Map()).set(name, value) }
+  removeXattr (name: string): void { this.x?.ownXattrs?.delete(name) }
 
   /** Whether a reader of the base tree (with its cached nodes and chunks) is held. */
-  get readerHeld (): boolean { return this.reader !== undefined }
+  get readerHeld (): boolean { return this.x?.reader !== undefined }
 
   /** Forgets the cached reader of the base tree (the next read makes a new one). */
-  dropReader (): void { this.reader = undefined }
+  dropReader (): void {
+    const x = this.x
+    if (x === undefined) return
+    x.reader = undefined
+    x.readerKey = undefined
+    this.trim()
+  }
+
+  /** Lets Extra go once every field of it is back to its default (a read file, closed). */
+  private trim (): void {
+    const x = this.x
+    if (x === undefined || x.ownXattrs !== undefined || x.pages !== undefined || x.zeros !== undefined || x.frozen !== undefined) return
+    if (x.dirtyLo !== Infinity || x.dirtyHi !== 0 || x.ranges !== undefined || x.rangesMerged !== undefined || x.reader !== undefined) return
+    if (x.loading !== undefined || x.subdirs !== 0 || x.target !== undefined || x.rdev !== 0 || x.last !== undefined) return
+    if (x.inTable || x.children !== undefined) return
+    this.x = undefined
+  }
 
   markDirty (lo: number, hi: number): void {
     if (lo < this.dirtyLo) this.dirtyLo = lo
     if (hi > this.dirtyHi) this.dirtyHi = hi
-    if (this.ranges === null) return
-    const r = (this.ranges ??= [])
+    const x = this.extra
+    if (x.ranges === null) return
+    const r = (x.ranges ??= [])
     const last = r[r.length - 1]
     // Sequential writes extend the last range in place.
     if (last !== undefined && lo >= last[0] && lo <= last[1]) {
@@ -252,10 +333,10 @@ export class Inode {
       return
     }
     r.push([lo, hi])
-    if (r.length > 2 * (this.rangesMerged ?? 0) + 1024) {
+    if (r.length > 2 * (x.rangesMerged ?? 0) + 1024) {
       const merged = mergeRanges(r)
-      this.rangesMerged = merged.length
-      this.ranges = merged.length > MAX_DIRTY_RANGES ? null : merged
+      x.rangesMerged = merged.length
+      x.ranges = merged.length > MAX_DIRTY_RANGES ? null : merged
     }
   }
 
@@ -276,6 +357,7 @@ export class Inode {
     this.dirtyLo = Infinity
     this.dirtyHi = 0
     this.ranges = undefined
-    this.rangesMerged = undefined
+    if (this.x !== undefined) this.x.rangesMerged = undefined
+    this.trim()
   }
 }

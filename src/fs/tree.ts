@@ -192,9 +192,10 @@ export class Tree {
     return cur
   }
 
-  async readdir (dir: Inode): Promise<Array<{ name: Uint8Array, ino: number }>> {
-    const out: Array<{ name: Uint8Array, ino: number }> = []
-    for (const [k, ino] of await this.children(dir)) out.push({ name: keyName(k), ino })
+  /** The entries of a directory; `key` is the name as the directory's map keys it (nameKey). */
+  async readdir (dir: Inode): Promise<Array<{ name: Uint8Array, ino: number, key: string }>> {
+    const out: Array<{ name: Uint8Array, ino: number, key: string }> = []
+    for (const [k, ino] of await this.children(dir)) out.push({ name: keyName(k), ino, key: k })
     return out
   }
 
@@ -290,7 +291,7 @@ export class Tree {
    * directory with loaded children stays. Returns how many inodes went. The caller holds the lock.
    */
   unload (dir: Inode): number {
-    if (dir.kind !== 'dir' || dir.children === undefined || dir.loading !== undefined || dir.dirBase === undefined) return 0
+    if (dir.kind !== 'dir' || dir.children === undefined || dir.loading !== undefined || !dir.hasDirBase) return 0
     if (this.folding || this.dirtyDirs.has(dir.ino) || this.damaged.has(dir.ino) || !this.inodes.has(dir.ino)) return 0
     let gone = 0
     for (const ino of dir.children.values()) {
