@@ -167,3 +167,38 @@ t.test('regions: one lookup serves every key of an enumerated subtree, each answ
   await regions.closest(keys[0])
   t.equal(regions.stats.lookups, before + 1, 'and looked up again')
 })
+
+t.test('regions: a peer the table met while a walk ran is in the region the walk caches', async t => {
+  // Five nodes; the walk's answer is from before the fifth joined, which the table has since met
+  // (its peerSeen came before the region existed, so nothing dropped the region).
+  const mk = (key: string): Peer => ({ key, kad: kadId(Buffer.from(key)), self: false })
+  const self = { ...mk('self'), self: true }
+  const others = ['a', 'b', 'c'].map(mk)
+  const late = mk('late')
+  const table: Peer[] = [...others]
+  let lookups = 0
+  const engine: RoutingEngine<Peer> = {
+    self,
+    full: 20,
+    known: () => table,
+    lookup: async () => {
+      lookups++
+      const answer = { peers: [...others], complete: true }
+      table.push(late) // joins while the walk is out
+      return answer
+    }
+  }
+  const regions = new Regions(engine, 3)
+  const keys = Array.from({ length: 200 }, () => new Uint8Array(crypto.randomBytes(32)))
+  const got = await regions.closestMany(keys)
+  let right = 0
+  for (const [i, key] of keys.entries()) {
+    const truth = byDistance(kadId(key), [self, ...others, late]).slice(0, 3).map(p => p.key)
+    if (got[i].map(p => p.key).join() === truth.join()) right++
+  }
+  t.equal(right, keys.length, 'every key on its true 3 closest of all five, the late joiner included')
+  t.ok(got.some(g => g.some(p => p.key === 'late')), 'the late joiner holds some keys')
+  const again = await regions.closest(keys[0])
+  t.equal(lookups, 1, 'one lookup: the cached region answers, with the late joiner')
+  t.same(again.map(p => p.key), byDistance(kadId(keys[0]), [self, ...others, late]).slice(0, 3).map(p => p.key))
+})

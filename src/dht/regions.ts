@@ -39,6 +39,12 @@ export interface RoutingEngine<P extends Peer> {
    * regions at once without two of them enumerating the same one.
    */
   regionBits?: () => number | undefined
+  /**
+   * The peers this node knows of now (its routing table), or undefined. A walk's answer misses
+   * a peer that joined while it ran (a join meets its neighbours while they meet it); `learn`
+   * adds those that fall in the region it caches.
+   */
+  known?: () => P[]
 }
 
 /** Lifetime of a region whose lookup saw a peer fail. */
@@ -188,7 +194,14 @@ export class Regions<P extends Peer> {
    * keys placed without a lookup.
    */
   learn (kad: KadId, res: LookupResult<P>): P[] {
-    const all = closestK(kad, [this.engine.self, ...res.peers], Infinity)
+    // The walk's answer, and the peers the table met meanwhile: a region cached without a peer
+    // that had already joined would place keys off their k closest for the region's lifetime
+    // (`peerSeen` drops only regions cached before the peer was seen). Peers the table holds
+    // outside the region are filtered out below like the walk's own.
+    const byKey = new Map<string, P>([[this.engine.self.key, this.engine.self]])
+    for (const p of res.peers) byKey.set(p.key, p)
+    for (const p of this.engine.known?.() ?? []) if (!byKey.has(p.key)) byKey.set(p.key, p)
+    const all = closestK(kad, [...byKey.values()], Infinity)
     let len: number
     let ttl = this.opts.ttlMs ?? 5 * 60_000
     if (res.peers.length >= this.engine.full) {

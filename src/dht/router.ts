@@ -163,6 +163,11 @@ export class Router implements RoutingEngine<Member> {
     return sharedBits(this.self.kad, near[near.length - 1].kad) + 1
   }
 
+  /** RoutingEngine: the contacts of the table, less those whose last request failed. */
+  known (): Member[] {
+    return this.table.all().filter(m => !this.failures.has(m.key))
+  }
+
   /** RoutingEngine: the closest nodes to a block key (its kad id is sha256 of the key). */
   async lookup (key: Uint8Array, signal?: AbortSignal): Promise<LookupResult<Member>> {
     return resultOf(await this.walk(kadId(key), signal))
