@@ -13,6 +13,9 @@
  *   clientMode false           a node without a public address would turn itself into a client
  *   alpha 3, one path          kad-dht's default of many disjoint paths dials far more peers
  *                              per query than a bounded node holds
+ *   connection pings 60 s      libp2p's connection monitor opens a ping stream on every
+ *                              connection every 10 s from both ends (multistream-select and a
+ *                              peer-store write each): most of a node's CPU at rest
  */
 import '../polyfills.js'
 import { createLibp2p, type Libp2p } from 'libp2p'
@@ -29,7 +32,7 @@ import { CID } from 'multiformats/cid'
 import type { PeerId } from '@libp2p/interface'
 import { isAguid } from '../block/index.js'
 import { ReefError } from '../errors.js'
-import { decodeHead, type HeadBook } from '../naming/index.js'
+import { decodeHead, verifyHead, type HeadBook } from '../naming/index.js'
 import type { LmdbBlockStore, LmdbHeadStore } from '../store/lmdb.js'
 import { BlockService, corruptionFlag } from './blocks.js'
 import { HeadGuardDatastore, headKey, selectHeadRecord, validateHeadRecord } from './heads.js'
@@ -96,6 +99,9 @@ const dialable = (ma: { toString: () => string }): boolean => {
 }
 const mapper: PeerInfoMapper = (peer) => ({ ...peer, multiaddrs: peer.multiaddrs.filter(dialable) })
 
+/** How often libp2p's connection monitor pings each connection (its default is 10 s). */
+const CONNECTION_PING_MS = 60_000
+
 /** Requests in flight per kad-dht query (heads). */
 const KAD_ALPHA = 3
 
@@ -160,6 +166,11 @@ export class DhtNode {
       // a node: the ceiling sits above the bound, and the trimmer (connections.ts) brings the
       // node back under the bound within moments (idle connections first, then by age).
       connectionManager: { maxConnections: hardCeiling(maxConnections), inboundConnectionThreshold: 1000, maxIncomingPendingConnections: 64 },
+      // A connection that died without a close (no FIN, no RST: a machine gone, a network cut)
+      // is noticed by the monitor within this interval plus its ping timeout, or sooner by the
+      // first request over it (every request has a deadline); a process that exits or crashes
+      // closes its sockets, and is noticed at once.
+      connectionMonitor: { pingInterval: CONNECTION_PING_MS },
       transports: [opts.transport === 'memory' ? memory() : tcp()],
       connectionEncrypters: [noise()],
       streamMuxers: [yamux()],
@@ -251,7 +262,8 @@ export class DhtNode {
   private readonly checking = new Set<string>()
   /** When each peer was last checked (a peer is checked at most once per LEAVE_CHECK_GAP_MS). */
   private readonly checkedAt = new Map<string, number>()
-  readonly leaveStat = { checks: 0, left: 0 }
+  /** checks: pings after a close; left: peers they found gone; trims: closes the peer said were trims. */
+  readonly leaveStat = { checks: 0, left: 0, trims: 0 }
 
   /**
    * A peer's last connection closed, and this node did not close it. If the peer is one of this
@@ -261,9 +273,14 @@ export class DhtNode {
    * follow. Other peers' departures are found when a request to them fails. Connections close
    * all the time under a connection bound (the other side trims its idle ones), so a peer is
    * checked at most once per LEAVE_CHECK_GAP_MS: pinging back on every close made two nodes
-   * reconnect each other forever.
+   * reconnect each other forever. A peer that closed the connection as a trim (it says so in its
+   * yamux GoAway, see TRIM_GOAWAY) is alive and is not checked.
    */
   async checkLeft (m: { id: PeerId, key: string }): Promise<void> {
+    // The connection's close event (where the trimmer reads the peer's GoAway) may come after the
+    // peer's disconnect event that called this.
+    await new Promise(resolve => setImmediate(resolve))
+    if (this.connections.closedByPeer(m.key, 5000)) { this.leaveStat.trims++; return }
     if (this.stopped || this.checking.has(m.key) || this.connections.closedByUs(m.key) || !this.router.table.has(m.key)) return
     const now = Date.now()
     if (now - (this.checkedAt.get(m.key) ?? 0) < LEAVE_CHECK_GAP_MS) return
@@ -343,8 +360,8 @@ export class DhtNode {
         else if (e.name === 'PEER_RESPONSE' && e.record?.value !== undefined && e.record.value.length > 0) {
           const bytes = e.record.value
           try {
-            await validateHeadRecord(key, bytes)
-            const seq = seqOfHead(bytes)
+            // One decode: verifyHead checks the signature and the key and returns the head.
+            const seq = verifyHead(bytes, aguid).seq
             if (newest === undefined || seq > newest.seq) newest = { seq, bytes }
           } catch {}
         }
