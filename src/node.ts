@@ -152,6 +152,7 @@ export class ReefNode {
       from: opts.from,
       warn: opts.warn,
       lineage: opts.view !== undefined,
+      keepReplayed: opts.view !== undefined,
       author: this.keys.publicKey,
       commit: async (block, root) => {
         await this.signHeadFor(name, aguid, block.cid, root.seq, root.time, opts.view !== undefined)

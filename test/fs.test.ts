@@ -3,7 +3,8 @@
 import t from 'tap'
 import crypto from 'node:crypto'
 import { ReefNode } from '../src/node.js'
-import type { ReefFS } from '../src/fs/fs.js'
+import { ReefFS } from '../src/fs/fs.js'
+import { WriterLog } from '../src/log/index.js'
 import { ROOT_INO } from '../src/fs/inode.js'
 import { cidFor, cidFromKey, type CID, DAG_CBOR } from '../src/block/index.js'
 import { objectKind } from '../src/object/version.js'
@@ -70,6 +71,28 @@ t.test('the log is replayed after a crash: nothing synced is lost', async t => {
   const r2 = await s.reopen()
   t.notOk(r2.dirty, 'after the fold the log is empty')
   t.same(Buffer.from(await r2.read(await r2.resolve('/d/y'), 0, 300_000)), data.subarray(0, 200_000))
+})
+
+t.test('replayed records go once applied, unless kept for a later open of the same log', async t => {
+  const s = await setup(t)
+  const version = s.fs.version
+  await s.fs.create(ROOT_INO, enc('a'), 0o600, cred)
+  await s.fs.mkdir(ROOT_INO, enc('d'), 0o700, cred)
+  s.fs.sync()
+  const r = await s.reopen()
+  t.equal(r.log?.replayed.length, 0, 'applied, so let go')
+  t.equal(r.pending, 2, 'still pending: the next fold stores them')
+  t.equal((await r.resolve('/d')).kind, 'dir')
+  // A view's writer opens its log again at a merged version: that open replays them once more.
+  const log = new WriterLog(s.node.logDir(), s.node.keys.publicKey).open()
+  t.teardown(() => log.close())
+  const kept = await ReefFS.open({ store: s.node.store, log, version, keepReplayed: true })
+  t.equal(log.replayed.length, 2, 'kept when asked')
+  t.equal(kept.pending, 2)
+  const again = await ReefFS.open({ store: s.node.store, log, version })
+  t.equal(again.pending, 2, 'and a later open of the same log replays them')
+  t.equal((await again.resolve('/a')).kind, 'file')
+  t.equal(log.replayed.length, 0, 'then they go')
 })
 
 t.test('errnos of the core', async t => {

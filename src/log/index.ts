@@ -28,7 +28,7 @@ export class WriterLog {
   private n = 0
   private prev?: CID
   private vv: Record<string, number> = {}
-  /** Records on disk, oldest first, as found at open. */
+  /** Records on disk, oldest first, as found at open (ReefFS.open lets them go once applied unless told to keep them). */
   replayed: Replayed[] = []
   discardedBytes = 0
 
