@@ -38,3 +38,19 @@ t.test('a peer that trims its connection is not checked; a peer that stops is ch
   t.equal(b.node.leaveStat.trims, before.trims + 1, 'and is not counted as a trim')
   t.notOk(b.node.router.table.has(key(c)), 'c left b\'s routing table')
 })
+
+t.test('crossed dials: both ends keep the same one of two connections, and the pair stays connected', async t => {
+  // At 4 connections a node keeps 2 neighbours; a and b hold 3 connections to each other (dials
+  // crossing). Each end trims the idle extra ones; had each kept a different one, both would go.
+  const { nodes } = await startMemNet(t, 2, { maxConnections: 4 })
+  const [a, b] = nodes
+  const between = (x: typeof a, y: typeof a): number => x.node.libp2p.getConnections().filter(c => c.remotePeer.toString() === y.node.peerId && c.status === 'open').length
+  await until('a and b connected', 30_000, () => between(a, b) > 0)
+  await a.node.libp2p.dial(b.node.libp2p.peerId, { force: true } as never)
+  await b.node.libp2p.dial(a.node.libp2p.peerId, { force: true } as never)
+  await until('three connections on both ends', 10_000, () => between(a, b) === 3 && between(b, a) === 3)
+  await until('the extra connections trimmed', 30_000, () => between(a, b) <= 1 && between(b, a) <= 1)
+  t.equal(between(a, b), 1, 'a keeps one connection to b')
+  t.equal(between(b, a), 1, 'b keeps one connection to a')
+  t.equal(a.node.members.size, 2, 'b is still a member on a')
+})

@@ -128,7 +128,7 @@ export function defaultRuns (quick: boolean): Array<[number, number]> {
   return quick ? [[16, 64]] : [[16, 64], [64, 64], [64, 12]]
 }
 
-/** Runs over host processes (N:maxConnections, 64 nodes per host): 256 at 12, not with --quick. */
+/** Runs over host processes (N:maxConnections, one host per core): 256 at 12, not with --quick. */
 export function defaultShardRuns (quick: boolean): Array<[number, number]> {
   return quick ? [] : [[256, 12]]
 }
@@ -868,8 +868,8 @@ export async function realRuns (opts: { quick: boolean, log: (s: string) => void
   for (const [n, max] of shardList) {
     log(`real: ${n} nodes over host processes of 64 (TCP on 127.0.0.1), at most ${max} connections each, k=${K}`)
     try {
-      const { shardRun } = await import('./shards.js')
-      runs.push(await shardRun({ n, perHost: 64, maxConnections: max, fileBytes: 8 * MiB, lookups: 100, gets: 100, repairIntervalMs: 30_000, fetchDeadlineMs: 15_000, restoreTimeoutMs: 420_000, idleSeconds: 10 }, s => log(`shards N=${n}@${max}: ${s}`)))
+      const { defaultPerHost, shardRun } = await import('./shards.js')
+      runs.push(await shardRun({ n, perHost: defaultPerHost(n), maxConnections: max, fileBytes: 8 * MiB, lookups: 100, gets: 100, repairIntervalMs: 30_000, fetchDeadlineMs: 15_000, restoreTimeoutMs: 420_000, idleSeconds: 10 }, s => log(`shards N=${n}@${max}: ${s}`)))
     } catch (err) {
       log(`real: ${n} over host processes failed: ${(err as Error).message}`)
       runs.push({ kind: 'real', n, hopsP50: NaN, hopsP95: NaN, getSuccess: NaN, maxConnections: max, transport: 'tcp', error: (err as Error).message.slice(0, 2000) })

@@ -4,7 +4,7 @@
  * --per-host nodes each, all over TCP on 127.0.0.1 (libp2p's memory transport does not cross
  * processes). One thread carries every node of a process; at 256 nodes in one process the
  * thread saturated (starts of 3 s of CPU per node, a settle that did not end in 8 minutes, a put
- * whose pushes timed out), so a run of 256 uses both cores through 4 hosts of 64.
+ * whose pushes timed out), so a run uses every core, one host process per core by default.
  *
  * The coordinator (this file, no flag) hosts no node: it drives the hosts through IPC requests
  * (this file with --host) and judges what they answer against what it knows of every node (its
@@ -24,7 +24,7 @@
  *   kill     30% of the nodes (never P) stopped at once; the time until every block is on its k
  *            closest live nodes again (bounded); gets and heads again from survivors
  *
- *   node dist/bench/scale/shards.js [--n 256] [--per-host 64] [--max-connections 12] [--json FILE]
+ *   node dist/bench/scale/shards.js [--n 256] [--per-host N/cores] [--max-connections 12] [--json FILE]
  *     [--idle-s S] (idle window, default IDLE_S) [--idle-only] (end after the idle measurement)
  *   REEF_SCALE_IDLE_PROFILE=FILE writes a CPU profile of host 0 over a second idle window
  *
@@ -267,6 +267,14 @@ class Host {
 }
 
 interface Node { i: number, host: Host, peerId: string, key: string, kad: KadId, alive: boolean }
+
+/**
+ * Nodes per host process by default: one host per core. 256 nodes as 4 hosts of 64 on this
+ * 2-core machine settled in 404 s and their lookups stalled; as 2 hosts of 128, in 76-98 s.
+ */
+export function defaultPerHost (n: number): number {
+  return Math.max(16, Math.ceil(n / os.availableParallelism()))
+}
 
 export interface ShardSpec { idleSeconds: number, idleOnly?: boolean, n: number, perHost: number, maxConnections: number, fileBytes: number, lookups: number, gets: number, repairIntervalMs: number, fetchDeadlineMs: number, restoreTimeoutMs: number }
 
@@ -520,7 +528,7 @@ async function cliMain (args: string[]): Promise<void> {
   const opt = (name: string, d: string): string => { const i = args.indexOf(name); return i >= 0 && i + 1 < args.length ? args[i + 1] : d }
   const spec: ShardSpec = {
     n: Number(opt('--n', '256')),
-    perHost: Number(opt('--per-host', '64')),
+    perHost: Number(opt('--per-host', String(defaultPerHost(Number(opt('--n', '256')))))),
     maxConnections: Number(opt('--max-connections', '12')),
     fileBytes: Number(opt('--file-mib', '8')) * MiB,
     lookups: Number(opt('--lookups', '100')),

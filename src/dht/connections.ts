@@ -158,8 +158,23 @@ export class ConnectionTrimmer {
       else if (!this.idleSince.has(c.id)) this.idleSince.set(c.id, now)
     }
     if (conns.length <= this.neighbours) return
-    const byCloseness = [...conns].sort((a, b) => compareDistance(this.selfKad, this.kadOf(a), this.kadOf(b)))
-    const neighbours = new Set(byCloseness.slice(0, this.neighbours).map(c => c.id))
+    // Neighbours are peers, not connections: one connection is kept for each of the closest
+    // peers, and a second one to a neighbour (two dials crossing) may go. Both ends must keep the
+    // same one, or each closes the other's and the pair ends up apart: the one dialed by the
+    // peer with the lower id, then the older.
+    const selfKey = this.libp2p.peerId.toString()
+    const rank = (c: Connection): number => ((c.direction === 'outbound') === (selfKey < c.remotePeer.toString()) ? 0 : 1)
+    const byCloseness = [...conns].sort((a, b) =>
+      compareDistance(this.selfKad, this.kadOf(a), this.kadOf(b)) || rank(a) - rank(b) || a.timeline.open - b.timeline.open)
+    const neighbours = new Set<string>()
+    const kept = new Set<string>()
+    for (const c of byCloseness) {
+      const p = c.remotePeer.toString()
+      if (kept.has(p)) continue
+      if (kept.size >= this.neighbours) break
+      kept.add(p)
+      neighbours.add(c.id)
+    }
     const idle = conns
       .filter(c => !neighbours.has(c.id) && !busy(c))
       .sort((a, b) => a.timeline.open - b.timeline.open)
