@@ -53,4 +53,6 @@ t.test('crossed dials: both ends keep the same one of two connections, and the p
   t.equal(between(a, b), 1, 'a keeps one connection to b')
   t.equal(between(b, a), 1, 'b keeps one connection to a')
   t.equal(a.node.members.size, 2, 'b is still a member on a')
+  // Closing a duplicate is not closing the peer: a later drop of the kept connection is checked.
+  t.notOk(a.node.connections.closedByUs(b.node.peerId) || b.node.connections.closedByUs(a.node.peerId), 'trimming a duplicate does not mark the peer as closed by this node')
 })

@@ -207,6 +207,22 @@ export function readPairs<M extends { i: number }> (among: M[], blocks: number, 
   return pairs
 }
 
+/** A CPU profile of this process from now until `stop(file)`, which writes it as a .cpuprofile. */
+export async function cpuProfile (): Promise<{ stop: (file: string) => Promise<string> }> {
+  const session = new Session()
+  session.connect()
+  await session.post('Profiler.enable')
+  await session.post('Profiler.start')
+  return {
+    stop: async (file) => {
+      const { profile } = await session.post('Profiler.stop')
+      session.disconnect()
+      fs.writeFileSync(file, JSON.stringify(profile))
+      return file
+    }
+  }
+}
+
 export async function bounded<T> (what: string, ms: number, p: Promise<T>): Promise<T> {
   let timer: NodeJS.Timeout | undefined
   try {
@@ -429,15 +445,10 @@ async function runOne (spec: RealSpec, base: string, log: (s: string) => void, s
     if (profilePrefix !== undefined && profilePrefix !== '') {
       // Where idle CPU goes: a CPU profile of a second idle window (not the measured one, which
       // the profiler would inflate), written as PREFIX-N<n>-c<max>.cpuprofile.
-      const session = new Session()
-      session.connect()
-      await session.post('Profiler.enable')
-      await session.post('Profiler.start')
-      await sleep(spec.idleS * 1000)
-      const { profile } = await session.post('Profiler.stop')
-      session.disconnect()
       const file = `${profilePrefix}-N${N}-c${spec.maxConnections}.cpuprofile`
-      fs.writeFileSync(file, JSON.stringify(profile))
+      const profiling = await cpuProfile()
+      await sleep(spec.idleS * 1000)
+      await profiling.stop(file)
       log(`idle CPU profile written to ${file}`)
     }
     log(`idle: ${idleCpuPctPerNode.toFixed(3)}% of a core per node (event-loop delay p99 ${loopIdle.p99} ms), RSS ${(mem.rss / MiB / N).toFixed(1)} MiB per node, ${mean(idleOpen).toFixed(1)} connections per node (max ${Math.max(...idleOpen)})`)
@@ -479,19 +490,12 @@ async function runOne (spec: RealSpec, base: string, log: (s: string) => void, s
     s0 = Date.now()
     const work0 = networkWork(members)
     const putProfile = process.env.REEF_SCALE_REAL_PUT_PROFILE
-    const putSession = putProfile !== undefined && putProfile !== '' ? new Session() : undefined
-    if (putSession !== undefined) {
-      putSession.connect()
-      await putSession.post('Profiler.enable')
-      await putSession.post('Profiler.start')
-    }
+    const putProfiling = putProfile !== undefined && putProfile !== '' ? await cpuProfile() : undefined
     const root = await fileFromBytes(bytes, async bs => { fileBlocks.push(...bs); await P.node.store.putMany(bs) })
     const rep = await P.node.replicator.waitReplicated(fileBlocks.map(b => blockKey(b.cid)), 120_000)
-    if (putSession !== undefined) {
-      const { profile } = await putSession.post('Profiler.stop')
-      putSession.disconnect()
+    if (putProfiling !== undefined) {
       const file = `${String(putProfile)}-N${N}-c${spec.maxConnections}-put.cpuprofile`
-      fs.writeFileSync(file, JSON.stringify(profile))
+      await putProfiling.stop(file)
       log(`put CPU profile written to ${file}`)
     }
     const putSeconds = (Date.now() - s0) / 1000

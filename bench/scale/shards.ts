@@ -27,6 +27,7 @@
  *   node dist/bench/scale/shards.js [--n 256] [--per-host N/cores] [--max-connections 12] [--json FILE]
  *     [--idle-s S] (idle window, default IDLE_S) [--idle-only] (end after the idle measurement)
  *   REEF_SCALE_IDLE_PROFILE=FILE writes a CPU profile of host 0 over a second idle window
+ *   REEF_SCALE_START_PROFILE=FILE writes CPU profiles of host 0 over the start and the settle
  *
  * Every wait is bounded, every host is killed and every directory removed at the end. Prints a
  * table (bench/scale/real.ts's) and, with --json, writes the run.
@@ -37,7 +38,6 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { Session } from 'node:inspector/promises'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { blockKey, cidFor, type Block } from '../../src/block/index.js'
 import { generateKeyPair } from '../../src/crypto/sign.js'
@@ -47,7 +47,7 @@ import { closestK } from '../../src/dht/regions.js'
 import { decodeHead, encodeHead, signHead } from '../../src/naming/index.js'
 import { FileReader, fileFromBytes } from '../../src/object/file.js'
 import { CID } from 'multiformats/cid'
-import { bounded, mean, pool, quantile, readPairs, round, sleep, spread, startMember, summary, tally, type Member, type Tally, type Try } from './real.js'
+import { bounded, cpuProfile, mean, pool, quantile, readPairs, round, sleep, spread, startMember, summary, tally, type Member, type Tally, type Try } from './real.js'
 import type { ScaleRun } from './run.js'
 
 const THIS = fileURLToPath(import.meta.url)
@@ -59,12 +59,10 @@ export const IDLE_S = 10
 // ---------------------------------------------------------------------------------------------
 // The host: up to --per-host nodes in this process, answering the coordinator's requests
 
-type HostNode = Member
-
 interface StartArgs { ids: number[], bootstrap: string[], maxConnections: number, repairIntervalMs: number, fetchDeadlineMs: number }
 
 async function hostMain (base: string): Promise<void> {
-  const nodes = new Map<number, HostNode>()
+  const nodes = new Map<number, Member>()
   const addrs: string[] = []
   const headKeys = generateKeyPair()
   const log = (s: string): void => { process.stderr.write(`[host ${process.pid}] ${s}\n`) }
@@ -72,7 +70,7 @@ async function hostMain (base: string): Promise<void> {
   process.on('uncaughtException', err => { log(`uncaught: ${err.message}`) })
   process.on('disconnect', () => { fs.rmSync(base, { recursive: true, force: true }); process.exit(0) })
 
-  const startOne = async (i: number, a: StartArgs): Promise<HostNode> => {
+  const startOne = async (i: number, a: StartArgs): Promise<Member> => {
     const known = [...a.bootstrap, ...addrs]
     const via = known[crypto.randomInt(known.length === 0 ? 1 : known.length)]
     const m = await startMember(base, i, via === undefined ? [] : [via], { ...a, transport: 'tcp' })
@@ -101,14 +99,14 @@ async function hostMain (base: string): Promise<void> {
       }
     })
   }
-  const get = (i: number): HostNode => {
+  const get = (i: number): Member => {
     const n = nodes.get(i)
     if (n === undefined || !n.alive) throw new Error(`node ${i} is not here or not alive`)
     return n
   }
-  const live = (): HostNode[] => [...nodes.values()].filter(n => n.alive)
-  const stop = async (n: HostNode): Promise<void> => { await n.stop() }
+  const live = (): Member[] => [...nodes.values()].filter(n => n.alive)
   const cpu = (): number => { const u = process.cpuUsage(); return (u.user + u.system) / 1000 }
+  let profiling: Awaited<ReturnType<typeof cpuProfile>> | undefined
 
   const ops: Record<string, (a: any) => Promise<unknown>> = {
     start: async (a: StartArgs) => {
@@ -133,17 +131,13 @@ async function hostMain (base: string): Promise<void> {
       const leaveChecks = live().reduce((a, n) => a + n.node.leaveStat.checks, 0)
       return { cpuMs: cpu(), rss: m.rss, heapUsed: m.heapUsed, conns: live().map(n => n.node.libp2p.getConnections().length), dials: { ...dials, leaveChecks } }
     },
-    // A CPU profile of this host over `ms` (REEF_SCALE_IDLE_PROFILE: where idle CPU goes).
-    profile: async (a: { ms: number, file: string }) => {
-      const session = new Session()
-      session.connect()
-      await session.post('Profiler.enable')
-      await session.post('Profiler.start')
-      await sleep(a.ms)
-      const { profile } = await session.post('Profiler.stop')
-      session.disconnect()
-      fs.writeFileSync(a.file, JSON.stringify(profile))
-      return a.file
+    // A CPU profile of this host (REEF_SCALE_IDLE_PROFILE, REEF_SCALE_START_PROFILE: where CPU goes).
+    profileStart: async () => { profiling = await cpuProfile() },
+    profileStop: async (a: { file: string }) => {
+      const p = profiling
+      profiling = undefined
+      if (p === undefined) throw new Error('no profile running')
+      return await p.stop(a.file)
     },
     walk: async (a: { i: number, key: string }) => {
       const w = await get(a.i).node.router.walk(kadId(Buffer.from(a.key, 'hex')), AbortSignal.timeout(30_000))
@@ -205,7 +199,7 @@ async function hostMain (base: string): Promise<void> {
       return { seq: got === undefined ? null : Number(decodeHead(got).seq), ms: Date.now() - t }
     },
     stop: async (a: { ids: number[] }) => {
-      await Promise.all(a.ids.map(async i => { const n = nodes.get(i); if (n?.alive === true) await stop(n) }))
+      await Promise.all(a.ids.map(async i => { const n = nodes.get(i); if (n?.alive === true) await n.stop() }))
     },
     stats: async () => live().map(n => ({
       i: n.i,
@@ -217,7 +211,7 @@ async function hostMain (base: string): Promise<void> {
       repaired: n.node.replicator.status().repaired
     })),
     exit: async () => {
-      await pool(live(), 16, stop)
+      await pool(live(), 16, async n => { await n.stop() })
       fs.rmSync(base, { recursive: true, force: true })
       setImmediate(() => process.exit(0))
     }
@@ -302,6 +296,15 @@ export async function shardRun (spec: ShardSpec, log: (s: string) => void): Prom
     const opts = { maxConnections: spec.maxConnections, repairIntervalMs: spec.repairIntervalMs, fetchDeadlineMs: spec.fetchDeadlineMs }
 
     // ---- start ----------------------------------------------------------------------------
+    // REEF_SCALE_START_PROFILE=FILE: CPU profiles of host 0 over the start (FILE-start.cpuprofile)
+    // and the settle (FILE-settle.cpuprofile).
+    const phaseProfile = process.env.REEF_SCALE_START_PROFILE
+    const profilePhase = async (phase: string | undefined, prior: string | undefined): Promise<void> => {
+      if (phaseProfile === undefined || phaseProfile === '') return
+      if (prior !== undefined) log(`${prior} CPU profile of host 0 written to ${String(await hosts[0].call('profileStop', { file: path.resolve(`${phaseProfile}-${prior}.cpuprofile`) }))}`)
+      if (phase !== undefined) await hosts[0].call('profileStart')
+    }
+    await profilePhase('start', undefined)
     const first = await hosts[0].call<{ up: Array<{ i: number, peerId: string, addr: string }>, failed: string[] }>('start', { ids: [0], bootstrap: [], ...opts })
     if (first.up.length !== 1) throw new Error(`node 0 did not start: ${first.failed.join('; ')}`)
     add(hosts[0], first.up)
@@ -316,8 +319,10 @@ export async function shardRun (spec: ShardSpec, log: (s: string) => void): Prom
     const startSeconds = (Date.now() - t00) / 1000
     const cpuAfterStart = await Promise.all(hosts.map(async h => (await h.call('sample')).cpuMs as number))
     log(`${N} nodes up in ${startSeconds.toFixed(0)} s over ${H} hosts (${(cpuAfterStart.reduce((a, b) => a + b, 0) / N).toFixed(0)} ms CPU per node)${startFailures.length > 0 ? `; ${startFailures.length} left out: ${startFailures.slice(0, 2).join('; ')}` : ''}`)
+    await profilePhase('settle', 'start')
     let s0 = Date.now()
     await Promise.all(hosts.map(async h => await h.call('refresh', {}, 1_200_000)))
+    await profilePhase(undefined, 'settle')
     const settleSeconds = (Date.now() - s0) / 1000
     log(`settled in ${settleSeconds.toFixed(0)} s`)
 
@@ -348,7 +353,9 @@ export async function shardRun (spec: ShardSpec, log: (s: string) => void): Prom
     const profileFile = process.env.REEF_SCALE_IDLE_PROFILE
     if (profileFile !== undefined && profileFile !== '') {
       // A second idle window (the measured one would be inflated by the profiler), host 0 only.
-      log(`idle CPU profile of host 0 written to ${String(await hosts[0].call('profile', { ms: spec.idleSeconds * 1000, file: path.resolve(profileFile) }))}`)
+      await hosts[0].call('profileStart')
+      await sleep(spec.idleSeconds * 1000)
+      log(`idle CPU profile of host 0 written to ${String(await hosts[0].call('profileStop', { file: path.resolve(profileFile) }))}`)
     }
     if (spec.idleOnly) {
       return { kind: 'real', transport: 'tcp', hosts: H, n: N, maxConnections: spec.maxConnections, startSeconds: round(startSeconds, 0), settleSeconds: round(settleSeconds, 0), idleSeconds: spec.idleSeconds, idleCpuPctPerNode: round(idleCpuPctPerNode, 3), rssMiBPerNode: round(rssMiBPerNode, 1), connIdleMean: round(mean(connSamples), 1), idleDials, idleOnly: true } as unknown as ScaleRun

@@ -115,7 +115,9 @@ export class ConnectionTrimmer {
 
   /** Closes an idle connection as a trim: the peer is told so (TRIM_GOAWAY). */
   async close (c: Connection): Promise<void> {
-    this.trimmedAt.set(c.remotePeer.toString(), Date.now())
+    // Only the peer's last connection going makes its departure ours: closing a duplicate must
+    // not mute the leave check when the peer's other connection drops later.
+    if (!this.libp2p.getConnections(c.remotePeer).some(o => o !== c && o.status === 'open')) this.trimmedAt.set(c.remotePeer.toString(), Date.now())
     this.stats.trimmed++
     // Connection.close hands its options to the muxer, and yamux sends `reason` in its GoAway.
     const options = { signal: AbortSignal.timeout(1000), reason: TRIM_GOAWAY }

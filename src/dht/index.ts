@@ -280,8 +280,8 @@ export class DhtNode {
     // The connection's close event (where the trimmer reads the peer's GoAway) may come after the
     // peer's disconnect event that called this.
     await new Promise(resolve => setImmediate(resolve))
-    if (this.connections.closedByPeer(m.key, 5000)) { this.leaveStat.trims++; return }
     if (this.stopped || this.checking.has(m.key) || this.connections.closedByUs(m.key) || !this.router.table.has(m.key)) return
+    if (this.connections.closedByPeer(m.key, 5000)) { this.leaveStat.trims++; return }
     const now = Date.now()
     if (now - (this.checkedAt.get(m.key) ?? 0) < LEAVE_CHECK_GAP_MS) return
     if (!this.router.table.closest(this.router.self.kad, NEIGHBOURS).some(n => n.key === m.key)) return
