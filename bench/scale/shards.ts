@@ -317,14 +317,29 @@ export async function shardRun (spec: ShardSpec, log: (s: string) => void): Prom
     const startFailures = starts.flat()
     const N = nodes.length
     const startSeconds = (Date.now() - t00) / 1000
-    const cpuAfterStart = await Promise.all(hosts.map(async h => (await h.call('sample')).cpuMs as number))
+    const afterStart = await Promise.all(hosts.map(async h => await h.call('sample')))
+    const cpuAfterStart = afterStart.map(a => a.cpuMs as number)
+    // How busy each host process was over each phase (% of one core): where a run saturates.
+    const phaseCpu: Record<string, number[]> = {}
+    let busyAt = { t: Date.now(), cpu: cpuAfterStart }
+    const busy = async (phase: string): Promise<string> => {
+      const cpu = await Promise.all(hosts.map(async h => (await h.call('sample')).cpuMs as number))
+      const t = Date.now()
+      phaseCpu[phase] = cpu.map((c, j) => round((c - busyAt.cpu[j]) / (t - busyAt.t) * 100, 0))
+      busyAt = { t, cpu }
+      return `hosts ${phaseCpu[phase].join('%, ')}% busy`
+    }
+    const startDials: Record<string, number> = {}
+    for (const a of afterStart) for (const [k, v] of Object.entries(a.dials as Record<string, number>)) startDials[k] = (startDials[k] ?? 0) + v
+    for (const k of Object.keys(startDials)) startDials[k] = round(startDials[k] / N, 1)
+    log(`connections opened per node during the start: ${JSON.stringify(startDials)}`)
     log(`${N} nodes up in ${startSeconds.toFixed(0)} s over ${H} hosts (${(cpuAfterStart.reduce((a, b) => a + b, 0) / N).toFixed(0)} ms CPU per node)${startFailures.length > 0 ? `; ${startFailures.length} left out: ${startFailures.slice(0, 2).join('; ')}` : ''}`)
     await profilePhase('settle', 'start')
     let s0 = Date.now()
     await Promise.all(hosts.map(async h => await h.call('refresh', {}, 1_200_000)))
     await profilePhase(undefined, 'settle')
     const settleSeconds = (Date.now() - s0) / 1000
-    log(`settled in ${settleSeconds.toFixed(0)} s`)
+    log(`settled in ${settleSeconds.toFixed(0)} s (${await busy('settle')})`)
 
     // ---- idle -----------------------------------------------------------------------------
     await sleep(6_000)
@@ -349,7 +364,7 @@ export async function shardRun (spec: ShardSpec, log: (s: string) => void): Prom
       }
     }
     for (const k of Object.keys(idleDials)) idleDials[k] = round(idleDials[k] / N / (idleMs / 60_000), 2)
-    log(`idle dials per node per minute: ${JSON.stringify(idleDials)}`)
+    log(`idle dials per node per minute: ${JSON.stringify(idleDials)} (${await busy('idle')})`)
     const profileFile = process.env.REEF_SCALE_IDLE_PROFILE
     if (profileFile !== undefined && profileFile !== '') {
       // A second idle window (the measured one would be inflated by the profiler), host 0 only.
@@ -389,7 +404,7 @@ export async function shardRun (spec: ShardSpec, log: (s: string) => void): Prom
         if (walkErrors.length < 20) walkErrors.push((err as Error).message.slice(0, 200))
       }
     })
-    log(`lookups: hops p50 ${quantile(hops, 0.5)} p95 ${quantile(hops, 0.95)}; true ${K} closest found by ${trueK} of ${spec.lookups}`)
+    log(`lookups: hops p50 ${quantile(hops, 0.5)} p95 ${quantile(hops, 0.95)}; true ${K} closest found by ${trueK} of ${spec.lookups} (${await busy('lookups')})`)
 
     // ---- put ------------------------------------------------------------------------------
     const holdersOf = async (cids: string[]): Promise<Map<number, boolean[]>> => {
@@ -408,7 +423,7 @@ export async function shardRun (spec: ShardSpec, log: (s: string) => void): Prom
     let held = await holdersOf(put.cids)
     let misplaced = 0
     put.cids.forEach((c, j) => { for (const m of trueHolders(c, nodes)) if (held.get(m.i)?.[j] !== true) misplaced++ })
-    log(`put: ${(spec.fileBytes / MiB).toFixed(0)} MiB (${put.cids.length} blocks) replicated in ${put.seconds.toFixed(2)} s (${putMBps.toFixed(1)} MB/s; P's CPU ${(put.cpuMs / 1000).toFixed(1)} s), ${put.lookups} lookups, ${put.short} short, ${misplaced} replicas off their true k`)
+    log(`put: ${(spec.fileBytes / MiB).toFixed(0)} MiB (${put.cids.length} blocks) replicated in ${put.seconds.toFixed(2)} s (${putMBps.toFixed(1)} MB/s; P's CPU ${(put.cpuMs / 1000).toFixed(1)} s), ${put.lookups} lookups, ${put.short} short, ${misplaced} replicas off their true k (${await busy('put')})`)
 
     // ---- gets -----------------------------------------------------------------------------
     const gets = async (among: Node[], count: number): Promise<Tally> =>
@@ -418,10 +433,10 @@ export async function shardRun (spec: ShardSpec, log: (s: string) => void): Prom
       })
     const readers = nodes.filter(x => x !== P)
     const g1 = await gets(readers, spec.gets)
-    log(`gets: ${g1.ok} of ${g1.tried} from nodes without the block; latency p50 ${quantile(g1.ms, 0.5)} ms p95 ${quantile(g1.ms, 0.95)} ms${g1.errors.length > 0 ? `; e.g. ${g1.errors.slice(0, 2).join('; ')}` : ''}`)
+    log(`gets: ${g1.ok} of ${g1.tried} from nodes without the block; latency p50 ${quantile(g1.ms, 0.5)} ms p95 ${quantile(g1.ms, 0.95)} ms${g1.errors.length > 0 ? `; e.g. ${g1.errors.slice(0, 2).join('; ')}` : ''} (${await busy('gets')})`)
     const emptyReader = readers.find(m => !(held.get(m.i) ?? []).some(Boolean)) ?? readers[0]
     const fileRead = await emptyReader.host.call<{ ok: boolean, seconds: number, error?: string }>('read', { i: emptyReader.i, root: put.root, size: put.size, sha: put.sha }, 180_000)
-    log(`whole-file read through node ${emptyReader.i}: ${fileRead.ok ? 'ok' : `FAILED ${fileRead.error ?? ''}`} in ${fileRead.seconds.toFixed(2)} s`)
+    log(`whole-file read through node ${emptyReader.i}: ${fileRead.ok ? 'ok' : `FAILED ${fileRead.error ?? ''}`} in ${fileRead.seconds.toFixed(2)} s (${await busy('read')})`)
 
     // ---- heads ----------------------------------------------------------------------------
     const fetchHeads = async (from: Node[], aguid: string, seq: number): Promise<Tally> =>
@@ -435,7 +450,7 @@ export async function shardRun (spec: ShardSpec, log: (s: string) => void): Prom
     const p2 = await P.host.call<{ acks: number, ms: number, aguid: string }>('publishHead', { i: P.i, seq: 2 })
     const hf2 = await fetchHeads(headReaders, p2.aguid, 2)
     const heads: Record<string, unknown> = { publishAcks: p1.acks, publishMs: p1.ms, fetchOk: hf1.ok, fetchTried: hf1.tried, fetchP50Ms: quantile(hf1.ms, 0.5), updateAcks: p2.acks, updateOk: hf2.ok, updateP50Ms: quantile(hf2.ms, 0.5) }
-    log(`heads: published to ${p1.acks} peers; ${hf1.ok} of ${hf1.tried} fetched seq 1 (p50 ${quantile(hf1.ms, 0.5)} ms); ${hf2.ok} of ${hf2.tried} fetched seq 2`)
+    log(`heads: published to ${p1.acks} peers, seq 2 to ${p2.acks}; ${hf1.ok} of ${hf1.tried} fetched seq 1 (p50 ${quantile(hf1.ms, 0.5)} ms); ${hf2.ok} of ${hf2.tried} fetched seq 2 (${await busy('heads')})`)
 
     // ---- 30% stopped at once; repair ------------------------------------------------------
     const V = Math.round(0.3 * N)
@@ -462,13 +477,13 @@ export async function shardRun (spec: ShardSpec, log: (s: string) => void): Prom
       if (short === 0) { restoreSeconds = (Date.now() - k0) / 1000; break }
       await sleep(2000)
     }
-    log(restoreSeconds !== null ? `k restored on the true k closest live nodes ${restoreSeconds.toFixed(1)} s after the kill` : `k NOT restored within ${spec.restoreTimeoutMs / 1000} s: ${short} replicas short`)
+    log(`${restoreSeconds !== null ? `k restored on the true k closest live nodes ${restoreSeconds.toFixed(1)} s after the kill` : `k NOT restored within ${spec.restoreTimeoutMs / 1000} s: ${short} replicas short`} (${await busy('repair')})`)
     const g2 = await gets(live.filter(x => x !== P), Math.round(spec.gets / 2))
-    log(`gets after the kill: ${g2.ok} of ${g2.tried}; latency p50 ${quantile(g2.ms, 0.5)} ms p95 ${quantile(g2.ms, 0.95)} ms${g2.errors.length > 0 ? `; e.g. ${g2.errors.slice(0, 2).join('; ')}` : ''}`)
+    log(`gets after the kill: ${g2.ok} of ${g2.tried}; latency p50 ${quantile(g2.ms, 0.5)} ms p95 ${quantile(g2.ms, 0.95)} ms${g2.errors.length > 0 ? `; e.g. ${g2.errors.slice(0, 2).join('; ')}` : ''} (${await busy('getsAfterKill')})`)
     const hf3 = await fetchHeads(spread(live.filter(x => x !== P), Math.min(16, live.length - 1)), p2.aguid, 2)
     heads.afterKillOk = hf3.ok
     heads.afterKillTried = hf3.tried
-    log(`heads after the kill: ${hf3.ok} of ${hf3.tried} survivors fetched seq 2`)
+    log(`heads after the kill: ${hf3.ok} of ${hf3.tried} survivors fetched seq 2 (${await busy('headsAfterKill')})`)
     const st = (await Promise.all(hosts.map(async h => await h.call<Array<{ peak: number, trimmed: number, table: number }>>('stats')))).flat()
     const end = await Promise.all(hosts.map(async h => (await h.call('sample')).conns as number[]))
     return {
@@ -509,6 +524,7 @@ export async function shardRun (spec: ShardSpec, log: (s: string) => void): Prom
       tableMax: Math.max(...st.map(s => s.table)),
       idleSeconds: spec.idleSeconds,
       idleDials,
+      phaseCpu,
       idleCpuPctPerNode: round(idleCpuPctPerNode, 3),
       rssMiBPerNode: round(rssMiBPerNode, 1),
       heapMiBPerNode: round(heapMiBPerNode, 1),
