@@ -4,7 +4,7 @@
 import t from 'tap'
 import crypto from 'node:crypto'
 import { byDistance, keyInBucket, lookup, RoutingTable, sharedBits, type Contact } from '../src/dht/kademlia.js'
-import { kadId } from '../src/dht/placement.js'
+import { kadId, wasNear } from '../src/dht/placement.js'
 import { Regions, type Peer, type RoutingEngine } from '../src/dht/regions.js'
 
 interface Node extends Peer { table: RoutingTable<Node>, alive: boolean }
@@ -201,4 +201,21 @@ t.test('regions: a peer the table met while a walk ran is in the region the walk
   const again = await regions.closest(keys[0])
   t.equal(lookups, 1, 'one lookup: the cached region answers, with the late joiner')
   t.same(again.map(p => p.key), byDistance(kadId(keys[0]), [self, ...others, late]).slice(0, 3).map(p => p.key))
+})
+
+t.test('a departure is near a record only if the departed would be among its n closest', async t => {
+  // 200 ids; a record's 20 closest; a node that knows all of them (the holders' own view).
+  const ids = Array.from({ length: 200 }, () => kadId(crypto.randomBytes(32)))
+  const target = kadId(crypto.randomBytes(32))
+  const ranked = byDistance(target, ids.map(kad => ({ kad })))
+  const holders = ranked.slice(0, 20)
+  const outside = ranked.slice(20)
+  // One of the 20 closest left: the survivors' 20 closest known are the other 19 and the 21st.
+  const known = ranked.filter(c => c !== holders[5]).slice(0, 20)
+  t.ok(wasNear(target, known, 20, [holders[5].kad]), 'a holder that left is near')
+  t.ok(wasNear(target, known, 20, [outside[40].kad, holders[5].kad]), 'one near departure among far ones is enough')
+  const far = outside.slice(5, 60).map(c => c.kad)
+  t.notOk(wasNear(target, holders, 20, far), '55 departures farther than the 20th closest are not near')
+  t.notOk(wasNear(target, holders, 20, []), 'no departure, nothing near')
+  t.ok(wasNear(target, holders.slice(0, 12), 20, [outside[100].kad]), 'a node that knows fewer than 20 near the key cannot rule one out')
 })

@@ -28,6 +28,7 @@
  *     [--idle-s S] (idle window, default IDLE_S) [--idle-only] (end after the idle measurement)
  *   REEF_SCALE_IDLE_PROFILE=FILE writes a CPU profile of host 0 over a second idle window
  *   REEF_SCALE_START_PROFILE=FILE writes CPU profiles of host 0 over the start and the settle
+ *   REEF_SCALE_REPAIR_PROFILE=FILE writes a CPU profile of host 0 over the first minute after the kill
  *
  * Every wait is bounded, every host is killed and every directory removed at the end. Prints a
  * table (bench/scale/real.ts's) and, with --json, writes the run.
@@ -132,6 +133,20 @@ async function hostMain (base: string): Promise<void> {
       return { cpuMs: cpu(), rss: m.rss, heapUsed: m.heapUsed, conns: live().map(n => n.node.libp2p.getConnections().length), dials: { ...dials, leaveChecks } }
     },
     // A CPU profile of this host (REEF_SCALE_IDLE_PROFILE, REEF_SCALE_START_PROFILE: where CPU goes).
+    // Work counters summed over this host's live nodes (what a phase cost, by cause).
+    work: async () => {
+      const w: Record<string, number> = { ...dials }
+      const add = (k: string, v: number): void => { w[k] = (w[k] ?? 0) + v }
+      for (const n of live()) {
+        const r = n.node.republishStat
+        add('republishPasses', r.passes); add('republishLeave', r.leave); add('republishJoin', r.join); add('headsRepublished', r.heads)
+        add('repairPasses', n.node.replicator.status().repairPasses)
+        add('leaveChecks', n.node.leaveStat.checks)
+        add('routerQueries', n.node.router.status().queries)
+        add('routerFailed', n.node.router.status().failedQueries)
+      }
+      return w
+    },
     profileStart: async () => { profiling = await cpuProfile() },
     profileStop: async (a: { file: string }) => {
       const p = profiling
@@ -468,6 +483,18 @@ export async function shardRun (spec: ShardSpec, log: (s: string) => void): Prom
       want.forEach((ms, j) => { for (const m of ms) if (held.get(m.i)?.[j] !== true) short++ })
       return short
     }
+    // REEF_SCALE_REPAIR_PROFILE=FILE: a CPU profile of host 0 over the first minute after the kill.
+    const repairProfile = process.env.REEF_SCALE_REPAIR_PROFILE
+    const repairProfiled = repairProfile !== undefined && repairProfile !== ''
+      ? hosts[0].call('profileStart').then(async () => { await sleep(60_000); return await hosts[0].call('profileStop', { file: path.resolve(repairProfile) }) })
+      : undefined
+    const workAt = async (): Promise<Record<string, number>> => {
+      const all = await Promise.all(hosts.map(async h => await h.call<Record<string, number>>('work')))
+      const sum: Record<string, number> = {}
+      for (const w of all) for (const [k, v] of Object.entries(w)) sum[k] = (sum[k] ?? 0) + v
+      return sum
+    }
+    const work0 = await workAt()
     const shortAtKill = await shortNow()
     log(`stopped ${V} of ${N} nodes; ${lost} blocks lost (P holds all: expected 0); ${shortAtKill} replicas short of k; waiting for repair`)
     let restoreSeconds: number | null = null
@@ -477,6 +504,11 @@ export async function shardRun (spec: ShardSpec, log: (s: string) => void): Prom
       if (short === 0) { restoreSeconds = (Date.now() - k0) / 1000; break }
       await sleep(2000)
     }
+    const work1 = await workAt()
+    const repairWork: Record<string, number> = {}
+    for (const [k, v] of Object.entries(work1)) repairWork[k] = round((v - (work0[k] ?? 0)) / live.length, 2)
+    log(`work per surviving node until then: ${JSON.stringify(repairWork)}`)
+    if (repairProfiled !== undefined) log(`repair CPU profile of host 0 written to ${String(await repairProfiled)}`)
     log(`${restoreSeconds !== null ? `k restored on the true k closest live nodes ${restoreSeconds.toFixed(1)} s after the kill` : `k NOT restored within ${spec.restoreTimeoutMs / 1000} s: ${short} replicas short`} (${await busy('repair')})`)
     const g2 = await gets(live.filter(x => x !== P), Math.round(spec.gets / 2))
     log(`gets after the kill: ${g2.ok} of ${g2.tried}; latency p50 ${quantile(g2.ms, 0.5)} ms p95 ${quantile(g2.ms, 0.95)} ms${g2.errors.length > 0 ? `; e.g. ${g2.errors.slice(0, 2).join('; ')}` : ''} (${await busy('getsAfterKill')})`)
@@ -525,6 +557,7 @@ export async function shardRun (spec: ShardSpec, log: (s: string) => void): Prom
       idleSeconds: spec.idleSeconds,
       idleDials,
       phaseCpu,
+      repairWork,
       idleCpuPctPerNode: round(idleCpuPctPerNode, 3),
       rssMiBPerNode: round(rssMiBPerNode, 1),
       heapMiBPerNode: round(heapMiBPerNode, 1),

@@ -43,6 +43,7 @@ import { ConnectionTrimmer, DEFAULT_MAX_CONNECTIONS, hardCeiling } from './conne
 import { type Member, Members } from './members.js'
 import { Regions } from './regions.js'
 import { memberOf, Router } from './router.js'
+import { kadId, wasNear, type KadId } from './placement.js'
 import { PeerBook } from './peerbook.js'
 import { Replicator } from './replicator.js'
 import { DhtBlockStore } from './store.js'
@@ -101,6 +102,9 @@ const mapper: PeerInfoMapper = (peer) => ({ ...peer, multiaddrs: peer.multiaddrs
 
 /** How often libp2p's connection monitor pings each connection (its default is 10 s). */
 const CONNECTION_PING_MS = 60_000
+
+/** Nodes a kad-dht record is put on (kad-dht's K): the neighbourhood of a record's key. */
+const RECORD_HOLDERS = 20
 
 /** Requests in flight per kad-dht query (heads). */
 const KAD_ALPHA = 3
@@ -213,10 +217,17 @@ export class DhtNode {
     // region (that region is looked up again); a node that failed takes its regions with it.
     // Either way placements are recomputed, and repair and head republication follow, each
     // debounced and rate-limited, so a join or a leave costs nearby nodes one pass each.
+    // A region dropped because a peer left asks for a 'leave' pass (re-puts only the records
+    // the departed were near), not a 'join' one (re-puts everything).
+    let leaving = false
     router.onChange((e) => {
       const dropped = placement.stats.dropped
       if (e.kind === 'added') placement.peerSeen(e.m)
-      else placement.peerGone(e.m.key)
+      else {
+        node.noteDeparted(e.m.kad)
+        leaving = true
+        try { placement.peerGone(e.m.key) } finally { leaving = false }
+      }
       replicator.replan()
       // A node that left may have held replicas of what this node holds, whether or not a
       // cached region named it (a node that only received blocks has looked nothing up): a
@@ -230,7 +241,7 @@ export class DhtNode {
     })
     placement.onChurn(() => {
       replicator.requestRepair(2000)
-      node.requestRepublish('join')
+      node.requestRepublish(leaving ? 'leave' : 'join')
     })
     // Membership before any dial, or peers identified early are missed.
     await libp2p.register(BLOCK_PROTOCOL, {
@@ -376,8 +387,35 @@ export class DhtNode {
     return value
   }
 
-  /** Re-puts every head this node holds (kad-dht records expire after 48 h; peers come and go). */
-  async republish (): Promise<void> {
+  /**
+   * Peers that left since the last republish pass began. A pass asked for by departures alone
+   * re-puts only the records one of them was near (see nearAny); any other reason re-puts all.
+   */
+  private departed: KadId[] | undefined = []
+
+  noteDeparted (kad: KadId): void {
+    // Past a bound, the next pass re-puts every record (undefined: no filter).
+    if (this.departed === undefined) return
+    if (this.departed.length < 4096) this.departed.push(kad)
+    else this.departed = undefined
+  }
+
+  /**
+   * Whether one of `gone` was among the RECORD_HOLDERS nodes this node knows closest to `key`:
+   * only then may a holder of the record have left. Without this, after 30% of 384 nodes left,
+   * every holder of a head (its 20 closest and every node that fetched it) re-put it every
+   * REPUBLISH_GAP_MS for as long as departures were being discovered.
+   */
+  private nearAny (key: Uint8Array, gone: KadId[]): boolean {
+    const target = kadId(key)
+    return wasNear(target, this.router.table.closest(target, RECORD_HOLDERS), RECORD_HOLDERS, gone)
+  }
+
+  /**
+   * Re-puts every head this node holds (kad-dht records expire after 48 h; peers come and go),
+   * or, with `onlyNear`, those whose key one of those departed peers was near.
+   */
+  async republish (onlyNear?: KadId[]): Promise<void> {
     const aguids = [...this.headStore.aguids()]
     let next = 0
     const worker = async (): Promise<void> => {
@@ -386,6 +424,7 @@ export class DhtNode {
         const e = await this.headStore.getHead(aguid)
         // The head store also holds view records and writer heads (src/view), each under its own key.
         const key = isAguid(aguid) ? headKey(aguid) : recordKeyFor(aguid)
+        if (key !== undefined && onlyNear !== undefined && !this.nearAny(key, onlyNear)) continue
         if (e !== undefined && key !== undefined) await this.publishRecord(key, e.bytes, aguid.toString())
         this.republishStat.heads++
       }
@@ -410,7 +449,9 @@ export class DhtNode {
       this.republishReasons = new Set()
       this.republishStat.passes++
       for (const r of reasons) this.republishStat[r]++
-      this.republishRun = this.republish()
+      const gone = this.departed
+      this.departed = []
+      this.republishRun = this.republish(reasons.size === 1 && reasons.has('leave') ? gone : undefined)
         .catch(err => this.opts.log?.(`republish: ${(err as Error).message}`))
         .finally(() => {
           this.republishRun = undefined

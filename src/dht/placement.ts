@@ -23,3 +23,15 @@ export function compareDistance (target: KadId, a: KadId, b: KadId): number {
 export function closest<T extends { kad: KadId }> (target: KadId, members: Iterable<T>, k: number): T[] {
   return [...members].sort((a, b) => compareDistance(target, a.kad, b.kad)).slice(0, k)
 }
+
+/**
+ * Whether one of `gone` would be among the `n` nodes closest to `target`, next to `closestKnown`
+ * (the n closest live nodes a node knows, closest first): only then can a record put on the n
+ * closest have lost a holder. A node that knows fewer than n near the target cannot tell: true.
+ */
+export function wasNear (target: KadId, closestKnown: Array<{ kad: KadId }>, n: number, gone: KadId[]): boolean {
+  if (gone.length === 0) return false
+  if (closestKnown.length < n) return true
+  const farthest = closestKnown[n - 1].kad
+  return gone.some(g => compareDistance(target, g, farthest) < 0)
+}
