@@ -57,6 +57,13 @@ const MiB = 1024 * 1024
 const START_WIDTH = 2
 export const IDLE_S = 10
 
+/** Counter records (one per host) summed key by key. */
+function sumCounts (records: Array<Record<string, number>>): Record<string, number> {
+  const sum: Record<string, number> = {}
+  for (const r of records) for (const [k, v] of Object.entries(r)) sum[k] = (sum[k] ?? 0) + v
+  return sum
+}
+
 // ---------------------------------------------------------------------------------------------
 // The host: up to --per-host nodes in this process, answering the coordinator's requests
 
@@ -132,7 +139,6 @@ async function hostMain (base: string): Promise<void> {
       const leaveChecks = live().reduce((a, n) => a + n.node.leaveStat.checks, 0)
       return { cpuMs: cpu(), rss: m.rss, heapUsed: m.heapUsed, conns: live().map(n => n.node.libp2p.getConnections().length), dials: { ...dials, leaveChecks } }
     },
-    // A CPU profile of this host (REEF_SCALE_IDLE_PROFILE, REEF_SCALE_START_PROFILE: where CPU goes).
     // Work counters summed over this host's live nodes (what a phase cost, by cause).
     work: async () => {
       const w: Record<string, number> = { ...dials }
@@ -147,6 +153,7 @@ async function hostMain (base: string): Promise<void> {
       }
       return w
     },
+    // A CPU profile of this host (REEF_SCALE_*_PROFILE: where CPU goes).
     profileStart: async () => { profiling = await cpuProfile() },
     profileStop: async (a: { file: string }) => {
       const p = profiling
@@ -344,8 +351,7 @@ export async function shardRun (spec: ShardSpec, log: (s: string) => void): Prom
       busyAt = { t, cpu }
       return `hosts ${phaseCpu[phase].join('%, ')}% busy`
     }
-    const startDials: Record<string, number> = {}
-    for (const a of afterStart) for (const [k, v] of Object.entries(a.dials as Record<string, number>)) startDials[k] = (startDials[k] ?? 0) + v
+    const startDials = sumCounts(afterStart.map(a => a.dials))
     for (const k of Object.keys(startDials)) startDials[k] = round(startDials[k] / N, 1)
     log(`connections opened per node during the start: ${JSON.stringify(startDials)}`)
     log(`${N} nodes up in ${startSeconds.toFixed(0)} s over ${H} hosts (${(cpuAfterStart.reduce((a, b) => a + b, 0) / N).toFixed(0)} ms CPU per node)${startFailures.length > 0 ? `; ${startFailures.length} left out: ${startFailures.slice(0, 2).join('; ')}` : ''}`)
@@ -372,13 +378,9 @@ export async function shardRun (spec: ShardSpec, log: (s: string) => void): Prom
     const heapMiBPerNode = a1.reduce((a, x) => a + x.heapUsed, 0) / MiB / N
     log(`idle: ${idleCpuPctPerNode.toFixed(3)}% of a core per node, RSS ${rssMiBPerNode.toFixed(1)} MiB per node, ${mean(connSamples).toFixed(1)} connections per node (max ${Math.max(...connSamples)})`)
     // Connections opened while idle, per node per minute, by what opened them.
-    const idleDials: Record<string, number> = {}
-    for (let j = 0; j < hosts.length; j++) {
-      for (const [k, v] of Object.entries(a1[j].dials as Record<string, number>)) {
-        idleDials[k] = round(((idleDials[k] ?? 0) + v - ((a0[j].dials as Record<string, number>)[k] ?? 0)), 3)
-      }
-    }
-    for (const k of Object.keys(idleDials)) idleDials[k] = round(idleDials[k] / N / (idleMs / 60_000), 2)
+    const idleDials = sumCounts(a1.map(a => a.dials))
+    const idleDials0 = sumCounts(a0.map(a => a.dials))
+    for (const k of Object.keys(idleDials)) idleDials[k] = round((idleDials[k] - (idleDials0[k] ?? 0)) / N / (idleMs / 60_000), 2)
     log(`idle dials per node per minute: ${JSON.stringify(idleDials)} (${await busy('idle')})`)
     const profileFile = process.env.REEF_SCALE_IDLE_PROFILE
     if (profileFile !== undefined && profileFile !== '') {
@@ -488,12 +490,7 @@ export async function shardRun (spec: ShardSpec, log: (s: string) => void): Prom
     const repairProfiled = repairProfile !== undefined && repairProfile !== ''
       ? hosts[0].call('profileStart').then(async () => { await sleep(60_000); return await hosts[0].call('profileStop', { file: path.resolve(repairProfile) }) })
       : undefined
-    const workAt = async (): Promise<Record<string, number>> => {
-      const all = await Promise.all(hosts.map(async h => await h.call<Record<string, number>>('work')))
-      const sum: Record<string, number> = {}
-      for (const w of all) for (const [k, v] of Object.entries(w)) sum[k] = (sum[k] ?? 0) + v
-      return sum
-    }
+    const workAt = async (): Promise<Record<string, number>> => sumCounts(await Promise.all(hosts.map(async h => await h.call<Record<string, number>>('work'))))
     const work0 = await workAt()
     const shortAtKill = await shortNow()
     log(`stopped ${V} of ${N} nodes; ${lost} blocks lost (P holds all: expected 0); ${shortAtKill} replicas short of k; waiting for repair`)

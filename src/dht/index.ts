@@ -217,16 +217,12 @@ export class DhtNode {
     // region (that region is looked up again); a node that failed takes its regions with it.
     // Either way placements are recomputed, and repair and head republication follow, each
     // debounced and rate-limited, so a join or a leave costs nearby nodes one pass each.
-    // A region dropped because a peer left asks for a 'leave' pass (re-puts only the records
-    // the departed were near), not a 'join' one (re-puts everything).
-    let leaving = false
     router.onChange((e) => {
       const dropped = placement.stats.dropped
       if (e.kind === 'added') placement.peerSeen(e.m)
       else {
         node.noteDeparted(e.m.kad)
-        leaving = true
-        try { placement.peerGone(e.m.key) } finally { leaving = false }
+        placement.peerGone(e.m.key)
       }
       replicator.replan()
       // A node that left may have held replicas of what this node holds, whether or not a
@@ -239,9 +235,11 @@ export class DhtNode {
         node.requestRepublish(e.kind === 'added' ? 'join' : 'leave')
       }
     })
-    placement.onChurn(() => {
+    // A region dropped because a peer left asks for a 'leave' pass (re-puts only the records
+    // the departed were near), not a 'join' one (re-puts everything).
+    placement.onChurn((cause) => {
       replicator.requestRepair(2000)
-      node.requestRepublish(leaving ? 'leave' : 'join')
+      node.requestRepublish(cause)
     })
     // Membership before any dial, or peers identified early are missed.
     await libp2p.register(BLOCK_PROTOCOL, {
@@ -421,10 +419,10 @@ export class DhtNode {
     const worker = async (): Promise<void> => {
       while (next < aguids.length && !this.stopped) {
         const aguid = CID.parse(aguids[next++])
-        const e = await this.headStore.getHead(aguid)
         // The head store also holds view records and writer heads (src/view), each under its own key.
         const key = isAguid(aguid) ? headKey(aguid) : recordKeyFor(aguid)
         if (key !== undefined && onlyNear !== undefined && !this.nearAny(key, onlyNear)) continue
+        const e = await this.headStore.getHead(aguid)
         if (e !== undefined && key !== undefined) await this.publishRecord(key, e.bytes, aguid.toString())
         this.republishStat.heads++
       }

@@ -75,7 +75,7 @@ export class Regions<P extends Peer> {
   /** Prefix lengths present in the cache, so a key is matched with one map probe per length. */
   private readonly lengths = new Map<number, number>()
   readonly stats: RegionStats = { lookups: 0, hits: 0, regions: 0, dropped: 0, failedRequests: 0 }
-  private readonly listeners: Array<() => void> = []
+  private readonly listeners: Array<(cause: 'join' | 'leave') => void> = []
   /** Prefix length of the region enumerated last (regions elsewhere are about as long). */
   private lastLen?: number
 
@@ -83,8 +83,8 @@ export class Regions<P extends Peer> {
 
   private now (): number { return this.opts.now?.() ?? Date.now() }
 
-  /** Called when a region is dropped for churn (placement may have changed: repair). */
-  onChurn (fn: () => void): void { this.listeners.push(fn) }
+  /** Called when a region is dropped for churn (placement may have changed: repair), with its cause. */
+  onChurn (fn: (cause: 'join' | 'leave') => void): void { this.listeners.push(fn) }
 
   /** The k closest to a key from a cached region, or undefined (no network traffic). */
   cached (key: Uint8Array, kad = kadId(key)): P[] | undefined {
@@ -244,7 +244,7 @@ export class Regions<P extends Peer> {
 
   /** A peer left: regions holding it no longer know their k closest (repair follows). */
   peerGone (peerKey: string): void {
-    if (this.suspect(peerKey)) this.churned()
+    if (this.suspect(peerKey)) this.churned('leave')
   }
 
   /** A peer failed a request: its regions are looked up again (a dead peer drops out); true if any. */
@@ -265,7 +265,7 @@ export class Regions<P extends Peer> {
         any = true
       }
     }
-    if (any) this.churned()
+    if (any) this.churned('join')
   }
 
   /** Whether a peer is a member of some cached region (placement depends on it). */
@@ -280,9 +280,9 @@ export class Regions<P extends Peer> {
     this.stats.regions = 0
   }
 
-  private churned (): void {
+  private churned (cause: 'join' | 'leave'): void {
     this.stats.dropped++
-    for (const l of this.listeners) l()
+    for (const l of this.listeners) l(cause)
   }
 }
 
