@@ -17,12 +17,6 @@ static reef_req *named(fuse_req_t req, enum reef_op op, fuse_ino_t parent, const
   return r;
 }
 
-static void *copy(const void *data, size_t len) {
-  void *p = malloc(len > 0 ? len : 1);
-  if (len > 0) memcpy(p, data, len);
-  return p;
-}
-
 static void ll_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
                        struct fuse_file_info *fi) {
   reef_req *r = reef_req_new(req, OP_SETATTR, ino);
@@ -97,7 +91,7 @@ static void ll_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
   reef_req_fi(r, fi);
   r->off = off;
   r->size = size;
-  r->data = copy(buf, size);
+  r->data = buf;
   r->datalen = size;
   reef_req_queue(r);
 }
@@ -128,7 +122,7 @@ static void ll_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
                         size_t size, int flags) {
   reef_req *r = reef_req_new(req, OP_SETXATTR, ino);
   r->name2 = strdup(name);
-  r->data = copy(value, size);
+  r->data = value;
   r->datalen = size;
   r->flags = flags;
   reef_req_queue(r);
@@ -271,6 +265,7 @@ void reef_ops_fields(napi_env env, napi_value obj, reef_req *r) {
   if (r->data) {
     napi_create_buffer_copy(env, r->datalen, r->data, NULL, &v);
     napi_set_named_property(env, obj, "data", v);
+    r->data = NULL; /* the kernel's buffer is reused once this callback returns */
   }
   if (r->op == OP_SETATTR) {
     napi_set_named_property(env, obj, "set", set_object(env, r));

@@ -1,8 +1,9 @@
 /*
  * reef_fuse3.h: what the addon's files share. A session (session.c) owns the libfuse3 low-level
- * session and its loop thread; each kernel request becomes a reef_req queued to JS (ring.c) and
- * is answered once from JS (reply.c). A session lives while its loop runs or any request is
- * unanswered, so a late reply never touches a destroyed fuse_session.
+ * session; JS's own event loop polls its /dev/fuse fd, and each kernel request becomes a reef_req
+ * handed to JS on that thread (ring.c) and answered once from JS (reply.c). A session lives while
+ * its connection does or any request is unanswered, so a late reply never touches a destroyed
+ * fuse_session.
  */
 #ifndef REEF_FUSE3_H
 #define REEF_FUSE3_H
@@ -12,6 +13,7 @@
 #include <node_api.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <uv.h>
 
 enum reef_op {
   OP_INIT, OP_END, OP_LOOKUP, OP_FORGET, OP_GETATTR, OP_READDIR, OP_OPEN, OP_READ,
@@ -46,10 +48,12 @@ struct reef_notify_queue;
 
 typedef struct reef_session {
   struct fuse_session *se;
-  pthread_t thread;
-  napi_threadsafe_function tsfn;
-  atomic_int refs;      /* 1 for the loop thread + 1 per unanswered request */
-  int loop_result;
+  napi_env env;
+  napi_ref handler;     /* JS's request handler; NULL once the connection ended */
+  napi_async_context actx;
+  uv_poll_t *poll;      /* readable /dev/fuse on JS's loop; NULL once stopped */
+  struct fuse_buf buf;  /* one request at a time, reused */
+  atomic_int refs;      /* 1 for the connection + 1 per unanswered request */
   reef_caps caps;
   reef_granted granted;
   struct reef_notify_queue *notify; /* notify.c */
@@ -76,7 +80,7 @@ typedef struct reef_req {
   char *name2;          /* rename's and link's new name, symlink's target, an xattr's name */
   mode_t mode;
   dev_t rdev;
-  void *data;           /* write's bytes, setxattr's value (a copy, freed with the request) */
+  const void *data;     /* write's bytes, setxattr's value: the kernel's buffer, during the callback only */
   size_t datalen;
   int to_set;           /* setattr: FUSE_SET_ATTR_* bits; attr holds the values they name */
   struct stat attr;
@@ -85,11 +89,9 @@ typedef struct reef_req {
 
 /* session.c */
 void reef_session_unref(reef_session *s);
-void reef_session_ended(reef_session *s);
 
 /* ring.c */
 extern const struct fuse_lowlevel_ops reef_ll_ops;
-void reef_ring_call_js(napi_env env, napi_value js_cb, void *context, void *data);
 void reef_req_free(reef_req *r);
 reef_req *reef_req_new(fuse_req_t req, enum reef_op op, fuse_ino_t ino);
 void reef_req_fi(reef_req *r, struct fuse_file_info *fi);

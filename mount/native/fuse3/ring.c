@@ -1,30 +1,43 @@
 /*
- * ring.c: the request ring to JS. Each fuse_lowlevel_ops callback runs on the loop thread, copies
- * what the request carries (op, inode, name, offset, size, handle, caller uid/gid/pid) into a
- * reef_req and queues it on the session's napi_threadsafe_function; nothing here blocks on JS.
- * On the JS thread the request becomes a plain object plus an external that reply.c answers.
- * FORGETs take no answer: they are acknowledged here and passed on as news.
+ * ring.c: requests to JS. session.c reads /dev/fuse on JS's own thread, so each
+ * fuse_lowlevel_ops callback runs there: it copies what the request carries (op, inode, name,
+ * offset, size, handle, caller uid/gid/pid) into a reef_req and calls JS's handler at once with
+ * a plain object plus an external that reply.c answers, now or later. FORGETs take no answer:
+ * they are acknowledged here and passed on as news.
  */
 #include "reef_fuse3.h"
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
+/* r->data is the kernel's buffer, borrowed for the callback only: never freed here. */
 void reef_req_free(reef_req *r) {
   free(r->name);
   free(r->forgets);
   free(r->name2);
-  free(r->data);
   free(r);
 }
 
+static void call_js_req(napi_env env, napi_value js_cb, reef_req *r);
+
+/* Hands r to JS now (we are on JS's thread, inside session.c's callback scope). Without a
+ * handler (the connection has ended) a request is answered EIO. */
 void reef_req_queue(reef_req *r) {
-  if (napi_call_threadsafe_function(r->s->tsfn, r, napi_tsfn_nonblocking) == napi_ok) return;
-  if (r->req) {
-    fuse_reply_err(r->req, EIO);
-    reef_session_unref(r->s);
+  reef_session *s = r->s;
+  napi_env env = s->env;
+  napi_handle_scope hs;
+  napi_value cb = NULL;
+  if (napi_open_handle_scope(env, &hs) != napi_ok) hs = NULL;
+  if (s->handler != NULL && napi_get_reference_value(env, s->handler, &cb) == napi_ok && cb != NULL) {
+    call_js_req(env, cb, r);
+  } else {
+    if (r->req) {
+      fuse_reply_err(r->req, EIO);
+      reef_session_unref(s);
+    }
+    reef_req_free(r);
   }
-  reef_req_free(r);
+  if (hs != NULL) napi_close_handle_scope(env, hs);
 }
 
 reef_req *reef_req_new(fuse_req_t req, enum reef_op op, fuse_ino_t ino) {
@@ -225,21 +238,4 @@ static void call_js_req(napi_env env, napi_value js_cb, reef_req *r) {
     napi_get_and_clear_last_exception(env, &e);
   }
   if (!answerable) reef_req_free(r);
-}
-
-void reef_ring_call_js(napi_env env, napi_value js_cb, void *context, void *data) {
-  (void)context;
-  reef_req *r = data;
-  if (env == NULL) { /* the function is being torn down: nobody will answer */
-    if (r->req) {
-      fuse_reply_err(r->req, EIO);
-      reef_session_unref(r->s);
-    }
-    reef_req_free(r);
-    return;
-  }
-  reef_session *s = r->s;
-  enum reef_op op = r->op;
-  call_js_req(env, js_cb, r);
-  if (op == OP_END) reef_session_ended(s);
 }

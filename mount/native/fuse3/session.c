@@ -1,10 +1,15 @@
 /*
- * session.c: the FUSE session and its thread, and the module's entry point. mount() creates a
- * low-level session on the JS thread and starts one loop thread that only reads /dev/fuse and
- * queues requests (ring.c); it never waits on JS, so one thread is enough. When the kernel ends
- * the connection (fusermount3 -u, umount) the loop ends and JS hears { op: 'end' }.
+ * session.c: the FUSE session and the module's entry point. mount() creates a low-level session
+ * and polls its /dev/fuse fd (non-blocking) on JS's own event loop: when the kernel has requests,
+ * they are read and handed to JS on that thread (ring.c), up to BATCH per wake-up. There is no
+ * loop thread between the kernel and JS: each request costs one thread wake-up (the kernel
+ * waking JS), not two (the kernel waking a loop thread, that thread waking JS), which on this
+ * class of machine is most of a small request's round trip. When the kernel ends the connection
+ * (fusermount3 -u, umount) JS hears { op: 'end' }.
  */
 #include "reef_fuse3.h"
+#include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <spawn.h>
@@ -14,23 +19,64 @@
 
 extern char **environ;
 
+/* Requests read per wake-up before the event loop gets a turn (the fd is level-triggered: the
+ * rest wake it again at once). */
+#define BATCH 32
+
 void reef_session_unref(reef_session *s) {
   if (atomic_fetch_sub(&s->refs, 1) != 1) return;
   fuse_session_destroy(s->se);
-  napi_release_threadsafe_function(s->tsfn, napi_tsfn_release);
+  free(s->buf.mem);
   free(s->mountpoint);
   free(s);
 }
 
-static void *loop_thread(void *arg) {
-  reef_session *s = arg;
-  s->loop_result = fuse_session_loop(s->se);
+static void poll_closed(uv_handle_t *h) { free(h); }
+
+/* The connection is gone (or this session was told to exit): stop polling, tell JS, let the
+ * notify thread finish, close /dev/fuse and drop the connection's hold on the session. Requests
+ * JS still holds keep the session alive; answered after this, they go nowhere. */
+static void ended(reef_session *s) {
+  napi_env env = s->env;
+  uv_poll_stop(s->poll);
+  uv_close((uv_handle_t *)s->poll, poll_closed);
+  s->poll = NULL;
   reef_req *end = calloc(1, sizeof *end);
   end->s = s;
   end->op = OP_END;
-  /* Unbounded queue, released only after OP_END is handled: this call cannot be refused. */
-  napi_call_threadsafe_function(s->tsfn, end, napi_tsfn_blocking);
-  return NULL;
+  reef_req_queue(end);
+  napi_delete_reference(env, s->handler);
+  s->handler = NULL;
+  napi_async_destroy(env, s->actx);
+  reef_notify_stop(s);
+  fuse_session_unmount(s->se);
+  reef_session_unref(s);
+}
+
+static void readable(uv_poll_t *h, int status, int events) {
+  (void)events;
+  reef_session *s = h->data;
+  napi_env env = s->env;
+  napi_handle_scope hs;
+  napi_callback_scope scope;
+  napi_value resource;
+  if (napi_open_handle_scope(env, &hs) != napi_ok) return;
+  napi_create_object(env, &resource);
+  /* One callback scope per batch: promise jobs and nextTicks the handlers queued run when it
+   * closes, as after any other callback from the event loop. */
+  bool scoped = napi_open_callback_scope(env, resource, s->actx, &scope) == napi_ok;
+  bool end = status < 0 && status != UV_EINTR && status != UV_EAGAIN;
+  for (int i = 0; i < BATCH && !end; i++) {
+    int res = fuse_session_receive_buf(s->se, &s->buf);
+    if (res == -EINTR) continue;
+    if (res == -EAGAIN) break;
+    if (res <= 0) { end = true; break; }
+    fuse_session_process_buf(s->se, &s->buf);
+    if (fuse_session_exited(s->se)) end = true;
+  }
+  if (end) ended(s);
+  if (scoped) napi_close_callback_scope(env, scope);
+  napi_close_handle_scope(env, hs);
 }
 
 static bool has_flag(napi_env env, napi_value obj, const char *key) {
@@ -96,15 +142,30 @@ static napi_value mount_js(napi_env env, napi_callback_info info) {
     return NULL;
   }
   napi_value name;
-  NAPI_OK(env, napi_create_string_utf8(env, "reef-fuse3", NAPI_AUTO_LENGTH, &name));
-  NAPI_OK(env, napi_create_threadsafe_function(env, argv[2], NULL, name, 0, 1, NULL, NULL, s,
-                                               reef_ring_call_js, &s->tsfn));
+  uv_loop_t *loop = NULL;
+  int fd = fuse_session_fd(s->se);
+  s->env = env;
   atomic_store(&s->refs, 1);
-  if (!reef_notify_start(env, s, argv[5]) || pthread_create(&s->thread, NULL, loop_thread, s) != 0) {
+  s->poll = calloc(1, sizeof *s->poll);
+  bool ok = napi_create_string_utf8(env, "reef-fuse3", NAPI_AUTO_LENGTH, &name) == napi_ok &&
+            napi_async_init(env, NULL, name, &s->actx) == napi_ok &&
+            napi_create_reference(env, argv[2], 1, &s->handler) == napi_ok &&
+            napi_get_uv_event_loop(env, &loop) == napi_ok &&
+            fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) == 0 &&
+            uv_poll_init(loop, s->poll, fd) == 0;
+  if (ok) {
+    s->poll->data = s;
+    ok = reef_notify_start(env, s, argv[5]) && uv_poll_start(s->poll, UV_READABLE, readable) == 0;
+    if (!ok) uv_close((uv_handle_t *)s->poll, poll_closed);
+  } else {
+    free(s->poll);
+  }
+  if (!ok) {
     reef_notify_stop(s);
+    if (s->handler != NULL) napi_delete_reference(env, s->handler);
     fuse_session_unmount(s->se);
     reef_session_unref(s);
-    napi_throw_error(env, "EAGAIN", "cannot start the FUSE thread");
+    napi_throw_error(env, "EAGAIN", "cannot poll the FUSE connection");
     return NULL;
   }
   napi_value out;
@@ -113,9 +174,9 @@ static napi_value mount_js(napi_env env, napi_callback_info info) {
 }
 
 /* unmount(session): detaches the mount (lazily); the kernel ends the connection once nothing
- * uses the file system any more, and the loop then ends on its own. Not fuse_session_unmount
+ * uses the file system any more, and polling then ends on its own. Not fuse_session_unmount
  * here: it closes /dev/fuse, and the answers to requests JS still holds would be lost, leaving
- * their callers waiting forever. reef_session_ended closes it once the connection is gone. */
+ * their callers waiting forever. ended() closes it once the connection is gone. */
 static napi_value unmount_js(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
@@ -131,14 +192,6 @@ static napi_value unmount_js(napi_env env, napi_callback_info info) {
   pid_t pid;
   if (posix_spawnp(&pid, "fusermount3", NULL, NULL, args, environ) == 0) waitpid(pid, NULL, 0);
   return NULL;
-}
-
-/* Called on the JS thread for OP_END: the loop thread has finished. */
-void reef_session_ended(reef_session *s) {
-  pthread_join(s->thread, NULL);
-  reef_notify_stop(s);
-  fuse_session_unmount(s->se);
-  reef_session_unref(s);
 }
 
 static napi_value init(napi_env env, napi_value exports) {
