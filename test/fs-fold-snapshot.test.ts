@@ -76,7 +76,8 @@ class Ops {
     const fs = this.fs()
     const names = ['a', 'b', 'c', 'd/x', 'd/y']
     const have = [...this.m.paths.keys()]
-    const kind = have.length === 0 ? 'create' : this.pick(['write', 'write', 'write', 'truncate', 'punch', 'create', 'unlink', 'rename', 'link'])
+    // 'poke': a small write, mostly inside one page of a file with a stored base (a partial page).
+    const kind = have.length === 0 ? 'create' : this.pick(['write', 'write', 'write', 'poke', 'poke', 'truncate', 'punch', 'create', 'unlink', 'rename', 'link'])
     switch (kind) {
       case 'create': {
         const p = this.pick(names)
@@ -88,17 +89,18 @@ class Ops {
         this.m.content.set(id, Buffer.alloc(0))
         return `create ${p}`
       }
-      case 'write': {
+      case 'write':
+      case 'poke': {
         const p = this.pick(have)
         const c = this.m.content.get(this.m.paths.get(p) as number) as Buffer
-        const off = Math.floor(this.r() * (c.length + 100_000))
-        const data = this.bytes(1 + Math.floor(this.r() * 200_000))
+        const off = Math.floor(this.r() * (c.length + (kind === 'poke' ? 0 : 100_000)))
+        const data = this.bytes(1 + Math.floor(this.r() * (kind === 'poke' ? 9000 : 200_000)))
         await fs.write((await fs.resolve('/' + p)).ino, off, data)
         const next = Buffer.alloc(Math.max(c.length, off + data.length))
         c.copy(next)
         data.copy(next, off)
         this.m.content.set(this.m.paths.get(p) as number, next)
-        return `write ${p} ${off}+${data.length}`
+        return `${kind} ${p} ${off}+${data.length}`
       }
       case 'truncate': {
         const p = this.pick(have)
@@ -231,6 +233,60 @@ t.test('a fold that fails after its snapshot gives everything back: nothing is l
   t.same(Buffer.from(await back.read(await back.resolve('/f'), 0, 300_000)), expect, 'the next fold stores all of it')
   const r = await s.reopen()
   t.same(Buffer.from(await r.read(await r.resolve('/f'), 0, 300_000)), expect, 'and a reopen reads the same')
+})
+
+t.test('a small write into a stored file reads nothing from the store (a partial page), reads right, and survives a failed fold with partial pages above and below', async t => {
+  const s = await openCoreFs(t, 'reef-fold-snap-')
+  const f0 = await s.fs.create(ROOT_INO, enc('f'), 0o644, cred)
+  const base = crypto.randomBytes(300_000)
+  await s.fs.write(f0.ino, 0, base)
+  await s.fs.fold('base')
+  const rfs = await s.reopen()
+  const f = await rfs.resolve('/f')
+  const store = (rfs as unknown as { store: { get: (c: unknown) => Promise<Uint8Array>, putMany: (b: unknown[]) => Promise<void> } }).store
+  const get = store.get.bind(store)
+  let gets = 0
+  store.get = async (c) => { gets++; return await get(c) }
+  const expect = Buffer.from(base)
+  const poke = async (off: number, text: string): Promise<void> => {
+    await rfs.write(f.ino, off, enc(text))
+    expect.write(text, off)
+  }
+  await poke(10_000, 'first')
+  await poke(70_000, 'second')
+  await poke(70_003, 'overlapping')
+  t.equal(gets, 0, 'three small writes into stored pages read no block')
+  t.same(Buffer.from(await rfs.read(f, 0, 400_000)), expect, 'the file reads as base and writes')
+  t.same(Buffer.from(await rfs.read(f, 69_990, 30)), expect.subarray(69_990, 70_020), 'a read inside a partial page')
+  // Whole-page coverage by small writes makes the page whole again.
+  for (let off = 131_072; off < 196_608; off += 8192) await poke(off, 'x'.repeat(8192))
+  t.same(Buffer.from(await rfs.read(f, 131_000, 70_000)), expect.subarray(131_000, 201_000), 'a page written whole in pieces')
+  const putMany = store.putMany.bind(store)
+  let fail = true
+  store.putMany = async (bs) => {
+    if (fail) throw new Error('REEF_TEST: the store refused')
+    await putMany(bs)
+  }
+  rfs.foldHooks = {
+    afterSnapshot: async () => {
+      // Over F's partial page 0 and F's partial page 1, and a page F lacks.
+      await poke(10_002, 'THIRD')
+      await poke(70_010, 'FOURTH')
+      await poke(250_000, 'FIFTH')
+      t.same(Buffer.from(await rfs.read(f, 0, 400_000)), expect, 'during the fold the file reads through both layers')
+    }
+  }
+  await t.rejects(rfs.fold('fails'), /the store refused/, 'the fold fails')
+  rfs.foldHooks = undefined
+  fail = false
+  t.same(Buffer.from(await rfs.read(f, 0, 400_000)), expect, 'after the failed fold the file reads as every write made it')
+  await rfs.truncate(f.ino, 70_012)
+  expect.fill(0, 70_012)
+  await rfs.truncate(f.ino, 300_000)
+  t.same(Buffer.from(await rfs.read(f, 0, 400_000)), expect, 'a truncate through a partial page cuts it')
+  const v = await rfs.fold('again')
+  const back = await s.node.openVersion(v!)
+  t.same(Buffer.from(await back.read(await back.resolve('/f'), 0, 400_000)), expect, 'the next fold stores all of it')
 })
 
 const SEEDS = Number(process.env.REEF_TEST_FOLD_SEEDS ?? 12)

@@ -110,6 +110,7 @@ class Extra {
   inTable = false
   ownXattrs?: Map<string, Uint8Array>
   pages?: Map<number, Uint8Array>
+  partial?: Map<number, Array<[number, number]>>
   zeros?: ZeroRanges
   frozen?: Frozen
   dirtyLo = Infinity
@@ -160,6 +161,12 @@ export class Inode {
   set base (cid: CID | undefined) { if (this.kind !== 'dir') this.cid = cid === undefined ? undefined : cidKey(cid) }
   get pages (): Map<number, Uint8Array> | undefined { return this.x?.pages }
   set pages (v: Map<number, Uint8Array> | undefined) { if (v !== undefined || this.x !== undefined) this.extra.pages = v }
+  /**
+   * Pages written in part over content below that was never loaded (src/fs/layer.ts): page
+   * index -> the page-relative [lo, hi) ranges it holds; the rest of such a page reads through.
+   */
+  get partial (): Map<number, Array<[number, number]>> | undefined { return this.x?.partial }
+  set partial (v: Map<number, Array<[number, number]>> | undefined) { if (v !== undefined || this.x !== undefined) this.extra.partial = v }
   /** Parts of the base (below baseLimit) punched or zeroed since the last fold; pages win. */
   get zeros (): ZeroRanges | undefined { return this.x?.zeros }
   set zeros (v: ZeroRanges | undefined) { if (v !== undefined || this.x !== undefined) this.extra.zeros = v }
@@ -313,7 +320,7 @@ export class Inode {
   /** Lets Extra go once every field of it is back to its default (a read file, closed). */
   private trim (): void {
     const x = this.x
-    if (x === undefined || x.ownXattrs !== undefined || x.pages !== undefined || x.zeros !== undefined || x.frozen !== undefined) return
+    if (x === undefined || x.ownXattrs !== undefined || x.pages !== undefined || x.partial !== undefined || x.zeros !== undefined || x.frozen !== undefined) return
     if (x.dirtyLo !== Infinity || x.dirtyHi !== 0 || x.ranges !== undefined || x.rangesMerged !== undefined || x.reader !== undefined) return
     if (x.loading !== undefined || x.subdirs !== 0 || x.target !== undefined || x.rdev !== 0 || x.last !== undefined) return
     if (x.inTable || x.children !== undefined) return
@@ -353,6 +360,7 @@ export class Inode {
   restart (): void {
     this.baseLimit = this.size
     this.pages = undefined
+    this.partial = undefined
     this.zeros = undefined
     this.dirtyLo = Infinity
     this.dirtyHi = 0

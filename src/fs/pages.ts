@@ -9,7 +9,7 @@ import { ReefError } from '../errors.js'
 import type { BlockGetter } from '../store/types.js'
 import { allocPage, freePage, type Inode, PAGE, pagesBytes, smallPage } from './inode.js'
 import { planFallocate } from './fallocate.js'
-import { contentBelow, readLayer } from './layer.js'
+import { hold, readLayer, contentBelow } from './layer.js'
 import { ZeroRanges } from './zeros.js'
 
 const posix = ReefError.posix
@@ -22,34 +22,49 @@ export class Pages {
 
   constructor (private readonly store: BlockGetter) {}
 
-  /** Dirty page `p` of `n`, at least `upTo` bytes long (a small first page grows to that). */
-  private async page (n: Inode, p: number, whole: boolean, upTo = PAGE): Promise<Uint8Array> {
+  /**
+   * Dirty page `p` of `n` for a write of its bytes [lo, hi), at least `hi` bytes long (a small
+   * first page grows to that). A page written in part over content below is not read from
+   * below: it holds just what is written (`Inode.partial`, src/fs/layer.ts).
+   */
+  private page (n: Inode, p: number, lo: number, hi: number): Uint8Array {
     if (n.pages === undefined) n.pages = new Map()
     let page = n.pages.get(p)
-    if (page !== undefined) return this.grown(n, p, page, upTo)
+    if (page !== undefined) {
+      this.held(n, p, lo, hi)
+      return this.grown(n, p, page, hi)
+    }
     // Nothing to copy from a stored base: the first page may start small.
-    if (p === 0 && n.baseLimit === 0 && upTo < PAGE) {
-      page = smallPage(upTo)
+    if (p === 0 && n.baseLimit === 0 && hi < PAGE) {
+      page = smallPage(hi)
       n.pages.set(p, page)
       this.dirtyBytes += page.length
       return page
     }
-    page = allocPage(!whole)
-    const start = p * PAGE
-    if (!whole && start < n.baseLimit) {
-      const r = contentBelow(n, this.store)
-      if (r !== undefined) page.set(await r.read(start, Math.min(PAGE, n.baseLimit - start)))
-      n.zeros?.mask(page, start)
-    }
-    // A concurrent filler may have won while we awaited.
-    const raced = n.pages.get(p)
-    if (raced !== undefined) {
-      freePage(page)
-      return this.grown(n, p, raced, upTo)
-    }
+    // A partial page's bytes outside what it holds are never read (readLayer, thaw and the
+    // fold go by its ranges), so it is not zeroed: a fresh slab page is then touched only
+    // where written.
+    const whole = lo === 0 && hi >= PAGE
+    const partial = !whole && p * PAGE < n.baseLimit
+    page = allocPage(!whole && !partial)
     n.pages.set(p, page)
     this.dirtyBytes += PAGE
+    if (partial) (n.partial ??= new Map()).set(p, [[lo, hi]])
     return page
+  }
+
+  /** Page `p` of `n` now holds [lo, hi) too: a partial page that holds all of itself is whole. */
+  private held (n: Inode, p: number, lo: number, hi: number): void {
+    const held = n.partial?.get(p)
+    if (held === undefined || !hold(held, lo, hi)) return
+    this.dropPartial(n, p)
+  }
+
+  private dropPartial (n: Inode, p: number): void {
+    const partial = n.partial
+    if (partial === undefined) return
+    partial.delete(p)
+    if (partial.size === 0) n.partial = undefined
   }
 
   /** `page` (page `p` of `n`), or a longer copy of it if it is shorter than `upTo`. */
@@ -70,7 +85,7 @@ export class Pages {
       const ps = p * PAGE
       const from = Math.max(offset, ps)
       const to = Math.min(end, ps + PAGE)
-      const page = await this.page(n, p, offset <= ps && end >= ps + PAGE, to - ps)
+      const page = this.page(n, p, from - ps, to - ps)
       page.set(data.subarray(from - offset, to - offset), from - ps)
     }
     if (end > n.size) n.size = end
@@ -87,10 +102,15 @@ export class Pages {
             freePage(page)
             n.pages.delete(p)
             this.dirtyBytes -= page.length
+            this.dropPartial(n, p)
           }
         }
-        const last = n.pages.get(Math.floor(size / PAGE))
-        if (last !== undefined) last.fill(0, size % PAGE)
+        const lastP = Math.floor(size / PAGE)
+        const last = n.pages.get(lastP)
+        if (last !== undefined) {
+          last.fill(0, size % PAGE)
+          this.held(n, lastP, size % PAGE, PAGE)
+        }
       }
       if (size < n.baseLimit) {
         n.baseLimit = size
@@ -127,8 +147,12 @@ export class Pages {
             freePage(page)
             n.pages.delete(p)
             this.dirtyBytes -= page.length
+            this.dropPartial(n, p)
           } else {
-            page.fill(0, Math.max(zeroFrom, ps) - ps, Math.min(zeroTo, ps + PAGE) - ps)
+            const lo = Math.max(zeroFrom, ps) - ps
+            const hi = Math.min(zeroTo, ps + PAGE) - ps
+            page.fill(0, lo, hi)
+            this.held(n, p, lo, hi)
           }
         }
       }
@@ -160,5 +184,6 @@ export class Pages {
       for (const page of n.pages.values()) freePage(page)
       n.pages = undefined
     }
+    n.partial = undefined
   }
 }
