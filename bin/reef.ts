@@ -169,7 +169,7 @@ function lifecycle (program: Command): void {
     return caps as Caps
   }
 
-  type MountCliOptions = { view?: string, viewInterval?: string, from?: string, foldInterval?: string, maxDirty?: string, attrTimeout?: string, attrCache?: boolean, writeBehind?: boolean, json?: boolean, aguid?: string, listen?: string[], bootstrap?: string[], k?: string, repairInterval?: string, fetchDeadline?: string, maxConnections?: string }
+  type MountCliOptions = { view?: string, viewInterval?: string, from?: string, foldInterval?: string, maxDirty?: string, attrTimeout?: string, attrCache?: boolean, readAhead?: string, writeBehind?: boolean, json?: boolean, aguid?: string, listen?: string[], bootstrap?: string[], k?: string, repairInterval?: string, fetchDeadline?: string, maxConnections?: string }
   const foreground = async (mountpoint: string, opts: MountCliOptions, checkout?: string): Promise<void> => {
     const dir = dataDir()
     if (checkout === undefined && ReefNode.init(dir)) err(`reef: created a new data directory at ${dir}\n`)
@@ -194,9 +194,11 @@ function lifecycle (program: Command): void {
       if (maxDirtyBytes !== undefined && !(maxDirtyBytes > 0)) throw ReefError.badInput(`bad --max-dirty ${opts.maxDirty}`)
       const attrTimeout = opts.attrTimeout !== undefined ? Number(opts.attrTimeout) : undefined
       if (attrTimeout !== undefined && !(attrTimeout >= 0 && attrTimeout <= 3600)) throw ReefError.badInput(`bad --attr-timeout ${opts.attrTimeout}`)
+      const readAheadKiB = opts.readAhead !== undefined ? Number(opts.readAhead) : undefined
+      if (readAheadKiB !== undefined && !(Number.isInteger(readAheadKiB) && readAheadKiB >= 0 && readAheadKiB <= 65536)) throw ReefError.badInput(`bad --read-ahead ${opts.readAhead}`)
       // A view mount folds once its writes pause (at most 5 intervals after the first).
       const foldQuietMaxMs = view !== undefined ? 5 * (foldIntervalMs ?? 2000) : undefined
-      served = await MountDaemon.serve(node, { mountpoint, foldIntervalMs, foldQuietMaxMs, maxDirtyBytes, attrTimeout, attrCache: opts.attrCache, writeBehind: opts.writeBehind, checkout: version, from, follow: own ? undefined : follow, view, viewIntervalMs, faults: testFaults(), caps: fuseCaps() },
+      served = await MountDaemon.serve(node, { mountpoint, foldIntervalMs, foldQuietMaxMs, maxDirtyBytes, attrTimeout, attrCache: opts.attrCache, readAheadKiB, writeBehind: opts.writeBehind, checkout: version, from, follow: own ? undefined : follow, view, viewIntervalMs, faults: testFaults(), caps: fuseCaps() },
         { socket: checkout === undefined ? SOCKET_NAME : `checkout-${process.pid}.sock`, run: async (args, notify) => await runInDaemon(node, args, notify) })
     } catch (e) {
       await node.close().catch(() => {})
@@ -227,6 +229,7 @@ function lifecycle (program: Command): void {
     .option('--max-dirty <MiB>', 'fold early once this much written data waits in memory', '512')
     .option('--attr-timeout <seconds>', 'let the kernel cache attributes this long (a follower\'s: never); 0: ask every time', '1')
     .option('--no-attr-cache', 'the same as --attr-timeout 0: every stat reaches the daemon')
+    .option('--read-ahead <KiB>', 'the kernel\'s read-ahead for the mount (root only; the kernel\'s default for FUSE is 128); 0: leave it', '1024')
     .option('--no-write-behind', 'apply every write before acknowledging it (default: acknowledge once queued, apply right after; fsync and close wait)')
     .option('--json', 'print the mount status as JSON once mounted')
     .option('--from <version>', 'start read-write from this version (seq or VGUID): its tree becomes the live tree and the next version follows the head (see reef fsck)')

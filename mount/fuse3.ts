@@ -59,7 +59,8 @@ export interface LowLevelOps {
   lookup: (parent: number, name: Buffer, ctx: Ctx) => Maybe<Entry>
   getattr: (ino: number, ctx: Ctx) => Maybe<{ attr: Attr, timeout: number }>
   open?: (ino: number, flags: number, ctx: Ctx) => Maybe<Opened>
-  read: (ino: number, fh: number, off: number, size: number, ctx: Ctx) => Maybe<Buffer>
+  /** The bytes, or the pieces they lie in (sent as one reply, never joined). */
+  read: (ino: number, fh: number, off: number, size: number, ctx: Ctx) => Maybe<Buffer | Uint8Array[]>
   release?: (ino: number, fh: number) => Maybe<void>
   opendir?: (ino: number, flags: number, ctx: Ctx) => Maybe<Opened>
   /** The whole listing, '.' and '..' included; the kernel's offset is an index into it. */
@@ -201,6 +202,7 @@ interface Addon {
   replyAttr: (req: Req, attr: Attr, timeout: number) => void
   replyOpen: (req: Req, fh: number, keepCache: boolean) => void
   replyData: (req: Req, data: Buffer) => void
+  replyDataV: (req: Req, parts: Uint8Array[]) => void
   replyDir: (req: Req, entries: DirEntry[]) => void
   replyStatfs: (req: Req, st: StatFs) => void
   replyCreate: (req: Req, attr: Attr, attrTimeout: number, entryTimeout: number, fh: number, keepCache: boolean) => void
@@ -286,9 +288,10 @@ async function answer (a: Addon, ops: LowLevelOps, r: Request, req: Req, granted
     }
     case 'read': {
       const data = await ops.read(r.ino, r.fh, r.off, r.size, ctx)
+      const length = Array.isArray(data) ? data.reduce((n, p) => n + p.length, 0) : data.length
       // The kernel would fail the whole request; a handler's bug is reported as one.
-      if (data.length > r.size) throw new RangeError(`read of ${r.size} bytes answered with ${data.length}`)
-      return a.replyData(req, data)
+      if (length > r.size) throw new RangeError(`read of ${r.size} bytes answered with ${length}`)
+      return Array.isArray(data) ? a.replyDataV(req, data) : a.replyData(req, data)
     }
     case 'readdir':
       return a.replyDir(req, (await ops.readdir(r.ino, r.fh, ctx, r.off)).slice(r.off))

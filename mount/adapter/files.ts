@@ -22,7 +22,6 @@ const O_DIRECT = 0o40000
 const O_TRUNC = 0o1000
 const O_APPEND = 0o2000
 
-const asBuffer = (u: Uint8Array): Buffer => Buffer.isBuffer(u) ? u : Buffer.from(u.buffer, u.byteOffset, u.byteLength)
 
 export function fileOps (a: Adapter): Pick<LowLevelOps, 'open' | 'create' | 'read' | 'write' | 'flush' | 'fsync' | 'release' | 'fallocate'> {
   const { tree } = a
@@ -107,7 +106,7 @@ export function fileOps (a: Adapter): Pick<LowLevelOps, 'open' | 'create' | 'rea
     read: async (ino: number, fh: number, off: number, size: number) => {
       const h = a.handle(fh)
       if (a.faultAt('read', ino, 'run')) throw a.injected('read', ino)
-      const data = asBuffer(await h.fs.read(h.node, off, size))
+      const data = await h.fs.readParts(h.node, off, size)
       // More bytes than the kernel asked for: the wrapper refuses them with a RangeError.
       return a.faultAt('read', ino, 'reply') ? Buffer.alloc(size + 1) : data
     },

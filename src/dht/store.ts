@@ -45,6 +45,9 @@ export class DhtBlockStore implements BlockStore {
     private readonly opts: DhtStoreOptions = {}
   ) {}
 
+  /** Local blocks only: one that is not here is fetched when it is read. */
+  prefetch (cids: CID[]): void { this.local.prefetch(cids) }
+
   async get (cid: CID): Promise<Uint8Array> {
     try {
       const b = await this.local.get(cid)

@@ -215,6 +215,9 @@ export class ReefFS {
   /** Reads file content: dirty pages first, then the base tree, zeros past both. */
   read (n: Inode, offset: number, length: number): Promise<Uint8Array> { return this.pages.read(n, offset, length) }
 
+  /** The same bytes as the pieces they lie in (views of cached chunks: never modify them). */
+  readParts (n: Inode, offset: number, length: number): Promise<Uint8Array[]> { return this.pages.readParts(n, offset, length) }
+
   getxattr (n: Inode, name: string): Uint8Array {
     const v = n.xattrs.get(name)
     if (v === undefined) throw posix('ENODATA', `no attribute ${name}`)

@@ -26,6 +26,8 @@ import { ZeroRanges } from './zeros.js'
 /** What a layer reads through to. */
 export interface ContentReader {
   read: (offset: number, length: number) => Promise<Uint8Array>
+  /** The same bytes as the pieces they lie in (shared: never modify them). */
+  readParts?: (offset: number, length: number) => Promise<Uint8Array[]>
 }
 
 /** Page-relative [lo, hi) ranges a partial page holds: sorted, disjoint, not adjacent. */
@@ -58,6 +60,41 @@ export interface Layer {
   readonly zeros?: ZeroRanges
 }
 
+/** Whether `pages` has a page holding any byte of [from, to). */
+function hasPageIn (pages: ReadonlyMap<number, Uint8Array> | undefined, from: number, to: number): boolean {
+  if (pages === undefined || pages.size === 0) return false
+  const first = Math.floor(from / PAGE)
+  const last = Math.ceil(to / PAGE) - 1
+  if (last - first >= pages.size) {
+    for (const p of pages.keys()) if (p >= first && p <= last) return true
+    return false
+  }
+  for (let p = first; p <= last; p++) if (pages.has(p)) return true
+  return false
+}
+
+function zeroIn (zeros: ZeroRanges | undefined, from: number, to: number): boolean {
+  if (zeros === undefined) return false
+  const z = zeros.at(from)
+  return z.zero || z.end < to
+}
+
+/** Nothing of the layer's own (pages, zeros, its limit) in [from, to): what lies below shows. */
+function onlyBelow (layer: Layer, from: number, to: number): boolean {
+  return to <= layer.baseLimit && !hasPageIn(layer.pages, from, to) && !zeroIn(layer.zeros, from, to)
+}
+
+/**
+ * `readLayer` as pieces (shared: never modify them): where nothing of the layer's own lies in
+ * the range, the pieces below come as they are, without being joined into one buffer.
+ */
+export async function readLayerParts (layer: Layer, below: ContentReader | undefined, offset: number, length: number): Promise<Uint8Array[]> {
+  const end = Math.min(layer.size, offset + length)
+  if (offset >= end) return []
+  if (below?.readParts !== undefined && onlyBelow(layer, offset, end)) return await below.readParts(offset, end - offset)
+  return [await readLayer(layer, below, offset, length)]
+}
+
 /**
  * Reads `layer` over `below`: its whole pages first, then `below` up to baseLimit (with what
  * partial pages hold laid over it), zeros past both.
@@ -65,8 +102,9 @@ export interface Layer {
 export async function readLayer (layer: Layer, below: ContentReader | undefined, offset: number, length: number): Promise<Uint8Array> {
   const end = Math.min(layer.size, offset + length)
   if (offset >= end) return new Uint8Array(0)
-  const out = new Uint8Array(end - offset)
   const { pages, partial } = layer
+  if (below !== undefined && onlyBelow(layer, offset, end)) return await below.read(offset, end - offset)
+  const out = new Uint8Array(end - offset)
   const whole = (p: number): boolean => pages?.has(p) === true && partial?.has(p) !== true
   let pos = offset
   while (pos < end) {
@@ -133,6 +171,10 @@ export class Frozen implements Layer, ContentReader {
 
   async read (offset: number, length: number): Promise<Uint8Array> {
     return await readLayer(this, this.baseReader(), offset, length)
+  }
+
+  async readParts (offset: number, length: number): Promise<Uint8Array[]> {
+    return await readLayerParts(this, this.baseReader(), offset, length)
   }
 
   /** Bytes its pages hold. */

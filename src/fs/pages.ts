@@ -9,7 +9,7 @@ import { ReefError } from '../errors.js'
 import type { BlockGetter } from '../store/types.js'
 import { allocPage, freePage, type Inode, PAGE, pagesBytes, smallPage } from './inode.js'
 import { planFallocate } from './fallocate.js'
-import { hold, readLayer, contentBelow } from './layer.js'
+import { contentBelow, hold, readLayer, readLayerParts } from './layer.js'
 import { ZeroRanges } from './zeros.js'
 
 const posix = ReefError.posix
@@ -171,6 +171,13 @@ export class Pages {
     if (n.kind === 'dir') throw posix('EISDIR', 'read of a directory')
     if (n.kind !== 'file') throw posix('EINVAL', 'read of a non-file')
     return await readLayer(n, contentBelow(n, this.store), offset, length)
+  }
+
+  /** `read` as pieces, not joined (shared with caches: never modify them). */
+  async readParts (n: Inode, offset: number, length: number): Promise<Uint8Array[]> {
+    if (n.kind === 'dir') throw posix('EISDIR', 'read of a directory')
+    if (n.kind !== 'file') throw posix('EINVAL', 'read of a non-file')
+    return await readLayerParts(n, contentBelow(n, this.store), offset, length)
   }
 
   /**

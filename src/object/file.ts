@@ -135,6 +135,9 @@ function linkCid (l: Link): CID {
   return l.cid
 }
 
+/** Bytes of a file a sequential FileReader prefetches ahead of its reads. */
+const PREFETCH = 8 * 1024 * 1024
+
 /** A leaf chunk (or hole) and where it starts in the file. */
 export interface Leaf { cid?: CID, size: number, offset: number }
 
@@ -161,7 +164,45 @@ export class FileReader {
     return bytes
   }
 
+  /** Where the last read ended, and how far ahead of it chunks were prefetched. */
+  private lastEnd = -1
+  private prefetchedTo = 0
+
   constructor (readonly root: CID, private readonly store: BlockGetter) {}
+
+  /**
+   * A sequential reader (this read starts where the last ended) gets the chunks of the next
+   * PREFETCH bytes brought in off this thread, half a window at a time: the local store's
+   * pages then fault in on lmdb's worker thread, not during the synchronous gets of later reads.
+   */
+  private ahead (offset: number, end: number, size: number): void {
+    const sequential = offset === this.lastEnd
+    this.lastEnd = end
+    if (!sequential || this.store.prefetch === undefined || this.prefetchedTo >= Math.min(size, end + PREFETCH / 2)) return
+    const from = Math.max(end, this.prefetchedTo)
+    const to = Math.min(size, end + PREFETCH)
+    this.prefetchedTo = to
+    this.chunksIn(from, to).then(cids => this.store.prefetch?.(cids), () => {})
+  }
+
+  /** The chunks holding any byte of [from, to) (holes have none). */
+  private async chunksIn (from: number, to: number): Promise<CID[]> {
+    const out: CID[] = []
+    const visit = async (n: FileNode, base: number): Promise<void> => {
+      let pos = base
+      for (const l of n.links) {
+        const lEnd = pos + l.size
+        if (lEnd > from && pos < to) {
+          if (n.height > 0) await visit(await this.node(linkCid(l)), pos)
+          else if (l.cid !== undefined) out.push(l.cid)
+        }
+        if (lEnd >= to) break
+        pos = lEnd
+      }
+    }
+    await visit(await this.node(this.root), 0)
+    return out
+  }
 
   async node (cid: CID): Promise<FileNode> {
     const key = cid.toString()
@@ -195,25 +236,43 @@ export class FileReader {
     return out
   }
 
-  /** Reads up to `length` bytes at `offset` (short at end of file). */
+  /**
+   * Reads up to `length` bytes at `offset` (short at end of file). The bytes may be shared with
+   * this reader's cache (a read within one chunk is a view of it): never modify them.
+   */
   async read (offset: number, length: number): Promise<Uint8Array> {
+    const parts = await this.readParts(offset, length)
+    if (parts.length === 1) return parts[0]
+    const out = Buffer.allocUnsafe(parts.reduce((n, p) => n + p.length, 0))
+    let at = 0
+    for (const p of parts) {
+      out.set(p, at)
+      at += p.length
+    }
+    return out
+  }
+
+  /**
+   * The same bytes as `read`, as the pieces they lie in: views of the chunks (shared with this
+   * reader's cache: never modify them) and zeros for holes. A reply to the kernel takes them as
+   * they are (one copy, into the kernel), where `read` would first join them.
+   */
+  async readParts (offset: number, length: number): Promise<Uint8Array[]> {
     const root = await this.node(this.root)
     const end = Math.min(root.size, offset + length)
-    if (offset >= end) return new Uint8Array(0)
-    const out = new Uint8Array(end - offset)
+    if (offset >= end) return []
+    this.ahead(offset, end, root.size)
+    const parts: Uint8Array[] = []
     const visit = async (n: FileNode, base: number): Promise<void> => {
       let pos = base
       for (const l of n.links) {
         const lEnd = pos + l.size
         if (lEnd > offset && pos < end) {
           if (n.height === 0) {
-            // A hole leaves `out` as allocated: zeros.
-            if (l.cid !== undefined) {
-              const bytes = await this.chunk(l.cid, l.size)
-              const from = Math.max(offset, pos)
-              const to = Math.min(end, lEnd)
-              out.set(bytes.subarray(from - pos, to - pos), from - offset)
-            }
+            const from = Math.max(offset, pos)
+            const to = Math.min(end, lEnd)
+            if (l.cid !== undefined) parts.push((await this.chunk(l.cid, l.size)).subarray(from - pos, to - pos))
+            else parts.push(new Uint8Array(to - from))
           } else {
             await visit(await this.node(linkCid(l)), pos)
           }
@@ -223,7 +282,7 @@ export class FileReader {
       }
     }
     await visit(root, 0)
-    return out
+    return parts
   }
 
   async * stream (): AsyncGenerator<Uint8Array> {

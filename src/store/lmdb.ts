@@ -111,6 +111,13 @@ export class LmdbBlockStore implements BlockStore {
     return verifyBlock(cid, bytes, 'the local store')
   }
 
+  prefetch (cids: CID[]): void {
+    if (cids.length === 0) return
+    try {
+      this.db.blocks.prefetch(cids.map(c => blockKey(c) as Buffer), () => {})
+    } catch {}
+  }
+
   hasSync (cid: CID): boolean {
     return this.db.blocks.doesExist(blockKey(cid) as Buffer)
   }

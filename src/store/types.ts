@@ -5,6 +5,12 @@ import type { Block } from '../block/index.js'
 export interface BlockGetter {
   /** Verified bytes; NOT_FOUND if absent, BLOCK_CORRUPT if stored bytes do not hash to `cid`. */
   get (cid: CID): Promise<Uint8Array>
+  /**
+   * A hint that these blocks will be read soon: a store that can bring them into memory off
+   * the caller's thread does (the local store's pages fault in on a worker thread instead of
+   * during a later synchronous get). Never fails, never waits.
+   */
+  prefetch?: (cids: CID[]) => void
 }
 
 export interface BlockPutter {

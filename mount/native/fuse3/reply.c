@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <sys/statvfs.h>
 
 reef_req *reef_req_take(napi_env env, napi_value external) {
@@ -198,6 +199,35 @@ static napi_value reply_data(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* replyDataV(req, parts: Uint8Array[]): the parts in order, as one reply (fuse_reply_iov): the
+ * pieces a read lies in go to the kernel without being joined first. A part that is not a
+ * Uint8Array throws a TypeError and nothing is answered. */
+static napi_value reply_data_v(napi_env env, napi_callback_info info) {
+  ARGS(2);
+  uint32_t n;
+  NAPI_OK(env, napi_get_array_length(env, argv[1], &n));
+  struct iovec *iov = calloc(n > 0 ? n : 1, sizeof *iov);
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value v;
+    bool is_ta = false;
+    napi_typedarray_type type;
+    size_t len = 0;
+    void *data = NULL;
+    if (napi_get_element(env, argv[1], i, &v) != napi_ok || napi_is_typedarray(env, v, &is_ta) != napi_ok || !is_ta ||
+        napi_get_typedarray_info(env, v, &type, &len, &data, NULL, NULL) != napi_ok || type != napi_uint8_array) {
+      free(iov);
+      if (!pending_exception(env)) napi_throw_type_error(env, NULL, "replyDataV: a part is not a Uint8Array");
+      return NULL;
+    }
+    iov[i].iov_base = data;
+    iov[i].iov_len = len;
+  }
+  fuse_reply_iov(r->req, iov, (int)n);
+  free(iov);
+  answered(r);
+  return NULL;
+}
+
 /* replyDir(req, entries: {name, ino, mode}[]): entries start at the request's offset; the
  * cookie of entry i is off + i + 1. What does not fit in the kernel's buffer is asked again. */
 static napi_value reply_dir(napi_env env, napi_callback_info info) {
@@ -359,6 +389,7 @@ napi_value reef_reply_exports(napi_env env, napi_value exports) {
     { "replyAttr", NULL, reply_attr, NULL, NULL, NULL, napi_default, NULL },
     { "replyOpen", NULL, reply_open, NULL, NULL, NULL, napi_default, NULL },
     { "replyData", NULL, reply_data, NULL, NULL, NULL, napi_default, NULL },
+    { "replyDataV", NULL, reply_data_v, NULL, NULL, NULL, napi_default, NULL },
     { "replyDir", NULL, reply_dir, NULL, NULL, NULL, napi_default, NULL },
     { "replyStatfs", NULL, reply_statfs, NULL, NULL, NULL, napi_default, NULL },
     { "replyCreate", NULL, reply_create, NULL, NULL, NULL, napi_default, NULL },
