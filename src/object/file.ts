@@ -188,20 +188,25 @@ export class FileReader {
   /** The chunks holding any byte of [from, to) (holes have none). */
   private async chunksIn (from: number, to: number): Promise<CID[]> {
     const out: CID[] = []
+    await this.eachLeaf(from, to, l => { if (l.cid !== undefined) out.push(l.cid) })
+    return out
+  }
+
+  /** Calls `fn` with each leaf link holding any byte of [from, to), in order, and where it starts. */
+  private async eachLeaf (from: number, to: number, fn: (l: Link, pos: number) => void | Promise<void>): Promise<void> {
     const visit = async (n: FileNode, base: number): Promise<void> => {
       let pos = base
       for (const l of n.links) {
         const lEnd = pos + l.size
         if (lEnd > from && pos < to) {
           if (n.height > 0) await visit(await this.node(linkCid(l)), pos)
-          else if (l.cid !== undefined) out.push(l.cid)
+          else await fn(l, pos)
         }
         if (lEnd >= to) break
         pos = lEnd
       }
     }
     await visit(await this.node(this.root), 0)
-    return out
   }
 
   async node (cid: CID): Promise<FileNode> {
@@ -263,25 +268,12 @@ export class FileReader {
     if (offset >= end) return []
     this.ahead(offset, end, root.size)
     const parts: Uint8Array[] = []
-    const visit = async (n: FileNode, base: number): Promise<void> => {
-      let pos = base
-      for (const l of n.links) {
-        const lEnd = pos + l.size
-        if (lEnd > offset && pos < end) {
-          if (n.height === 0) {
-            const from = Math.max(offset, pos)
-            const to = Math.min(end, lEnd)
-            if (l.cid !== undefined) parts.push((await this.chunk(l.cid, l.size)).subarray(from - pos, to - pos))
-            else parts.push(new Uint8Array(to - from))
-          } else {
-            await visit(await this.node(linkCid(l)), pos)
-          }
-        }
-        if (lEnd >= end) break
-        pos = lEnd
-      }
-    }
-    await visit(root, 0)
+    await this.eachLeaf(offset, end, async (l, pos) => {
+      const from = Math.max(offset, pos)
+      const to = Math.min(end, pos + l.size)
+      if (l.cid !== undefined) parts.push((await this.chunk(l.cid, l.size)).subarray(from - pos, to - pos))
+      else parts.push(new Uint8Array(to - from))
+    })
     return parts
   }
 
