@@ -16,6 +16,8 @@
  *                        mount, which updates the kernel's dentries itself; negative entries are
  *                        not cached (a name created right after a failed lookup is seen at once)
  *   page cache           kept across opens (keep_cache), for the same reasons
+ *   read-ahead 1 MiB     the kernel's for FUSE is 128 KiB; set through sysfs as root
+ *                        (--read-ahead), else left
  *   write-behind         a write is acknowledged once queued and applied right after, before any
  *                        later op; a late failure is reported by the next write, close or fsync
  *                        of that descriptor (--no-write-behind)
