@@ -289,6 +289,28 @@ t.test('a small write into a stored file reads nothing from the store (a partial
   t.same(Buffer.from(await back.read(await back.resolve('/f'), 0, 400_000)), expect, 'the next fold stores all of it')
 })
 
+t.test('a write whose bytes are handed over keeps its whole pages as they are; one that is not, copies them', async t => {
+  const s = await openCoreFs(t, 'reef-fold-snap-')
+  const f = await s.fs.create(ROOT_INO, enc('f'), 0o644, cred)
+  const given = crypto.randomBytes(200_000)
+  const expect = Buffer.alloc(262_144 + 131_072)
+  given.copy(expect)
+  await s.fs.writeAt(f.ino, 0, given, { give: true })
+  const pages = s.fs.node(f.ino).pages
+  t.equal(pages?.get(1)?.buffer, given.buffer, 'a whole page of the given write is that write\'s memory')
+  t.not(pages?.get(3)?.buffer, given.buffer, 'the last, partly written page is a page of its own')
+  await s.fs.write(f.ino, 70_000, enc('over an adopted page'))
+  expect.write('over an adopted page', 70_000)
+  const kept = crypto.randomBytes(131_072)
+  await s.fs.write(f.ino, 262_144, kept)
+  expect.set(kept, 262_144)
+  kept.fill(7)
+  t.same(Buffer.from(await s.fs.read(f, 0, 500_000)), expect, 'reads right; a write not handed over was copied (its caller may reuse the buffer)')
+  const v = await s.fs.fold('adopted')
+  const back = await s.node.openVersion(v!)
+  t.same(Buffer.from(await back.read(await back.resolve('/f'), 0, 500_000)), expect, 'and the fold stores it')
+})
+
 const SEEDS = Number(process.env.REEF_TEST_FOLD_SEEDS ?? 12)
 t.test(`random changes during random folds (${SEEDS} seeds): every version is its snapshot, the live tree is the model`, async t => {
   for (let seed = 1; seed <= SEEDS; seed++) {

@@ -45,7 +45,8 @@ export function fileOps (a: Adapter): Pick<LowLevelOps, 'open' | 'create' | 'rea
    * size and the pages it just filled are dropped (never awaited here: the kernel holds those
    * pages locked until this write is answered). */
   const applyWrite = async (h: Handle, ino: number, off: number, data: Buffer): Promise<number> => {
-    const r = await a.fs.writeAt(h.node.ino, h.append ? 'end' : off, data)
+    // The request's buffer is ours (a copy of the kernel's): its whole pages are kept as they are.
+    const r = await a.fs.writeAt(h.node.ino, h.append ? 'end' : off, data, { give: true })
     if (r.offset !== off) {
       a.counters.staleAppends++
       void tree.kernel?.invalInode(ino, 0, 0)

@@ -336,11 +336,16 @@ export class ReefFS {
    * merge brings another writer's lines), an end the caller computed earlier may be stale.
    */
   async write (ino: number, offset: number | 'end', data: Uint8Array, dataDigest?: Uint8Array): Promise<number> {
-    return (await this.writeAt(ino, offset, data, dataDigest)).n
+    return (await this.writeAt(ino, offset, data, { digest: dataDigest })).n
   }
 
-  /** write(), also telling the offset it wrote at (for 'end': the file's size then). */
-  async writeAt (ino: number, offset: number | 'end', data: Uint8Array, dataDigest?: Uint8Array): Promise<{ n: number, offset: number }> {
+  /**
+   * write(), also telling the offset it wrote at (for 'end': the file's size then). `give`: the
+   * caller hands `data` over (never touches it again, like a FUSE request's buffer), so whole
+   * pages of it become dirty pages as they are, without a copy.
+   */
+  async writeAt (ino: number, offset: number | 'end', data: Uint8Array, opts: { digest?: Uint8Array, give?: boolean } = {}): Promise<{ n: number, offset: number }> {
+    let dataDigest = opts.digest
     return await this.exclusive(async () => {
       const n = this.node(ino)
       if (n.kind === 'dir') throw posix('EISDIR', 'write to a directory')
@@ -355,8 +360,13 @@ export class ReefFS {
       }
       // Log records are blocks (at most MAX_BLOCK_SIZE): large writes become several records.
       const time = this.now()
-      for (let done = 0; done < data.length; done += MAX_WRITE_RECORD) {
-        await this.commit({ op: 'write', ino, offset: at + done, data: data.subarray(done, done + MAX_WRITE_RECORD), time }, data.length <= MAX_WRITE_RECORD ? dataDigest : undefined)
+      if (opts.give === true) this.pages.given = data.buffer
+      try {
+        for (let done = 0; done < data.length; done += MAX_WRITE_RECORD) {
+          await this.commit({ op: 'write', ino, offset: at + done, data: data.subarray(done, done + MAX_WRITE_RECORD), time }, data.length <= MAX_WRITE_RECORD ? dataDigest : undefined)
+        }
+      } finally {
+        this.pages.given = undefined
       }
       return { n: data.length, offset: at }
     })

@@ -19,6 +19,12 @@ export class Pages {
   dirtyBytes = 0
   /** Files whose content changed since the last fold. */
   readonly dirtyFiles = new Set<number>()
+  /**
+   * The memory of a write's bytes that its caller handed over (ReefFS.writeAt's `give`), while
+   * that write is applied: a whole page of it becomes a dirty page as it is, not a copy. Set
+   * and cleared around one write under the fs lock; the log has written the bytes by then.
+   */
+  given?: ArrayBufferLike
 
   constructor (private readonly store: BlockGetter) {}
 
@@ -53,6 +59,19 @@ export class Pages {
     return page
   }
 
+  /** `bytes` (a whole page of a given write) becomes page `p` of `n`, in place of any it had. */
+  private adopt (n: Inode, p: number, bytes: Uint8Array): void {
+    if (n.pages === undefined) n.pages = new Map()
+    const old = n.pages.get(p)
+    if (old !== undefined) {
+      freePage(old)
+      this.dirtyBytes -= old.length
+      this.dropPartial(n, p)
+    }
+    n.pages.set(p, bytes)
+    this.dirtyBytes += PAGE
+  }
+
   /** Page `p` of `n` now holds [lo, hi) too: a partial page that holds all of itself is whole. */
   private held (n: Inode, p: number, lo: number, hi: number): void {
     const held = n.partial?.get(p)
@@ -85,6 +104,10 @@ export class Pages {
       const ps = p * PAGE
       const from = Math.max(offset, ps)
       const to = Math.min(end, ps + PAGE)
+      if (from === ps && to === ps + PAGE && this.given !== undefined && data.buffer === this.given) {
+        this.adopt(n, p, data.subarray(from - offset, to - offset))
+        continue
+      }
       const page = this.page(n, p, from - ps, to - ps)
       page.set(data.subarray(from - offset, to - offset), from - ps)
     }
