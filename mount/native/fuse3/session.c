@@ -1,7 +1,7 @@
 /*
  * session.c: the FUSE session and the module's entry point. mount() creates a low-level session
  * and polls its /dev/fuse fd (non-blocking) on JS's own event loop: when the kernel has requests,
- * they are read and handed to JS on that thread (ring.c), BATCH per wake-up. There is no
+ * they are read and handed to JS on that thread (ring.c), one per wake-up. There is no
  * loop thread between the kernel and JS: each request costs one thread wake-up (the kernel
  * waking JS), not two (the kernel waking a loop thread, that thread waking JS), which on this
  * class of machine is most of a small request's round trip. When the kernel ends the connection
@@ -18,15 +18,6 @@
 #include <unistd.h>
 
 extern char **environ;
-
-/* Requests read per wake-up before the event loop gets a turn (the fd is level-triggered: the
- * rest wake it again at once). One: reading on until EAGAIN cost one more read(2) per wake-up,
- * and a sequential caller has one request at a time; with several queued, each further one
- * costs an epoll_wait that returns at once instead. 2,000-file create loops, alternating
- * builds (2026-12-08): the daemon's main thread 330-386 us per file at 1 against 363-563 at
- * 32, fstat 38 against 41 us. System calls are dear on this kind of VM: a perf profile of the
- * daemon's thread during creates had 24% in the kernel's pvm_irq_enable alone. */
-#define BATCH 1
 
 void reef_session_unref(reef_session *s) {
   if (atomic_fetch_sub(&s->refs, 1) != 1) return;
@@ -67,17 +58,24 @@ static void readable(uv_poll_t *h, int status, int events) {
   napi_value resource;
   if (napi_open_handle_scope(env, &hs) != napi_ok) return;
   napi_create_object(env, &resource);
-  /* One callback scope per batch: promise jobs and nextTicks the handlers queued run when it
+  /* One callback scope per wake-up: promise jobs and nextTicks the handler queued run when it
    * closes, as after any other callback from the event loop. */
   bool scoped = napi_open_callback_scope(env, resource, s->actx, &scope) == napi_ok;
   bool end = status < 0 && status != UV_EINTR && status != UV_EAGAIN;
-  for (int i = 0; i < BATCH && !end; i++) {
+  /* One request per wake-up (the fd is level-triggered: another queued wakes it again at once).
+   * Reading on until EAGAIN cost one more read(2) per wake-up, and a sequential caller has one
+   * request at a time. 2,000-file create loops, alternating builds (2026-12-08): the daemon's
+   * main thread 330-386 us per file against 363-563 reading up to 32, fstat 38 against 41 us.
+   * System calls are dear on this kind of VM: a perf profile of the daemon's thread during
+   * creates had 24% in the kernel's pvm_irq_enable alone. EINTR and EAGAIN: woken again. */
+  if (!end) {
     int res = fuse_session_receive_buf(s->se, &s->buf);
-    if (res == -EINTR) continue;
-    if (res == -EAGAIN) break;
-    if (res <= 0) { end = true; break; }
-    fuse_session_process_buf(s->se, &s->buf);
-    if (fuse_session_exited(s->se)) end = true;
+    if (res > 0) {
+      fuse_session_process_buf(s->se, &s->buf);
+      end = fuse_session_exited(s->se);
+    } else if (res != -EINTR && res != -EAGAIN) {
+      end = true;
+    }
   }
   if (end) ended(s);
   if (scoped) napi_close_callback_scope(env, scope);
@@ -168,6 +166,7 @@ static napi_value mount_js(napi_env env, napi_callback_info info) {
   if (!ok) {
     reef_notify_stop(s);
     if (s->handler != NULL) napi_delete_reference(env, s->handler);
+    if (s->actx != NULL) napi_async_destroy(env, s->actx);
     fuse_session_unmount(s->se);
     reef_session_unref(s);
     napi_throw_error(env, "EAGAIN", "cannot poll the FUSE connection");
