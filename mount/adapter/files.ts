@@ -22,7 +22,6 @@ const O_DIRECT = 0o40000
 const O_TRUNC = 0o1000
 const O_APPEND = 0o2000
 
-
 export function fileOps (a: Adapter): Pick<LowLevelOps, 'open' | 'create' | 'read' | 'write' | 'flush' | 'fsync' | 'release' | 'fallocate'> {
   const { tree } = a
   /**

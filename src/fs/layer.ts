@@ -92,7 +92,7 @@ export async function readLayerParts (layer: Layer, below: ContentReader | undef
   const end = Math.min(layer.size, offset + length)
   if (offset >= end) return []
   if (below?.readParts !== undefined && onlyBelow(layer, offset, end)) return await below.readParts(offset, end - offset)
-  return [await readLayer(layer, below, offset, length)]
+  return [await compose(layer, below, offset, end)]
 }
 
 /**
@@ -102,8 +102,13 @@ export async function readLayerParts (layer: Layer, below: ContentReader | undef
 export async function readLayer (layer: Layer, below: ContentReader | undefined, offset: number, length: number): Promise<Uint8Array> {
   const end = Math.min(layer.size, offset + length)
   if (offset >= end) return new Uint8Array(0)
-  const { pages, partial } = layer
   if (below !== undefined && onlyBelow(layer, offset, end)) return await below.read(offset, end - offset)
+  return await compose(layer, below, offset, end)
+}
+
+/** [offset, end) of `layer` over `below`, put together in a new buffer (readLayer's general case). */
+async function compose (layer: Layer, below: ContentReader | undefined, offset: number, end: number): Promise<Uint8Array> {
+  const { pages, partial } = layer
   const out = new Uint8Array(end - offset)
   const whole = (p: number): boolean => pages?.has(p) === true && partial?.has(p) !== true
   let pos = offset

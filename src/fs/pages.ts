@@ -61,15 +61,20 @@ export class Pages {
 
   /** `bytes` (a whole page of a given write) becomes page `p` of `n`, in place of any it had. */
   private adopt (n: Inode, p: number, bytes: Uint8Array): void {
+    this.dropPage(n, p)
     if (n.pages === undefined) n.pages = new Map()
-    const old = n.pages.get(p)
-    if (old !== undefined) {
-      freePage(old)
-      this.dirtyBytes -= old.length
-      this.dropPartial(n, p)
-    }
     n.pages.set(p, bytes)
     this.dirtyBytes += PAGE
+  }
+
+  /** Page `p` of `n` goes (with what it held in part), its memory back to the pool. */
+  private dropPage (n: Inode, p: number): void {
+    const page = n.pages?.get(p)
+    if (page === undefined) return
+    freePage(page)
+    n.pages?.delete(p)
+    this.dirtyBytes -= page.length
+    this.dropPartial(n, p)
   }
 
   /** Page `p` of `n` now holds [lo, hi) too: a partial page that holds all of itself is whole. */
@@ -119,15 +124,7 @@ export class Pages {
   applyTruncate (n: Inode, size: number): void {
     if (size < n.size) {
       if (n.pages !== undefined) {
-        for (const p of [...n.pages.keys()]) {
-          const page = n.pages.get(p) as Uint8Array
-          if (p * PAGE >= size) {
-            freePage(page)
-            n.pages.delete(p)
-            this.dirtyBytes -= page.length
-            this.dropPartial(n, p)
-          }
-        }
+        for (const p of [...n.pages.keys()]) if (p * PAGE >= size) this.dropPage(n, p)
         const lastP = Math.floor(size / PAGE)
         const last = n.pages.get(lastP)
         if (last !== undefined) {
@@ -167,10 +164,7 @@ export class Pages {
           const ps = p * PAGE
           // Bytes of a page past the size are zeros already: such a page may go as a whole.
           if (ps >= zeroFrom && Math.min(ps + PAGE, n.size) <= zeroTo) {
-            freePage(page)
-            n.pages.delete(p)
-            this.dirtyBytes -= page.length
-            this.dropPartial(n, p)
+            this.dropPage(n, p)
           } else {
             const lo = Math.max(zeroFrom, ps) - ps
             const hi = Math.min(zeroTo, ps + PAGE) - ps

@@ -247,14 +247,7 @@ export class FileReader {
    */
   async read (offset: number, length: number): Promise<Uint8Array> {
     const parts = await this.readParts(offset, length)
-    if (parts.length === 1) return parts[0]
-    const out = Buffer.allocUnsafe(parts.reduce((n, p) => n + p.length, 0))
-    let at = 0
-    for (const p of parts) {
-      out.set(p, at)
-      at += p.length
-    }
-    return out
+    return parts.length === 1 ? parts[0] : Buffer.concat(parts)
   }
 
   /**
